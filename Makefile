@@ -1,0 +1,56 @@
+# myonode — set-up, tests, demo, service, benchmarks. Everything installs itself.
+#   make test    venv + locked packages + Debian tools the tests talk to, then pytest
+#   make demo    venv + locked packages, then the demo on the embedded default
+#   make serve   run the node with ./settings.toml
+#   make bench   run the benchmarks in bench/ (JSON on stdout)
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+
+# Debian packages the tests use as real peers and validators (package:command-or-file it provides).
+DEBS := dcmtk:/usr/bin/storescu dicom3tools:/usr/bin/dciodvfy orthanc:/usr/sbin/Orthanc \
+        r-base-core:/usr/bin/Rscript r-cran-lme4:/usr/lib/R/site-library/lme4/DESCRIPTION \
+        chromium:/usr/bin/chromium poppler-utils:/usr/bin/pdftoppm \
+        libpango-1.0-0:/usr/share/doc/libpango-1.0-0 libpangoft2-1.0-0:/usr/share/doc/libpangoft2-1.0-0
+
+.PHONY: install debs test demo serve bench lock clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): requirements.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+debs:
+	@missing=""; for entry in $(DEBS); do pkg=$${entry%%:*}; file=$${entry#*:}; \
+	  [ -e "$$file" ] || missing="$$missing $$pkg"; done; \
+	if [ -z "$$missing" ]; then echo "debian packages: all present"; \
+	elif [ "$$(id -u)" = 0 ]; then echo "installing debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else echo "missing debian packages (run as root to install):$$missing" >&2; exit 1; fi
+
+test: install debs
+	MYONODE_REQUIRE_POSTGRES=1 MYONODE_REQUIRE_REDIS=1 $(BIN)/python -m pytest
+
+demo: install
+	$(BIN)/myonode demo
+
+serve: install
+	$(BIN)/myonode serve
+
+bench: install
+	@for b in bench/*.py; do echo "# $$b" >&2; $(BIN)/python $$b || exit 1; done
+
+lock: | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	( echo "# Pinned versions myonode is tested with. Regenerate with: make lock"; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v '^myonode' ) > requirements.lock
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

@@ -1,0 +1,128 @@
+"""The ``myonode`` command line (Typer). Each command is a thin layer over a package function."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from node import __version__
+from node.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(
+    help="myonode: scanner-side DICOM processing node for whole-body muscle MRI.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+db_app = typer.Typer(help="The SQL store: migrations and status.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Optional[Path],
+    typer.Option("--config", "-c", help="settings.toml to use (default: $MYONODE_CONFIG or ./settings.toml)"),
+]
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except SettingsError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def version() -> None:
+    """Print the myonode version."""
+    console.print(f"myonode {__version__}")
+
+
+@config_app.command("check")
+def config_check(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the effective settings as JSON")] = False,
+) -> None:
+    """Validate the settings file (with environment overrides) and print the effective settings, secrets masked."""
+    settings = _settings(config)
+    data = settings.masked()
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    console.print(f"[green]settings OK[/]: {settings.source}", highlight=False)
+    for section, values in data.items():
+        console.print(f"\n[bold]\\[{section}][/]")
+        for key, value in values.items():
+            console.print(f"[cyan]{key}[/] = {json.dumps(value)}", highlight=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Create or upgrade the database to the newest schema."""
+    from storage.database import make_engine
+    from storage.migrate import current_revision, upgrade
+
+    settings = _settings(config)
+    engine = make_engine(settings.storage.database_url)
+    before = current_revision(engine)
+    after = upgrade(engine)
+    console.print(f"database {_masked_db(settings)}: {before or 'empty'} -> {after}", highlight=False)
+
+
+@db_app.command("status")
+def db_status(config: ConfigOption = None) -> None:
+    """Show the schema revision and how many rows each table holds."""
+    from sqlalchemy import func, inspect, select
+
+    from storage.database import make_engine
+    from storage.migrate import current_revision, head_revision
+    from storage.models import Base
+
+    settings = _settings(config)
+    engine = make_engine(settings.storage.database_url)
+    current, head = current_revision(engine), head_revision()
+    state = "up to date" if current == head else "needs `myonode db upgrade`"
+    console.print(f"database {_masked_db(settings)}", highlight=False)
+    console.print(f"schema revision {current or 'none (empty)'}, newest {head}: {state}")
+    if current is None:
+        raise typer.Exit(1)
+    present = set(inspect(engine).get_table_names())
+    table = Table("table", "rows")
+    with engine.connect() as conn:
+        for name, tbl in Base.metadata.tables.items():
+            rows = conn.execute(select(func.count()).select_from(tbl)).scalar_one() if name in present else "missing"
+            table.add_row(name, str(rows))
+    console.print(table)
+    if current != head:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    folder: Annotated[Path, typer.Option(help="where the demo keeps its settings, database and files")] = Path("var/demo"),
+) -> None:
+    """Run the demo on the embedded default (SQLite, local files) in a fresh folder."""
+    from node.demo import run_demo
+
+    run_demo(folder.resolve(), console)
+
+
+def _masked_db(settings: Settings) -> str:
+    return settings.masked()["storage"]["database_url"]
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

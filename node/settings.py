@@ -1,0 +1,430 @@
+"""The one configuration file, ``settings.toml``, as validated pydantic models.
+
+Loading order: the TOML file, then environment variables ``MYONODE_<SECTION>__<KEY>``
+(e.g. ``MYONODE_NODE__PORT=11113``), then validation. Every unknown key or bad value
+fails with a :class:`SettingsError` naming the key and the file (or the variable).
+Relative paths, including SQLite database URLs, are resolved against the folder of the
+settings file, so the service behaves the same whatever its working directory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from croniter import croniter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX = "MYONODE_"
+CONFIG_ENV = "MYONODE_CONFIG"
+DEFAULT_SETTINGS_NAME = "settings.toml"
+
+# DICOM AE titles: 1-16 characters of the default character repertoire, no backslash,
+# not all spaces (PS3.5 Table 6.2-1, VR AE).
+AETitle = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=16, pattern=r"^[\x20-\x5b\x5d-\x7e]*[\x21-\x5b\x5d-\x7e][\x20-\x5b\x5d-\x7e]*$"),
+]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class SettingsError(ValueError):
+    """A settings file or environment override is missing, unreadable or invalid."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeSettings(_Section):
+    """The DICOM service: who we are, where we listen, whom we accept."""
+
+    ae_title: AETitle = "MYONODE"
+    bind_host: str = "127.0.0.1"
+    port: Port = 11112
+    allowed_calling_ae_titles: list[AETitle] = Field(default_factory=list)
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    tls_verify_client: bool = False
+    max_associations: int = Field(default=8, ge=1, le=256)
+    acse_timeout_s: float = Field(default=30.0, gt=0)
+    dimse_timeout_s: float = Field(default=120.0, gt=0)
+    network_timeout_s: float = Field(default=120.0, gt=0)
+    max_pdu: int = Field(default=262144, ge=0, le=2**32 - 1)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _networks(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            try:
+                ipaddress.ip_network(host, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{host!r} is not an IP address or network (CIDR)") from exc
+        return hosts
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "NodeSettings":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        if self.tls_verify_client and self.tls_ca is None:
+            raise ValueError("tls_verify_client needs tls_ca")
+        return self
+
+    def host_allowed(self, address: str) -> bool:
+        """True when ``address`` lies in one of ``allowed_hosts``."""
+        ip = ipaddress.ip_address(address)
+        return any(ip in ipaddress.ip_network(net, strict=False) for net in self.allowed_hosts)
+
+    def calling_ae_allowed(self, ae_title: str) -> bool:
+        """True when the list is empty (any AE) or contains ``ae_title`` (trailing spaces ignored)."""
+        return not self.allowed_calling_ae_titles or ae_title.strip() in {
+            a.strip() for a in self.allowed_calling_ae_titles
+        }
+
+
+class StorageSettings(_Section):
+    """Where DICOM files and the SQL index live."""
+
+    root: Path = Path("var/store")
+    database_url: str = "sqlite:///var/myonode.db"
+
+    @field_validator("database_url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(url)
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL: {exc}") from exc
+        return url
+
+
+class QueueSettings(_Section):
+    """The Huey task queue: SQLite inside the service, or Redis for workers elsewhere."""
+
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    url: str = "sqlite:///var/queue.db"
+    workers: int = Field(default=2, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _scheme(self) -> "QueueSettings":
+        scheme = urlsplit(self.url).scheme
+        wanted = {"sqlite": ("sqlite",), "redis": ("redis", "rediss", "unix")}[self.backend]
+        if scheme not in wanted:
+            raise ValueError(f"backend {self.backend!r} needs a URL starting with {wanted[0]}://, got {self.url!r}")
+        return self
+
+
+class SeriesRule(_Section):
+    """Classifies a series as whole-body T2 or DWI; all given conditions must match."""
+
+    kind: Literal["t2", "dwi"]
+    description: str = Field(description="regex searched in SeriesDescription or ProtocolName (case-insensitive)")
+    orientation: Literal["coronal", "axial", "sagittal"] | None = None
+    scanning_sequence: str | None = Field(default=None, description="regex searched in ScanningSequence")
+
+    @field_validator("description", "scanning_sequence")
+    @classmethod
+    def _regex(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+        return pattern
+
+
+class ProtocolSettings(_Section):
+    """How the node recognises the whole-body protocol and decides an exam is complete."""
+
+    rules: list[SeriesRule] = Field(
+        default_factory=lambda: [
+            SeriesRule(kind="t2", description=r"(WB|whole.?body).*T2|T2.*(WB|whole.?body)", orientation="coronal"),
+            SeriesRule(kind="dwi", description=r"(WB|whole.?body).*(DWI|diff)|(DWI|diff).*(WB|whole.?body)"),
+        ]
+    )
+    t2_stations: int = Field(default=6, ge=1, le=20)
+    dwi_stations: int = Field(default=8, ge=1, le=20)
+    stable_age_s: float = Field(default=60.0, ge=0)
+    incomplete_deadline_s: float = Field(default=6 * 3600.0, gt=0)
+
+
+Group = Literal["patient", "control"]
+
+
+class VisitWindow(_Section):
+    """A visit label and the window of days since the subject's baseline that maps to it."""
+
+    label: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]+$")]
+    min_days: int = Field(ge=0)
+    max_days: int = Field(ge=0)
+    groups: list[Group] = Field(default_factory=lambda: ["patient", "control"])
+    time_point_ids: list[str] = Field(
+        default_factory=list, description="Clinical Trial Time Point ID (0012,0050) values that name this visit"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "VisitWindow":
+        if self.max_days < self.min_days:
+            raise ValueError(f"visit {self.label!r}: max_days {self.max_days} < min_days {self.min_days}")
+        return self
+
+
+class VisitSettings(_Section):
+    """The visit schedule; the first visit is the baseline and starts at day 0."""
+
+    windows: list[VisitWindow] = Field(
+        default_factory=lambda: [
+            VisitWindow(label="baseline", min_days=0, max_days=14, time_point_ids=["BASELINE", "V0"]),
+            VisitWindow(label="m4", min_days=60, max_days=200, groups=["patient"], time_point_ids=["M4", "V1"]),
+            VisitWindow(label="m6", min_days=120, max_days=330, groups=["control"], time_point_ids=["M6"]),
+            VisitWindow(label="m12", min_days=270, max_days=540, groups=["patient"], time_point_ids=["M12", "V2"]),
+        ]
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "VisitSettings":
+        labels = [w.label for w in self.windows]
+        if not labels:
+            raise ValueError("at least one visit (the baseline) is needed")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"visit labels must be unique, got {labels}")
+        if self.windows[0].min_days != 0:
+            raise ValueError(f"the first visit {labels[0]!r} is the baseline and must start at min_days = 0")
+        for group in ("patient", "control"):
+            spans = sorted((w.min_days, w.max_days, w.label) for w in self.windows if group in w.groups)
+            for (_, hi, a), (lo, _, b) in zip(spans, spans[1:]):
+                if lo <= hi:
+                    raise ValueError(f"visits {a!r} and {b!r} overlap for group {group!r}")
+        return self
+
+    @property
+    def baseline(self) -> str:
+        return self.windows[0].label
+
+    def label_for_days(self, days: int, group: Group) -> str | None:
+        """The visit whose window holds ``days`` since baseline for ``group``, or None."""
+        for w in self.windows:
+            if group in w.groups and w.min_days <= days <= w.max_days:
+                return w.label
+        return None
+
+    def label_for_time_point(self, time_point_id: str) -> str | None:
+        """The visit named by a Clinical Trial Time Point ID, or None."""
+        key = time_point_id.strip().upper()
+        for w in self.windows:
+            if key == w.label.upper() or key in (t.upper() for t in w.time_point_ids):
+                return w.label
+        return None
+
+
+class AtlasSettings(_Section):
+    """Which atlas to propagate; empty path = the default atlas shipped with myonode."""
+
+    path: Path | None = None
+    erosion_mm: float = Field(default=1.5, ge=0)
+
+
+class Destination(_Section):
+    """A DICOM peer (PACS) that myonode sends to."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$")]
+    ae_title: AETitle
+    host: str
+    port: Port
+    tls: bool = False
+
+
+class ForwardSettings(_Section):
+    """PACS destinations that receive every result, through the outbox."""
+
+    destinations: list[Destination] = Field(default_factory=list)
+    max_attempts: int = Field(default=20, ge=1)
+    backoff_initial_s: float = Field(default=30.0, gt=0)
+    backoff_max_s: float = Field(default=3600.0, gt=0)
+
+    @field_validator("destinations")
+    @classmethod
+    def _unique(cls, dests: list[Destination]) -> list[Destination]:
+        names = [d.name for d in dests]
+        if len(set(names)) != len(names):
+            raise ValueError(f"destination names must be unique, got {names}")
+        return dests
+
+
+class QRSettings(_Section):
+    """C-MOVE destinations the Query/Retrieve SCP knows, by AE title."""
+
+    move_destinations: list[Destination] = Field(default_factory=list)
+
+
+class ScheduleSettings(_Section):
+    """When the cohort statistics and report run (standard 5-field cron expression, local time)."""
+
+    cohort_report: str = "30 2 * * *"
+
+    @field_validator("cohort_report")
+    @classmethod
+    def _cron(cls, expr: str) -> str:
+        if len(expr.split()) != 5 or not croniter.is_valid(expr):
+            raise ValueError(f"{expr!r} is not a 5-field cron expression (minute hour day month weekday)")
+        return expr
+
+
+class ReportSettings(_Section):
+    """Where cohort reports are written."""
+
+    out: Path = Path("var/reports")
+
+
+class Settings(_Section):
+    """All of settings.toml. ``base_dir`` is the folder relative paths were resolved against."""
+
+    node: NodeSettings = Field(default_factory=NodeSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    protocol: ProtocolSettings = Field(default_factory=ProtocolSettings)
+    visits: VisitSettings = Field(default_factory=VisitSettings)
+    atlas: AtlasSettings = Field(default_factory=AtlasSettings)
+    forward: ForwardSettings = Field(default_factory=ForwardSettings)
+    qr: QRSettings = Field(default_factory=QRSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
+    source: Path | None = Field(default=None, exclude=True)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain data with passwords in URLs replaced by ``***``."""
+        data = self.model_dump(mode="json")
+        data["storage"]["database_url"] = mask_url(self.storage.database_url)
+        data["queue"]["url"] = mask_url(self.queue.url)
+        return data
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    """Make relative file paths and SQLite URLs absolute against ``base``."""
+
+    def path(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else (base / p).resolve())
+
+    def sqlite(url: str) -> str:
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+            rest = url[len(prefix):]
+            file, sep, query = rest.partition("?")
+            return prefix + str((base / file).resolve()) + sep + query
+        return url
+
+    node = settings.node.model_copy(
+        update={k: path(getattr(settings.node, k)) for k in ("tls_cert", "tls_key", "tls_ca")}
+    )
+    storage = settings.storage.model_copy(
+        update={"root": path(settings.storage.root), "database_url": sqlite(settings.storage.database_url)}
+    )
+    queue = settings.queue.model_copy(update={"url": sqlite(settings.queue.url)})
+    atlas = settings.atlas.model_copy(update={"path": path(settings.atlas.path)})
+    report = settings.report.model_copy(update={"out": path(settings.report.out)})
+    return settings.model_copy(
+        update={"node": node, "storage": storage, "queue": queue, "atlas": atlas, "report": report}
+    )
+
+
+def _parse_env_value(raw: str) -> Any:
+    """Read an environment value as a TOML value when it is one (numbers, booleans, arrays), else a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, str]:
+    """Overlay ``MYONODE_SECTION__KEY`` variables onto ``data``; returns dotted key -> variable name."""
+    origin: dict[str, str] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        if len(parts) < 2 or not all(parts):
+            raise SettingsError(
+                f"environment variable {name}: expected {ENV_PREFIX}<SECTION>__<KEY>, e.g. MYONODE_NODE__PORT"
+            )
+        target = data
+        for part in parts[:-1]:
+            nested = target.setdefault(part, {})
+            if not isinstance(nested, dict):
+                raise SettingsError(f"environment variable {name}: {part!r} is not a section")
+            target = nested
+        target[parts[-1]] = _parse_env_value(raw)
+        origin[".".join(parts)] = name
+    return origin
+
+
+def _describe(exc: ValidationError, file: str, origin: dict[str, str]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join(loc) if loc else "(top level)"
+        where = next((f"environment variable {var}" for k, var in origin.items() if key.startswith(k)), file)
+        if err["type"] == "extra_forbidden":
+            what = "unknown section" if len(loc) == 1 else "unknown key (not a setting)"
+            lines.append(f"{where}: [{loc[0]}] {'.'.join(loc[1:])}: {what}".replace("] :", "]:"))
+            continue
+        shown = "" if isinstance(err["input"], (dict, list)) else f" (got {err['input']!r})"
+        lines.append(f"{where}: [{'.'.join(loc[:1])}] {'.'.join(loc[1:]) or key}: {err['msg']}{shown}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def find_settings_file(explicit: Path | None = None) -> Path:
+    """``--config`` if given, else ``$MYONODE_CONFIG``, else ``./settings.toml``."""
+    if explicit is not None:
+        candidate = explicit
+    elif os.environ.get(CONFIG_ENV):
+        candidate = Path(os.environ[CONFIG_ENV])
+    else:
+        candidate = Path.cwd() / DEFAULT_SETTINGS_NAME
+    if not candidate.is_file():
+        raise SettingsError(f"settings file not found: {candidate} (use --config PATH or set {CONFIG_ENV})")
+    return candidate.resolve()
+
+
+def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read, override from the environment, validate and resolve the settings file."""
+    file = find_settings_file(path)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{file}: cannot read: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{file}: not valid TOML: {exc}") from exc
+    origin = _apply_env(data, dict(os.environ if environ is None else environ))
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, str(file), origin)) from None
+    return _resolve_paths(settings, file.parent).model_copy(update={"source": file})

@@ -1,0 +1,1 @@
+"""Quantification: geometry, stitching, registration, atlas, ROI statistics, DICOM result writers."""

@@ -1,0 +1,1 @@
+"""Cohort statistics: assembly, models, tables, figures and the report."""

@@ -1,0 +1,76 @@
+"""The installed `myonode` command: version, config check, db upgrade/status, on real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MYONODE = shutil.which("myonode", path=str(Path(os.sys.executable).parent)) or "myonode"
+
+
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MYONODE_")}
+    return subprocess.run([MYONODE, *args], capture_output=True, text=True, env={**base, **(env or {})}, cwd=cwd)
+
+
+@pytest.fixture
+def settings_file(tmp_path: Path) -> Path:
+    path = tmp_path / "settings.toml"
+    shutil.copy(REPO / "settings.toml", path)
+    return path
+
+
+def test_help_lists_only_working_commands() -> None:
+    out = run("--help")
+    assert out.returncode == 0
+    for command in ("version", "config", "db"):
+        assert command in out.stdout
+
+
+def test_version() -> None:
+    out = run("version")
+    assert out.returncode == 0 and out.stdout.startswith("myonode 0.")
+
+
+def test_config_check_prints_effective_settings(settings_file: Path) -> None:
+    """config check validates, applies environment overrides and masks passwords."""
+    env = {"MYONODE_NODE__PORT": "11113", "MYONODE_STORAGE__DATABASE_URL": "postgresql+psycopg://u:hunter2@db/x"}
+    out = run("config", "check", "--config", str(settings_file), "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["node"]["port"] == 11113
+    assert data["storage"]["database_url"] == "postgresql+psycopg://u:***@db/x"
+    assert data["storage"]["root"] == str(settings_file.parent / "var" / "store")
+    human = run("config", "check", "--config", str(settings_file), env=env)
+    assert "settings OK" in human.stdout and "hunter2" not in human.stdout
+
+
+def test_config_check_finds_settings_via_environment(settings_file: Path, tmp_path: Path) -> None:
+    out = run("config", "check", env={"MYONODE_CONFIG": str(settings_file)}, cwd=Path("/"))
+    assert out.returncode == 0 and str(settings_file) in out.stdout
+
+
+def test_config_check_bad_value_exits_2_naming_key_and_file(settings_file: Path) -> None:
+    settings_file.write_text(settings_file.read_text().replace("max_associations = 8", "max_associations = 0"))
+    out = run("config", "check", "--config", str(settings_file))
+    assert out.returncode == 2
+    assert f"{settings_file}: [node] max_associations: Input should be greater than or equal to 1" in out.stderr
+
+
+def test_db_upgrade_then_status(settings_file: Path) -> None:
+    """db status reports an empty database as needing upgrade; after upgrade it lists every table."""
+    before = run("db", "status", "--config", str(settings_file))
+    assert before.returncode == 1 and "none (empty)" in before.stdout
+    up = run("db", "upgrade", "--config", str(settings_file))
+    assert up.returncode == 0 and "empty -> 0001" in up.stdout
+    assert (settings_file.parent / "var" / "myonode.db").is_file()
+    status = run("db", "status", "--config", str(settings_file))
+    assert status.returncode == 0 and "up to date" in status.stdout
+    for table in ("instances", "measurements", "outbox", "stats_runs"):
+        assert table in status.stdout
