@@ -107,6 +107,42 @@ def db_status(config: ConfigOption = None) -> None:
 
 
 @app.command()
+def serve(
+    config: ConfigOption = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+) -> None:
+    """Run the DICOM node (listener, storage, index) until stopped with Ctrl-C or SIGTERM."""
+    import logging
+
+    from node.service import serve_forever
+
+    settings = _settings(config)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, logging.getLogger().level))
+    serve_forever(settings)
+
+
+@app.command()
+def echo(
+    peer: Annotated[str, typer.Argument(help="AE@host:port, e.g. PACS@10.0.0.20:104")],
+    calling_ae: Annotated[str, typer.Option("--calling-ae", help="our AE title for this check")] = "MYONODE",
+    timeout: Annotated[float, typer.Option(help="seconds")] = 10.0,
+) -> None:
+    """Check a DICOM peer with C-ECHO; exit status 0 when it answers Success."""
+    from node.scu import echo as c_echo, parse_peer
+
+    try:
+        ae_title, host, port = parse_peer(peer)
+    except ValueError as exc:
+        err_console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from None
+    ok, message = c_echo(ae_title, host, port, calling_ae=calling_ae, timeout=timeout)
+    (console if ok else err_console).print(message, markup=False, highlight=False)
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command()
 def demo(
     folder: Annotated[Path, typer.Option(help="where the demo keeps its settings, database and files")] = Path("var/demo"),
 ) -> None:

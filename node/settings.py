@@ -98,10 +98,11 @@ class NodeSettings(_Section):
 
 
 class StorageSettings(_Section):
-    """Where DICOM files and the SQL index live."""
+    """Where DICOM files and the SQL index live, and what a re-sent instance with new content does."""
 
     root: Path = Path("var/store")
     database_url: str = "sqlite:///var/myonode.db"
+    resend_policy: Literal["keep_first", "replace", "keep_both"] = "keep_both"
 
     @field_validator("database_url")
     @classmethod

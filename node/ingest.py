@@ -1,0 +1,253 @@
+"""Receive one DICOM instance into the store: durable file, committed index row, a DICOM status.
+
+This is the C-STORE SCP's work, separate from the network so it can be tested and reused
+(imports, results written by the pipeline). The rule: the caller may acknowledge success
+only when :meth:`Ingestor.ingest` returns status 0x0000, which happens only after the file
+is fsync'd and renamed and its index row committed. Every failure comes back as a DICOM
+failure status with a comment, and leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from io import BytesIO
+from typing import Literal
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from node.classify import classify_series
+from node.settings import SeriesRule
+from storage import models as m
+from storage.database import transaction
+from storage.filestore import FileStore, InvalidUIDError, validate_uid
+
+log = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+PROCESSING_FAILURE = 0x0110
+
+ResendPolicy = Literal["keep_first", "replace", "keep_both"]
+Action = Literal["stored", "duplicate", "kept_first", "replaced", "new_version", "failed"]
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """What happened to one received instance, and the status to answer the peer with."""
+
+    status: int
+    action: Action
+    comment: str | None = None
+    instance_id: int | None = None
+    series_uid: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == SUCCESS
+
+
+class BadDatasetError(ValueError):
+    """The received bytes are not a DICOM instance we can index."""
+
+
+@dataclass(frozen=True)
+class Header:
+    """The attributes the index needs, read from a received instance."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+    transfer_syntax_uid: str | None
+    dataset: Dataset
+
+
+def read_header(data: bytes, expected_sop_uid: str | None = None) -> Header:
+    """Parse the header (not the pixels) and validate the UIDs that name the file."""
+    try:
+        ds = dcmread(BytesIO(data), stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError) as exc:
+        raise BadDatasetError(f"not a readable DICOM data set: {exc}") from exc
+    try:
+        sop_class = validate_uid(str(ds.get("SOPClassUID", "")), "SOPClassUID")
+        sop_uid = validate_uid(str(ds.get("SOPInstanceUID", "")), "SOPInstanceUID")
+        study = validate_uid(str(ds.get("StudyInstanceUID", "")), "StudyInstanceUID")
+        series = validate_uid(str(ds.get("SeriesInstanceUID", "")), "SeriesInstanceUID")
+    except InvalidUIDError as exc:
+        raise BadDatasetError(str(exc)) from exc
+    if expected_sop_uid is not None and sop_uid != expected_sop_uid:
+        raise BadDatasetError(
+            f"SOPInstanceUID {sop_uid} in the data set differs from {expected_sop_uid} in the request"
+        )
+    meta = getattr(ds, "file_meta", None)
+    ts = str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else None
+    return Header(sop_class, sop_uid, study, series, ts, ds)
+
+
+def _da(value: object) -> date | None:
+    text = str(value or "").strip()
+    try:
+        return datetime.strptime(text[:8], "%Y%m%d").date() if text else None
+    except ValueError:
+        return None
+
+
+def _int(value: object) -> int | None:
+    try:
+        return int(str(value).strip()) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _text(ds: Dataset, keyword: str, limit: int) -> str | None:
+    value = ds.get(keyword)
+    return None if value in (None, "") else str(value)[:limit]
+
+
+class Ingestor:
+    """Stores received instances durably and indexes them (thread-safe within one process)."""
+
+    def __init__(
+        self,
+        store: FileStore,
+        sessions: sessionmaker[Session],
+        rules: list[SeriesRule],
+        policy: ResendPolicy = "keep_both",
+    ) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.rules = rules
+        self.policy = policy
+        # One index writer at a time: SQLite serialises writers anyway, and this keeps
+        # get-or-create of patient/study/series free of races between associations.
+        self._lock = threading.Lock()
+
+    def ingest(
+        self,
+        data: bytes,
+        *,
+        calling_ae: str | None = None,
+        peer_address: str | None = None,
+        expected_sop_uid: str | None = None,
+    ) -> StoreOutcome:
+        """Store ``data`` (a DICOM file: preamble, meta, data set) and index it; never raises."""
+        try:
+            header = read_header(data, expected_sop_uid)
+        except BadDatasetError as exc:
+            log.warning("refused instance from %s (%s): %s", calling_ae, peer_address, exc)
+            return StoreOutcome(CANNOT_UNDERSTAND, "failed", str(exc)[:1024])
+        try:
+            return self._ingest(header, data, calling_ae, peer_address)
+        except OSError as exc:
+            reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"storage error: {exc}"
+            log.error("could not store %s: %s", header.sop_instance_uid, reason)
+            return StoreOutcome(OUT_OF_RESOURCES, "failed", f"Out of resources: {reason}"[:1024])
+        except OperationalError as exc:
+            log.error("could not index %s: %s", header.sop_instance_uid, exc.orig)
+            return StoreOutcome(OUT_OF_RESOURCES, "failed", f"Out of resources: database unavailable: {exc.orig}"[:1024])
+        except SQLAlchemyError as exc:
+            log.exception("could not index %s", header.sop_instance_uid)
+            return StoreOutcome(PROCESSING_FAILURE, "failed", f"index error: {exc.__class__.__name__}"[:1024])
+
+    def _ingest(self, h: Header, data: bytes, calling_ae: str | None, peer: str | None) -> StoreOutcome:
+        sha = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            with self.sessions() as s:
+                versions = s.scalars(
+                    select(m.Instance).where(m.Instance.sop_instance_uid == h.sop_instance_uid)
+                    .order_by(m.Instance.version)
+                ).all()
+            if any(v.sha256 == sha for v in versions):
+                return StoreOutcome(SUCCESS, "duplicate", instance_id=versions[-1].id, series_uid=h.series_uid)
+            if versions and self.policy == "keep_first":
+                log.warning("re-sent %s with different content: kept the first (policy keep_first)", h.sop_instance_uid)
+                return StoreOutcome(SUCCESS, "kept_first", instance_id=versions[0].id, series_uid=h.series_uid)
+            version = (versions[-1].version + 1) if versions else 1
+            # A file can exist without a row after a crash between rename and commit: it was
+            # never acknowledged, so it is replaced.
+            stored = self.store.write(h.study_uid, h.series_uid, h.sop_instance_uid, data, version=version, replace=True)
+            try:
+                with transaction(self.sessions) as s:
+                    instance = self._index(s, h, stored.size_bytes, sha, version, calling_ae, peer)
+                    superseded = []
+                    if versions and self.policy == "replace":
+                        for old in versions:
+                            superseded.append(self.store.absolute(old.file_path))
+                            s.delete(s.get(m.Instance, old.id))
+                        instance.series.n_instances -= len(versions)
+                    elif versions:
+                        instance.conflict = True
+                    s.flush()
+                    instance_id = instance.id
+            except BaseException:
+                stored.path.unlink(missing_ok=True)
+                raise
+        for path in superseded:
+            path.unlink(missing_ok=True)
+        if not versions:
+            action: Action = "stored"
+        elif self.policy == "replace":
+            action = "replaced"
+        else:
+            action = "new_version"
+            log.warning("re-sent %s with different content: stored as version %d, flagged", h.sop_instance_uid, version)
+        return StoreOutcome(SUCCESS, action, instance_id=instance_id, series_uid=h.series_uid)
+
+    def _index(
+        self, s: Session, h: Header, size: int, sha: str, version: int, calling_ae: str | None, peer: str | None
+    ) -> m.Instance:
+        ds = h.dataset
+        now = datetime.now(timezone.utc)
+        patient_id = str(ds.get("PatientID", "") or "")[:64]
+        issuer = str(ds.get("IssuerOfPatientID", "") or "")[:64]
+        patient = s.scalars(
+            select(m.Patient).where(m.Patient.patient_id == patient_id, m.Patient.issuer == issuer)
+        ).one_or_none()
+        if patient is None:
+            patient = m.Patient(
+                patient_id=patient_id, issuer=issuer, patient_name=_text(ds, "PatientName", 324),
+                birth_date=_da(ds.get("PatientBirthDate")), sex=_text(ds, "PatientSex", 16),
+            )
+            s.add(patient)
+        study = s.scalars(select(m.Study).where(m.Study.study_instance_uid == h.study_uid)).one_or_none()
+        if study is None:
+            study = m.Study(
+                patient=patient, study_instance_uid=h.study_uid, study_date=_da(ds.get("StudyDate")),
+                study_time=_text(ds, "StudyTime", 32), accession_number=_text(ds, "AccessionNumber", 64),
+                study_description=_text(ds, "StudyDescription", 128),
+                time_point_id=_text(ds, "ClinicalTrialTimePointID", 64),
+            )
+            s.add(study)
+        series = s.scalars(select(m.Series).where(m.Series.series_instance_uid == h.series_uid)).one_or_none()
+        if series is None:
+            series = m.Series(
+                study=study, series_instance_uid=h.series_uid, modality=_text(ds, "Modality", 16),
+                series_number=_int(ds.get("SeriesNumber")), series_description=_text(ds, "SeriesDescription", 128),
+                protocol_name=_text(ds, "ProtocolName", 128),
+                frame_of_reference_uid=_text(ds, "FrameOfReferenceUID", 64),
+                kind=m.SeriesKind(classify_series(ds, self.rules)), n_instances=0,
+                first_received_at=now, last_received_at=now,
+            )
+            s.add(series)
+        series.n_instances += 1
+        series.last_received_at = now
+        instance = m.Instance(
+            series=series, sop_instance_uid=h.sop_instance_uid, version=version, sop_class_uid=h.sop_class_uid,
+            transfer_syntax_uid=h.transfer_syntax_uid, instance_number=_int(ds.get("InstanceNumber")),
+            file_path=self.store.relative(self.store.path_for(h.study_uid, h.series_uid, h.sop_instance_uid, version)),
+            size_bytes=size, sha256=sha, calling_ae=(calling_ae or None) and calling_ae[:16],
+            peer_address=peer, received_at=now,
+        )
+        s.add(instance)
+        return instance

@@ -1,0 +1,225 @@
+"""The node's listener against dcmtk peers: echo, store, access control, durability, hostile input."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+from sqlalchemy import select
+
+from dicom_factory import mr_image, write_series
+from node.service import Node
+from storage import filestore as filestore_module
+from storage import models as m
+from conftest import dcmtk  # type: ignore[import-not-found]
+
+
+def echo(node: Node, calling: str = "ECHOSCU", called: str | None = None) -> subprocess.CompletedProcess[str]:
+    return dcmtk("echoscu", "-aet", calling, "-aec", called or node.settings.node.ae_title,
+                 "127.0.0.1", str(node.listener.port))
+
+
+def storescu(node: Node, *paths: Path, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    return dcmtk("storescu", "-v", "-aet", "STORESCU", "-aec", node.settings.node.ae_title, *extra,
+                 "127.0.0.1", str(node.listener.port), *map(str, paths))
+
+
+def instances(node: Node) -> list[m.Instance]:
+    with node.sessions() as s:
+        return list(s.scalars(select(m.Instance).order_by(m.Instance.sop_instance_uid, m.Instance.version)))
+
+
+def test_echo_from_dcmtk(node: Node) -> None:
+    """echoscu with an allowed AE title gets C-ECHO success."""
+    out = echo(node)
+    assert out.returncode == 0, out.stdout
+
+
+def test_unknown_calling_ae_refused(node: Node) -> None:
+    """An AE title not on the allow-list gets A-ASSOCIATE-RJ and the refusal is recorded."""
+    out = echo(node, calling="INTRUDER")
+    assert out.returncode != 0
+    assert "Association Rejected" in out.stdout
+    assert any("'INTRUDER'" in r for r in node.listener.refused)
+    assert echo(node).returncode == 0
+
+
+def test_wrong_called_ae_refused(node: Node) -> None:
+    out = echo(node, called="NOT_MYONODE")
+    assert out.returncode != 0 and "Association Rejected" in out.stdout
+
+
+def test_host_not_allowed_is_dropped(running_node) -> None:
+    """A peer address outside allowed_hosts is disconnected before any association."""
+    node = running_node(node='allowed_hosts = ["10.0.0.0/8"]')
+    out = echo(node)
+    assert out.returncode != 0
+
+
+def test_store_series_from_storescu(node: Node, tmp_path: Path) -> None:
+    """storescu pushes a series; every instance is on disk with its pixels and indexed with hash and peer."""
+    paths = write_series(tmp_path / "in", 5)
+    out = storescu(node, *paths)
+    assert out.returncode == 0, out.stdout
+    rows = instances(node)
+    assert len(rows) == 5
+    sent = {dcmread(p).SOPInstanceUID: dcmread(p) for p in paths}
+    for row in rows:
+        stored = dcmread(node.store.absolute(row.file_path))
+        assert stored.PixelData == sent[row.sop_instance_uid].PixelData
+        assert row.calling_ae == "STORESCU" and row.peer_address == "127.0.0.1"
+        assert row.size_bytes == node.store.absolute(row.file_path).stat().st_size
+    with node.sessions() as s:
+        series = s.scalars(select(m.Series)).one()
+        assert series.n_instances == 5 and series.kind is m.SeriesKind.T2
+        assert s.scalars(select(m.Patient)).one().patient_id == "MND-001"
+
+
+def test_concurrent_associations(node: Node, tmp_path: Path) -> None:
+    """Four storescu processes at once, same study: all instances indexed once, one study row."""
+    study = generate_uid()
+    batches = [write_series(tmp_path / f"s{i}", 6, study_uid=study, seed=10 * i) for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda b: storescu(node, *b), batches))
+    assert all(r.returncode == 0 for r in results), [r.stdout for r in results if r.returncode]
+    assert len(instances(node)) == 24
+    with node.sessions() as s:
+        assert len(s.scalars(select(m.Study)).all()) == 1
+        assert sorted(x.n_instances for x in s.scalars(select(m.Series))) == [6, 6, 6, 6]
+
+
+def test_resend_identical_is_idempotent(node: Node, tmp_path: Path) -> None:
+    paths = write_series(tmp_path / "in", 3)
+    assert storescu(node, *paths).returncode == 0
+    assert storescu(node, *paths).returncode == 0
+    assert len(instances(node)) == 3
+
+
+def test_resend_different_content_keeps_both_and_flags(node: Node, tmp_path: Path) -> None:
+    """Same SOP Instance UID, new pixels: stored as version 2 and flagged (default policy keep_both)."""
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    first, second = tmp_path / "a.dcm", tmp_path / "b.dcm"
+    mr_image(study_uid=study, series_uid=series, sop_uid=sop, seed=1).save_as(first, enforce_file_format=True)
+    mr_image(study_uid=study, series_uid=series, sop_uid=sop, seed=2).save_as(second, enforce_file_format=True)
+    assert storescu(node, first).returncode == 0
+    assert storescu(node, second).returncode == 0
+    rows = instances(node)
+    assert [(r.version, r.conflict) for r in rows] == [(1, False), (2, True)]
+    assert dcmread(node.store.absolute(rows[0].file_path)).PixelData == dcmread(first).PixelData
+    assert dcmread(node.store.absolute(rows[1].file_path)).PixelData == dcmread(second).PixelData
+
+
+@pytest.mark.parametrize("policy", ["keep_first", "replace"])
+def test_resend_policies(running_node, tmp_path: Path, policy: str) -> None:
+    node = running_node(storage=f'resend_policy = "{policy}"')
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    for seed in (1, 2):
+        path = tmp_path / f"{seed}.dcm"
+        mr_image(study_uid=study, series_uid=series, sop_uid=sop, seed=seed).save_as(path, enforce_file_format=True)
+        assert storescu(node, path).returncode == 0
+    rows = instances(node)
+    assert len(rows) == 1
+    kept_seed = 1 if policy == "keep_first" else 2
+    expected = mr_image(study_uid=study, series_uid=series, sop_uid=sop, seed=kept_seed).PixelData
+    assert dcmread(node.store.absolute(rows[0].file_path)).PixelData == expected
+    files = [p for p in (node.store.dicom_root).rglob("*") if p.is_file()]
+    assert len(files) == 1  # the superseded file is gone under "replace"
+
+
+def test_disk_full_returns_failure_then_retry_succeeds(node: Node, tmp_path: Path, monkeypatch) -> None:
+    """ENOSPC during the write answers 0xA700 (out of resources); nothing is indexed; the retry stores it."""
+    real_fsync = os.fsync
+    failures = {"left": 1}
+
+    def fsync(fd: int) -> None:
+        if failures["left"] and os.path.isfile(f"/proc/self/fd/{fd}"):
+            failures["left"] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(filestore_module.os, "fsync", fsync)
+    path = write_series(tmp_path / "in", 1)[0]
+    out = storescu(node, path)
+    assert "Received Store Response (Refused: OutOfResources)" in out.stdout, out.stdout
+    assert instances(node) == []
+    assert not [p for p in node.store.dicom_root.rglob("*") if p.is_file()]
+    assert storescu(node, path).returncode == 0
+    assert len(instances(node)) == 1
+
+
+def test_unparseable_dataset_gets_cannot_understand(node: Node) -> None:
+    """A C-STORE whose data set lacks its UIDs is refused with a 0xC000 status and not stored."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
+    from pynetdicom import AE as SCU
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = MRImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.PatientID = "X"  # no Study/Series Instance UID
+    scu = SCU(ae_title="PEER")
+    scu.add_requested_context(MRImageStorage)
+    assoc = scu.associate("127.0.0.1", node.listener.port, ae_title="MYONODE")
+    assert assoc.is_established
+    status = assoc.send_c_store(ds)
+    assoc.release()
+    assert status.Status == 0xC000 and "StudyInstanceUID" in status.ErrorComment
+    assert instances(node) == []
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",  # not DICOM at all
+        b"\x01\x00\x00\x00\x10\x00\x00\x01",  # A-ASSOCIATE-RQ header, truncated body
+        b"\x04\x00\xff\xff\xff\xff" + b"\x00" * 64,  # P-DATA claiming 4 GiB, then disconnect
+        b"\x01\x00" + struct.pack(">L", 68) + b"\x00" * 68,  # RQ with zero-filled (invalid) fields
+        b"",  # connect and hang up
+    ],
+)
+def test_hostile_peer_does_not_disturb_service(node: Node, payload: bytes) -> None:
+    """Garbage, truncated PDUs, absurd lengths and abrupt disconnects leave the node serving."""
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", node.listener.port), timeout=5) as sock:
+            if payload:
+                sock.sendall(payload)
+    assert echo(node).returncode == 0
+
+
+def test_silent_connection_does_not_block_others(running_node) -> None:
+    """A peer that connects and sends nothing does not stop others from being served."""
+    node = running_node()
+    silent = [socket.create_connection(("127.0.0.1", node.listener.port)) for _ in range(3)]
+    try:
+        assert echo(node).returncode == 0
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+def test_association_limit(running_node) -> None:
+    """Beyond max_associations the node rejects (transient) instead of serving slowly."""
+    node = running_node(node="max_associations = 2")
+    scu = AE(ae_title="PEER")
+    scu.add_requested_context(Verification)
+    held = [scu.associate("127.0.0.1", node.listener.port, ae_title="MYONODE") for _ in range(2)]
+    assert all(a.is_established for a in held)
+    third = scu.associate("127.0.0.1", node.listener.port, ae_title="MYONODE")
+    assert third.is_rejected
+    for a in held:
+        a.release()
+    time.sleep(0.2)
+    assert echo(node).returncode == 0
