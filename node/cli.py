@@ -143,6 +143,33 @@ def echo(
 
 
 @app.command()
+def status(config: ConfigOption = None, limit: Annotated[int, typer.Option(help="studies to list")] = 50) -> None:
+    """What was received, what is pending, processing, done or failed; patients not mapped to a subject."""
+    from node.status import node_status
+    from storage.database import make_engine, session_factory
+
+    settings = _settings(config)
+    with session_factory(make_engine(settings.storage.database_url))() as session:
+        st = node_status(session, limit)
+    console.print(
+        f"{st.instances} instances stored ({st.bytes_stored / 1e6:.1f} MB), {st.conflicts} re-sent with new content"
+    )
+    table = Table("patient", "subject", "visit", "state", "study date", "series (T2/DWI)", "instances", "last received")
+    for line in st.studies:
+        table.add_row(
+            line.patient_id, line.subject or "-", line.visit or "-", line.visit_state or "-", line.study_date,
+            f"{line.series} ({line.t2_series}/{line.dwi_series})", str(line.instances),
+            line.last_received_at.strftime("%Y-%m-%d %H:%M:%S") if line.last_received_at else "-",
+        )
+    console.print(table)
+    jobs = ", ".join(f"{k.value} {v}" for k, v in sorted(st.jobs.items())) or "none"
+    outbox = ", ".join(f"{k.value} {v}" for k, v in sorted(st.outbox.items())) or "empty"
+    console.print(f"jobs: {jobs}\noutbox: {outbox}")
+    if st.unknown_patients:
+        console.print(f"patients not mapped to a study subject: {', '.join(st.unknown_patients)}", highlight=False)
+
+
+@app.command()
 def demo(
     folder: Annotated[Path, typer.Option(help="where the demo keeps its settings, database and files")] = Path("var/demo"),
 ) -> None:

@@ -245,6 +245,7 @@ class Ingestor:
         instance = m.Instance(
             series=series, sop_instance_uid=h.sop_instance_uid, version=version, sop_class_uid=h.sop_class_uid,
             transfer_syntax_uid=h.transfer_syntax_uid, instance_number=_int(ds.get("InstanceNumber")),
+            content_date=_text(ds, "ContentDate", 8), content_time=_text(ds, "ContentTime", 16),
             file_path=self.store.relative(self.store.path_for(h.study_uid, h.series_uid, h.sop_instance_uid, version)),
             size_bytes=size, sha256=sha, calling_ae=(calling_ae or None) and calling_ae[:16],
             peer_address=peer, received_at=now,

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -34,7 +35,14 @@ from pydicom.uid import (
 from pydicom.uid import JPEGLossless as JPEGLosslessP14
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
+from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
     Comprehensive3DSRStorage,
     ComprehensiveSRStorage,
     EncapsulatedPDFStorage,
@@ -50,7 +58,9 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from node.ingest import Ingestor
-from node.settings import NodeSettings
+from node.qr import QueryError, find, retrieve_files
+from node.settings import Destination, NodeSettings
+from storage.filestore import FileStore
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +75,14 @@ STORAGE_SOP_CLASSES: tuple[UID, ...] = (
     ParametricMapStorage,
     EncapsulatedPDFStorage,
     SecondaryCaptureImageStorage,
+)
+QR_SOP_CLASSES: tuple[UID, ...] = (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
 )
 TRANSFER_SYNTAXES: list[str] = [
     ExplicitVRLittleEndian,
@@ -152,9 +170,85 @@ def make_ae(settings: NodeSettings) -> AE:
     ae.require_called_aet = True
     ae.require_calling_aet = [a.strip() for a in settings.allowed_calling_ae_titles]
     ae.add_supported_context(Verification)
+    for sop_class in QR_SOP_CLASSES:
+        ae.add_supported_context(sop_class)
     for sop_class in STORAGE_SOP_CLASSES:
-        ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
+        # Both roles: peers store to us, and C-GET peers take the SCP role to receive from us.
+        ae.add_supported_context(sop_class, TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
     return ae
+
+
+def _failure(status: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = comment[:64]
+    return ds
+
+
+def qr_handlers(
+    settings: NodeSettings, store: FileStore, sessions: Any, move_destinations: list[Destination]
+) -> list[tuple[Any, Callable[..., Any]]]:
+    """C-FIND, C-GET and C-MOVE handlers over the index (see :mod:`node.qr`)."""
+    def on_find(event: Event) -> Any:
+        identifier = event.identifier
+        try:
+            with sessions() as s:
+                results = list(find(s, identifier, settings.ae_title))
+        except QueryError as exc:
+            yield _failure(0xC000, str(exc)), None
+            return
+        for ds in results:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            yield 0xFF00, ds
+
+    def _instances(event: Event) -> tuple[list[Any] | None, Dataset | None]:
+        try:
+            with sessions() as s:
+                return retrieve_files(s, event.identifier), None
+        except QueryError as exc:
+            return None, _failure(0xC000, str(exc))
+
+    def _datasets(rows: list[Any], event: Event) -> Any:
+        for row in rows:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            yield 0xFF00, dcmread(store.absolute(row.file_path))
+
+    def on_get(event: Event) -> Any:
+        rows, error = _instances(event)
+        if error is not None:
+            yield 0
+            yield error, None
+            return
+        yield len(rows)
+        yield from _datasets(rows, event)
+
+    def on_move(event: Event) -> Any:
+        wanted = str(event.move_destination).strip()
+        dest = next((d for d in move_destinations if d.ae_title.strip() == wanted), None)
+        if dest is None:
+            log.warning("C-MOVE to unknown destination %r refused (not in [qr] move_destinations)", wanted)
+            yield None, None
+            return
+        rows, error = _instances(event)
+        if error is not None:
+            yield dest.host, dest.port
+            yield 0
+            yield error, None
+            return
+        contexts = sorted({(r.sop_class_uid, r.transfer_syntax_uid or ExplicitVRLittleEndian) for r in rows})
+        proposed = [
+            build_context(sop, list(dict.fromkeys([ts, ExplicitVRLittleEndian, ImplicitVRLittleEndian])))
+            for sop, ts in contexts
+        ]
+        yield dest.host, dest.port, {"contexts": proposed[:128]}
+        yield len(rows)
+        yield from _datasets(rows, event)
+
+    return [(evt.EVT_C_FIND, on_find), (evt.EVT_C_GET, on_get), (evt.EVT_C_MOVE, on_move)]
 
 
 def start_listener(

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.ingest import Ingestor
-from node.scp import Listener, start_listener
+from node.scp import Listener, qr_handlers, start_listener
 from node.settings import Settings
 from storage.database import make_engine, session_factory
 from storage.filestore import FileStore
@@ -45,7 +45,8 @@ def start_node(settings: Settings) -> Node:
         log.warning("removed %s, a write interrupted by a crash (never acknowledged)", path)
     sessions = session_factory(engine)
     ingestor = Ingestor(store, sessions, settings.protocol.rules, settings.storage.resend_policy)
-    listener = start_listener(settings.node, ingestor)
+    handlers = qr_handlers(settings.node, store, sessions, settings.qr.move_destinations)
+    listener = start_listener(settings.node, ingestor, extra_handlers=handlers)
     return Node(settings, engine, sessions, store, ingestor, listener)
 
 

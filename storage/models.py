@@ -244,6 +244,8 @@ class Instance(Base):
     sop_class_uid: Mapped[str] = mapped_column(UID)
     transfer_syntax_uid: Mapped[str | None] = mapped_column(UID)
     instance_number: Mapped[int | None]
+    content_date: Mapped[str | None] = mapped_column(String(8))
+    content_time: Mapped[str | None] = mapped_column(String(16))
     file_path: Mapped[str] = mapped_column(Text)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,87 @@
+"""What the node holds and what is pending, as plain data for `myonode status` (and the report)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from storage import models as m
+
+
+@dataclass(frozen=True)
+class StudyLine:
+    patient_id: str
+    study_uid: str
+    study_date: str
+    subject: str | None
+    visit: str | None
+    visit_state: str | None
+    series: int
+    instances: int
+    t2_series: int
+    dwi_series: int
+    last_received_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    studies: list[StudyLine]
+    instances: int
+    bytes_stored: int
+    conflicts: int
+    jobs: dict[str, int]
+    outbox: dict[str, int]
+    unknown_patients: list[str]
+
+
+def node_status(s: Session, limit: int = 50) -> NodeStatus:
+    """Counts and the most recent studies, newest first; patients not mapped to a subject listed apart."""
+    per_study = (
+        select(
+            m.Study.id,
+            func.count(func.distinct(m.Series.id)).label("series"),
+            func.count(m.Instance.id).label("instances"),
+            func.count(func.distinct(m.Series.id)).filter(m.Series.kind == m.SeriesKind.T2).label("t2"),
+            func.count(func.distinct(m.Series.id)).filter(m.Series.kind == m.SeriesKind.DWI).label("dwi"),
+            func.max(m.Series.last_received_at).label("last"),
+        )
+        .join(m.Series, m.Series.study_fk == m.Study.id, isouter=True)
+        .join(m.Instance, m.Instance.series_fk == m.Series.id, isouter=True)
+        .group_by(m.Study.id)
+        .subquery()
+    )
+    rows = s.execute(
+        select(m.Study, m.Patient.patient_id, m.Visit, m.Subject.subject_id, per_study)
+        .join(m.Patient, m.Study.patient_fk == m.Patient.id)
+        .join(per_study, per_study.c.id == m.Study.id)
+        .join(m.Visit, m.Study.visit_fk == m.Visit.id, isouter=True)
+        .join(m.Subject, m.Visit.subject_fk == m.Subject.id, isouter=True)
+        .order_by(per_study.c.last.desc().nulls_last())
+        .limit(limit)
+    ).all()
+    studies = [
+        StudyLine(
+            patient_id=r.patient_id, study_uid=r.Study.study_instance_uid,
+            study_date=r.Study.study_date.isoformat() if r.Study.study_date else "",
+            subject=r.subject_id, visit=r.Visit.label if r.Visit else None,
+            visit_state=r.Visit.state.value if r.Visit else None, series=r.series, instances=r.instances,
+            t2_series=r.t2, dwi_series=r.dwi, last_received_at=r.last,
+        )
+        for r in rows
+    ]
+    known = select(m.SubjectPatientId.patient_id)
+    unknown = s.scalars(
+        select(m.Patient.patient_id).where(m.Patient.patient_id.not_in(known)).order_by(m.Patient.patient_id)
+    ).all()
+    return NodeStatus(
+        studies=studies,
+        instances=s.scalar(select(func.count()).select_from(m.Instance)) or 0,
+        bytes_stored=s.scalar(select(func.coalesce(func.sum(m.Instance.size_bytes), 0))) or 0,
+        conflicts=s.scalar(select(func.count()).select_from(m.Instance).where(m.Instance.conflict)) or 0,
+        jobs=dict(s.execute(select(m.Job.state, func.count()).group_by(m.Job.state)).tuples().all()),
+        outbox=dict(s.execute(select(m.OutboxItem.state, func.count()).group_by(m.OutboxItem.state)).tuples().all()),
+        unknown_patients=list(unknown),
+    )

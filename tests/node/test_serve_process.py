@@ -1,0 +1,128 @@
+"""`myonode serve` as a real process: SIGKILL mid-transfer loses no acknowledged instance; TLS."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from sqlalchemy import select
+
+from conftest import dcmtk, free_port, need  # type: ignore[import-not-found]
+from dicom_factory import write_series
+from storage import models as m
+from storage.database import make_engine, session_factory
+from storage.filestore import FileStore
+
+MYONODE = str(Path(sys.executable).parent / "myonode")
+
+
+def write_settings(folder: Path, port: int, node_extra: str = "") -> Path:
+    path = folder / "settings.toml"
+    path.write_text(
+        f'[node]\nport = {port}\nallowed_calling_ae_titles = ["STORESCU", "ECHOSCU"]\n{node_extra}\n'
+        '[storage]\nroot = "store"\ndatabase_url = "sqlite:///myonode.db"\n'
+    )
+    return path
+
+
+def start_serve(settings: Path, port: int, tls_args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    log = open(settings.parent / "serve.log", "ab")
+    proc = subprocess.Popen([MYONODE, "serve", "--config", str(settings)], stdout=log, stderr=log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if dcmtk("echoscu", *tls_args, "-aet", "ECHOSCU", "-aec", "MYONODE", "127.0.0.1", str(port)).returncode == 0:
+            return proc
+        if proc.poll() is not None:
+            raise AssertionError((settings.parent / "serve.log").read_text())
+        time.sleep(0.3)
+    proc.kill()
+    raise AssertionError("node did not start: " + (settings.parent / "serve.log").read_text())
+
+
+def acknowledged_files(storescu_output: str) -> list[str]:
+    """Files storescu sent and got a Success response for, from its verbose log, in order."""
+    acked, current = [], None
+    for line in storescu_output.splitlines():
+        if match := re.match(r"I: Sending file: (.*)$", line):
+            current = match.group(1)
+        elif "Received Store Response (Success)" in line and current:
+            acked.append(current)
+            current = None
+    return acked
+
+
+def test_sigkill_mid_transfer_keeps_every_acknowledged_instance(tmp_path: Path) -> None:
+    port = free_port()
+    settings = write_settings(tmp_path, port)
+    paths = write_series(tmp_path / "in", 150, size=128)
+    node = start_serve(settings, port)
+    sender = subprocess.Popen(
+        [need("storescu"), "-v", "-aet", "STORESCU", "-aec", "MYONODE", "127.0.0.1", str(port), *map(str, paths)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    engine = make_engine(f"sqlite:///{tmp_path / 'myonode.db'}")
+    sessions = session_factory(engine)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with sessions() as s:
+            if len(s.scalars(select(m.Instance.id)).all()) >= 30:
+                break
+        time.sleep(0.02)
+    node.send_signal(signal.SIGKILL)
+    node.wait()
+    output, _ = sender.communicate(timeout=60)
+    acked = acknowledged_files(output)
+    assert 30 <= len(acked) < 150, output[-2000:]
+
+    node = start_serve(settings, port)  # restart: upgrades, sweeps partial writes, serves
+    try:
+        store = FileStore(tmp_path / "store")
+        with sessions() as s:
+            rows = {r.sop_instance_uid: r for r in s.scalars(select(m.Instance))}
+        for path in acked:
+            sop = dcmread(path, stop_before_pixels=True).SOPInstanceUID
+            assert sop in rows, f"acknowledged {path} missing from the index"
+        for row in rows.values():
+            data = store.absolute(row.file_path).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == row.sha256
+        assert not list(store.dicom_root.rglob("*.part"))
+        # The scanner's retry of the whole series completes it.
+        out = dcmtk("storescu", "-aet", "STORESCU", "-aec", "MYONODE", "127.0.0.1", str(port), *map(str, paths))
+        assert out.returncode == 0, out.stdout
+        with sessions() as s:
+            assert len(s.scalars(select(m.Instance.id)).all()) == 150
+    finally:
+        node.terminate()
+        assert node.wait(timeout=30) == 0
+        engine.dispose()
+
+
+def test_tls_association(tmp_path: Path) -> None:
+    """With a certificate configured the node speaks DICOM over TLS; plain TCP peers fail."""
+    openssl = shutil.which("openssl") or pytest.fail("openssl not installed")
+    key, cert = tmp_path / "node.key", tmp_path / "node.crt"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    port = free_port()
+    settings = write_settings(tmp_path, port, f'tls_cert = "{cert}"\ntls_key = "{key}"\n')
+    tls = ("+tla", "+cf", str(cert))
+    node = start_serve(settings, port, tls_args=tls)
+    try:
+        plain = dcmtk("echoscu", "-aet", "ECHOSCU", "-aec", "MYONODE", "127.0.0.1", str(port))
+        assert plain.returncode != 0
+        path = write_series(tmp_path / "in", 1)[0]
+        out = dcmtk("storescu", *tls, "-aet", "STORESCU", "-aec", "MYONODE", "127.0.0.1", str(port), str(path))
+        assert out.returncode == 0, out.stdout
+    finally:
+        node.send_signal(signal.SIGINT)
+        assert node.wait(timeout=30) == 0
+    assert "TLS handshake failed" in (tmp_path / "serve.log").read_text()
