@@ -22,7 +22,9 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 db_app = typer.Typer(help="The SQL store: migrations and status.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+outbox_app = typer.Typer(help="Results waiting to be forwarded to PACS.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(outbox_app, name="outbox")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -177,6 +179,46 @@ def demo(
     from node.demo import run_demo
 
     run_demo(folder.resolve(), console)
+
+
+@outbox_app.command("list")
+def outbox_list(
+    config: ConfigOption = None,
+    state: Annotated[Optional[str], typer.Option(help="pending, sent or failed")] = None,
+    limit: Annotated[int, typer.Option()] = 100,
+) -> None:
+    """Show outbox items: destination, instance, state, attempts, next try, last error."""
+    from sqlalchemy import select
+
+    from storage import models as m
+    from storage.database import make_engine, session_factory
+
+    settings = _settings(config)
+    q = select(m.OutboxItem, m.Instance.sop_instance_uid).join(m.Instance).order_by(m.OutboxItem.id.desc()).limit(limit)
+    if state:
+        q = q.where(m.OutboxItem.state == m.OutboxState(state))
+    table = Table("id", "destination", "SOP instance", "state", "attempts", "next try", "last error")
+    with session_factory(make_engine(settings.storage.database_url))() as s:
+        for item, sop in s.execute(q):
+            table.add_row(str(item.id), item.destination, sop, item.state.value, str(item.attempts),
+                          item.next_try_at.strftime("%Y-%m-%d %H:%M:%S") if item.state.value == "pending" else "-",
+                          item.last_error or "")
+    console.print(table)
+
+
+@outbox_app.command("retry")
+def outbox_retry(
+    ids: Annotated[Optional[list[int]], typer.Argument(help="item ids (default: every failed item)")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Make failed items (or the given ones) due again, with their attempts reset."""
+    from node.outbox import retry
+    from storage.database import make_engine, session_factory, transaction
+
+    settings = _settings(config)
+    with transaction(session_factory(make_engine(settings.storage.database_url))) as s:
+        n = retry(s, ids)
+    console.print(f"{n} outbox item(s) queued again")
 
 
 def _masked_db(settings: Settings) -> str:

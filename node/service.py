@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.ingest import Ingestor
+from node.outbox import Forwarder
 from node.scp import Listener, qr_handlers, start_listener
 from node.settings import Settings
 from storage.database import make_engine, session_factory
@@ -30,9 +31,11 @@ class Node:
     store: FileStore
     ingestor: Ingestor
     listener: Listener
+    forwarder: Forwarder
 
     def stop(self) -> None:
         self.listener.stop()
+        self.forwarder.stop()
         self.engine.dispose()
 
 
@@ -47,7 +50,9 @@ def start_node(settings: Settings) -> Node:
     ingestor = Ingestor(store, sessions, settings.protocol.rules, settings.storage.resend_policy)
     handlers = qr_handlers(settings.node, store, sessions, settings.qr.move_destinations)
     listener = start_listener(settings.node, ingestor, extra_handlers=handlers)
-    return Node(settings, engine, sessions, store, ingestor, listener)
+    forwarder = Forwarder(sessions, store, settings.forward, settings.node.ae_title)
+    forwarder.start()
+    return Node(settings, engine, sessions, store, ingestor, listener, forwarder)
 
 
 def serve_forever(settings: Settings) -> None:

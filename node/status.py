@@ -81,7 +81,7 @@ def node_status(s: Session, limit: int = 50) -> NodeStatus:
         instances=s.scalar(select(func.count()).select_from(m.Instance)) or 0,
         bytes_stored=s.scalar(select(func.coalesce(func.sum(m.Instance.size_bytes), 0))) or 0,
         conflicts=s.scalar(select(func.count()).select_from(m.Instance).where(m.Instance.conflict)) or 0,
-        jobs=dict(s.execute(select(m.Job.state, func.count()).group_by(m.Job.state)).tuples().all()),
-        outbox=dict(s.execute(select(m.OutboxItem.state, func.count()).group_by(m.OutboxItem.state)).tuples().all()),
+        jobs=dict(s.execute(select(m.Job.state, func.count()).group_by(m.Job.state)).all()),
+        outbox=dict(s.execute(select(m.OutboxItem.state, func.count()).group_by(m.OutboxItem.state)).all()),
         unknown_patients=list(unknown),
     )

@@ -13,7 +13,7 @@ import pytest
 from node.service import Node, start_node
 from node.settings import Settings, load_settings
 
-DCMTK_AE = ["STORESCU", "ECHOSCU", "FINDSCU", "GETSCU", "MOVESCU", "PEER"]
+PEER_AES = ["STORESCU", "ECHOSCU", "FINDSCU", "GETSCU", "MOVESCU", "PEER", "ORTHANC"]
 
 
 def free_port() -> int:
@@ -39,11 +39,11 @@ def dcmtk(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedPr
 def node_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Write a settings file for a node in tmp_path; keyword arguments are extra TOML lines per section."""
 
-    def make(**sections: str) -> Settings:
+    def make(port: int | None = None, **sections: str) -> Settings:
         node_extra = sections.pop("node", "")
         storage_extra = sections.pop("storage", "")
         text = (
-            f'[node]\nport = {free_port()}\nallowed_calling_ae_titles = {DCMTK_AE!r}\n'
+            f'[node]\nport = {port or free_port()}\nallowed_calling_ae_titles = {PEER_AES!r}\n'
             f'acse_timeout_s = 5\nnetwork_timeout_s = 10\n{node_extra}\n'
             f'[storage]\nroot = "store"\ndatabase_url = "sqlite:///myonode.db"\n{storage_extra}\n'
         ).replace("'", '"')
@@ -60,8 +60,8 @@ def node_settings(tmp_path: Path) -> Callable[..., Settings]:
 def running_node(node_settings: Callable[..., Settings]) -> Iterator[Callable[..., Node]]:
     nodes: list[Node] = []
 
-    def start(**sections: str) -> Node:
-        node = start_node(node_settings(**sections))
+    def start(port: int | None = None, **sections: str) -> Node:
+        node = start_node(node_settings(port, **sections))
         nodes.append(node)
         return node
 

@@ -1,0 +1,118 @@
+"""Forwarding through the outbox and retrieval by C-MOVE, with Orthanc as the PACS."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from sqlalchemy import select
+
+from conftest import dcmtk, free_port  # type: ignore[import-not-found]
+from dicom_factory import write_series
+from node.outbox import backoff, deliver_due, enqueue, retry
+from node.service import Node
+from orthanc import Orthanc, start_orthanc
+from storage import models as m
+from storage.database import transaction
+
+
+def store_series(node: Node, folder: Path, n: int = 3) -> list[Path]:
+    paths = write_series(folder, n)
+    out = dcmtk("storescu", "-aet", "STORESCU", "-aec", "MYONODE", "127.0.0.1", str(node.listener.port), *map(str, paths))
+    assert out.returncode == 0, out.stdout
+    return paths
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("condition not reached in time")
+
+
+@pytest.fixture
+def node_and_orthanc(running_node, tmp_path: Path):
+    node_port = free_port()
+    orthanc = start_orthanc(tmp_path / "orthanc", {"myonode": ("MYONODE", "127.0.0.1", node_port)})
+    dest = f'name = "orthanc"\nae_title = "ORTHANC"\nhost = "127.0.0.1"\nport = {orthanc.dicom_port}\n'
+    node = running_node(
+        port=node_port,
+        forward=f"backoff_initial_s = 1\n[[forward.destinations]]\n{dest}",
+        qr=f"[[qr.move_destinations]]\n{dest}",
+    )
+    yield node, orthanc
+    orthanc.stop()
+
+
+def test_forward_to_orthanc(node_and_orthanc, tmp_path: Path) -> None:
+    """Queued instances reach Orthanc through the node's forwarder; the rows end as sent."""
+    node, orthanc = node_and_orthanc
+    paths = store_series(node, tmp_path / "in")
+    with transaction(node.sessions) as s:
+        ids = list(s.scalars(select(m.Instance.id)))
+        assert enqueue(s, ids, node.settings.forward.destinations) == 3
+        assert enqueue(s, ids, node.settings.forward.destinations) == 0  # idempotent
+    node.forwarder.wake.set()
+    wait_for(lambda: len(orthanc.rest("/instances")) == 3)
+    sops = {orthanc.rest(f"/instances/{i}/tags?simplify")["SOPInstanceUID"] for i in orthanc.rest("/instances")}
+    assert sops == {dcmread(p).SOPInstanceUID for p in paths}
+
+    def all_sent() -> bool:
+        with node.sessions() as s:
+            return all(i.state is m.OutboxState.SENT for i in s.scalars(select(m.OutboxItem)))
+
+    wait_for(all_sent)
+
+
+def test_orthanc_retrieves_from_node_by_c_move(node_and_orthanc, tmp_path: Path) -> None:
+    """Orthanc, as PACS, finds the study on the node (C-FIND) and pulls it (C-MOVE to itself)."""
+    node, orthanc = node_and_orthanc
+    paths = store_series(node, tmp_path / "in", 4)
+    study = dcmread(paths[0]).StudyInstanceUID
+    found = orthanc.rest("/modalities/myonode/query", {"Level": "Study", "Query": {"StudyInstanceUID": study}})
+    answers = orthanc.rest(f"/queries/{found['ID']}/answers?expand")
+    assert [a["0020,000d"]["Value"] for a in answers] == [study]
+    orthanc.rest("/modalities/myonode/move", {"Level": "Study", "Resources": [{"StudyInstanceUID": study}],
+                                              "TargetAet": "ORTHANC", "Synchronous": True})
+    assert len(orthanc.rest("/instances")) == 4
+
+
+def test_unreachable_destination_backs_off_then_gives_up(running_node, tmp_path: Path) -> None:
+    """A PACS that is down: attempts grow, next try moves out exponentially, failed after max_attempts; retry."""
+    dead_port = free_port()
+    node = running_node(forward=f'max_attempts = 3\nbackoff_initial_s = 60\n[[forward.destinations]]\nname = "down"\n'
+                                f'ae_title = "DOWN"\nhost = "127.0.0.1"\nport = {dead_port}\n')
+    node.forwarder.stop()  # drive delivery by hand, with a controlled clock
+    store_series(node, tmp_path / "in", 1)
+    with transaction(node.sessions) as s:
+        enqueue(s, list(s.scalars(select(m.Instance.id))), node.settings.forward.destinations)
+    now = datetime.now(timezone.utc)
+    expected_delays = [60, 120]
+    for attempt, delay in enumerate(expected_delays, start=1):
+        report = deliver_due(node.sessions, node.store, node.settings.forward, "MYONODE", now=now, timeout=2)
+        assert (report.sent, report.failed) == (0, 1)
+        with node.sessions() as s:
+            item = s.scalars(select(m.OutboxItem)).one()
+        assert item.attempts == attempt and item.state is m.OutboxState.PENDING
+        assert item.next_try_at == now + timedelta(seconds=delay)
+        assert "association" in item.last_error
+        # Not due before its time:
+        assert deliver_due(node.sessions, node.store, node.settings.forward, "MYONODE", now=now, timeout=2).failed == 0
+        now = item.next_try_at
+    report = deliver_due(node.sessions, node.store, node.settings.forward, "MYONODE", now=now, timeout=2)
+    assert report.gave_up == 1
+    with transaction(node.sessions) as s:
+        assert s.scalars(select(m.OutboxItem)).one().state is m.OutboxState.FAILED
+        assert retry(s) == 1
+    with node.sessions() as s:
+        item = s.scalars(select(m.OutboxItem)).one()
+        assert (item.state, item.attempts) == (m.OutboxState.PENDING, 0)
+
+
+def test_backoff_is_capped() -> None:
+    assert [backoff(n, 30, 3600).total_seconds() for n in (1, 2, 3, 8, 20)] == [30, 60, 120, 3600, 3600]
