@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import struct
 from typing import Literal
 
 import numpy as np
@@ -61,3 +62,63 @@ def classify_series(ds: Dataset, rules: list[SeriesRule]) -> Literal["t2", "dwi"
             continue
         return rule.kind
     return "other"
+
+
+PHILIPS_CREATOR = "Philips Imaging DD 001"
+DERIVED_IMAGE_TYPES = {"ADC", "TRACEW", "TRACE", "ISOTROPIC", "EADC", "FA"}
+
+
+def b_values(ds: Dataset) -> list[float]:
+    """Diffusion b-values (s/mm²) of an image: standard (0018,9087), else Philips private (2001,1003).
+
+    Enhanced MR gives one value per frame (MR Diffusion Sequence). Empty when none is present.
+    """
+    values: list[float] = []
+    for frame in ds.get("PerFrameFunctionalGroupsSequence", []) or []:
+        for item in frame.get("MRDiffusionSequence", []) or []:
+            if "DiffusionBValue" in item:
+                values.append(float(item.DiffusionBValue))
+    if values:
+        return sorted(set(values))
+    if "DiffusionBValue" in ds and ds.DiffusionBValue is not None:
+        return [float(ds.DiffusionBValue)]
+    try:
+        elem = ds.get_private_item(0x2001, 0x03, PHILIPS_CREATOR)
+    except KeyError:
+        return []
+    value = elem.value
+    if isinstance(value, bytes):  # read as UN in an implicit data set without a private dictionary
+        value = struct.unpack("<f", value[:4])[0] if len(value) >= 4 else None
+    return [] if value is None else [float(value)]
+
+
+def is_derived(ds: Dataset) -> bool:
+    """True for images the scanner computed (ADC, trace/isotropic DWI), which processing must not use as input."""
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    return bool(image_type) and (image_type[0] == "DERIVED" or bool(DERIVED_IMAGE_TYPES & set(image_type)))
+
+
+def station_key(ds: Dataset) -> str | None:
+    """Which station (stack of parallel slices) an image belongs to, as a short stable string.
+
+    Stations of a whole-body exam differ by where their field of view sits in the slice
+    plane (coronal stations step along the column direction) or, when several stations are
+    sent in one series, by Acquisition Number. Axial stations that share their in-plane
+    origin and acquisition number are indistinguishable here and count as one.
+    """
+    iop = _first_orientation(ds)
+    ipp = ds.get("ImagePositionPatient")
+    if ipp is None:
+        for seq_name in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+            seq = ds.get(seq_name)
+            if seq and "PlanePositionSequence" in seq[0]:
+                ipp = seq[0].PlanePositionSequence[0].ImagePositionPatient
+                break
+    if iop is None or ipp is None:
+        return None
+    row, col, pos = np.asarray(iop[:3]), np.asarray(iop[3:]), np.asarray([float(v) for v in ipp])
+    plane = orientation(ds) or "?"
+    # In-plane offsets rounded to 1 cm: the same for every slice of a station.
+    u, v = int(round(float(pos @ row) / 10.0)), int(round(float(pos @ col) / 10.0))
+    acq = str(ds.get("AcquisitionNumber", "") or "")
+    return f"{ds.get('SeriesInstanceUID', '')}|{acq}|{plane}|{u}|{v}"

@@ -22,6 +22,8 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 db_app = typer.Typer(help="The SQL store: migrations and status.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+jobs_app = typer.Typer(help="Processing jobs: list and retry.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
 outbox_app = typer.Typer(help="Results waiting to be forwarded to PACS.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(outbox_app, name="outbox")
@@ -122,6 +124,63 @@ def serve(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, logging.getLogger().level))
     serve_forever(settings)
+
+
+@app.command()
+def worker(
+    config: ConfigOption = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+) -> None:
+    """Run job consumers for the Redis queue (any number of machines); the SQLite queue runs inside serve."""
+    import logging
+
+    from node.service import work_forever
+
+    settings = _settings(config)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        work_forever(settings)
+    except ValueError as exc:
+        err_console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from None
+
+
+@jobs_app.command("list")
+def jobs_list(
+    config: ConfigOption = None,
+    state: Annotated[Optional[str], typer.Option(help="queued, running, done or failed")] = None,
+    limit: Annotated[int, typer.Option()] = 100,
+) -> None:
+    """Show jobs: kind, target, state, attempts, worker, last error."""
+    from sqlalchemy import select
+
+    from storage import models as m
+    from storage.database import make_engine, session_factory
+
+    settings = _settings(config)
+    q = select(m.Job).order_by(m.Job.id.desc()).limit(limit)
+    if state:
+        q = q.where(m.Job.state == m.JobState(state))
+    table = Table("id", "kind", "target", "state", "attempts", "worker", "updated", "last error")
+    with session_factory(make_engine(settings.storage.database_url))() as s:
+        for job in s.scalars(q):
+            table.add_row(str(job.id), job.kind, job.target, job.state.value, f"{job.attempts}/{job.max_attempts}",
+                          job.lease_owner or "-", job.updated_at.strftime("%Y-%m-%d %H:%M:%S"), job.last_error or "")
+    console.print(table)
+
+
+@jobs_app.command("retry")
+def jobs_retry(job_id: Annotated[int, typer.Argument(help="job id")], config: ConfigOption = None) -> None:
+    """Queue a job again with its attempts reset (e.g. after fixing what made it fail)."""
+    from node.service import open_jobs
+
+    _, jobs = open_jobs(_settings(config))
+    try:
+        jobs.retry(job_id)
+    except (LookupError, ValueError) as exc:
+        err_console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    console.print(f"job {job_id} queued again")
 
 
 @app.command()

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from node.classify import classify_series
+from node.classify import b_values, classify_series, is_derived, station_key
 from node.settings import SeriesRule
 from storage import models as m
 from storage.database import transaction
@@ -242,10 +242,15 @@ class Ingestor:
             s.add(series)
         series.n_instances += 1
         series.last_received_at = now
+        visit = study.visit
+        if visit is not None and visit.state is not m.VisitState.RECEIVING and series.kind is not m.SeriesKind.RESULT:
+            log.info("late instance for visit %d (%s): re-opened for processing", visit.id, visit.state.value)
+            visit.state = m.VisitState.RECEIVING
         instance = m.Instance(
             series=series, sop_instance_uid=h.sop_instance_uid, version=version, sop_class_uid=h.sop_class_uid,
             transfer_syntax_uid=h.transfer_syntax_uid, instance_number=_int(ds.get("InstanceNumber")),
             content_date=_text(ds, "ContentDate", 8), content_time=_text(ds, "ContentTime", 16),
+            station_key=station_key(ds), b_values=b_values(ds), derived=is_derived(ds),
             file_path=self.store.relative(self.store.path_for(h.study_uid, h.series_uid, h.sop_instance_uid, version)),
             size_bytes=size, sha256=sha, calling_ae=(calling_ae or None) and calling_ae[:16],
             peer_address=peer, received_at=now,

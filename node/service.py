@@ -1,4 +1,4 @@
-"""`myonode serve`: the long-running node — store, index, listener — started and stopped cleanly."""
+"""`myonode serve`: the long-running node — store, index, listener, exam watcher, jobs, forwarder."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from node.exams import ExamWatcher
 from node.ingest import Ingestor
+from node.jobs import JobContext, JobQueue
 from node.outbox import Forwarder
 from node.scp import Listener, qr_handlers, start_listener
 from node.settings import Settings
@@ -30,29 +32,48 @@ class Node:
     sessions: sessionmaker[Session]
     store: FileStore
     ingestor: Ingestor
+    jobs: JobQueue
     listener: Listener
+    watcher: ExamWatcher
     forwarder: Forwarder
 
     def stop(self) -> None:
         self.listener.stop()
+        self.watcher.stop()
         self.forwarder.stop()
+        self.jobs.stop_consumers()
         self.engine.dispose()
 
 
-def start_node(settings: Settings) -> Node:
-    """Upgrade the database, clear writes a crash interrupted, and start listening."""
+def open_jobs(settings: Settings) -> tuple[Engine, JobQueue]:
+    """The database and job queue as a worker or a CLI command needs them (no listener)."""
+    engine = make_engine(settings.storage.database_url)
+    ctx = JobContext(settings, session_factory(engine), FileStore(settings.storage.root))
+    return engine, JobQueue(ctx)
+
+
+def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
+    """Upgrade the database, clear writes a crash interrupted, recover jobs, and start serving."""
     engine = make_engine(settings.storage.database_url)
     upgrade(engine)
     store = FileStore(settings.storage.root)
     for path in store.sweep_partials():
         log.warning("removed %s, a write interrupted by a crash (never acknowledged)", path)
     sessions = session_factory(engine)
+    jobs = JobQueue(JobContext(settings, sessions, store))
+    if settings.queue.backend == "sqlite":
+        jobs.start_consumers(settings.queue.workers)
+    recovered = jobs.recover()
+    if recovered:
+        log.info("re-dispatched %d unfinished job(s)", len(recovered))
     ingestor = Ingestor(store, sessions, settings.protocol.rules, settings.storage.resend_policy)
     handlers = qr_handlers(settings.node, store, sessions, settings.qr.move_destinations)
     listener = start_listener(settings.node, ingestor, extra_handlers=handlers)
+    watcher = ExamWatcher(sessions, settings, jobs, interval_s=watch_interval_s)
+    watcher.start()
     forwarder = Forwarder(sessions, store, settings.forward, settings.node.ae_title)
     forwarder.start()
-    return Node(settings, engine, sessions, store, ingestor, listener, forwarder)
+    return Node(settings, engine, sessions, store, ingestor, jobs, listener, watcher, forwarder)
 
 
 def serve_forever(settings: Settings) -> None:
@@ -67,3 +88,13 @@ def serve_forever(settings: Settings) -> None:
     finally:
         log.info("stopping")
         node.stop()
+
+
+def work_forever(settings: Settings) -> None:
+    """`myonode worker`: Huey consumers for the Redis queue, until SIGINT/SIGTERM."""
+    if settings.queue.backend != "redis":
+        raise ValueError("myonode worker needs [queue] backend = \"redis\"; the sqlite queue runs inside serve")
+    engine, jobs = open_jobs(settings)
+    upgrade(engine)
+    consumer = jobs.huey.create_consumer(workers=settings.queue.workers, worker_type="thread")
+    consumer.run()

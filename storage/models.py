@@ -246,6 +246,11 @@ class Instance(Base):
     instance_number: Mapped[int | None]
     content_date: Mapped[str | None] = mapped_column(String(8))
     content_time: Mapped[str | None] = mapped_column(String(16))
+    # What exam completeness needs without re-reading files: which station stack the image
+    # belongs to, its b-values (DWI), and whether the scanner derived it (trace/ADC maps).
+    station_key: Mapped[str | None] = mapped_column(String(128))
+    b_values: Mapped[list[float]] = mapped_column(JSON, default=list)
+    derived: Mapped[bool] = mapped_column(Boolean, default=False)
     file_path: Mapped[str] = mapped_column(Text)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))

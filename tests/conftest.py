@@ -59,3 +59,20 @@ def engine(db_url: str) -> Iterator[Engine]:
     eng = make_engine(db_url)
     yield eng
     eng.dispose()
+
+
+REDIS_URL = os.environ.get("MYONODE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The real Redis server (skipped only if unreachable outside `make test`)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        if _required("REDIS"):
+            pytest.fail(f"Redis required but not reachable at {REDIS_URL}: {exc}")
+        pytest.skip(f"no Redis reachable at {REDIS_URL} ({exc.__class__.__name__})")
+    return REDIS_URL

@@ -27,6 +27,10 @@ def mr_image(
     size: int = 16,
     seed: int = 0,
     study_date: date = date(2026, 3, 1),
+    b_value: float | None = None,
+    philips_private_b: bool = False,
+    acquisition_number: int | None = None,
+    image_type: list[str] | None = None,
 ) -> Dataset:
     """One MR image with the General/Patient/Study/Series/Frame of Reference/Image Plane/Pixel modules."""
     meta = FileMetaDataset()
@@ -57,7 +61,14 @@ def mr_image(
     ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[study_uid, "frame"])
     ds.PositionReferenceIndicator = ""
     ds.InstanceNumber = instance_number
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "M_FFE", "M", "FFE"]
+    ds.ImageType = image_type or ["ORIGINAL", "PRIMARY", "M_FFE", "M", "FFE"]
+    if acquisition_number is not None:
+        ds.AcquisitionNumber = acquisition_number
+    if b_value is not None and philips_private_b:
+        block = ds.private_block(0x2001, "Philips Imaging DD 001", create=True)
+        block.add_new(0x03, "FL", float(b_value))
+    elif b_value is not None:
+        ds.DiffusionBValue = float(b_value)
     ds.ScanningSequence = "SE"
     ds.SequenceVariant = "SK"
     ds.ScanOptions = ""

@@ -1,0 +1,99 @@
+"""The node's exam watcher: assigns studies to visits and queues each complete visit exactly once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timezone
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from node.completeness import InstanceFacts, decide
+from node.jobs import JobQueue
+from node.settings import Settings
+from node.visits import assign_study
+from storage import models as m
+from storage.database import transaction
+
+log = logging.getLogger(__name__)
+
+
+def assign_unassigned(s: Session, settings: Settings) -> int:
+    """Try to map every study that has no visit yet (patients may have been registered since)."""
+    n = 0
+    for study in s.scalars(select(m.Study).where(m.Study.visit_fk.is_(None)).order_by(m.Study.study_date)):
+        if assign_study(s, study, settings.visits) is not None:
+            n += 1
+            s.flush()
+    return n
+
+
+def _facts(s: Session, visit_id: int) -> tuple[list[InstanceFacts], datetime | None, datetime | None]:
+    rows = s.execute(
+        select(m.Series.kind, m.Instance.station_key, m.Instance.b_values, m.Instance.derived)
+        .join(m.Instance, m.Instance.series_fk == m.Series.id)
+        .join(m.Study, m.Series.study_fk == m.Study.id)
+        .where(m.Study.visit_fk == visit_id)
+    ).all()
+    first, last = s.execute(
+        select(func.min(m.Series.first_received_at), func.max(m.Series.last_received_at))
+        .join(m.Study, m.Series.study_fk == m.Study.id)
+        .where(m.Study.visit_fk == visit_id, m.Series.kind != m.SeriesKind.RESULT)
+    ).one()
+    facts = [InstanceFacts(kind.value, key, tuple(b or ()), bool(derived)) for kind, key, b, derived in rows]
+    return facts, first, last
+
+
+def check_visits(sessions: sessionmaker[Session], settings: Settings, jobs: JobQueue,
+                 now: datetime | None = None) -> list[int]:
+    """One round: assign studies, queue every receiving visit whose exam is ready. Returns queued job ids."""
+    now = now or datetime.now(timezone.utc)
+    queued: list[int] = []
+    with transaction(sessions) as s:
+        assign_unassigned(s, settings)
+    with sessions() as s:
+        receiving = list(s.scalars(select(m.Visit.id).where(m.Visit.state == m.VisitState.RECEIVING)))
+    for visit_id in receiving:
+        with transaction(sessions) as s:
+            facts, first, last = _facts(s, visit_id)
+            if first is None or last is None:
+                continue
+            decision = decide(facts, settings.protocol, now, first, last)
+            if not decision.ready:
+                continue
+            # Conditional update: a late instance (or another watcher) changing the state wins.
+            taken = s.execute(
+                update(m.Visit)
+                .where(m.Visit.id == visit_id, m.Visit.state == m.VisitState.RECEIVING)
+                .values(state=m.VisitState.QUEUED, incomplete=decision.incomplete, updated_at=now)
+            ).rowcount
+            if taken != 1:
+                continue
+            job = jobs.create(s, "process_visit", f"visit:{visit_id}")
+            queued.append(job.id)
+            log.info("visit %d ready: %s%s", visit_id, decision.describe(settings.protocol),
+                     " — processing what arrived, flagged incomplete" if decision.incomplete else "")
+        jobs.dispatch(job.id)
+    return queued
+
+
+class ExamWatcher(threading.Thread):
+    """Runs :func:`check_visits` every ``interval_s`` seconds inside the node."""
+
+    def __init__(self, sessions: sessionmaker[Session], settings: Settings, jobs: JobQueue,
+                 interval_s: float = 2.0) -> None:
+        super().__init__(name="myonode-exam-watcher", daemon=True)
+        self.sessions, self.settings, self.jobs, self.interval_s = sessions, settings, jobs, interval_s
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval_s):
+            try:
+                check_visits(self.sessions, self.settings, self.jobs)
+            except Exception:  # noqa: BLE001 - a bad round must not stop the watcher for weeks
+                log.exception("exam check failed; will try again")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=30)

@@ -1,0 +1,215 @@
+"""Durable jobs: a row in ``jobs`` is the truth, Huey only dispatches.
+
+Backends (``[queue]``): ``SqliteHuey`` on a local file with consumer threads inside
+``myonode serve``; ``RedisHuey`` with ``myonode worker`` consumers on any machine that
+reaches Redis and the database. A worker takes a job by leasing its row (state, attempts,
+owner, expiry) in a transaction, so a job dispatched twice runs once; a failed job is
+re-dispatched with a delay until ``max_attempts``; on start the node re-dispatches jobs
+whose worker died.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from huey import RedisHuey, SqliteHuey
+from huey.api import Huey
+from huey.consumer import Consumer
+from sqlalchemy import select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from node.settings import QueueSettings, Settings
+from storage import models as m
+from storage.database import transaction
+from storage.filestore import FileStore
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(hours=1)
+RETRY_DELAY_S = 30.0
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a job handler may use."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    store: FileStore
+
+
+Handler = Callable[[JobContext, str], None]
+
+
+def record_visit_ready(ctx: JobContext, target: str) -> None:
+    """``process_visit`` until the quantification pipeline lands: records that the visit's imaging is complete."""
+    visit_id = int(target.removeprefix("visit:"))
+    with transaction(ctx.sessions) as s:
+        visit = s.get(m.Visit, visit_id)
+        if visit is None:
+            raise LookupError(f"visit {visit_id} does not exist")
+        if visit.state in (m.VisitState.QUEUED, m.VisitState.PROCESSING):
+            visit.state = m.VisitState.COMPLETE
+    log.info("visit %d imaging complete and recorded ready for processing", visit_id)
+
+
+HANDLERS: dict[str, Handler] = {"process_visit": record_visit_ready}
+
+
+def make_huey(queue: QueueSettings) -> Huey:
+    """The Huey instance for ``[queue]`` (results are not stored: outcomes live in the jobs table)."""
+    if queue.backend == "redis":
+        return RedisHuey("myonode", url=queue.url, results=False)
+    path = make_url(queue.url).database
+    if not path:
+        raise ValueError(f"[queue] url {queue.url!r} names no SQLite file")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return SqliteHuey("myonode", filename=path, results=False)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(owner: str | None) -> bool:
+    if not owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine's worker: trust its lease expiry instead
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class JobQueue:
+    """Creates, dispatches, runs and recovers jobs."""
+
+    def __init__(self, ctx: JobContext, handlers: dict[str, Handler] | None = None) -> None:
+        self.ctx = ctx
+        self.handlers = handlers if handlers is not None else HANDLERS
+        self.huey = make_huey(ctx.settings.queue)
+        self._task = self.huey.task(name="myonode.run_job")(self.run)
+        self._consumer: Consumer | None = None
+
+    # --- producing -------------------------------------------------------------------
+
+    def create(self, s: Session, kind: str, target: str, max_attempts: int = 3) -> m.Job:
+        """A new queued job row in the caller's transaction; call :meth:`dispatch` after commit."""
+        if kind not in self.handlers:
+            raise ValueError(f"unknown job kind {kind!r}")
+        job = m.Job(kind=kind, target=target, state=m.JobState.QUEUED, max_attempts=max_attempts)
+        s.add(job)
+        s.flush()
+        return job
+
+    def dispatch(self, job_id: int, delay_s: float | None = None) -> None:
+        self._task.schedule((job_id,), delay=delay_s) if delay_s else self._task(job_id)
+
+    def submit(self, kind: str, target: str, max_attempts: int = 3) -> int:
+        with transaction(self.ctx.sessions) as s:
+            job_id = self.create(s, kind, target, max_attempts).id
+        self.dispatch(job_id)
+        return job_id
+
+    def retry(self, job_id: int) -> None:
+        """Queue a failed (or any not running) job again with its attempts reset."""
+        with transaction(self.ctx.sessions) as s:
+            job = s.get(m.Job, job_id)
+            if job is None:
+                raise LookupError(f"job {job_id} does not exist")
+            if job.state is m.JobState.RUNNING and _pid_alive(job.lease_owner):
+                raise ValueError(f"job {job_id} is running ({job.lease_owner})")
+            job.state, job.attempts, job.last_error, job.lease_owner = m.JobState.QUEUED, 0, None, None
+        self.dispatch(job_id)
+
+    def recover(self) -> list[int]:
+        """On start: re-dispatch queued jobs and jobs whose worker died or whose lease expired."""
+        now = datetime.now(timezone.utc)
+        ids = []
+        with transaction(self.ctx.sessions) as s:
+            for job in s.scalars(select(m.Job).where(m.Job.state.in_([m.JobState.QUEUED, m.JobState.RUNNING]))):
+                if job.state is m.JobState.RUNNING:
+                    expired = job.lease_expires_at is None or job.lease_expires_at < now
+                    if not expired and _pid_alive(job.lease_owner):
+                        continue
+                    log.warning("job %d (%s %s) was running in %s, which is gone: queued again",
+                                job.id, job.kind, job.target, job.lease_owner)
+                    job.state, job.lease_owner = m.JobState.QUEUED, None
+                ids.append(job.id)
+        for job_id in ids:
+            self.dispatch(job_id)
+        return ids
+
+    # --- consuming -------------------------------------------------------------------
+
+    def _lease(self, job_id: int) -> tuple[str, str] | None:
+        """Take the job if it is queued: one conditional UPDATE, so concurrent workers cannot both win."""
+        now = datetime.now(timezone.utc)
+        with transaction(self.ctx.sessions) as s:
+            taken = s.execute(
+                update(m.Job)
+                .where(m.Job.id == job_id, m.Job.state == m.JobState.QUEUED)
+                .values(state=m.JobState.RUNNING, attempts=m.Job.attempts + 1, lease_owner=worker_id(),
+                        lease_expires_at=now + LEASE, started_at=now, finished_at=None, updated_at=now)
+            ).rowcount
+            if taken != 1:
+                return None  # done, failed, missing, or running elsewhere: a duplicate dispatch
+            job = s.get(m.Job, job_id)
+            assert job is not None
+            return job.kind, job.target
+
+    def run(self, job_id: int) -> None:
+        """Execute one job (the Huey task): lease, run the handler, record the outcome."""
+        leased = self._lease(job_id)
+        if leased is None:
+            return
+        kind, target = leased
+        try:
+            self.handlers[kind](self.ctx, target)
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded on the row
+            error = "".join(traceback.format_exception_only(exc)).strip()
+            log.exception("job %d (%s %s) failed", job_id, kind, target)
+            with transaction(self.ctx.sessions) as s:
+                job = s.get(m.Job, job_id)
+                assert job is not None
+                job.last_error, job.lease_owner, job.lease_expires_at = error[:4000], None, None
+                again = job.attempts < job.max_attempts
+                job.state = m.JobState.QUEUED if again else m.JobState.FAILED
+                job.finished_at = None if again else datetime.now(timezone.utc)
+            if again:
+                self.dispatch(job_id, delay_s=RETRY_DELAY_S * 2 ** (job.attempts - 1))
+            return
+        with transaction(self.ctx.sessions) as s:
+            job = s.get(m.Job, job_id)
+            assert job is not None
+            job.state, job.last_error = m.JobState.DONE, None
+            job.lease_owner, job.lease_expires_at = None, None
+            job.finished_at = datetime.now(timezone.utc)
+
+    def start_consumers(self, workers: int) -> None:
+        """Consumer threads in this process (embedded default). Huey's own ``start()`` would also
+        install signal handlers, which belong to ``myonode serve``, so the threads are started here."""
+        consumer = self.huey.create_consumer(workers=workers, worker_type="thread", periodic=True,
+                                             initial_delay=0.05, max_delay=1.0)
+        consumer.scheduler.start()
+        for _, worker in consumer.worker_threads:
+            worker.start()
+        self._consumer = consumer
+
+    def stop_consumers(self) -> None:
+        if self._consumer is not None:
+            self._consumer.stop(graceful=True)
+            self._consumer = None

@@ -1,0 +1,101 @@
+"""Durable jobs on both queue backends: SQLite (in-process consumers) and the real Redis server."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from node.jobs import JobContext, JobQueue
+from node.settings import load_settings
+from storage import models as m
+from storage.database import make_engine, session_factory, transaction
+from storage.filestore import FileStore
+from storage.migrate import upgrade
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def make_queue(request: pytest.FixtureRequest, tmp_path: Path):
+    queues: list[JobQueue] = []
+
+    def make(handlers: dict[str, Callable[[JobContext, str], None]]) -> JobQueue:
+        if request.param == "redis":
+            url = request.getfixturevalue("redis_url")
+            queue = f'backend = "redis"\nurl = "{url}"\n'
+        else:
+            queue = 'backend = "sqlite"\nurl = "sqlite:///queue.db"\n'
+        (tmp_path / "settings.toml").write_text(
+            f'[storage]\nroot = "store"\ndatabase_url = "sqlite:///db.sqlite"\n[queue]\n{queue}workers = 2\n')
+        settings = load_settings(tmp_path / "settings.toml", environ={})
+        engine = make_engine(settings.storage.database_url)
+        upgrade(engine)
+        jq = JobQueue(JobContext(settings, session_factory(engine), FileStore(settings.storage.root)), handlers)
+        jq.huey.flush()  # a clean queue (the Redis server is shared)
+        queues.append(jq)
+        return jq
+
+    yield make
+    for jq in queues:
+        jq.stop_consumers()
+        jq.huey.flush()
+
+
+def wait_state(jq: JobQueue, job_id: int, state: m.JobState, timeout: float = 30) -> m.Job:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with jq.ctx.sessions() as s:
+            job = s.get(m.Job, job_id)
+            if job is not None and job.state is state:
+                return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not reach {state}")
+
+
+def test_job_runs_once_and_is_recorded(make_queue) -> None:
+    """A dispatched job runs in a consumer, exactly once even when dispatched twice; the row says done."""
+    calls: list[str] = []
+    jq = make_queue({"probe": lambda ctx, target: calls.append(target)})
+    jq.start_consumers(2)
+    job_id = jq.submit("probe", "visit:7")
+    jq.dispatch(job_id)  # a duplicate dispatch (e.g. recovery racing the original)
+    job = wait_state(jq, job_id, m.JobState.DONE)
+    time.sleep(0.5)
+    assert calls == ["visit:7"]
+    assert job.attempts == 1 and job.finished_at is not None and job.lease_owner is None
+
+
+def test_failing_job_retried_then_failed_with_error(make_queue, monkeypatch) -> None:
+    monkeypatch.setattr("node.jobs.RETRY_DELAY_S", 0.05)
+
+    def broken(ctx: JobContext, target: str) -> None:
+        raise RuntimeError(f"cannot read series for {target}")
+
+    jq = make_queue({"probe": broken})
+    jq.start_consumers(1)
+    job_id = jq.submit("probe", "visit:3", max_attempts=2)
+    job = wait_state(jq, job_id, m.JobState.FAILED)
+    assert job.attempts == 2 and "RuntimeError: cannot read series for visit:3" in job.last_error
+    # Retried by hand (myonode jobs retry) after the cause is fixed:
+    jq.handlers["probe"] = lambda ctx, target: None
+    jq.retry(job_id)
+    assert wait_state(jq, job_id, m.JobState.DONE).attempts == 1
+
+
+def test_job_of_dead_worker_is_recovered(make_queue) -> None:
+    """A job left 'running' by a worker that died is queued again on start and completes."""
+    calls: list[str] = []
+    jq = make_queue({"probe": lambda ctx, target: calls.append(target)})
+    with transaction(jq.ctx.sessions) as s:
+        job = m.Job(kind="probe", target="visit:1", state=m.JobState.RUNNING, attempts=1,
+                    lease_owner=f"{__import__('socket').gethostname()}:999999")
+        s.add(job)
+        s.flush()
+        job_id = job.id
+    jq.start_consumers(1)
+    assert jq.recover() == [job_id]
+    wait_state(jq, job_id, m.JobState.DONE)
+    assert calls == ["visit:1"]
