@@ -53,6 +53,7 @@ from pynetdicom.sop_class import (
     ParametricMapStorage,
     SecondaryCaptureImageStorage,
     SegmentationStorage,
+    StorageCommitmentPushModel,
     Verification,
 )
 from pynetdicom.transport import ThreadedAssociationServer
@@ -170,6 +171,7 @@ def make_ae(settings: NodeSettings) -> AE:
     ae.require_called_aet = True
     ae.require_calling_aet = [a.strip() for a in settings.allowed_calling_ae_titles]
     ae.add_supported_context(Verification)
+    ae.add_supported_context(StorageCommitmentPushModel)
     for sop_class in QR_SOP_CLASSES:
         ae.add_supported_context(sop_class)
     for sop_class in STORAGE_SOP_CLASSES:

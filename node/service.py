@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from node.commitment import commitment_handler
 from node.exams import ExamWatcher
 from node.ingest import Ingestor
 from node.jobs import JobContext, JobQueue
@@ -67,7 +68,11 @@ def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
     if recovered:
         log.info("re-dispatched %d unfinished job(s)", len(recovered))
     ingestor = Ingestor(store, sessions, settings.protocol.rules, settings.storage.resend_policy)
-    handlers = qr_handlers(settings.node, store, sessions, settings.qr.move_destinations)
+    peers = [*settings.qr.move_destinations, *settings.forward.destinations]
+    handlers = [
+        *qr_handlers(settings.node, store, sessions, settings.qr.move_destinations),
+        commitment_handler(settings.node.ae_title, sessions, store, peers),
+    ]
     listener = start_listener(settings.node, ingestor, extra_handlers=handlers)
     watcher = ExamWatcher(sessions, settings, jobs, interval_s=watch_interval_s)
     watcher.start()

@@ -116,3 +116,23 @@ def test_unreachable_destination_backs_off_then_gives_up(running_node, tmp_path:
 
 def test_backoff_is_capped() -> None:
     assert [backoff(n, 30, 3600).total_seconds() for n in (1, 2, 3, 8, 20)] == [30, 60, 120, 3600, 3600]
+
+
+def test_storage_commitment_with_orthanc_as_scu(node_and_orthanc, tmp_path: Path) -> None:
+    """Orthanc asks the node to commit instances; the report says which the node holds intact."""
+    node, orthanc = node_and_orthanc
+    paths = store_series(node, tmp_path / "in", 2)
+    held = [[str(dcmread(p).SOPClassUID), str(dcmread(p).SOPInstanceUID)] for p in paths]
+    never_sent = [held[0][0], "1.2.826.0.1.3680043.8.498.1"]
+    answer = orthanc.rest("/modalities/myonode/storage-commitment", {"DicomInstances": held + [never_sent]})
+    path = answer["Path"]
+
+    def reported() -> bool:
+        return orthanc.rest(path)["Status"] != "Pending"
+
+    wait_for(reported)
+    report = orthanc.rest(path)
+    assert report["Status"] == "Failure"  # one instance is not held
+    assert sorted(x["SOPInstanceUID"] for x in report["Success"]) == sorted(h[1] for h in held)
+    assert [x["SOPInstanceUID"] for x in report["Failures"]] == [never_sent[1]]
+    assert report["Failures"][0]["FailureReason"] == 0x0112
