@@ -13,6 +13,8 @@ import errno
 import hashlib
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from io import BytesIO
@@ -21,15 +23,14 @@ from typing import Literal
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import select
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.classify import b_values, classify_series, is_derived, station_key
 from node.settings import SeriesRule
 from storage import models as m
-from storage.database import transaction
-from storage.filestore import FileStore, InvalidUIDError, validate_uid
+from storage.filestore import FileStore, InvalidUIDError, StoredFile, validate_uid
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,31 @@ class Ingestor:
         # One index writer at a time: SQLite serialises writers anyway, and this keeps
         # get-or-create of patient/study/series free of races between associations.
         self._lock = threading.Lock()
+        self._in_flight: set[str] = set()
+        self._in_flight_changed = threading.Condition()
+        self._series_cache: dict[str, tuple[int, m.SeriesKind]] = {}
+        self.engine = sessions.kw["bind"]
+        # Statements built once: this path runs for every received instance, and building
+        # SQLAlchemy statements costs more than executing them.
+        self._q_versions = (
+            select(m.Instance.id, m.Instance.version, m.Instance.sha256, m.Instance.file_path)
+            .where(m.Instance.sop_instance_uid == bindparam("sop")).order_by(m.Instance.version)
+        )
+        self._q_series = select(m.Series.id, m.Series.kind).where(m.Series.series_instance_uid == bindparam("uid"))
+        self._q_insert = insert(m.Instance).returning(m.Instance.id)
+        self._q_touch_series = (
+            update(m.Series).where(m.Series.id == bindparam("sid"))
+            .values(n_instances=m.Series.n_instances + bindparam("added"), last_received_at=bindparam("now"))
+        )
+        self._q_reopen = (
+            update(m.Visit)
+            .where(
+                m.Visit.id == select(m.Study.visit_fk).join(m.Series).where(m.Series.id == bindparam("sid"))
+                .scalar_subquery(),
+                m.Visit.state != m.VisitState.RECEIVING,
+            )
+            .values(state=m.VisitState.RECEIVING, updated_at=bindparam("now"))
+        )
 
     def ingest(
         self,
@@ -162,75 +188,97 @@ class Ingestor:
 
     def _ingest(self, h: Header, data: bytes, calling_ae: str | None, peer: str | None) -> StoreOutcome:
         sha = hashlib.sha256(data).hexdigest()
-        with self._lock:
-            with self.sessions() as s:
-                versions = s.scalars(
-                    select(m.Instance).where(m.Instance.sop_instance_uid == h.sop_instance_uid)
-                    .order_by(m.Instance.version)
-                ).all()
+        with self._claim(h.sop_instance_uid):
+            with self._lock, self.engine.connect() as conn:
+                versions = conn.execute(self._q_versions, {"sop": h.sop_instance_uid}).all()
             if any(v.sha256 == sha for v in versions):
                 return StoreOutcome(SUCCESS, "duplicate", instance_id=versions[-1].id, series_uid=h.series_uid)
             if versions and self.policy == "keep_first":
                 log.warning("re-sent %s with different content: kept the first (policy keep_first)", h.sop_instance_uid)
                 return StoreOutcome(SUCCESS, "kept_first", instance_id=versions[0].id, series_uid=h.series_uid)
             version = (versions[-1].version + 1) if versions else 1
-            # A file can exist without a row after a crash between rename and commit: it was
-            # never acknowledged, so it is replaced.
+            # Outside the index lock, so associations write and fsync in parallel. A file can
+            # exist without a row after a crash between rename and commit: it was never
+            # acknowledged, so it is replaced.
             stored = self.store.write(h.study_uid, h.series_uid, h.sop_instance_uid, data, version=version, replace=True)
+            replaced = [v.id for v in versions] if versions and self.policy == "replace" else []
             try:
-                with transaction(self.sessions) as s:
-                    instance = self._index(s, h, stored.size_bytes, sha, version, calling_ae, peer)
-                    superseded = []
-                    if versions and self.policy == "replace":
-                        for old in versions:
-                            superseded.append(self.store.absolute(old.file_path))
-                            s.delete(s.get(m.Instance, old.id))
-                        instance.series.n_instances -= len(versions)
-                    elif versions:
-                        instance.conflict = True
-                    s.flush()
-                    instance_id = instance.id
+                for attempt in (1, 2):
+                    try:
+                        with self._lock, self.engine.begin() as conn:
+                            instance_id, series_id, kind = self._index(
+                                conn, h, stored, version, calling_ae, peer,
+                                conflict=bool(versions) and not replaced, replaced=replaced)
+                        break
+                    except IntegrityError:
+                        if attempt == 2:
+                            raise
+                        self._series_cache.clear()  # a cached series row was deleted meanwhile
             except BaseException:
                 stored.path.unlink(missing_ok=True)
                 raise
-        for path in superseded:
-            path.unlink(missing_ok=True)
+            self._series_cache[h.series_uid] = (series_id, kind)
+        for v in versions if replaced else []:
+            self.store.absolute(v.file_path).unlink(missing_ok=True)
         if not versions:
             action: Action = "stored"
-        elif self.policy == "replace":
+        elif replaced:
             action = "replaced"
         else:
             action = "new_version"
             log.warning("re-sent %s with different content: stored as version %d, flagged", h.sop_instance_uid, version)
         return StoreOutcome(SUCCESS, action, instance_id=instance_id, series_uid=h.series_uid)
 
-    def _index(
-        self, s: Session, h: Header, size: int, sha: str, version: int, calling_ae: str | None, peer: str | None
-    ) -> m.Instance:
+    @contextmanager
+    def _claim(self, sop_uid: str) -> Iterator[None]:
+        """Serialise work on one SOP Instance UID (the same instance re-sent on two associations)."""
+        with self._in_flight_changed:
+            while sop_uid in self._in_flight:
+                self._in_flight_changed.wait()
+            self._in_flight.add(sop_uid)
+        try:
+            yield
+        finally:
+            with self._in_flight_changed:
+                self._in_flight.discard(sop_uid)
+                self._in_flight_changed.notify_all()
+
+    def _series_id(self, conn: Connection, h: Header, now: datetime) -> tuple[int, m.SeriesKind]:
+        """The series row of ``h`` (cached by UID; patient, study and series created on first sight)."""
+        cached = self._series_cache.get(h.series_uid)
+        if cached is not None:
+            return cached
+        row = conn.execute(self._q_series, {"uid": h.series_uid}).one_or_none()
+        if row is None:
+            row = self._create_series(conn, h, now)
+        if len(self._series_cache) > 10_000:
+            self._series_cache.clear()
+        return row[0], row[1]
+
+    def _create_series(self, conn: Connection, h: Header, now: datetime) -> tuple[int, m.SeriesKind]:
+        """Patient (if new), study (if new) and series rows for the first instance of a series."""
         ds = h.dataset
-        now = datetime.now(timezone.utc)
-        patient_id = str(ds.get("PatientID", "") or "")[:64]
-        issuer = str(ds.get("IssuerOfPatientID", "") or "")[:64]
-        patient = s.scalars(
-            select(m.Patient).where(m.Patient.patient_id == patient_id, m.Patient.issuer == issuer)
-        ).one_or_none()
-        if patient is None:
-            patient = m.Patient(
-                patient_id=patient_id, issuer=issuer, patient_name=_text(ds, "PatientName", 324),
-                birth_date=_da(ds.get("PatientBirthDate")), sex=_text(ds, "PatientSex", 16),
-            )
-            s.add(patient)
-        study = s.scalars(select(m.Study).where(m.Study.study_instance_uid == h.study_uid)).one_or_none()
-        if study is None:
-            study = m.Study(
-                patient=patient, study_instance_uid=h.study_uid, study_date=_da(ds.get("StudyDate")),
-                study_time=_text(ds, "StudyTime", 32), accession_number=_text(ds, "AccessionNumber", 64),
-                study_description=_text(ds, "StudyDescription", 128),
-                time_point_id=_text(ds, "ClinicalTrialTimePointID", 64),
-            )
-            s.add(study)
-        series = s.scalars(select(m.Series).where(m.Series.series_instance_uid == h.series_uid)).one_or_none()
-        if series is None:
+        with Session(bind=conn) as s:
+            patient_id = str(ds.get("PatientID", "") or "")[:64]
+            issuer = str(ds.get("IssuerOfPatientID", "") or "")[:64]
+            patient = s.scalars(
+                select(m.Patient).where(m.Patient.patient_id == patient_id, m.Patient.issuer == issuer)
+            ).one_or_none()
+            if patient is None:
+                patient = m.Patient(
+                    patient_id=patient_id, issuer=issuer, patient_name=_text(ds, "PatientName", 324),
+                    birth_date=_da(ds.get("PatientBirthDate")), sex=_text(ds, "PatientSex", 16),
+                )
+                s.add(patient)
+            study = s.scalars(select(m.Study).where(m.Study.study_instance_uid == h.study_uid)).one_or_none()
+            if study is None:
+                study = m.Study(
+                    patient=patient, study_instance_uid=h.study_uid, study_date=_da(ds.get("StudyDate")),
+                    study_time=_text(ds, "StudyTime", 32), accession_number=_text(ds, "AccessionNumber", 64),
+                    study_description=_text(ds, "StudyDescription", 128),
+                    time_point_id=_text(ds, "ClinicalTrialTimePointID", 64),
+                )
+                s.add(study)
             series = m.Series(
                 study=study, series_instance_uid=h.series_uid, modality=_text(ds, "Modality", 16),
                 series_number=_int(ds.get("SeriesNumber")), series_description=_text(ds, "SeriesDescription", 128),
@@ -240,20 +288,38 @@ class Ingestor:
                 first_received_at=now, last_received_at=now,
             )
             s.add(series)
-        series.n_instances += 1
-        series.last_received_at = now
-        visit = study.visit
-        if visit is not None and visit.state is not m.VisitState.RECEIVING and series.kind is not m.SeriesKind.RESULT:
-            log.info("late instance for visit %d (%s): re-opened for processing", visit.id, visit.state.value)
-            visit.state = m.VisitState.RECEIVING
-        instance = m.Instance(
-            series=series, sop_instance_uid=h.sop_instance_uid, version=version, sop_class_uid=h.sop_class_uid,
-            transfer_syntax_uid=h.transfer_syntax_uid, instance_number=_int(ds.get("InstanceNumber")),
-            content_date=_text(ds, "ContentDate", 8), content_time=_text(ds, "ContentTime", 16),
-            station_key=station_key(ds), b_values=b_values(ds), derived=is_derived(ds),
-            file_path=self.store.relative(self.store.path_for(h.study_uid, h.series_uid, h.sop_instance_uid, version)),
-            size_bytes=size, sha256=sha, calling_ae=(calling_ae or None) and calling_ae[:16],
-            peer_address=peer, received_at=now,
-        )
-        s.add(instance)
-        return instance
+            s.flush()
+            return series.id, series.kind
+
+    def _index(
+        self, conn: Connection, h: Header, stored: StoredFile, version: int, calling_ae: str | None, peer: str | None,
+        conflict: bool, replaced: list[int],
+    ) -> tuple[int, int, m.SeriesKind]:
+        """Insert the instance row, update its series and re-open its visit; returns the instance id.
+
+        Core statements rather than ORM objects: this runs once per received instance.
+        """
+        ds = h.dataset
+        now = datetime.now(timezone.utc)
+        series_id, kind = self._series_id(conn, h, now)
+        instance_id = conn.execute(
+            self._q_insert,
+            dict(
+                series_fk=series_id, sop_instance_uid=h.sop_instance_uid, version=version,
+                sop_class_uid=h.sop_class_uid, transfer_syntax_uid=h.transfer_syntax_uid,
+                instance_number=_int(ds.get("InstanceNumber")),
+                content_date=_text(ds, "ContentDate", 8), content_time=_text(ds, "ContentTime", 16),
+                station_key=station_key(ds), b_values=b_values(ds), derived=is_derived(ds),
+                file_path=self.store.relative(stored.path), size_bytes=stored.size_bytes, sha256=stored.sha256,
+                calling_ae=(calling_ae or None) and calling_ae[:16], peer_address=peer, conflict=conflict,
+                received_at=now,
+            ),
+        ).scalar_one()
+        if replaced:
+            conn.execute(delete(m.Instance).where(m.Instance.id.in_(replaced)))
+        conn.execute(self._q_touch_series, {"sid": series_id, "added": 1 - len(replaced), "now": now})
+        if kind is not m.SeriesKind.RESULT:
+            reopened = conn.execute(self._q_reopen, {"sid": series_id, "now": now}).rowcount
+            if reopened:
+                log.info("late instance %s re-opened its visit for processing", h.sop_instance_uid)
+        return instance_id, series_id, kind

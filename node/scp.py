@@ -118,6 +118,8 @@ class GuardedAssociationServer(ThreadedAssociationServer):
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         sock, address = self.socket.accept()  # type: ignore[union-attr]
         sock.settimeout(self.handshake_timeout)
+        # Without TCP_NODELAY each small DIMSE response waits for the peer's delayed ACK (~40 ms).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock, address
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
