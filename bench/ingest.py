@@ -34,9 +34,11 @@ from orthanc import start_orthanc  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
 
-# Debian's dcmtk leaves Nagle's algorithm on unless TCP_NODELAY=1 is set, which costs every
-# small DIMSE message a delayed-ACK wait (~40 ms); all peers here run with it off.
-DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+# Debian's dcmtk (also inside Orthanc) leaves Nagle's algorithm on unless TCP_NODELAY=1 is set,
+# which costs every small DIMSE message a delayed-ACK wait (~40 ms); every peer here runs with it
+# off, as myonode's listener does.
+os.environ["TCP_NODELAY"] = "1"
+DCMTK_ENV = dict(os.environ)
 
 
 def free_port() -> int:

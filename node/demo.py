@@ -49,9 +49,32 @@ def prepare_demo_folder(folder: Path, port: int = 11112, fresh: bool = True) -> 
 
 
 def run_demo(folder: Path, console: Console) -> None:
-    settings = prepare_demo_folder(folder)
+    """Set up the embedded default, start the node on loopback, check it answers C-ECHO, stop it."""
+    from node.scu import echo
+    from node.service import start_node
+
+    settings = prepare_demo_folder(folder, port=_free_port())
     engine = make_engine(settings.storage.database_url)
     console.print(f"[bold]myonode demo[/] in {folder}")
     console.print(f"  settings: {settings.source}")
     console.print(f"  database: {settings.storage.database_url} at schema revision {current_revision(engine)}")
     console.print(f"  file store: {settings.storage.root}")
+    node = start_node(settings)
+    try:
+        ok, message = echo(settings.node.ae_title, "127.0.0.1", node.listener.port, calling_ae="DEMO")
+        console.print(f"  node listening as {settings.node.ae_title} on 127.0.0.1:{node.listener.port}: {message}")
+        if not ok:
+            raise RuntimeError(f"the node did not answer C-ECHO: {message}")
+        console.print(f"  push images to it with: storescu -aec {settings.node.ae_title} 127.0.0.1 "
+                      f"{node.listener.port} FILES...   (while `myonode serve --config {settings.source}` runs)")
+    finally:
+        node.stop()
+    console.print("  node stopped. The phantom, processing and report steps join the demo as they land.")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -29,7 +29,7 @@ def settings_file(tmp_path: Path) -> Path:
 def test_help_lists_only_working_commands() -> None:
     out = run("--help")
     assert out.returncode == 0
-    for command in ("version", "config", "db"):
+    for command in ("version", "config", "db", "serve", "worker", "status", "echo", "jobs", "outbox", "demo"):
         assert command in out.stdout
 
 
@@ -74,3 +74,28 @@ def test_db_upgrade_then_status(settings_file: Path) -> None:
     assert status.returncode == 0 and "up to date" in status.stdout
     for table in ("instances", "measurements", "outbox", "stats_runs"):
         assert table in status.stdout
+
+
+def test_status_jobs_outbox_on_empty_node(settings_file: Path) -> None:
+    """The operator commands work on a fresh database and say so plainly."""
+    assert run("db", "upgrade", "--config", str(settings_file)).returncode == 0
+    status = run("status", "--config", str(settings_file))
+    assert status.returncode == 0 and "0 instances stored" in status.stdout and "jobs: none" in status.stdout
+    jobs = run("jobs", "list", "--config", str(settings_file))
+    assert jobs.returncode == 0 and "kind" in jobs.stdout
+    missing = run("jobs", "retry", "42", "--config", str(settings_file))
+    assert missing.returncode == 1 and "job 42 does not exist" in missing.stderr
+    retry = run("outbox", "retry", "--config", str(settings_file))
+    assert retry.returncode == 0 and "0 outbox item(s) queued again" in retry.stdout
+
+
+def test_echo_command_reports_unreachable_peer() -> None:
+    out = run("echo", "PACS@127.0.0.1:1", "--timeout", "2")
+    assert out.returncode == 1 and "PACS@127.0.0.1:1" in out.stderr
+    bad = run("echo", "not-a-peer")
+    assert bad.returncode == 2 and "AE@host:port" in bad.stderr
+
+
+def test_worker_refuses_sqlite_queue(settings_file: Path) -> None:
+    out = run("worker", "--config", str(settings_file))
+    assert out.returncode == 2 and 'backend = "redis"' in out.stderr
