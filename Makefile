@@ -36,7 +36,7 @@ debs:
 	else echo "missing debian packages (run as root to install):$$missing" >&2; exit 1; fi
 
 test: install debs
-	MYONODE_REQUIRE_POSTGRES=1 MYONODE_REQUIRE_REDIS=1 $(BIN)/python -m pytest
+	MYONODE_TEST_REQUIRE=postgres,redis $(BIN)/python -m pytest
 
 demo: install
 	$(BIN)/myonode demo

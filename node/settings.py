@@ -1,7 +1,8 @@
 """The one configuration file, ``settings.toml``, as validated pydantic models.
 
 Loading order: the TOML file, then environment variables ``MYONODE_<SECTION>__<KEY>``
-(e.g. ``MYONODE_NODE__PORT=11113``), then validation. Every unknown key or bad value
+(e.g. ``MYONODE_NODE__PORT=11113``), then validation. ``MYONODE_CONFIG`` names the file;
+``MYONODE_TEST_*`` variables belong to the test suite and are ignored here. Every unknown key or bad value
 fails with a :class:`SettingsError` naming the key and the file (or the variable).
 Relative paths, including SQLite database URLs, are resolved against the folder of the
 settings file, so the service behaves the same whatever its working directory.
@@ -30,6 +31,7 @@ from pydantic import (
 
 ENV_PREFIX = "MYONODE_"
 CONFIG_ENV = "MYONODE_CONFIG"
+TEST_ENV_PREFIX = "MYONODE_TEST_"  # reserved for the test suite (server URLs, required services)
 DEFAULT_SETTINGS_NAME = "settings.toml"
 
 # DICOM AE titles: 1-16 characters of the default character repertoire, no backslash,
@@ -368,7 +370,7 @@ def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, str]:
     """Overlay ``MYONODE_SECTION__KEY`` variables onto ``data``; returns dotted key -> variable name."""
     origin: dict[str, str] = {}
     for name, raw in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV or name.startswith(TEST_ENV_PREFIX):
             continue
         parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
         if len(parts) < 2 or not all(parts):

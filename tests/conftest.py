@@ -15,8 +15,8 @@ POSTGRES_URL = os.environ.get("MYONODE_TEST_POSTGRES_URL", "postgresql+psycopg:/
 
 
 def _required(kind: str) -> bool:
-    """`make test` sets MYONODE_REQUIRE_<KIND>=1: a missing server then fails instead of skipping."""
-    return os.environ.get(f"MYONODE_REQUIRE_{kind}") == "1"
+    """`make test` sets MYONODE_TEST_REQUIRE=postgres,redis: a missing server then fails instead of skipping."""
+    return kind.lower() in os.environ.get("MYONODE_TEST_REQUIRE", "").lower().split(",")
 
 
 @pytest.fixture(scope="session")

@@ -148,3 +148,10 @@ def test_example_production_settings_are_valid() -> None:
     assert s.queue.backend == "redis" and s.node.tls_verify_client
     assert s.storage.database_url.startswith("postgresql+psycopg://")
     assert [d.ae_title for d in s.qr.move_destinations] == ["PACS", "RESEARCH_WS"]
+
+
+def test_test_suite_variables_are_not_settings(tmp_path: Path) -> None:
+    """MYONODE_TEST_* (used by `make test`) never reach the settings; other stray MYONODE_ names fail."""
+    path = _write(tmp_path, "")
+    s = load_settings(path, environ={"MYONODE_TEST_REQUIRE": "postgres,redis", "MYONODE_TEST_POSTGRES_URL": "x"})
+    assert s.node.port == 11112
