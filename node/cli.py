@@ -27,6 +27,8 @@ app.add_typer(jobs_app, name="jobs")
 outbox_app = typer.Typer(help="Results waiting to be forwarded to PACS.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(outbox_app, name="outbox")
+stats_app = typer.Typer(help="Cohort statistics: the paper's Tables 1-5, predictors, MRC tests.", no_args_is_help=True)
+app.add_typer(stats_app, name="stats")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -278,6 +280,41 @@ def outbox_retry(
     with transaction(session_factory(make_engine(settings.storage.database_url))) as s:
         n = retry(s, ids)
     console.print(f"{n} outbox item(s) queued again")
+
+
+@stats_app.command("run")
+def stats_run(
+    out: Annotated[Path, typer.Option("--out", help="folder for the CSV files and run.json")],
+    subjects: Annotated[Optional[Path], typer.Option("--subjects", help="subjects.csv (with --observations)")] = None,
+    observations: Annotated[Optional[Path], typer.Option("--observations", help="observations.csv")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Compute every table from CSV files, or from the database when no files are given."""
+    from stats.inputs import InputError, read_cohort
+    from stats.run import write_run
+
+    settings = _settings(config)
+    visits = [w.label for w in settings.visits.windows]
+    if (subjects is None) != (observations is None):
+        err_console.print("error: give both --subjects and --observations, or neither", markup=False)
+        raise typer.Exit(2)
+    if subjects is not None and observations is not None:
+        try:
+            cohort = read_cohort(subjects, observations, visits)
+        except InputError as exc:
+            err_console.print(f"error: {exc}", markup=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        source = f"{subjects}, {observations}"
+    else:
+        from stats.cohort import cohort_from_db
+        from storage.database import make_engine, session_factory
+
+        with session_factory(make_engine(settings.storage.database_url))() as s:
+            cohort = cohort_from_db(s, visits)
+        source = _masked_db(settings)
+    result = write_run(cohort, out, source)
+    console.print(f"wrote {len(result.frames)} tables to {out} ({len(result.warnings)} warning(s), see run.json)",
+                  highlight=False)
 
 
 def _masked_db(settings: Settings) -> str:

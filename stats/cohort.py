@@ -1,0 +1,47 @@
+"""Assemble the statistics' tidy inputs from the database (subjects, measurements, observations)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from stats.inputs import OBSERVATION_COLUMNS, Cohort
+from storage import models as m
+
+
+def cohort_from_db(s: Session, visits: list[str], visit_states: tuple[m.VisitState, ...] | None = None) -> Cohort:
+    """Subjects and their visits' measurements (relT2, ADC) and clinical/electrophysiology observations.
+
+    ``days`` is counted from the subject's baseline visit date; only visits in ``visit_states``
+    are used when given (the report uses processed visits only).
+    """
+    subjects = []
+    for sub in s.scalars(select(m.Subject).order_by(m.Subject.subject_id)):
+        if sub.baseline_age is None or sub.sex is None:
+            continue  # cannot enter the models (age and sex are covariates everywhere)
+        subjects.append({
+            "subject_id": sub.subject_id, "group": sub.group.value, "sex": sub.sex.value, "age": sub.baseline_age,
+            "onset_site": sub.onset_site.value if sub.onset_site else "",
+            "onset_side": sub.onset_side.value if sub.onset_side and sub.onset_side.value != "none" else "",
+            "diagnosis": sub.diagnosis.value if sub.diagnosis else "",
+        })
+    subj = pd.DataFrame(subjects, columns=["subject_id", "group", "sex", "age", "onset_site", "onset_side", "diagnosis"])
+    subj["female"] = (subj["sex"] == "F").astype(float)
+    subj["patient"] = (subj["group"] == "patient").astype(float)
+    rows = []
+    q = select(m.Visit, m.Subject.subject_id).join(m.Subject)
+    if visit_states:
+        q = q.where(m.Visit.state.in_(visit_states))
+    baseline_dates = {sid: v.visit_date for v, sid in s.execute(q) if v.label == visits[0]}
+    for visit, sid in s.execute(q):
+        if visit.label not in visits or sid not in set(subj["subject_id"]):
+            continue
+        base = baseline_dates.get(sid)
+        days = float((visit.visit_date - base).days) if base and visit.visit_date else 0.0
+        for meas in visit.measurements:
+            rows.append((sid, visit.label, days, meas.modality.value, meas.muscle, meas.side.value, meas.value))
+        for ob in visit.observations:
+            rows.append((sid, visit.label, days, ob.measure, ob.muscle, ob.side.value, ob.value))
+    obs = pd.DataFrame(rows, columns=OBSERVATION_COLUMNS)
+    return Cohort(subj, obs, visits)
