@@ -29,9 +29,11 @@ app.add_typer(db_app, name="db")
 app.add_typer(outbox_app, name="outbox")
 stats_app = typer.Typer(help="Cohort statistics: the paper's Tables 1-5, predictors, MRC tests.", no_args_is_help=True)
 app.add_typer(stats_app, name="stats")
+import_app = typer.Typer(help="Import the study team's spreadsheets (one transaction per file).", no_args_is_help=True)
+app.add_typer(import_app, name="import")
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[
     Optional[Path],
@@ -315,6 +317,46 @@ def stats_run(
     result = write_run(cohort, out, source)
     console.print(f"wrote {len(result.frames)} tables to {out} ({len(result.warnings)} warning(s), see run.json)",
                   highlight=False)
+
+
+def _import(kind: str, path: Path, config: Path | None) -> None:
+    from stats.importer import import_observations, import_subjects
+    from stats.inputs import InputError
+    from storage.database import make_engine, session_factory, transaction
+    from storage.migrate import upgrade
+
+    settings = _settings(config)
+    engine = make_engine(settings.storage.database_url)
+    upgrade(engine)
+    visits = [w.label for w in settings.visits.windows]
+    try:
+        with transaction(session_factory(engine)) as s:
+            summary = (import_subjects(s, path) if kind == "subjects"
+                       else import_observations(s, path, kind, visits))  # type: ignore[arg-type]
+    except InputError as exc:
+        err_console.print(f"error: {exc}\nnothing was imported", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(f"{path}: {summary}", highlight=False)
+
+
+@import_app.command("subjects")
+def import_subjects_cmd(file: Annotated[Path, typer.Argument(help="subjects.csv")], config: ConfigOption = None) -> None:
+    """subject_id, group, sex, age, onset_site, onset_side, diagnosis[, patient_ids (;-separated DICOM Patient IDs)]."""
+    _import("subjects", file, config)
+
+
+@import_app.command("clinical")
+def import_clinical_cmd(file: Annotated[Path, typer.Argument(help="tidy or one-row-per-visit CSV")],
+                        config: ConfigOption = None) -> None:
+    """ALSFRS-R, MRC, MRC_sum, dynamometry, weight (tidy long form or one row per visit)."""
+    _import("clinical", file, config)
+
+
+@import_app.command("ephys")
+def import_ephys_cmd(file: Annotated[Path, typer.Argument(help="tidy or one-row-per-visit CSV")],
+                     config: ConfigOption = None) -> None:
+    """MUNIX, MUSIX, CMAP per muscle and side (tidy long form or one row per visit)."""
+    _import("ephys", file, config)
 
 
 def _masked_db(settings: Settings) -> str:

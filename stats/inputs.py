@@ -38,7 +38,7 @@ class Cohort:
     visits: list[str]  # in schedule order, baseline first
 
 
-def _rows(path: Path, columns: list[str]) -> list[tuple[int, dict[str, str]]]:
+def _rows(path: Path, columns: list[str], optional: tuple[str, ...] = ()) -> list[tuple[int, dict[str, str]]]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
@@ -46,7 +46,7 @@ def _rows(path: Path, columns: list[str]) -> list[tuple[int, dict[str, str]]]:
             missing = [c for c in columns if c not in header]
             if missing:
                 raise InputError(f"{path}: line 1: missing column(s) {', '.join(missing)}")
-            extra = [c for c in header if c not in columns]
+            extra = [c for c in header if c not in columns and c not in optional]
             if extra:
                 raise InputError(f"{path}: line 1: unknown column(s) {', '.join(extra)}")
             return [(i + 2, {k: (v or "").strip() for k, v in row.items()}) for i, row in enumerate(reader)]
@@ -67,8 +67,9 @@ def _number(path: Path, line: int, column: str, text: str, allow_empty: bool = F
 
 
 def read_subjects(path: Path) -> pd.DataFrame:
+    """subjects.csv; an optional ``patient_ids`` column lists DICOM Patient IDs (``;``-separated)."""
     records, seen = [], set()
-    for line, row in _rows(path, SUBJECT_COLUMNS):
+    for line, row in _rows(path, SUBJECT_COLUMNS, optional=("patient_ids",)):
         where = f"{path}: line {line}"
         sid = row["subject_id"]
         if not sid:
@@ -91,17 +92,20 @@ def read_subjects(path: Path) -> pd.DataFrame:
                 raise InputError(f"{where}, column onset_side: limb onset needs a side")
         elif row["onset_site"] or row["onset_side"]:
             raise InputError(f"{where}, column onset_site: controls have no onset")
+        ids = [p.strip() for p in row.get("patient_ids", "").split(";") if p.strip()] or [sid]
         records.append({**row, "age": age, "female": 1.0 if row["sex"] == "F" else 0.0,
-                        "patient": 1.0 if row["group"] == "patient" else 0.0})
+                        "patient": 1.0 if row["group"] == "patient" else 0.0, "patient_ids": ids, "line": line})
     if not records:
         raise InputError(f"{path}: no subjects")
     return pd.DataFrame.from_records(records)
 
 
-def read_observations(path: Path, subjects: pd.DataFrame, visits: list[str]) -> pd.DataFrame:
+def read_observations(path: Path, subjects: pd.DataFrame, visits: list[str],
+                      rows: list[tuple[int, dict[str, str]]] | None = None) -> pd.DataFrame:
+    """observations.csv (or already-read ``rows`` of (line, row)), validated; a ``line`` column is kept."""
     known = set(subjects["subject_id"])
     records, seen = [], {}
-    for line, row in _rows(path, OBSERVATION_COLUMNS):
+    for line, row in rows if rows is not None else _rows(path, OBSERVATION_COLUMNS):
         where = f"{path}: line {line}"
         if row["subject_id"] not in known:
             raise InputError(f"{where}, column subject_id: unknown subject {row['subject_id']!r}")
@@ -132,13 +136,59 @@ def read_observations(path: Path, subjects: pd.DataFrame, visits: list[str]) -> 
         if key in seen:
             raise InputError(f"{where}: duplicate of line {seen[key]} (same subject, visit, measure, muscle, side)")
         seen[key] = line
-        records.append({**row, "days": days, "value": value})
-    frame = pd.DataFrame.from_records(records, columns=OBSERVATION_COLUMNS)
+        records.append({**row, "days": days, "value": value, "line": line})
+    frame = pd.DataFrame.from_records(records, columns=[*OBSERVATION_COLUMNS, "line"])
     frame["days"] = frame["days"].astype(float)
     frame["value"] = frame["value"].astype(float)
     return frame
 
 
 def read_cohort(subjects_csv: Path, observations_csv: Path, visits: list[str]) -> Cohort:
-    subjects = read_subjects(subjects_csv)
-    return Cohort(subjects, read_observations(observations_csv, subjects, visits), visits)
+    subjects = read_subjects(subjects_csv).drop(columns=["patient_ids", "line"])
+    observations = read_observations(observations_csv, subjects, visits).drop(columns=["line"])
+    return Cohort(subjects, observations, visits)
+
+
+def wide_to_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """A "one row per visit" spreadsheet → tidy rows (line numbers kept; empty cells skipped).
+
+    Columns: ``subject_id, visit, days`` and one column per value named
+    ``<measure>[_<muscle>][_<side>]``, e.g. ``ALSFRS-R``, ``MRC_deltoid_left``, ``MUNIX_tibialis_anterior_right``.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            raw = [(i + 2, row) for i, row in enumerate(reader)]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from exc
+    for column in ("subject_id", "visit", "days"):
+        if column not in header:
+            raise InputError(f"{path}: line 1: missing column {column}")
+    parsed = {c: parse_wide_column(path, c) for c in header if c not in ("subject_id", "visit", "days")}
+    rows = []
+    for line, row in raw:
+        for column, (measure, muscle, side) in parsed.items():
+            value = (row.get(column) or "").strip()
+            if value:
+                rows.append((line, {"subject_id": (row["subject_id"] or "").strip(), "visit": (row["visit"] or "").strip(),
+                                    "days": (row["days"] or "").strip(), "measure": measure, "muscle": muscle,
+                                    "side": side, "value": value}))
+    return rows
+
+
+def parse_wide_column(path: Path, column: str) -> tuple[str, str, str]:
+    """``MRC_deltoid_left`` → ("MRC", "deltoid", "left"); unknown names raise naming the column."""
+    for measure in sorted(MEASURE_MUSCLES, key=len, reverse=True):
+        if column == measure:
+            return measure, "", "none"
+        if column.startswith(measure + "_"):
+            rest = column[len(measure) + 1:]
+            side = "none"
+            for candidate in ("left", "right", "none"):
+                if rest.endswith("_" + candidate):
+                    rest, side = rest[: -len(candidate) - 1], candidate
+                    break
+            if rest in MEASURE_MUSCLES[measure]:
+                return measure, rest, side
+    raise InputError(f"{path}: line 1, column {column}: not <measure>[_<muscle>][_<side>] of a known measure")
