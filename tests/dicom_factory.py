@@ -105,3 +105,42 @@ def write_series(folder: Path, n: int, *, study_uid: str | None = None, series_u
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def enhanced_mr(*, study_uid: str, series_uid: str, b_values: tuple[float, ...] = (0.0, 1000.0),
+                description: str = "WB DWI st1", patient_id: str = "MND-001", z: float = -250.0,
+                size: int = 16) -> Dataset:
+    """One Enhanced MR Image Storage instance: axial frames with per-frame position and b-value."""
+    from pydicom.sequence import Sequence
+    from pydicom.uid import EnhancedMRImageStorage
+
+    ds = mr_image(study_uid=study_uid, series_uid=series_uid, description=description, patient_id=patient_id,
+                  size=size)
+    for keyword in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "SliceThickness"):
+        delattr(ds, keyword)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = EnhancedMRImageStorage
+    ds.NumberOfFrames = len(b_values)
+    plane = Dataset()
+    plane.ImageOrientationPatient = AXIAL
+    measures = Dataset()
+    measures.PixelSpacing = [2.3, 2.3]
+    measures.SliceThickness = 5.0
+    shared = Dataset()
+    shared.PlaneOrientationSequence = Sequence([plane])
+    shared.PixelMeasuresSequence = Sequence([measures])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for b in b_values:
+        position = Dataset()
+        position.ImagePositionPatient = [-220.0, -220.0, z]
+        diffusion = Dataset()
+        diffusion.DiffusionBValue = b
+        diffusion.DiffusionDirectionality = "ISOTROPIC" if b else "NONE"
+        frame = Dataset()
+        frame.PlanePositionSequence = Sequence([position])
+        frame.MRDiffusionSequence = Sequence([diffusion])
+        frames.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    rng = np.random.default_rng(len(b_values))
+    ds.PixelData = rng.integers(0, 4096, (len(b_values), size, size), dtype=np.uint16).tobytes()
+    return ds

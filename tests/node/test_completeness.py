@@ -86,3 +86,12 @@ def test_station_key_uses_acquisition_number_for_axial_stations_in_one_series() 
     c = station_key(mr_image(study_uid=study, series_uid=series, orientation=AXIAL, position=(-200, -200, -5),
                              acquisition_number=1))
     assert a != b and a == c
+
+
+def test_enhanced_mr_facts() -> None:
+    """Enhanced MR: orientation from the shared groups, b-values and position from the per-frame groups."""
+    from dicom_factory import enhanced_mr
+    from node.classify import orientation
+
+    ds = enhanced_mr(study_uid=generate_uid(), series_uid=generate_uid())
+    assert orientation(ds) == "axial" and b_values(ds) == [0.0, 1000.0] and station_key(ds) is not None

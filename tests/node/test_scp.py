@@ -223,3 +223,16 @@ def test_association_limit(running_node) -> None:
         a.release()
     time.sleep(0.2)
     assert echo(node).returncode == 0
+
+
+def test_enhanced_mr_from_storescu_is_indexed_as_dwi(node: Node, tmp_path: Path) -> None:
+    """A multi-frame Enhanced MR DWI instance is stored and its frames' b-values are indexed."""
+    from dicom_factory import enhanced_mr
+
+    path = tmp_path / "enhanced.dcm"
+    enhanced_mr(study_uid=generate_uid(), series_uid=generate_uid()).save_as(path, enforce_file_format=True)
+    assert storescu(node, path).returncode == 0
+    row = instances(node)[0]
+    assert row.sop_class_uid == "1.2.840.10008.5.1.4.1.1.4.1" and row.b_values == [0.0, 1000.0]
+    with node.sessions() as s:
+        assert s.scalars(select(m.Series)).one().kind is m.SeriesKind.DWI

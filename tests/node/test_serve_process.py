@@ -127,3 +127,33 @@ def test_tls_association(tmp_path: Path) -> None:
         node.send_signal(signal.SIGINT)
         assert node.wait(timeout=30) == 0
     assert "TLS handshake failed" in (tmp_path / "serve.log").read_text()
+
+
+def _openssl(*args: str) -> None:
+    openssl = shutil.which("openssl") or pytest.fail("openssl not installed")
+    subprocess.run([openssl, *args], check=True, capture_output=True)
+
+
+def test_tls_client_certificate_required(tmp_path: Path) -> None:
+    """With tls_verify_client the node accepts a client certificate signed by tls_ca and refuses anonymous TLS."""
+    d = tmp_path
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+             "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))
+    for name in ("node", "scanner"):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", str(d / f"{name}.key"),
+                 "-out", str(d / f"{name}.csr"))
+        _openssl("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.crt"), "-CAkey", str(d / "ca.key"),
+                 "-CAcreateserial", "-days", "2", "-out", str(d / f"{name}.crt"))
+    port = free_port()
+    settings = write_settings(d, port, f'tls_cert = "{d / "node.crt"}"\ntls_key = "{d / "node.key"}"\n'
+                                       f'tls_ca = "{d / "ca.crt"}"\ntls_verify_client = true\n')
+    client = ("+tls", str(d / "scanner.key"), str(d / "scanner.crt"), "+cf", str(d / "ca.crt"))
+    node = start_serve(settings, port, tls_args=client)
+    try:
+        anonymous = dcmtk("echoscu", "+tla", "+cf", str(d / "ca.crt"), "-aet", "ECHOSCU", "-aec", "MYONODE",
+                          "127.0.0.1", str(port))
+        assert anonymous.returncode != 0
+        assert dcmtk("echoscu", *client, "-aet", "ECHOSCU", "-aec", "MYONODE", "127.0.0.1", str(port)).returncode == 0
+    finally:
+        node.send_signal(signal.SIGINT)
+        assert node.wait(timeout=30) == 0
