@@ -29,6 +29,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(outbox_app, name="outbox")
 stats_app = typer.Typer(help="Cohort statistics: the paper's Tables 1-5, predictors, MRC tests.", no_args_is_help=True)
 app.add_typer(stats_app, name="stats")
+report_app = typer.Typer(help="The cohort report: run it now, list past runs.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
 import_app = typer.Typer(help="Import the study team's spreadsheets (one transaction per file).", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 
@@ -357,6 +359,46 @@ def import_ephys_cmd(file: Annotated[Path, typer.Argument(help="tidy or one-row-
                      config: ConfigOption = None) -> None:
     """MUNIX, MUSIX, CMAP per muscle and side (tidy long form or one row per visit)."""
     _import("ephys", file, config)
+
+
+@report_app.command("run")
+def report_run(
+    config: ConfigOption = None,
+    force: Annotated[bool, typer.Option("--force", help="run even if no complete visit changed")] = False,
+) -> None:
+    """Run the cohort statistics and report now (over complete visits only)."""
+    from node.reports import run_report
+    from storage.database import make_engine
+    from storage.migrate import upgrade
+
+    settings = _settings(config)
+    upgrade(make_engine(settings.storage.database_url))
+    row = run_report(settings, force=force)
+    if row is None:
+        console.print("nothing to do: no complete visit changed since the last report (use --force to run anyway)")
+    elif row.state.value == "failed":
+        err_console.print(f"report run {row.id} failed: {row.error}", markup=False)
+        raise typer.Exit(1)
+    else:
+        console.print(f"report run {row.id}: {row.output_dir}/report.html (and report.pdf, tables, run.json)",
+                      highlight=False)
+
+
+@report_app.command("list")
+def report_list(config: ConfigOption = None, limit: Annotated[int, typer.Option()] = 20) -> None:
+    """Past report runs: when, state, inputs digest, folder."""
+    from sqlalchemy import select
+
+    from storage import models as m
+    from storage.database import make_engine, session_factory
+
+    settings = _settings(config)
+    table = Table("id", "started", "state", "forced", "inputs", "folder / error")
+    with session_factory(make_engine(settings.storage.database_url))() as s:
+        for run in s.scalars(select(m.StatsRun).order_by(m.StatsRun.id.desc()).limit(limit)):
+            table.add_row(str(run.id), run.started_at.strftime("%Y-%m-%d %H:%M:%S"), run.state.value,
+                          "yes" if run.forced else "", run.input_digest[:12], run.output_dir or run.error or "")
+    console.print(table)
 
 
 def _masked_db(settings: Settings) -> str:

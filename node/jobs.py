@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from huey import RedisHuey, SqliteHuey
+from huey import RedisHuey, SqliteHuey, crontab
 from huey.api import Huey
 from huey.consumer import Consumer
 from sqlalchemy import select, update
@@ -102,7 +102,17 @@ class JobQueue:
         self.handlers = handlers if handlers is not None else HANDLERS
         self.huey = make_huey(ctx.settings.queue)
         self._task = self.huey.task(name="myonode.run_job")(self.run)
+        minute, hour, day, month, weekday = ctx.settings.schedule.cohort_report.split()
+        self._report = self.huey.periodic_task(
+            crontab(minute=minute, hour=hour, day=day, month=month, day_of_week=weekday), name="myonode.cohort_report"
+        )(self.scheduled_report)
         self._consumer: Consumer | None = None
+
+    def scheduled_report(self) -> None:
+        """The ``[schedule]`` task: the cohort report, which runs only when complete visits changed."""
+        from node.reports import run_report
+
+        run_report(self.ctx.settings)
 
     # --- producing -------------------------------------------------------------------
 
@@ -199,10 +209,11 @@ class JobQueue:
             job.lease_owner, job.lease_expires_at = None, None
             job.finished_at = datetime.now(timezone.utc)
 
-    def start_consumers(self, workers: int) -> None:
-        """Consumer threads in this process (embedded default). Huey's own ``start()`` would also
-        install signal handlers, which belong to ``myonode serve``, so the threads are started here."""
-        consumer = self.huey.create_consumer(workers=workers, worker_type="thread", periodic=True,
+    def start_consumers(self, workers: int, periodic: bool = True) -> None:
+        """Consumer threads in this process; ``periodic`` also runs the ``[schedule]`` tasks. Huey's own
+        ``start()`` would install signal handlers, which belong to ``myonode serve``, so the threads are
+        started here."""
+        consumer = self.huey.create_consumer(workers=workers, worker_type="thread", periodic=periodic,
                                              initial_delay=0.05, max_delay=1.0)
         consumer.scheduler.start()
         for _, worker in consumer.worker_threads:

@@ -62,8 +62,9 @@ def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
         log.warning("removed %s, a write interrupted by a crash (never acknowledged)", path)
     sessions = session_factory(engine)
     jobs = JobQueue(JobContext(settings, sessions, store))
-    if settings.queue.backend == "sqlite":
-        jobs.start_consumers(settings.queue.workers)
+    # The node always consumes (and is the one process that runs the [schedule] tasks); with the
+    # Redis queue, `myonode worker` processes elsewhere consume too.
+    jobs.start_consumers(settings.queue.workers)
     recovered = jobs.recover()
     if recovered:
         log.info("re-dispatched %d unfinished job(s)", len(recovered))
@@ -101,5 +102,5 @@ def work_forever(settings: Settings) -> None:
         raise ValueError("myonode worker needs [queue] backend = \"redis\"; the sqlite queue runs inside serve")
     engine, jobs = open_jobs(settings)
     upgrade(engine)
-    consumer = jobs.huey.create_consumer(workers=settings.queue.workers, worker_type="thread")
+    consumer = jobs.huey.create_consumer(workers=settings.queue.workers, worker_type="thread", periodic=False)
     consumer.run()

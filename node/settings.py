@@ -292,9 +292,14 @@ class ScheduleSettings(_Section):
 
 
 class ReportSettings(_Section):
-    """Where cohort reports are written."""
+    """Where cohort reports are written, and which visits count as complete for them."""
 
     out: Path = Path("var/reports")
+    require: list[Literal["imaging", "clinical", "ephys"]] = Field(
+        default_factory=lambda: ["imaging", "clinical", "ephys"],
+        description="a visit enters the statistics when these are in: processed imaging, imported clinical "
+                    "and electrophysiology data",
+    )
 
 
 class Settings(_Section):

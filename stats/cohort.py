@@ -10,11 +10,11 @@ from stats.inputs import OBSERVATION_COLUMNS, Cohort
 from storage import models as m
 
 
-def cohort_from_db(s: Session, visits: list[str], visit_states: tuple[m.VisitState, ...] | None = None) -> Cohort:
+def cohort_from_db(s: Session, visits: list[str], visit_ids: set[int] | None = None) -> Cohort:
     """Subjects and their visits' measurements (relT2, ADC) and clinical/electrophysiology observations.
 
-    ``days`` is counted from the subject's baseline visit date; only visits in ``visit_states``
-    are used when given (the report uses processed visits only).
+    ``days`` is counted from the subject's baseline visit date; only the visits in ``visit_ids``
+    are used when given (the report uses complete visits only).
     """
     subjects = []
     for sub in s.scalars(select(m.Subject).order_by(m.Subject.subject_id)):
@@ -31,9 +31,9 @@ def cohort_from_db(s: Session, visits: list[str], visit_states: tuple[m.VisitSta
     subj["patient"] = (subj["group"] == "patient").astype(float)
     rows = []
     q = select(m.Visit, m.Subject.subject_id).join(m.Subject)
-    if visit_states:
-        q = q.where(m.Visit.state.in_(visit_states))
     baseline_dates = {sid: v.visit_date for v, sid in s.execute(q) if v.label == visits[0]}
+    if visit_ids is not None:
+        q = q.where(m.Visit.id.in_(visit_ids))
     for visit, sid in s.execute(q):
         if visit.label not in visits or sid not in set(subj["subject_id"]):
             continue

@@ -1,0 +1,111 @@
+"""The nightly cohort report: which visits are complete, whether anything changed, one dated folder per run.
+
+A visit is complete when what ``[report] require`` lists is in: processed imaging (visit
+state ``processed``), imported clinical and electrophysiology observations. The statistics
+run over complete visits only; incomplete ones are listed in the report. A run happens when
+the inputs' digest differs from the last successful run (or when forced), is recorded in
+``stats_runs``, writes into a temporary folder renamed into place when everything succeeded,
+so a failed run leaves the previous report untouched and records its error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from node.settings import Settings
+from stats import tables
+from stats.cohort import cohort_from_db
+from stats.report import ReportInputs, write_report
+from stats.run import cohort_digest, write_run
+from storage import models as m
+from storage.database import make_engine, session_factory, transaction
+
+log = logging.getLogger(__name__)
+
+
+def visit_completeness(s: Session, require: list[str]) -> tuple[set[int], list[dict[str, str]]]:
+    """(ids of complete visits, rows describing what each incomplete visit lacks)."""
+    sources = {
+        (vid, src.value)
+        for vid, src in s.execute(select(m.Observation.visit_fk, m.Observation.source).distinct())
+    }
+    complete, incomplete = set(), []
+    for visit, subject_id in s.execute(select(m.Visit, m.Subject.subject_id).join(m.Subject).order_by(
+            m.Subject.subject_id, m.Visit.visit_date)):
+        missing = []
+        if "imaging" in require and visit.state is not m.VisitState.PROCESSED:
+            missing.append(f"imaging ({visit.state.value})")
+        for source in ("clinical", "ephys"):
+            if source in require and (visit.id, source) not in sources:
+                missing.append(source)
+        if missing:
+            incomplete.append({"subject": subject_id, "visit": visit.label, "missing": ", ".join(missing)})
+        else:
+            complete.add(visit.id)
+    return complete, incomplete
+
+
+def _status(s: Session, incomplete: int) -> dict[str, int]:
+    counts = dict(s.execute(select(m.Visit.state, func.count()).group_by(m.Visit.state)).all())
+    return {"received (visits)": sum(counts.values()), "processed": counts.get(m.VisitState.PROCESSED, 0),
+            "failed": counts.get(m.VisitState.FAILED, 0),
+            "waiting or processing": sum(v for k, v in counts.items()
+                                         if k not in (m.VisitState.PROCESSED, m.VisitState.FAILED)),
+            "incomplete for the statistics": incomplete}
+
+
+def run_report(settings: Settings, force: bool = False) -> m.StatsRun | None:
+    """Run the statistics and the report if the complete visits changed (or ``force``); None when skipped."""
+    engine = make_engine(settings.storage.database_url)
+    sessions = session_factory(engine)
+    visits = [w.label for w in settings.visits.windows]
+    with sessions() as s:
+        complete, incomplete = visit_completeness(s, settings.report.require)
+        cohort = cohort_from_db(s, visits, complete)
+        status = _status(s, len(incomplete))
+        last = s.scalars(select(m.StatsRun).where(m.StatsRun.state == m.RunState.DONE)
+                         .order_by(m.StatsRun.id.desc())).first()
+        cutoff = s.scalar(select(func.max(m.Visit.visit_date)).where(m.Visit.id.in_(complete))) if complete else None
+    digest = cohort_digest(cohort)
+    if not force and last is not None and last.input_digest == digest:
+        log.info("cohort report: nothing changed since run %d (%s); skipped", last.id, digest[:12])
+        return None
+    if cohort.observations.empty:
+        log.info("cohort report: no complete visits yet (%d incomplete); skipped", len(incomplete))
+        return None
+    started = datetime.now(timezone.utc)
+    with transaction(sessions) as s:
+        run = m.StatsRun(state=m.RunState.RUNNING, started_at=started, input_digest=digest, forced=force)
+        s.add(run)
+        s.flush()
+        run_id = run.id
+    folder = Path(settings.report.out) / f"{started:%Y%m%d-%H%M%S}-run{run_id}"
+    partial = folder.with_name(folder.name + ".partial")
+    try:
+        result = write_run(cohort, partial, source="database (complete visits)")
+        obs = tables.add_composites(tables.pool_tested_side(cohort.observations), cohort.subjects)
+        meta = json.loads((partial / "run.json").read_text())
+        write_report(result, obs, cohort.subjects,
+                     ReportInputs(meta, cutoff.isoformat() if cutoff else "-", status, incomplete), partial)
+        partial.rename(folder)
+    except Exception as exc:  # noqa: BLE001 - any failure is recorded, the previous report stays
+        shutil.rmtree(partial, ignore_errors=True)
+        error = "".join(traceback.format_exception_only(exc)).strip()
+        log.exception("cohort report run %d failed", run_id)
+        with transaction(sessions) as s:
+            row = s.get(m.StatsRun, run_id)
+            row.state, row.error, row.finished_at = m.RunState.FAILED, error[:4000], datetime.now(timezone.utc)
+        return row
+    with transaction(sessions) as s:
+        row = s.get(m.StatsRun, run_id)
+        row.state, row.output_dir, row.finished_at = m.RunState.DONE, str(folder), datetime.now(timezone.utc)
+    log.info("cohort report run %d written to %s", run_id, folder)
+    return row
