@@ -1,4 +1,5 @@
-"""Whole cohort statistics run (every table) for a 51-subject, 3-visit simulated cohort; prints JSON.
+"""Whole cohort statistics run (every table) and its report (HTML + PDF) for a 51-subject,
+3-visit simulated cohort; prints JSON.
 
     python bench/stats.py [--seed N]
 """
@@ -22,6 +23,8 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "stats")]
 
 from simulate import simulate_cohort  # noqa: E402
 from stats.inputs import read_cohort  # noqa: E402
+from stats import tables  # noqa: E402
+from stats.report import ReportInputs, write_report  # noqa: E402
 from stats.run import write_run  # noqa: E402
 
 
@@ -45,6 +48,14 @@ def main() -> None:
         read_s = time.perf_counter() - start
         result = write_run(cohort, folder / "out", "bench")
         total = time.perf_counter() - start
+        # The report of the same run: HTML with figures, and the PDF.
+        meta = json.loads((folder / "out" / "run.json").read_text())
+        obs = tables.add_composites(tables.pool_tested_side(cohort.observations), cohort.subjects)
+        report_start = time.perf_counter()
+        write_report(result, obs, cohort.subjects,
+                     ReportInputs(meta, "-", {"processed": len(cohort.subjects)}, []), folder / "out")
+        report_s = time.perf_counter() - report_start
+        pdf_kb = (folder / "out" / "report.pdf").stat().st_size // 1024
     t1, t5 = result.frames["table1"], result.frames["table5"]
     m12 = t5[(t5["group"] == "patient") & (t5["visit"] == "m12")]
     print(json.dumps({
@@ -53,6 +64,8 @@ def main() -> None:
         "machine": f"{platform.node()} {os.cpu_count()} cpu {platform.machine()}",
         "subjects": int(len(cohort.subjects)), "observations": int(len(cohort.observations)),
         "seconds_total": round(total, 2), "seconds_read_validate": round(read_s, 2),
+        "seconds_report_html_pdf": round(report_s, 2), "seconds_statistics_and_report": round(total + report_s, 2),
+        "report_pdf_kb": pdf_kb,
         "seconds_per_table": result.timings_s,
         "rows": {k: int(len(v)) for k, v in result.frames.items()},
         "warnings": len(result.warnings),

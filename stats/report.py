@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from stats.figures import figure3, forest, label
 from stats.run import RunResult
 
 PDF_NAME, HTML_NAME = "report.pdf", "report.html"
+TEMPLATES = Path(__file__).with_name("templates")
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def render_html(result: RunResult, obs: pd.DataFrame, subjects: pd.DataFrame, in
     forest_visit = later[-1] if later else ""
     visit_counts = []
     present = obs.dropna(subset=["value"]).merge(subjects[["subject_id", "group"]], on="subject_id")
-    for v in dict.fromkeys(present["visit"]):
+    for v in [v for v in inputs.run.get("visits", []) if v in set(present["visit"])]:
         at = present[present["visit"] == v]
         visit_counts.append({"label": v, "patients": at[at["group"] == "patient"]["subject_id"].nunique(),
                              "controls": at[at["group"] == "control"]["subject_id"].nunique()})
@@ -138,7 +139,7 @@ def render_html(result: RunResult, obs: pd.DataFrame, subjects: pd.DataFrame, in
                 [("Muscle", "muscle"), ("Visit", "visit"), ("n", "n"), ("Median baseline", "median_baseline"),
                  ("Median follow-up", "median_visit")], estimate=False),
     ]
-    env = Environment(loader=PackageLoader("stats", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
     return env.get_template("report.html.j2").render(
         title="myonode cohort report", run=inputs.run, cutoff=inputs.cutoff, status=inputs.status,
         incomplete=inputs.incomplete, tables=tables, warnings=result.warnings,

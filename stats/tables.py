@@ -160,6 +160,8 @@ def table_between(obs: pd.DataFrame, subjects: pd.DataFrame, measures: tuple[str
     rows = []
     for measure in measures:
         part = base[base["measure"] == measure]
+        # Region and muscle of onset exist for patients only: nothing to compare with.
+        part = part[~part["muscle"].isin(("region_of_onset", "muscle_of_onset"))]
         for muscle, side in _order(zip(part["muscle"], part["side"])):
             row = {"measure": measure, "muscle": muscle, "side": side,
                    **between_groups(part[(part["muscle"] == muscle) & (part["side"] == side)])}
