@@ -10,6 +10,7 @@ so a failed run leaves the previous report untouched and records its error.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import shutil
@@ -18,15 +19,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+
+from node.ingest import Ingestor
+from node.outbox import enqueue
 
 from node.settings import Settings
 from stats import tables
 from stats.cohort import cohort_from_db
 from stats.report import ReportInputs, write_report
+from stats.report_dicom import encapsulated_pdf
 from stats.run import cohort_digest, write_run
 from storage import models as m
 from storage.database import make_engine, session_factory, transaction
+from storage.filestore import FileStore
 
 log = logging.getLogger(__name__)
 
@@ -108,4 +114,27 @@ def run_report(settings: Settings, force: bool = False) -> m.StatsRun | None:
         row = s.get(m.StatsRun, run_id)
         row.state, row.output_dir, row.finished_at = m.RunState.DONE, str(folder), datetime.now(timezone.utc)
     log.info("cohort report run %d written to %s", run_id, folder)
+    if settings.report.send_pdf_to_pacs:
+        send_pdf(settings, sessions, folder / "report.pdf", run_id, started)
     return row
+
+
+def send_pdf(settings: Settings, sessions: sessionmaker[Session], pdf_path: Path, run_id: int,
+             when: datetime) -> int | None:
+    """Store the report PDF as Encapsulated PDF (Q/R serves it) and queue it for every [forward] destination."""
+    ds = encapsulated_pdf(pdf_path.read_bytes(), f"myonode cohort report {when:%Y-%m-%d}", settings.node.ae_title,
+                          when, run_id)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    ingestor = Ingestor(FileStore(settings.storage.root), sessions, settings.protocol.rules,
+                        settings.storage.resend_policy)
+    outcome = ingestor.ingest(buffer.getvalue(), calling_ae=settings.node.ae_title)
+    if not outcome.ok or outcome.instance_id is None:
+        log.error("report PDF of run %d not stored: %s", run_id, outcome.comment)
+        return None
+    with transaction(sessions) as s:
+        s.add(m.ResultObject(kind=m.ResultKind.REPORT_PDF, sop_instance_uid=str(ds.SOPInstanceUID),
+                             series_instance_uid=str(ds.SeriesInstanceUID), sop_class_uid=str(ds.SOPClassUID),
+                             instance_fk=outcome.instance_id))
+        enqueue(s, [outcome.instance_id], settings.forward.destinations)
+    return outcome.instance_id

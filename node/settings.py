@@ -300,6 +300,7 @@ class ReportSettings(_Section):
         description="a visit enters the statistics when these are in: processed imaging, imported clinical "
                     "and electrophysiology data",
     )
+    send_pdf_to_pacs: bool = False
 
 
 class Settings(_Section):

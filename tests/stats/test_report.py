@@ -95,3 +95,32 @@ def test_report_cli(settings) -> None:
     listing = subprocess.run([myonode, "report", "list", "--config", str(settings.source)], capture_output=True,
                              text=True, env=env)
     assert listing.returncode == 0 and "done" in listing.stdout
+
+
+def test_report_pdf_as_encapsulated_pdf_to_pacs(tmp_path: Path) -> None:
+    """With send_pdf_to_pacs the PDF is stored as a valid Encapsulated PDF and queued for each destination."""
+    (tmp_path / "settings.toml").write_text(
+        '[storage]\ndatabase_url = "sqlite:///db.sqlite"\nroot = "store"\n[report]\nout = "reports"\n'
+        'send_pdf_to_pacs = true\n[forward]\n[[forward.destinations]]\nname = "pacs"\nae_title = "PACS"\n'
+        'host = "127.0.0.1"\nport = 104\n')
+    st = load_settings(tmp_path / "settings.toml", environ={})
+    engine = make_engine(st.storage.database_url)
+    upgrade(engine)
+    sim = simulate_cohort(seed=5, patients=6, controls=4)
+    with transaction(session_factory(engine)) as s:
+        load_cohort(s, sim.subjects, sim.observations)
+    row = run_report(st)
+    assert row.state is m.RunState.DONE
+    with session_factory(engine)() as s:
+        result = s.scalars(select(m.ResultObject)).one()
+        item = s.scalars(select(m.OutboxItem)).one()
+        instance = s.get(m.Instance, result.instance_fk)
+        assert result.kind is m.ResultKind.REPORT_PDF and item.destination == "pacs"
+        path = Path(st.storage.root) / instance.file_path
+    dciodvfy = shutil.which("dciodvfy") or pytest.fail("dciodvfy missing: make test installs dicom3tools")
+    out = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
+    assert "Error" not in out.stdout + out.stderr, out.stdout + out.stderr
+    from pydicom import dcmread
+
+    ds = dcmread(path)
+    assert ds.EncapsulatedDocument[: ds.EncapsulatedDocumentLength] == (Path(row.output_dir) / "report.pdf").read_bytes()
