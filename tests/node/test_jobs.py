@@ -99,3 +99,19 @@ def test_job_of_dead_worker_is_recovered(make_queue) -> None:
     assert jq.recover() == [job_id]
     wait_state(jq, job_id, m.JobState.DONE)
     assert calls == ["visit:1"]
+
+
+def test_cohort_report_is_scheduled_by_the_settings_cron(tmp_path: Path) -> None:
+    """The [schedule] cron expression drives the Huey periodic task that runs the report."""
+    from datetime import datetime
+
+    (tmp_path / "settings.toml").write_text('[storage]\ndatabase_url = "sqlite:///db.sqlite"\n'
+                                            '[schedule]\ncohort_report = "15 3 * * 1-5"\n')
+    settings = load_settings(tmp_path / "settings.toml", environ={})
+    engine = make_engine(settings.storage.database_url)
+    jq = JobQueue(JobContext(settings, session_factory(engine), FileStore(settings.storage.root)))
+    def due(when: datetime) -> bool:
+        return any(task.name == "myonode.cohort_report" for task in jq.huey.read_periodic(when))
+
+    assert due(datetime(2026, 11, 24, 3, 15))  # a Tuesday
+    assert not due(datetime(2026, 11, 24, 3, 16)) and not due(datetime(2026, 11, 22, 3, 15))  # Sunday
