@@ -41,14 +41,17 @@ def cohort_digest(cohort: Cohort) -> str:
 def compute(cohort: Cohort) -> RunResult:
     """All tables (pure: DataFrames in, DataFrames out)."""
     visits, subjects = cohort.visits, cohort.subjects
-    obs = tables.add_composites(tables.pool_tested_side(cohort.observations), subjects)
+    # Electrophysiology pooled over the side tested, except for the associations (table 3), which
+    # pair MUNIX with relative T2 of the same side.
+    by_side = tables.add_composites(cohort.observations, subjects)
+    obs = tables.pool_tested_side(by_side)
     result = RunResult(frames={})
     notes: list[str] = []
     steps = {
         "table1": lambda: tables.table_between(obs, subjects, ("relT2",), visits[0], with_proportion=True),
         "table1_adc": lambda: tables.table_between(obs, subjects, ("ADC",), visits[0], with_proportion=False),
         "table2": lambda: tables.table_between(obs, subjects, tables.EPHYS, visits[0], with_proportion=False),
-        "table3": lambda: tables.table3(obs, subjects, visits[0]),
+        "table3": lambda: tables.table3(by_side, subjects, visits[0]),
         "table4": lambda: tables.longitudinal(obs, subjects, ("ALSFRS-R", "MRC_sum", "dynamometry", *tables.EPHYS,
                                                               "weight"), visits, False, notes),
         "table5": lambda: tables.longitudinal(obs, subjects, ("relT2",), visits, True, notes),

@@ -119,6 +119,14 @@ def _ols(y: np.ndarray, X: np.ndarray):
     return sm.OLS(y, X).fit()
 
 
+def _design(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
+    """Intercept plus the given columns, leaving out covariates that do not vary in this sample
+    (e.g. female when every subject is male), which would make the model rank-deficient."""
+    n = len(next(iter(columns.values())))
+    kept = {k: np.asarray(v, dtype=float) for k, v in columns.items() if k not in ("age", "female") or np.ptp(v) > 0}
+    return np.column_stack([np.ones(n), *kept.values()]), ["intercept", *kept]
+
+
 def between_groups(data: pd.DataFrame) -> dict[str, float]:
     """OLS value ~ patient + age + female: pct difference with Fieller CI and p of b_patient."""
     d = data.dropna(subset=["value", "age", "female"])
@@ -127,11 +135,12 @@ def between_groups(data: pd.DataFrame) -> dict[str, float]:
            "p": math.nan}
     if n_p < MIN_PER_GROUP or n_c < MIN_PER_GROUP or len(d) < 5:
         return out
-    X = np.column_stack([np.ones(len(d)), d["patient"], d["age"], d["female"]])
+    X, names = _design({"patient": d["patient"], "age": d["age"], "female": d["female"]})
     fit = _ols(d["value"].to_numpy(float), X)
     cov = np.asarray(fit.cov_params())
-    c = np.array([1.0, 0.0, d["age"].mean(), d["female"].mean()])  # control mean at sample means
-    e = np.array([0.0, 1.0, 0.0, 0.0])
+    means = {"intercept": 1.0, "patient": 0.0, "age": d["age"].mean(), "female": d["female"].mean()}
+    c = np.array([means[k] for k in names])  # control mean at the sample means of the covariates
+    e = np.array([1.0 if k == "patient" else 0.0 for k in names])
     b, m_c = float(fit.params[1]), float(c @ fit.params)
     q = stats.t.ppf(0.975, fit.df_resid)
     ci = fieller(b, m_c, float(e @ cov @ e), float(c @ cov @ c), float(e @ cov @ c), q)
@@ -141,7 +150,7 @@ def between_groups(data: pd.DataFrame) -> dict[str, float]:
 
 def association(y: np.ndarray, x: np.ndarray, age: np.ndarray, female: np.ndarray) -> dict[str, float]:
     """OLS y ~ x + age + female: coefficient of x with t-based CI and p."""
-    X = np.column_stack([np.ones(len(y)), x, age, female])
+    X, _ = _design({"x": x, "age": age, "female": female})
     fit = _ols(y, X)
     low, high = np.asarray(fit.conf_int())[1]
     return {"n": len(y), "coef": float(fit.params[1]), "ci_low": float(low), "ci_high": float(high),

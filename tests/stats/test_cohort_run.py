@@ -108,3 +108,13 @@ def test_cli_bad_input_names_line_and_column(tmp_path: Path) -> None:
                          capture_output=True, text=True, env=env)
     assert out.returncode == 2 and "line 7, column value: 'n/a' is not a number" in out.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_associations_include_munix_on_the_side_tested(simulated) -> None:
+    """Table 3 pairs MUNIX with relative T2 of the side that was tested, and dynamometry by side."""
+    _, result = simulated
+    t3 = result.frames["table3"]
+    munix = t3[t3["measure"] == "MUNIX"]
+    assert set(munix["muscle"]) == {"biceps_brachii", "tibialis_anterior", "thenar", "hypothenar"}
+    assert set(munix["side"]) <= {"left", "right"} and (munix["n"] >= 5).all()
+    assert {"quadriceps", "tibialis_anterior", "first_dorsal_interosseous"} <= set(t3[t3["measure"] == "dynamometry"]["muscle"])
