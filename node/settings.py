@@ -239,10 +239,27 @@ class VisitSettings(_Section):
 
 
 class AtlasSettings(_Section):
-    """Which atlas to propagate; empty path = the default atlas shipped with myonode."""
+    """Which atlas to propagate; empty path = the default atlas, built from phantom subjects on first use
+    under ``[storage] root``/atlas (reproducibly: fixed seeds)."""
 
     path: Path | None = None
+    default_subjects: int = Field(default=3, ge=1, le=20)
+
+
+class QuantSettings(_Section):
+    """How a visit is measured: erosion, registration grids, reference marrow per station, QC."""
+
     erosion_mm: float = Field(default=1.5, ge=0)
+    min_voxels: int = Field(default=20, ge=1)
+    small_roi_voxels: int = Field(default=100, ge=1)
+    registration_mm: float = Field(default=4.0, gt=0)
+    label_mm: float = Field(default=2.0, gt=0)
+    grid_mm: float = Field(default=40.0, gt=0)
+    iterations: int = Field(default=250, ge=10)
+    # T2 station index (1 = head) → marrow key of the atlas, overriding the per-muscle default
+    reference: dict[int, str] = Field(default_factory=dict)
+    reference_range: tuple[float, float] = (0.35, 1.25)
+    qc_dir: Path = Path("var/qc")
 
 
 class Destination(_Section):
@@ -312,6 +329,7 @@ class Settings(_Section):
     protocol: ProtocolSettings = Field(default_factory=ProtocolSettings)
     visits: VisitSettings = Field(default_factory=VisitSettings)
     atlas: AtlasSettings = Field(default_factory=AtlasSettings)
+    quant: QuantSettings = Field(default_factory=QuantSettings)
     forward: ForwardSettings = Field(default_factory=ForwardSettings)
     qr: QRSettings = Field(default_factory=QRSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
@@ -359,8 +377,9 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     queue = settings.queue.model_copy(update={"url": sqlite(settings.queue.url)})
     atlas = settings.atlas.model_copy(update={"path": path(settings.atlas.path)})
     report = settings.report.model_copy(update={"out": path(settings.report.out)})
+    quant = settings.quant.model_copy(update={"qc_dir": path(settings.quant.qc_dir)})
     return settings.model_copy(
-        update={"node": node, "storage": storage, "queue": queue, "atlas": atlas, "report": report}
+        update={"node": node, "storage": storage, "queue": queue, "atlas": atlas, "report": report, "quant": quant}
     )
 
 

@@ -338,10 +338,12 @@ class Measurement(Base):
     side: Mapped[Side] = mapped_column(_enum(Side, "measurement_side"))
     value: Mapped[float] = mapped_column(Float)
     mean_signal: Mapped[float | None] = mapped_column(Float)
+    sd: Mapped[float | None] = mapped_column(Float)  # SD of the muscle signal (T2w a.u. or mm²/s)
     reference_value: Mapped[float | None] = mapped_column(Float)
     voxel_count: Mapped[int] = mapped_column(Integer)
     volume_ml: Mapped[float | None] = mapped_column(Float)
     stations: Mapped[list[int]] = mapped_column(JSON, default=list)
+    references: Mapped[list[str]] = mapped_column(JSON, default=list)  # reference marrow per station
     qc_flags: Mapped[list[str]] = mapped_column(JSON, default=list)
     pipeline_version: Mapped[str] = mapped_column(String(32))
     atlas_id: Mapped[str | None] = mapped_column(String(128))

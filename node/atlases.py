@@ -1,0 +1,67 @@
+"""Which atlas the node propagates: ``[atlas] path``, or the default one built from phantom subjects.
+
+The default atlas is built on first use (fixed seeds, so every node builds the same one),
+under ``[storage] root``/atlas/<id>, with a file lock so two workers never build it at once;
+``myonode atlas build`` builds one anywhere.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+from phantom.anatomy import LABELS
+from phantom.atlas import atlas_subject, reference_for
+from quant.atlas import Atlas, AtlasLabel, build_atlas, load_atlas, save_atlas
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ATLAS_VERSION = "1"
+
+
+def default_atlas_id(subjects: int) -> str:
+    return f"myonode-phantom-v{DEFAULT_ATLAS_VERSION}-n{subjects}"
+
+
+def phantom_label_table() -> list[AtlasLabel]:
+    return [AtlasLabel(lab.value, lab.key, lab.side, lab.tissue, lab.name, reference_for(lab)) for lab in LABELS]
+
+
+def build_phantom_atlas(out: Path, subjects: int) -> Path:
+    """Build the default atlas from ``subjects`` phantom subjects (seeds disjoint from every cohort's)."""
+    samples = [atlas_subject(k) for k in range(subjects)]
+    template, labels = build_atlas(samples)
+    description = (f"Default myonode atlas: {subjects} healthy phantom subjects (atlas seeds), registered to the "
+                   f"first and fused by majority vote")
+    return save_atlas(out, default_atlas_id(subjects), description, template, labels, phantom_label_table())
+
+
+def default_atlas_path(storage_root: Path, subjects: int) -> Path:
+    return storage_root / "atlas" / default_atlas_id(subjects)
+
+
+def ensure_default_atlas(storage_root: Path, subjects: int) -> Path:
+    """The default atlas folder, built first if it is not there yet (under a lock)."""
+    path = default_atlas_path(storage_root, subjects)
+    if (path / "atlas.json").is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (path / "atlas.json").is_file():
+            log.info("building the default atlas %s from %d phantom subjects (once)", path, subjects)
+            build_phantom_atlas(path, subjects)
+    return path
+
+
+@lru_cache(maxsize=4)
+def _load(path: Path, mtime: float) -> Atlas:
+    return load_atlas(path)
+
+
+def resolve_atlas(atlas_path: Path | None, storage_root: Path, default_subjects: int) -> Atlas:
+    """The configured atlas, loaded (cached while its atlas.json is unchanged)."""
+    path = atlas_path if atlas_path is not None else ensure_default_atlas(storage_root, default_subjects)
+    return _load(path, (path / "atlas.json").stat().st_mtime if (path / "atlas.json").exists() else 0.0)

@@ -1,0 +1,157 @@
+"""``myonode phantom …``, ``myonode atlas build`` and ``myonode process``: the imaging commands.
+
+Registered on the main app by :mod:`node.cli`; each command is a thin layer over
+``phantom/``, ``quant/`` and :mod:`node.processing`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, time as dtime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+phantom_app = typer.Typer(help="The synthetic 3 T scanner: subjects, rescans, cohorts with known truth.",
+                          no_args_is_help=True)
+atlas_app = typer.Typer(help="Atlases for ROI propagation.", no_args_is_help=True)
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+SizeOption = Annotated[str, typer.Option("--size", help="full (the clinical protocol) or small (fast tests)")]
+Enhanced = Annotated[bool, typer.Option("--enhanced", help="Enhanced MR Image Storage (multi-frame)")]
+OneSeries = Annotated[bool, typer.Option("--one-series", help="all stations of a sequence in one series")]
+Derived = Annotated[bool, typer.Option("--scanner-derived", help="also send the scanner's trace and ADC images")]
+
+
+def _check_size(size: str) -> str:
+    if size not in ("full", "small"):
+        err_console.print(f"error: --size must be full or small (got {size!r})")
+        raise typer.Exit(2)
+    return size
+
+
+@phantom_app.command("subject")
+def phantom_subject(
+    out: Annotated[Path, typer.Option(help="output folder (DICOM in out/dicom, truth beside it)")],
+    seed: Annotated[int, typer.Option(help="subject seed: body, placement, gains and noise")] = 1,
+    size: SizeOption = "full",
+    patient_id: Annotated[str, typer.Option(help="Patient ID")] = "PH0001",
+    sex: Annotated[str, typer.Option(help="M or F")] = "M",
+    study_date: Annotated[str, typer.Option(help="YYYY-MM-DD")] = "2026-03-02",
+    visit: Annotated[str, typer.Option(help="visit label (Clinical Trial Time Point ID)")] = "baseline",
+    snr: Annotated[float, typer.Option(help="T2 muscle SNR at gain 1")] = 30.0,
+    enhanced: Enhanced = False,
+    one_series: OneSeries = False,
+    scanner_derived: Derived = False,
+) -> None:
+    """One healthy subject, one visit: T2 and DWI DICOM plus truth.json and true labels."""
+    import numpy as np
+
+    from phantom.anatomy import AnatomyParams
+    from phantom.contrast import MuscleState
+    from phantom.dicom import DicomOptions
+    from phantom.scanner import ScanSettings
+    from phantom.visit import scan_visit
+
+    rng = np.random.default_rng(seed)
+    params = AnatomyParams.random(rng, sex).placed(rng)
+    meta = _meta(patient_id, sex, date.fromisoformat(study_date), visit, seed, params.height_mm)
+    result = scan_visit(meta, params, MuscleState(), out, ScanSettings(size=_check_size(size), snr_t2=snr),
+                        DicomOptions(enhanced=enhanced, one_series=one_series), )
+    console.print(f"{len(result.files)} files in {out / 'dicom'}; truth {result.truth_path}; "
+                  f"{sum(result.seconds.values()):.1f} s", highlight=False)
+
+
+@phantom_app.command("rescan")
+def phantom_rescan(
+    out: Annotated[Path, typer.Option(help="output folder: out/scan and out/rescan")],
+    seed: Annotated[int, typer.Option(help="subject seed")] = 1,
+    size: SizeOption = "full",
+    patient_id: Annotated[str, typer.Option(help="Patient ID")] = "PH0001",
+) -> None:
+    """A scan–rescan pair: same subject and disease state, new position on the table, new coil gains, new noise."""
+    from phantom.rescan import scan_rescan
+
+    paths = scan_rescan(out, seed, _check_size(size), patient_id)
+    console.print(f"scan {paths[0]}, rescan {paths[1]}", highlight=False)
+
+
+@phantom_app.command("render")
+def phantom_render(
+    dicom: Annotated[Path, typer.Argument(help="folder of one visit's DICOM (searched recursively)")],
+    out: Annotated[Path, typer.Option(help="PNG to write")] = Path("phantom.png"),
+    thigh_z: Annotated[Optional[float], typer.Option(help="z (mm) of the axial slice; default mid-thigh")] = None,
+) -> None:
+    """Render the mid-coronal plane of the stitched T2 and one axial thigh slice to a PNG, to look at the anatomy."""
+    from phantom.render import render_visit
+
+    render_visit(dicom, out, thigh_z)
+    console.print(f"wrote {out}", highlight=False)
+
+
+@atlas_app.command("build")
+def atlas_build(
+    out: Annotated[Path, typer.Option(help="atlas folder to write")],
+    subjects: Annotated[int, typer.Option(help="phantom subjects fused into the atlas")] = 3,
+) -> None:
+    """Build the default atlas from phantom subjects whose seeds no cohort uses."""
+    from node.atlases import build_phantom_atlas
+
+    with console.status(f"registering {subjects} phantom subjects …"):
+        path = build_phantom_atlas(out, subjects)
+    console.print(f"atlas written to {path}", highlight=False)
+
+
+def process(
+    target: Annotated[str, typer.Argument(help="visit id, or a Study Instance UID (its visit is processed)")],
+    force: Annotated[bool, typer.Option("--force", help="process again even when already processed")] = False,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="settings.toml")] = None,
+) -> None:
+    """Quantify one visit now, with a progress display: measurements, QC pictures, DICOM results."""
+    from sqlalchemy import select
+
+    from node.cli import _settings
+    from node.processing import process_visit
+    from storage import models as m
+    from storage.database import make_engine, session_factory
+    from storage.filestore import FileStore
+
+    settings = _settings(config)
+    sessions = session_factory(make_engine(settings.storage.database_url))
+    with sessions() as s:
+        if target.isdigit():
+            visit = s.get(m.Visit, int(target))
+        else:
+            study = s.scalar(select(m.Study).where(m.Study.study_instance_uid == target))
+            visit = study.visit if study is not None else None
+        if visit is None:
+            err_console.print(f"error: no visit {target!r} (give a visit id or a Study Instance UID of a matched study)")
+            raise typer.Exit(2)
+        visit_id, state = visit.id, visit.state
+    if state is m.VisitState.PROCESSED and not force:
+        console.print(f"visit {visit_id} is already processed; --force to process it again")
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(f"visit {visit_id}: loading", total=None)
+        outcome = process_visit(settings, sessions, FileStore(settings.storage.root), visit_id,
+                                progress=lambda step: bar.update(task, description=f"visit {visit_id}: {step}"))
+    for w in outcome.warnings:
+        console.print(f"[yellow]warning[/]: {w}", highlight=False)
+    console.print(f"visit {visit_id}: {outcome.measurements} measurements, QC in {outcome.qc_dir}, "
+                  f"{len(outcome.results)} DICOM results; " + json.dumps({k: round(v, 1) for k, v in outcome.timings.items()}),
+                  highlight=False)
+
+
+def _meta(patient_id: str, sex: str, study_date: date, visit: str, seed: int, height_mm: float,
+          age: float = 55.0, weight: float = 75.0):
+    from phantom.images import VisitMeta
+
+    return VisitMeta(subject_id=patient_id, patient_name=f"PHANTOM^{patient_id}",
+                     birth_date=date(study_date.year - int(age), 6, 15), sex="F" if sex == "F" else "M",
+                     age_years=age, weight_kg=weight, height_m=round(height_mm / 1000.0, 2), study_date=study_date,
+                     study_time=dtime(9, 0), visit=visit, seed=seed, time_point_id=visit.upper())

@@ -1,0 +1,163 @@
+"""Atlases: a T2 template, a label volume and a label table, in a folder anyone can make.
+
+Format (one folder):
+
+- ``atlas.json``: ``{"id", "description", "template", "labels", "label_table": [...]}``
+  where each label-table entry is ``{"value", "key", "side", "tissue", "name",
+  "reference"}``: ``key`` is a muscle key of the catalogue for muscles (``tissue`` =
+  ``"muscle"``) or a tissue key; marrow compartments have ``tissue`` = ``"marrow"`` and
+  serve as relative-T2 references; ``reference`` (muscles only, optional) names the marrow
+  key preferred as that muscle's reference when it is in the same station.
+- ``template`` (NIfTI): stitched whole-body T2-weighted template, LPS geometry.
+- ``labels`` (NIfTI, integer): label volume in the template's physical space (any spacing).
+
+The default atlas is built from phantom subjects (``myonode atlas build``); a site can drop
+in one made from its own contoured scans with :func:`build_atlas`, which averages several
+contoured subjects into one template by registering them to the first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from quant.register import register, registration_maps, resample, warp_labels
+from storage.catalogue import MUSCLE_BY_KEY
+
+
+class AtlasError(ValueError):
+    """An atlas folder that cannot be used (names the file and what is wrong)."""
+
+
+@dataclass(frozen=True)
+class AtlasLabel:
+    value: int
+    key: str
+    side: str  # left | right | none
+    tissue: str  # muscle | marrow | … (other tissues are carried along but not measured)
+    name: str
+    reference: str | None = None  # preferred reference marrow key (muscles)
+
+    @property
+    def is_muscle(self) -> bool:
+        return self.tissue == "muscle" and self.key in MUSCLE_BY_KEY
+
+    @property
+    def is_marrow(self) -> bool:
+        return self.tissue == "marrow"
+
+
+@dataclass
+class Atlas:
+    id: str
+    path: Path
+    template: sitk.Image
+    labels: sitk.Image
+    table: list[AtlasLabel]
+
+    def muscles(self) -> list[AtlasLabel]:
+        return [lab for lab in self.table if lab.is_muscle]
+
+    def marrows(self) -> list[AtlasLabel]:
+        return [lab for lab in self.table if lab.is_marrow]
+
+    def by_value(self) -> dict[int, AtlasLabel]:
+        return {lab.value: lab for lab in self.table}
+
+
+def load_atlas(path: Path) -> Atlas:
+    """Read and check an atlas folder."""
+    meta_path = path / "atlas.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError as exc:
+        raise AtlasError(f"{meta_path}: no atlas here (make one with `myonode atlas build --out {path}`)") from exc
+    except json.JSONDecodeError as exc:
+        raise AtlasError(f"{meta_path}: not JSON: {exc}") from exc
+    for key in ("id", "template", "labels", "label_table"):
+        if key not in meta:
+            raise AtlasError(f"{meta_path}: missing key {key!r}")
+    table: list[AtlasLabel] = []
+    for i, entry in enumerate(meta["label_table"]):
+        try:
+            table.append(AtlasLabel(**entry))
+        except TypeError as exc:
+            raise AtlasError(f"{meta_path}: label_table[{i}]: {exc}") from exc
+    values = [lab.value for lab in table]
+    if len(set(values)) != len(values):
+        raise AtlasError(f"{meta_path}: label_table has duplicate values")
+    if not any(lab.is_marrow for lab in table):
+        raise AtlasError(f"{meta_path}: no marrow label: relative T2 needs a bone-marrow reference")
+    images = []
+    for key in ("template", "labels"):
+        file = path / meta[key]
+        if not file.is_file():
+            raise AtlasError(f"{meta_path}: {key} file {file} is missing")
+        images.append(sitk.ReadImage(str(file)))
+    template, labels = images
+    unknown = set(np.unique(sitk.GetArrayViewFromImage(labels)).tolist()) - set(values) - {0}
+    if unknown:
+        raise AtlasError(f"{path / meta['labels']}: label values {sorted(unknown)} are not in the label table")
+    return Atlas(meta["id"], path, sitk.Cast(template, sitk.sitkFloat32), sitk.Cast(labels, sitk.sitkUInt8), table)
+
+
+def save_atlas(out: Path, atlas_id: str, description: str, template: sitk.Image, labels: sitk.Image,
+               table: Sequence[AtlasLabel]) -> Path:
+    """Write an atlas folder atomically (a temporary sibling renamed into place)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    sitk.WriteImage(sitk.Cast(template, sitk.sitkFloat32), str(tmp / "template_t2.nii.gz"), useCompression=True)
+    sitk.WriteImage(sitk.Cast(labels, sitk.sitkUInt8), str(tmp / "labels.nii.gz"), useCompression=True)
+    meta = {"id": atlas_id, "description": description, "template": "template_t2.nii.gz",
+            "labels": "labels.nii.gz", "label_table": [asdict(lab) for lab in table]}
+    (tmp / "atlas.json").write_text(json.dumps(meta, indent=1))
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        import shutil
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out)
+    return out
+
+
+def majority_vote(label_arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """Per voxel, the label most subjects agree on (ties go to the first subject's label)."""
+    stack = np.stack(label_arrays)
+    best = stack[0].copy()
+    best_votes = (stack == stack[0]).sum(axis=0)
+    for k in range(1, len(stack)):
+        votes = (stack == stack[k]).sum(axis=0)
+        better = votes > best_votes
+        best[better] = stack[k][better]
+        best_votes[better] = votes[better]
+    return best
+
+
+def build_atlas(samples: Sequence[tuple[sitk.Image, sitk.Image]], deformable: bool = True) -> tuple[sitk.Image, sitk.Image]:
+    """A population template and label volume from contoured subjects ``(t2, labels)``.
+
+    Every subject is registered to the first (affine + B-spline, elastix); templates are
+    averaged and labels fused by majority vote on the first subject's grids.
+    """
+    ref_t2, ref_labels = samples[0]
+    t2_sum = sitk.GetArrayFromImage(ref_t2).astype(np.float64)
+    label_arrays = [sitk.GetArrayFromImage(ref_labels)]
+    maps = registration_maps(deformable)
+    for t2, labels in samples[1:]:
+        transform = register(ref_t2, t2, maps)
+        t2_sum += sitk.GetArrayFromImage(resample(t2, transform, ref_t2))
+        label_arrays.append(sitk.GetArrayFromImage(warp_labels(labels, transform, ref_labels)))
+    template = sitk.GetImageFromArray((t2_sum / len(samples)).astype(np.float32))
+    template.CopyInformation(ref_t2)
+    fused = sitk.GetImageFromArray(majority_vote(label_arrays).astype(np.uint8))
+    fused.CopyInformation(ref_labels)
+    return template, fused

@@ -1,0 +1,284 @@
+"""The quantification of one visit, from station volumes to one result per muscle × side × modality.
+
+Steps (DESIGN.md, "Data flow"): stitch the T2 stations (for registration and display only),
+register the atlas template to the stitched subject (elastix affine + B-spline) and carry
+the atlas labels onto a subject label grid; map the labels into every T2 station's own
+grid, erode them, and measure on the native station voxels — relative T2 against the
+marrow reference of the same station; register the stitched DWI b0 to the stitched T2
+(affine, mutual information), carry the labels into every DWI station, compute ADC per
+station from its b-value pair, and measure ADC per axial muscle. No I/O here: the caller
+(:mod:`quant.visit_io`) loads the volumes and stores the results.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+from quant.adc import adc_map, estimate_noise_floor
+from quant.atlas import Atlas
+from quant.register import Transform, register, registration_maps, warp_labels
+from quant.roistats import RoiStat, erode_labels, pooled_mean, relative_t2, roi_stats, touches_edge
+from quant.stitch import stitch
+from quant.volumes import StationVolume
+from storage.catalogue import MUSCLE_BY_KEY
+
+PIPELINE_VERSION = "1.0"
+IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+# QC flags (also the codes of the SR's qualitative evaluations)
+ROI_TOO_SMALL = "roi_too_small"
+TOUCHES_FIELD_EDGE = "touches_field_edge"
+REFERENCE_OUT_OF_RANGE = "reference_out_of_range"
+QC_FLAGS = (ROI_TOO_SMALL, TOUCHES_FIELD_EDGE, REFERENCE_OUT_OF_RANGE)
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    """How a visit is measured (``[quant]`` in settings.toml)."""
+
+    erosion_mm: float = 1.5  # ROI erosion against partial volume
+    min_voxels: int = 20  # fewer eroded voxels than this in a station: not measured there
+    small_roi_voxels: int = 100  # fewer in total: flagged roi_too_small
+    registration_mm: float = 4.0  # isotropic grid the stitched images are registered on
+    label_mm: float = 2.0  # isotropic grid of the subject's label volume
+    grid_mm: float = 40.0  # B-spline control point spacing
+    iterations: int = 250
+    reference: Mapping[int, str] = field(default_factory=dict)  # T2 station index (1 = head) → marrow key
+    # plausible reference marrow mean as a fraction of the station's bright-fat level (99.5th percentile)
+    reference_range: tuple[float, float] = (0.35, 1.25)
+
+
+@dataclass
+class MeasurementRow:
+    muscle: str
+    side: str
+    modality: str  # "T2" (relative T2, ratio) | "ADC" (mm²/s)
+    value: float
+    mean_signal: float
+    sd: float
+    reference_value: float | None
+    voxel_count: int
+    volume_ml: float | None
+    stations: list[int]
+    qc_flags: list[str]
+    reference: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VisitQuant:
+    rows: list[MeasurementRow]
+    stitched_t2: sitk.Image  # registration grid (display: :func:`stitch_display`)
+    subject_labels: sitk.Image  # atlas labels on the subject (label grid, LPS, identity direction)
+    adc_stations: list[sitk.Image]
+    b0_stations: list[sitk.Image]  # DWI low-b image per station, head first (QC pictures)
+    t2_station_labels: list[sitk.Image]
+    dwi_station_labels: list[sitk.Image]
+    transforms: dict[str, Transform]
+    timings: dict[str, float]
+    warnings: list[str]
+
+
+def union_grid(images: list[sitk.Image], spacing_mm: float) -> sitk.Image:
+    """An axis-aligned grid (identity direction) of ``spacing_mm`` covering every image."""
+    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
+    for img in images:
+        size = img.GetSize()
+        for corner in np.ndindex(2, 2, 2):
+            p = np.asarray(img.TransformIndexToPhysicalPoint(tuple(int(c * (n - 1)) for c, n in zip(corner, size))))
+            lo, hi = np.minimum(lo, p), np.maximum(hi, p)
+    shape = [int(v) for v in np.ceil((hi - lo) / spacing_mm) + 1]
+    grid = sitk.Image(shape, sitk.sitkUInt8)
+    grid.SetOrigin(tuple(float(v) for v in lo))
+    grid.SetSpacing((spacing_mm,) * 3)
+    grid.SetDirection(IDENTITY)
+    return grid
+
+
+def bright_level(img: sitk.Image) -> float:
+    """The station's bright-fat level: 99.5th percentile of its voxels (a robust scale for normalising)."""
+    arr = sitk.GetArrayViewFromImage(img)
+    sample = arr[:: max(1, arr.shape[0] // 16)].ravel()
+    level = float(np.percentile(sample, 99.5))
+    return level if level > 0 else 1.0
+
+
+def normalised(volumes: list[sitk.Image]) -> list[sitk.Image]:
+    """Stations scaled to a common bright-fat level of 1000, so the stitched image has no gain steps
+    (for registration and display only: measurements use the native, unscaled station data).
+
+    A station that holds (almost) no body — its bright level within 8× its noise floor, e.g. the
+    station below the feet of a short subject — takes the median scale of the others instead of
+    having its noise blown up.
+    """
+    levels = [bright_level(img) for img in volumes]
+    floors = [estimate_noise_floor(sitk.GetArrayViewFromImage(img)) for img in volumes]
+    body = [lvl > 8.0 * max(fl, 1e-6) for lvl, fl in zip(levels, floors)]
+    scales = [1000.0 / lvl for lvl, ok in zip(levels, body) if ok]
+    fallback = float(np.median(scales)) if scales else 1.0
+    return [sitk.Cast(img * (1000.0 / lvl if ok else fallback), sitk.sitkFloat32)
+            for img, lvl, ok in zip(volumes, levels, body)]
+
+
+def stitch_on(volumes: list[sitk.Image], grid: sitk.Image) -> sitk.Image:
+    st = stitch(normalised(volumes), spacing=grid.GetSpacing(), direction=grid.GetDirection())
+    return sitk.Resample(st.image, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+
+
+def labels_on(labels: sitk.Image, station: sitk.Image) -> np.ndarray:
+    """Subject labels sampled on a station's own grid (nearest neighbour), as (slice, row, column)."""
+    return sitk.GetArrayFromImage(sitk.Resample(labels, station, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
+                                                sitk.sitkUInt8))
+
+
+def dwi_pairs(dwi: list[StationVolume]) -> list[tuple[StationVolume, StationVolume]]:
+    """(low-b, high-b) volume pairs per DWI station."""
+    by_station: dict[str, list[StationVolume]] = {}
+    for v in dwi:
+        by_station.setdefault(v.station_key, []).append(v)
+    pairs = []
+    for key, vols in by_station.items():
+        vols = sorted(vols, key=lambda v: v.b_value or 0.0)
+        if len(vols) >= 2:
+            pairs.append((vols[0], vols[-1]))
+    return pairs
+
+
+def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, settings: QuantSettings,
+             progress: Callable[[str], None] | None = None) -> VisitQuant:
+    """Measure one visit: relative T2 for every atlas muscle, ADC for the axial ones (DESIGN.md)."""
+    say = progress or (lambda _step: None)
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[step] = timings.get(step, 0.0) + now - clock
+        clock = now
+
+    t2_images = [v.image for v in t2]
+    say("stitch")
+    reg_grid = union_grid(t2_images, settings.registration_mm)
+    stitched = stitch_on(t2_images, reg_grid)
+    lap("stitch")
+    say("register atlas")
+    maps = registration_maps(True, settings.grid_mm, settings.iterations)
+    atlas_tf = register(stitched, atlas.template, maps)
+    lap("register")
+    label_grid = union_grid(t2_images, settings.label_mm)
+    subject_labels = warp_labels(atlas.labels, atlas_tf, label_grid)
+    lap("propagate")
+
+    marrow = {lab.key: lab.value for lab in atlas.marrows()}
+    muscles = atlas.muscles()
+    say("measure T2")
+    t2_stats: dict[int, dict[int, RoiStat]] = {}
+    edge: dict[int, bool] = {}
+    ref_ok: dict[tuple[int, str], bool] = {}
+    t2_labels = []
+    for index, vol in enumerate(sorted(t2, key=lambda v: -_centre_z(v.image)), start=1):
+        lab = labels_on(subject_labels, vol.image)
+        t2_labels.append(_as_image(lab, vol.image))
+        data = sitk.GetArrayViewFromImage(vol.image)
+        eroded = erode_labels(lab, vol.image.GetSpacing(), settings.erosion_mm)
+        t2_stats[index] = roi_stats(data, eroded)
+        level = bright_level(vol.image)
+        for key, value in marrow.items():
+            if value in t2_stats[index]:
+                frac = t2_stats[index][value].mean / level
+                ref_ok[(index, key)] = settings.reference_range[0] <= frac <= settings.reference_range[1]
+        stitching_axis = _stitching_axis(vol.image)
+        axes = [a for a in (0, 1, 2) if a != stitching_axis or index in (1, len(t2))]
+        for m in muscles:
+            if touches_edge(lab, m.value, axes):
+                edge[m.value] = True
+    lap("measure_t2")
+
+    voxel_ml = settings.label_mm ** 3 / 1000.0
+    counts = np.bincount(sitk.GetArrayViewFromImage(subject_labels).ravel(), minlength=256)
+    rows: list[MeasurementRow] = []
+    for m in muscles:
+        res = relative_t2(t2_stats, m.value, marrow, m.reference, settings.min_voxels, settings.reference)
+        if res is None:
+            warnings.append(f"{m.name}: not measurable on T2 (fewer than {settings.min_voxels} voxels "
+                            f"after {settings.erosion_mm} mm erosion in every station)")
+            continue
+        flags = []
+        if res.n < settings.small_roi_voxels:
+            flags.append(ROI_TOO_SMALL)
+        if edge.get(m.value):
+            flags.append(TOUCHES_FIELD_EDGE)
+        if any(not ref_ok.get((s, r), True) for s, r in zip(res.stations, res.references)):
+            flags.append(REFERENCE_OUT_OF_RANGE)
+        rows.append(MeasurementRow(m.key, m.side, "T2", res.value, res.mean_signal, res.sd, res.reference_mean,
+                                   res.n, float(counts[m.value] * voxel_ml), res.stations, flags, res.references))
+
+    transforms = {"atlas_to_t2": atlas_tf}
+    adc_images: list[sitk.Image] = []
+    b0_stations: list[sitk.Image] = []
+    dwi_labels: list[sitk.Image] = []
+    pairs = dwi_pairs(dwi)
+    if pairs:
+        say("register DWI")
+        b0_images = [lo.image for lo, _ in pairs]
+        dwi_grid = union_grid(b0_images, settings.registration_mm)
+        stitched_b0 = stitch_on(b0_images, dwi_grid)
+        dwi_tf = register(stitched_b0, stitched, registration_maps(False, iterations=settings.iterations))
+        transforms["t2_to_dwi"] = dwi_tf
+        lap("register_dwi")
+        say("measure ADC")
+        adc_stats: dict[int, dict[int, RoiStat]] = {}
+        for index, (lo, hi) in enumerate(sorted(pairs, key=lambda p: -_centre_z(p[0].image)), start=1):
+            adc = adc_map(lo.image, hi.image, lo.b_value or 0.0, hi.b_value or 0.0)
+            adc_images.append(adc)
+            b0_stations.append(lo.image)
+            lab_img = warp_labels(subject_labels, dwi_tf, lo.image)
+            dwi_labels.append(lab_img)
+            lab = sitk.GetArrayViewFromImage(lab_img)
+            eroded = erode_labels(lab, lo.image.GetSpacing(), settings.erosion_mm)
+            adc_stats[index] = roi_stats(sitk.GetArrayViewFromImage(adc), eroded)
+        for m in muscles:
+            if not MUSCLE_BY_KEY[m.key].adc:
+                continue
+            res = pooled_mean(adc_stats, m.value, settings.min_voxels)
+            if res is None:
+                warnings.append(f"{m.name}: not measurable on DWI")
+                continue
+            flags = [ROI_TOO_SMALL] if res.n < settings.small_roi_voxels else []
+            rows.append(MeasurementRow(m.key, m.side, "ADC", res.value, res.mean_signal, res.sd, None, res.n,
+                                       float(counts[m.value] * voxel_ml), res.stations, flags))
+        lap("measure_adc")
+    elif dwi:
+        warnings.append("DWI: no station has both a low and a high b-value; ADC not measured")
+    return VisitQuant(rows, stitched, subject_labels, adc_images, b0_stations, t2_labels, dwi_labels, transforms, timings,
+                      warnings)
+
+
+def _centre_z(img: sitk.Image) -> float:
+    size = np.asarray(img.GetSize(), dtype=float)
+    return float(img.TransformContinuousIndexToPhysicalPoint(tuple((size - 1) / 2))[2])
+
+
+def _stitching_axis(img: sitk.Image) -> int:
+    """The numpy axis (0 slice, 1 row, 2 column) that runs along z, between stations."""
+    d = np.abs(np.asarray(img.GetDirection()).reshape(3, 3))
+    itk_axis = int(np.argmax(d[2]))  # 0 column, 1 row, 2 slice
+    return 2 - itk_axis
+
+
+def _as_image(arr: np.ndarray, like: sitk.Image) -> sitk.Image:
+    img = sitk.GetImageFromArray(arr)
+    img.CopyInformation(like)
+    return img
+
+
+def summary_mean(rows: list[MeasurementRow]) -> float | None:
+    """The paper's summary measure: mean relative T2 over all measured muscles (both sides)."""
+    values = [r.value for r in rows if r.modality == "T2"]
+    return float(np.mean(values)) if values else None

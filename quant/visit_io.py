@@ -1,0 +1,94 @@
+"""The storage side of quantification: a visit's stored DICOM in, its measurements out.
+
+Reading takes the newest stored version of every instance of the visit's T2 and DWI
+series. Writing replaces the visit's previous measurements in one transaction, so a
+re-run never leaves a mix of old and new rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pydicom
+from pydicom.dataset import Dataset
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from quant.pipeline import MeasurementRow
+from quant.volumes import StationVolume, VolumeError, station_volumes
+from storage import models as m
+from storage.filestore import FileStore
+
+
+class VisitInputError(ValueError):
+    """The visit's stored images cannot be quantified (the message names visit and series)."""
+
+
+@dataclass
+class VisitInput:
+    visit_id: int
+    t2: list[StationVolume]
+    dwi: list[StationVolume]
+    headers: list[Dataset]  # one header per T2 instance (pixel data dropped): patient, study, frame of reference
+
+
+def _newest_instances(s: Session, visit_id: int, kind: m.SeriesKind) -> dict[str, list[m.Instance]]:
+    """Series UID → newest version of each of its instances."""
+    newest = (select(m.Instance.sop_instance_uid, func.max(m.Instance.version).label("v"))
+              .join(m.Series).join(m.Study)
+              .where(m.Study.visit_fk == visit_id, m.Series.kind == kind)
+              .group_by(m.Instance.sop_instance_uid).subquery())
+    rows = s.execute(
+        select(m.Instance, m.Series.series_instance_uid)
+        .join(m.Series)
+        .join(newest, (newest.c.sop_instance_uid == m.Instance.sop_instance_uid) & (newest.c.v == m.Instance.version))
+        .order_by(m.Series.series_instance_uid, m.Instance.id)
+    ).all()
+    out: dict[str, list[m.Instance]] = {}
+    for inst, series_uid in rows:
+        out.setdefault(series_uid, []).append(inst)
+    return out
+
+
+def load_visit(s: Session, store: FileStore, visit_id: int) -> VisitInput:
+    """Station volumes of the visit's T2 and DWI series, read from the file store."""
+    if s.get(m.Visit, visit_id) is None:
+        raise VisitInputError(f"visit {visit_id} does not exist")
+    volumes: dict[m.SeriesKind, list[StationVolume]] = {m.SeriesKind.T2: [], m.SeriesKind.DWI: []}
+    headers: list[Dataset] = []
+    for kind in volumes:
+        for series_uid, instances in _newest_instances(s, visit_id, kind).items():
+            datasets = []
+            for inst in instances:
+                path = store.absolute(inst.file_path)
+                try:
+                    datasets.append(pydicom.dcmread(path))
+                except (OSError, pydicom.errors.InvalidDicomError) as exc:
+                    raise VisitInputError(f"visit {visit_id}, series {series_uid}: cannot read {path}: {exc}") from exc
+            try:
+                volumes[kind].extend(station_volumes(datasets))
+            except VolumeError as exc:
+                raise VisitInputError(f"visit {visit_id}: {exc}") from exc
+            if kind is m.SeriesKind.T2:
+                for ds in datasets:  # pixels are in the volumes now; keep the headers only
+                    if "PixelData" in ds:
+                        del ds.PixelData
+                    headers.append(ds)
+    if not volumes[m.SeriesKind.T2]:
+        raise VisitInputError(f"visit {visit_id}: no T2 series stored")
+    return VisitInput(visit_id, volumes[m.SeriesKind.T2], volumes[m.SeriesKind.DWI], headers)
+
+
+def write_measurements(s: Session, visit_id: int, rows: list[MeasurementRow], pipeline_version: str,
+                       atlas_id: str) -> int:
+    """Replace the visit's measurements with ``rows`` (in the caller's transaction); returns the count."""
+    s.execute(delete(m.Measurement).where(m.Measurement.visit_fk == visit_id))
+    modality = {"T2": m.Modality.REL_T2, "ADC": m.Modality.ADC}
+    for r in rows:
+        s.add(m.Measurement(
+            visit_fk=visit_id, modality=modality[r.modality], muscle=r.muscle, side=m.Side(r.side), value=r.value,
+            mean_signal=r.mean_signal, sd=r.sd, reference_value=r.reference_value, voxel_count=r.voxel_count,
+            volume_ml=r.volume_ml, stations=r.stations, references=r.reference, qc_flags=r.qc_flags,
+            pipeline_version=pipeline_version, atlas_id=atlas_id))
+    s.flush()
+    return len(rows)

@@ -1,0 +1,358 @@
+"""Series → station volumes: one SimpleITK image per station (and per b-value for DWI).
+
+Input is the instances of a series as stored: classic MR Image Storage (one file per
+slice) or Enhanced MR Image Storage (frames of one instance). Every 2-D image (a classic
+instance or one frame) is read with its own geometry, scaling, b-value and image type;
+scanner-derived images (trace, ADC) are left out; the rest are grouped into stations
+(same series, acquisition number, plane, in-plane position and b-value), sorted along the
+slice normal and checked for a regular, complete stack.
+
+Geometry is DICOM patient coordinates (LPS, mm). A volume's SimpleITK direction columns
+are the row direction, the column direction and the slice normal (row × column); its
+origin is the Image Position (Patient) of the first slice along the normal; spacing is
+(Δ along row direction, Δ along column direction, slice spacing) in mm. Voxel values are
+the scanner's floating-point values (Philips FP), float32.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.dataset import Dataset
+
+# Same rules as node.classify (quant may not import node); tests/quant check both agree.
+PHILIPS_IMAGING_CREATOR = "Philips Imaging DD 001"  # (2001,1003) diffusion b-factor
+PHILIPS_MR_CREATOR = "Philips MR Imaging DD 001"  # (2005,100E) MR scale slope
+DERIVED_IMAGE_TYPES = frozenset({"ADC", "TRACEW", "TRACE", "ISOTROPIC", "EADC", "FA"})
+
+SPACING_TOLERANCE = 0.10  # a slice step may deviate this much (relative) from the median step
+ORIENTATION_TOLERANCE = 1e-4  # direction cosines
+PIXEL_SPACING_TOLERANCE = 1e-4  # relative
+ALIGNMENT_TOLERANCE = 0.05  # in-plane shift between slices of a stack, in pixels
+STATION_GRID_MM = 10.0  # in-plane offsets are compared rounded to this (as node.classify does)
+
+
+class VolumeError(ValueError):
+    """A series cannot be made into regular station volumes; the message names series and position."""
+
+
+@dataclass
+class StationVolume:
+    """One station of one series at one b-value, as a 3-D image (float32, LPS, mm).
+
+    ``sop_uids`` and ``frame_numbers`` give, per slice in volume order (index k of the
+    image's third axis), the source instance and its 1-based frame number (None for a
+    single-frame instance), for references from derived objects (SEG, SR).
+    """
+
+    image: sitk.Image
+    series_uid: str
+    station_key: str
+    b_value: float | None  # s/mm²; None for non-diffusion images
+    sop_uids: list[str]
+    frame_numbers: list[int | None]
+
+
+@dataclass(frozen=True)
+class _Slice:
+    """One 2-D image (classic instance or one frame) with what is needed to place and scale it."""
+
+    sop_uid: str
+    frame_number: int | None
+    series_uid: str
+    acquisition: str
+    stored: np.ndarray  # stored pixel values, (rows, columns)
+    row: np.ndarray  # unit vector along a row (direction of increasing column index)
+    col: np.ndarray  # unit vector along a column (direction of increasing row index)
+    position: np.ndarray  # Image Position (Patient), mm: centre of the first pixel
+    pixel_spacing: tuple[float, float]  # DICOM order: (between rows, between columns), mm
+    slice_thickness: float | None
+    slope: float
+    intercept: float
+    scale_slope: float | None  # Philips MR Scale Slope; None when absent
+    b_value: float | None
+    derived: bool
+
+    @property
+    def normal(self) -> np.ndarray:
+        return np.cross(self.row, self.col)
+
+    @property
+    def name(self) -> str:
+        return self.sop_uid if self.frame_number is None else f"{self.sop_uid} frame {self.frame_number}"
+
+
+def is_derived_image_type(image_type: Sequence[str]) -> bool:
+    """True for an Image Type / Frame Type the scanner computed (DERIVED, ADC, trace, isotropic…).
+
+    The rule of ``node.classify.is_derived``, applied to a value list so it also works per frame.
+    """
+    values = [str(v).upper() for v in image_type]
+    return bool(values) and (values[0] == "DERIVED" or bool(DERIVED_IMAGE_TYPES & set(values)))
+
+
+def _as_float(value: Any) -> float | None:
+    """A numeric attribute value as float; raw little-endian FL/FD bytes (VR UN) are decoded."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bytes):
+        formats = {4: "<f", 8: "<d"}
+        return struct.unpack(formats[len(value)], value)[0] if len(value) in formats else None
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return _as_float(value[0]) if len(value) else None
+    return float(value)
+
+
+def _private_float(ds: Dataset, group: int, offset: int, creator: str) -> float | None:
+    """The value of a private element (group, creator block, element offset), or None if absent."""
+    try:
+        return _as_float(ds.get_private_item(group, offset, creator).value)
+    except KeyError:
+        return None
+
+
+def _with_items(ds: Dataset) -> list[Dataset]:
+    """``ds`` followed by the items of its sequences (one level), e.g. Philips' private per-frame (2005,140F)."""
+    return [ds, *(item for elem in ds if elem.VR == "SQ" and elem.value for item in elem.value)]
+
+
+def _philips_scale_slope(datasets: Iterable[Dataset]) -> float | None:
+    """Philips MR Scale Slope (2005,100E) from the first of ``datasets`` carrying it."""
+    for ds in datasets:
+        value = _private_float(ds, 0x2005, 0x0E, PHILIPS_MR_CREATOR)
+        if value is not None:
+            return value
+    return None
+
+
+def _dataset_b_value(ds: Dataset) -> float | None:
+    """b-value (s/mm²) of a data set: standard Diffusion b-value (0018,9087), else Philips (2001,1003)."""
+    standard = _as_float(ds.get("DiffusionBValue"))
+    if standard is not None:
+        return standard
+    return _private_float(ds, 0x2001, 0x03, PHILIPS_IMAGING_CREATOR)
+
+
+def _macro(frame: Dataset, shared: Dataset | None, sequence: str) -> Dataset | None:
+    """The item of a functional-group ``sequence`` for a frame: per-frame first, then shared."""
+    for groups in (frame, shared):
+        if groups is not None and groups.get(sequence):
+            return groups[sequence][0]
+    return None
+
+
+def _required(ds: Dataset | None, keyword: str, where: str) -> Any:
+    if ds is None or ds.get(keyword) is None:
+        raise VolumeError(f"{where}: missing {keyword}")
+    return ds[keyword].value
+
+
+def _unit_vectors(iop: Sequence[float], where: str) -> tuple[np.ndarray, np.ndarray]:
+    values = np.asarray([float(v) for v in iop])
+    if values.shape != (6,):
+        raise VolumeError(f"{where}: Image Orientation (Patient) must have 6 values, has {values.size}")
+    return values[:3], values[3:]
+
+
+def _acquisition_number(value: object) -> str:
+    """Acquisition number as node.classify writes it into the station key (0 and absent alike: "")."""
+    return str(value or "")
+
+
+def _classic_slice(ds: Dataset) -> _Slice:
+    """The one 2-D image of a single-frame MR Image Storage instance."""
+    where = f"series {ds.get('SeriesInstanceUID', '?')} instance {ds.get('SOPInstanceUID', '?')}"
+    row, col = _unit_vectors(_required(ds, "ImageOrientationPatient", where), where)
+    spacing = _required(ds, "PixelSpacing", where)
+    image_type = ds.get("ImageType") or []
+    return _Slice(
+        sop_uid=str(ds.SOPInstanceUID),
+        frame_number=None,
+        series_uid=str(ds.get("SeriesInstanceUID", "")),
+        acquisition=_acquisition_number(ds.get("AcquisitionNumber")),
+        stored=ds.pixel_array,
+        row=row,
+        col=col,
+        position=np.asarray([float(v) for v in _required(ds, "ImagePositionPatient", where)]),
+        pixel_spacing=(float(spacing[0]), float(spacing[1])),
+        slice_thickness=_as_float(ds.get("SliceThickness")),
+        slope=_as_float(ds.get("RescaleSlope")) or 1.0,
+        intercept=_as_float(ds.get("RescaleIntercept")) or 0.0,
+        scale_slope=_philips_scale_slope([ds]),
+        b_value=_dataset_b_value(ds),
+        derived=is_derived_image_type(image_type),
+    )
+
+
+def _enhanced_slices(ds: Dataset) -> list[_Slice]:
+    """The frames of an Enhanced MR Image Storage instance, from its per-frame and shared functional groups."""
+    frames = ds.get("PerFrameFunctionalGroupsSequence") or []
+    shared = ds.SharedFunctionalGroupsSequence[0] if ds.get("SharedFunctionalGroupsSequence") else None
+    pixels = ds.pixel_array.reshape(len(frames), int(ds.Rows), int(ds.Columns))
+    out = []
+    for index, frame in enumerate(frames):
+        number = index + 1
+        where = f"series {ds.get('SeriesInstanceUID', '?')} instance {ds.SOPInstanceUID} frame {number}"
+        orientation = _macro(frame, shared, "PlaneOrientationSequence")
+        iop = _required(orientation, "ImageOrientationPatient", where)
+        row, col = _unit_vectors(iop, where)
+        position = _required(_macro(frame, shared, "PlanePositionSequence"), "ImagePositionPatient", where)
+        measures = _macro(frame, shared, "PixelMeasuresSequence")
+        spacing = _required(measures, "PixelSpacing", where)
+        scaling = _macro(frame, shared, "PixelValueTransformationSequence") or ds
+        diffusion = _macro(frame, shared, "MRDiffusionSequence")
+        b_value = _as_float(diffusion.get("DiffusionBValue")) if diffusion is not None else None
+        frame_type = _macro(frame, shared, "MRImageFrameTypeSequence")
+        content = _macro(frame, shared, "FrameContentSequence")
+        acquisition = content.get("FrameAcquisitionNumber") if content is not None else None
+        out.append(_Slice(
+            sop_uid=str(ds.SOPInstanceUID),
+            frame_number=number,
+            series_uid=str(ds.get("SeriesInstanceUID", "")),
+            acquisition=_acquisition_number(acquisition if acquisition is not None else ds.get("AcquisitionNumber")),
+            stored=pixels[index],
+            row=row,
+            col=col,
+            position=np.asarray([float(v) for v in position]),
+            pixel_spacing=(float(spacing[0]), float(spacing[1])),
+            slice_thickness=_as_float(measures.get("SliceThickness")) if measures is not None else None,
+            slope=_as_float(scaling.get("RescaleSlope")) or 1.0,
+            intercept=_as_float(scaling.get("RescaleIntercept")) or 0.0,
+            scale_slope=_philips_scale_slope(
+                [*_with_items(frame), *(_with_items(shared) if shared is not None else []), ds]),
+            b_value=b_value if b_value is not None else _dataset_b_value(ds),
+            derived=is_derived_image_type(
+                (frame_type.get("FrameType") if frame_type is not None else None) or ds.get("ImageType") or []),
+        ))
+    return out
+
+
+def _slices(ds: Dataset) -> list[_Slice]:
+    return _enhanced_slices(ds) if "PerFrameFunctionalGroupsSequence" in ds else [_classic_slice(ds)]
+
+
+def _plane(normal: np.ndarray) -> str:
+    """coronal / axial / sagittal: the LPS axis the slice normal is closest to (as node.classify)."""
+    return ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(normal)))]
+
+
+def _station_key(s: _Slice) -> str:
+    """The station a 2-D image belongs to, in node.classify.station_key's format and rounding.
+
+    ``series|acquisition|plane|u|v``, u and v the in-plane offsets of the image position
+    along the row and column directions rounded to 1 cm; for enhanced frames the Frame
+    Acquisition Number replaces the instance's Acquisition Number.
+    """
+    u = int(round(float(s.position @ s.row) / STATION_GRID_MM))
+    v = int(round(float(s.position @ s.col) / STATION_GRID_MM))
+    return f"{s.series_uid}|{s.acquisition}|{_plane(s.normal)}|{u}|{v}"
+
+
+def _real_values(s: _Slice) -> np.ndarray:
+    """Philips floating value FP = (SV·RS + RI) / (RS·SS); without a private scale slope SV·RS + RI."""
+    value = s.stored.astype(np.float64) * s.slope + s.intercept
+    if s.scale_slope is not None:
+        value /= s.slope * s.scale_slope
+    return value.astype(np.float32)
+
+
+def _check_consistent(slices: Sequence[_Slice], what: str) -> None:
+    """Same orientation, pixel spacing and matrix for every slice of a volume."""
+    first = slices[0]
+    for s in slices[1:]:
+        if max(np.abs(s.row - first.row).max(), np.abs(s.col - first.col).max()) > ORIENTATION_TOLERANCE:
+            raise VolumeError(f"{what}: {s.name} has orientation {[*s.row.tolist(), *s.col.tolist()]}, "
+                              f"{first.name} has {[*first.row.tolist(), *first.col.tolist()]}")
+        if not np.allclose(s.pixel_spacing, first.pixel_spacing, rtol=PIXEL_SPACING_TOLERANCE, atol=0.0):
+            raise VolumeError(f"{what}: {s.name} has pixel spacing {s.pixel_spacing} mm, "
+                              f"{first.name} has {first.pixel_spacing} mm")
+        if s.stored.shape != first.stored.shape:
+            raise VolumeError(f"{what}: {s.name} has rows×columns {s.stored.shape}, "
+                              f"{first.name} has {first.stored.shape}")
+
+
+def _check_aligned(slices: Sequence[_Slice], what: str) -> None:
+    """Every slice's position lies on the line through the first along the slice normal."""
+    first = slices[0]
+    shifts = np.asarray([s.position - first.position for s in slices])
+    in_plane = np.abs(np.column_stack([shifts @ first.row, shifts @ first.col]))
+    worst = int(np.argmax(in_plane.max(axis=1)))
+    if in_plane[worst].max() > ALIGNMENT_TOLERANCE * min(first.pixel_spacing):
+        raise VolumeError(f"{what}: {slices[worst].name} at {slices[worst].position.tolist()} mm is shifted "
+                          f"in-plane by {in_plane[worst].tolist()} mm from {first.name}")
+
+
+def _slice_spacing(slices: Sequence[_Slice], offsets: np.ndarray, what: str) -> float:
+    """The median step (mm) between consecutive sorted slices; raise on gaps, duplicates or irregular steps."""
+    if len(offsets) < 2:
+        return slices[0].slice_thickness or 1.0
+    steps = np.diff(offsets)
+    median = float(np.median(steps))
+    if median <= 0.0:
+        raise VolumeError(f"{what}: most slices share one position ({slices[0].position.tolist()} mm)")
+    bad = np.flatnonzero(np.abs(steps - median) > SPACING_TOLERANCE * median)
+    if bad.size:
+        i = int(bad[0])
+        a, b = slices[i], slices[i + 1]
+        if steps[i] <= SPACING_TOLERANCE * median:
+            problem = f"duplicated slice position {b.position.tolist()} mm ({a.name} and {b.name})"
+        elif steps[i] > median:
+            problem = (f"gap (missing slice?) of {steps[i]:.3f} mm between {a.position.tolist()} mm and "
+                       f"{b.position.tolist()} mm")
+        else:
+            problem = f"irregular slice step of {steps[i]:.3f} mm at {b.position.tolist()} mm"
+        raise VolumeError(f"{what}: {problem}; slices are {median:.3f} mm apart along the normal "
+                          f"(offsets {offsets[i]:.3f} → {offsets[i + 1]:.3f} mm)")
+    return median
+
+
+def _volume(key: str, slices: Sequence[_Slice]) -> StationVolume:
+    """One station volume from its 2-D images in any order: sorted by position along the normal and checked."""
+    first = slices[0]
+    what = f"series {first.series_uid} station '{key.partition('|')[2]}' b-value {first.b_value}"
+    _check_consistent(slices, what)
+    offsets = np.asarray([float(s.position @ first.normal) for s in slices])
+    order = np.argsort(offsets, kind="stable")
+    ordered = [slices[i] for i in order]
+    _check_aligned(ordered, what)
+    step = _slice_spacing(ordered, offsets[order], what)
+    image = sitk.GetImageFromArray(np.stack([_real_values(s) for s in ordered]))
+    image.SetOrigin(tuple(float(v) for v in ordered[0].position))
+    image.SetSpacing((first.pixel_spacing[1], first.pixel_spacing[0], step))
+    image.SetDirection(tuple(float(v) for v in np.column_stack([first.row, first.col, first.normal]).ravel()))
+    return StationVolume(image=image, series_uid=first.series_uid, station_key=key, b_value=first.b_value,
+                         sop_uids=[s.sop_uid for s in ordered], frame_numbers=[s.frame_number for s in ordered])
+
+
+def _superior(volume: StationVolume) -> float:
+    """z (mm, LPS: positive = superior) of the volume's centre."""
+    size = np.asarray(volume.image.GetSize(), dtype=float)
+    return float(volume.image.TransformContinuousIndexToPhysicalPoint(tuple((size - 1) / 2))[2])
+
+
+def station_volumes(datasets: Iterable[Dataset]) -> list[StationVolume]:
+    """Station volumes of the acquired (non-derived) images in ``datasets``, one per station and b-value.
+
+    Ordered by series, then head to feet, then b-value. Raises :class:`VolumeError` on
+    inconsistent orientation / pixel spacing / matrix within a station, or on a gap, a
+    duplicated position or an irregular step in a station's slices.
+    """
+    groups: dict[tuple[str, float | None], list[_Slice]] = {}
+    for ds in datasets:
+        for s in _slices(ds):
+            if not s.derived:
+                groups.setdefault((_station_key(s), s.b_value), []).append(s)
+    volumes = [_volume(key, slices) for (key, _), slices in groups.items()]
+    return sorted(volumes, key=lambda v: (v.series_uid, -_superior(v), v.b_value if v.b_value is not None else -1.0))
+
+
+def load_series(paths: Iterable[str | Path]) -> list[StationVolume]:
+    """Station volumes of the DICOM files at ``paths`` (see :func:`station_volumes`)."""
+    return station_volumes(pydicom.dcmread(path) for path in paths)
