@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-import struct
 from typing import Literal
 
 import numpy as np
 from pydicom.dataset import Dataset
 
 from node.settings import SeriesRule
+from quant.volumes import dataset_b_value, is_derived_image_type
 
 Orientation = Literal["coronal", "axial", "sagittal"]
 
@@ -64,10 +64,6 @@ def classify_series(ds: Dataset, rules: list[SeriesRule]) -> Literal["t2", "dwi"
     return "other"
 
 
-PHILIPS_CREATOR = "Philips Imaging DD 001"
-DERIVED_IMAGE_TYPES = {"ADC", "TRACEW", "TRACE", "ISOTROPIC", "EADC", "FA"}
-
-
 def b_values(ds: Dataset) -> list[float]:
     """Diffusion b-values (s/mm²) of an image: standard (0018,9087), else Philips private (2001,1003).
 
@@ -80,22 +76,13 @@ def b_values(ds: Dataset) -> list[float]:
                 values.append(float(item.DiffusionBValue))
     if values:
         return sorted(set(values))
-    if "DiffusionBValue" in ds and ds.DiffusionBValue is not None:
-        return [float(ds.DiffusionBValue)]
-    try:
-        elem = ds.get_private_item(0x2001, 0x03, PHILIPS_CREATOR)
-    except KeyError:
-        return []
-    value = elem.value
-    if isinstance(value, bytes):  # read as UN in an implicit data set without a private dictionary
-        value = struct.unpack("<f", value[:4])[0] if len(value) >= 4 else None
-    return [] if value is None else [float(value)]
+    value = dataset_b_value(ds)
+    return [] if value is None else [value]
 
 
 def is_derived(ds: Dataset) -> bool:
     """True for images the scanner computed (ADC, trace/isotropic DWI), which processing must not use as input."""
-    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
-    return bool(image_type) and (image_type[0] == "DERIVED" or bool(DERIVED_IMAGE_TYPES & set(image_type)))
+    return is_derived_image_type(ds.get("ImageType") or [])
 
 
 def station_key(ds: Dataset) -> str | None:

@@ -34,6 +34,12 @@ app.add_typer(report_app, name="report")
 import_app = typer.Typer(help="Import the study team's spreadsheets (one transaction per file).", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 
+from node.cli_imaging import atlas_app, phantom_app, process  # noqa: E402
+
+app.add_typer(phantom_app, name="phantom")
+app.add_typer(atlas_app, name="atlas")
+app.command("process")(process)
+
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 

@@ -77,8 +77,8 @@ def phantom_rescan(
     """A scan–rescan pair: same subject and disease state, new position on the table, new coil gains, new noise."""
     from phantom.rescan import scan_rescan
 
-    paths = scan_rescan(out, seed, _check_size(size), patient_id)
-    console.print(f"scan {paths[0]}, rescan {paths[1]}", highlight=False)
+    scan, rescan = scan_rescan(out, seed, _check_size(size), patient_id)  # type: ignore[arg-type]
+    console.print(f"scan {scan.truth_path.parent}, rescan {rescan.truth_path.parent}", highlight=False)
 
 
 @phantom_app.command("render")
@@ -88,9 +88,16 @@ def phantom_render(
     thigh_z: Annotated[Optional[float], typer.Option(help="z (mm) of the axial slice; default mid-thigh")] = None,
 ) -> None:
     """Render the mid-coronal plane of the stitched T2 and one axial thigh slice to a PNG, to look at the anatomy."""
-    from phantom.render import render_visit
+    from quant.qc import overview
+    from quant.volumes import load_series
 
-    render_visit(dicom, out, thigh_z)
+    files = sorted(p for p in dicom.rglob("*") if p.is_file() and not p.name.startswith("."))
+    import pydicom
+    t2 = [p for p in files if "T2" in str(pydicom.dcmread(p, stop_before_pixels=True).get("SeriesDescription", ""))]
+    if not t2:
+        err_console.print(f"error: no T2 series (SeriesDescription containing T2) under {dicom}")
+        raise typer.Exit(2)
+    overview([v.image for v in load_series(t2)], out, thigh_z)
     console.print(f"wrote {out}", highlight=False)
 
 

@@ -49,19 +49,14 @@ class JobContext:
 Handler = Callable[[JobContext, str], None]
 
 
-def record_visit_ready(ctx: JobContext, target: str) -> None:
-    """``process_visit`` until the quantification pipeline lands: records that the visit's imaging is complete."""
-    visit_id = int(target.removeprefix("visit:"))
-    with transaction(ctx.sessions) as s:
-        visit = s.get(m.Visit, visit_id)
-        if visit is None:
-            raise LookupError(f"visit {visit_id} does not exist")
-        if visit.state in (m.VisitState.QUEUED, m.VisitState.PROCESSING):
-            visit.state = m.VisitState.COMPLETE
-    log.info("visit %d imaging complete and recorded ready for processing", visit_id)
+def process_visit_job(ctx: JobContext, target: str) -> None:
+    """``process_visit``: quantify the visit (measurements, QC pictures, DICOM results to store and PACS)."""
+    from node.processing import process_visit  # imaging stack loaded only by workers that process
+
+    process_visit(ctx.settings, ctx.sessions, ctx.store, int(target.removeprefix("visit:")))
 
 
-HANDLERS: dict[str, Handler] = {"process_visit": record_visit_ready}
+HANDLERS: dict[str, Handler] = {"process_visit": process_visit_job}
 
 
 def make_huey(queue: QueueSettings) -> Huey:

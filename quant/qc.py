@@ -128,3 +128,34 @@ def write_qc(out_dir: Path, stitched: sitk.Image, labels: sitk.Image, table: Seq
     t2 = t2_mosaic(stitched, labels, table, out_dir / "t2_rois.png")
     dwi = dwi_mosaic(b0_stations, dwi_labels, table, out_dir / "dwi_rois.png") if b0_stations else None
     return QcPictures(t2, dwi, thumbnail(t2, out_dir / "thumbnail.png"))
+
+
+def overview(t2_stations: Sequence[sitk.Image], out: Path, axial_z: float | None = None,
+             in_plane_mm: float = 1.5) -> Path:
+    """The stitched T2 at ``in_plane_mm``: its mid-coronal plane and one axial slice (default mid-thigh),
+    to look at a subject's anatomy."""
+    from quant.pipeline import stitch_on, union_grid
+
+    grid = union_grid(list(t2_stations), in_plane_mm)
+    img = sitk.GetArrayFromImage(stitch_on(list(t2_stations), grid))  # (z, y, x)
+    z0, sp = grid.GetOrigin()[2], in_plane_mm
+    profile = img.max(axis=(1, 2))
+    body = np.nonzero(profile > 0.1 * profile.max())[0]
+    top, bottom = z0 + body.max() * sp, z0 + body.min() * sp
+    z = axial_z if axial_z is not None else top - 0.62 * (top - bottom)  # mid-thigh of an adult
+    k = int(np.clip(round((z - z0) / sp), 0, img.shape[0] - 1))
+    y_mid = int(np.argmax(img.sum(axis=(0, 2))))  # the coronal plane through most of the body
+    vmax = float(np.percentile(img, 99.5)) or 1.0
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 12), dpi=120, gridspec_kw={"width_ratios": [1, 1.3]})
+    a.imshow(img[::-1, y_mid, :], cmap="gray", vmin=0, vmax=vmax)
+    a.set_title(f"stitched T2, coronal y = {grid.GetOrigin()[1] + y_mid * sp:.0f} mm", fontsize=8)
+    a.axhline(img.shape[0] - 1 - k, color="orange", lw=0.6)
+    b.imshow(img[k], cmap="gray", vmin=0, vmax=vmax)
+    b.set_title(f"axial z = {z0 + k * sp:.0f} mm", fontsize=8)
+    for ax in (a, b):
+        ax.set_axis_off()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

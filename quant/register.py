@@ -90,11 +90,14 @@ def registration_maps(deformable: bool, grid_mm: float = 40.0, iterations: int =
                    "AutomaticTransformInitialization": ["true"],
                    "AutomaticTransformInitializationMethod": ["CenterOfGravity"],
                    "WriteResultImage": ["false"]})
+    # Downsampling pyramids: the coarse levels cost a fraction of the smoothing-only default.
+    pyramids = {"FixedImagePyramid": ["FixedRecursiveImagePyramid"], "MovingImagePyramid": ["MovingRecursiveImagePyramid"]}
+    affine.update(pyramids)
     maps = [affine]
     if deformable:
         bspline = {k: list(v) for k, v in dict(po.GetDefaultParameterMap("bspline", resolutions, grid_mm)).items()}
         bspline.update({"MaximumNumberOfIterations": [str(iterations)], "NumberOfSpatialSamples": [str(samples)],
-                        "Metric1Weight": ["0.5"], "WriteResultImage": ["false"]})
+                        "Metric1Weight": ["0.5"], "WriteResultImage": ["false"], **pyramids})
         maps.append(bspline)
     return maps
 

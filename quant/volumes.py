@@ -27,7 +27,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
-# Same rules as node.classify (quant may not import node); tests/quant check both agree.
+# The DICOM facts node.classify also uses (node imports them from here).
 PHILIPS_IMAGING_CREATOR = "Philips Imaging DD 001"  # (2001,1003) diffusion b-factor
 PHILIPS_MR_CREATOR = "Philips MR Imaging DD 001"  # (2005,100E) MR scale slope
 DERIVED_IMAGE_TYPES = frozenset({"ADC", "TRACEW", "TRACE", "ISOTROPIC", "EADC", "FA"})
@@ -132,7 +132,7 @@ def _philips_scale_slope(datasets: Iterable[Dataset]) -> float | None:
     return None
 
 
-def _dataset_b_value(ds: Dataset) -> float | None:
+def dataset_b_value(ds: Dataset) -> float | None:
     """b-value (s/mm²) of a data set: standard Diffusion b-value (0018,9087), else Philips (2001,1003)."""
     standard = _as_float(ds.get("DiffusionBValue"))
     if standard is not None:
@@ -186,7 +186,7 @@ def _classic_slice(ds: Dataset) -> _Slice:
         slope=_as_float(ds.get("RescaleSlope")) or 1.0,
         intercept=_as_float(ds.get("RescaleIntercept")) or 0.0,
         scale_slope=_philips_scale_slope([ds]),
-        b_value=_dataset_b_value(ds),
+        b_value=dataset_b_value(ds),
         derived=is_derived_image_type(image_type),
     )
 
@@ -227,7 +227,7 @@ def _enhanced_slices(ds: Dataset) -> list[_Slice]:
             intercept=_as_float(scaling.get("RescaleIntercept")) or 0.0,
             scale_slope=_philips_scale_slope(
                 [*_with_items(frame), *(_with_items(shared) if shared is not None else []), ds]),
-            b_value=b_value if b_value is not None else _dataset_b_value(ds),
+            b_value=b_value if b_value is not None else dataset_b_value(ds),
             derived=is_derived_image_type(
                 (frame_type.get("FrameType") if frame_type is not None else None) or ds.get("ImageType") or []),
         ))
