@@ -17,6 +17,7 @@ import shutil
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -68,6 +69,32 @@ def _status(s: Session, incomplete: int) -> dict[str, int]:
             "incomplete for the statistics": incomplete}
 
 
+def qc_entries(s: Session, qc_root: Path, report_dir: Path) -> list[dict[str, Any]]:
+    """QC pictures of every processed visit, copied into ``report_dir/qc`` so the report folder is
+    self-contained: thumbnail bytes to embed, links to the full mosaics, QC flag counts."""
+    entries = []
+    rows = s.execute(select(m.Visit.id, m.Visit.label, m.Subject.subject_id).join(m.Subject)
+                     .where(m.Visit.state == m.VisitState.PROCESSED).order_by(m.Subject.subject_id, m.Visit.id))
+    for visit_id, label, subject_id in rows:
+        source = qc_root / f"visit-{visit_id}"
+        if not (source / "thumbnail.png").is_file():
+            continue
+        links = {}
+        for name, file in (("T2", "t2_rois.png"), ("DWI", "dwi_rois.png")):
+            if (source / file).is_file():
+                target = report_dir / "qc" / f"{subject_id}-{label}-{file}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source / file, target)
+                links[name] = f"qc/{target.name}"
+        flags: dict[str, int] = {}
+        for (qc_flags,) in s.execute(select(m.Measurement.qc_flags).where(m.Measurement.visit_fk == visit_id)):
+            for flag in qc_flags or []:
+                flags[flag] = flags.get(flag, 0) + 1
+        entries.append({"subject": subject_id, "visit": label, "thumbnail": (source / "thumbnail.png").read_bytes(),
+                        "links": links, "flags": ", ".join(f"{k.replace('_', ' ')}: {n}" for k, n in sorted(flags.items()))})
+    return entries
+
+
 def run_report(settings: Settings, force: bool = False) -> m.StatsRun | None:
     """Run the statistics and the report if the complete visits changed (or ``force``); None when skipped."""
     engine = make_engine(settings.storage.database_url)
@@ -99,8 +126,10 @@ def run_report(settings: Settings, force: bool = False) -> m.StatsRun | None:
         result = write_run(cohort, partial, source="database (complete visits)")
         obs = tables.add_composites(tables.pool_tested_side(cohort.observations), cohort.subjects)
         meta = json.loads((partial / "run.json").read_text())
+        with sessions() as s:
+            qc = qc_entries(s, settings.quant.qc_dir, partial)
         write_report(result, obs, cohort.subjects,
-                     ReportInputs(meta, cutoff.isoformat() if cutoff else "-", status, incomplete), partial)
+                     ReportInputs(meta, cutoff.isoformat() if cutoff else "-", status, incomplete, qc), partial)
         partial.rename(folder)
     except Exception as exc:  # noqa: BLE001 - any failure is recorded, the previous report stays
         shutil.rmtree(partial, ignore_errors=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,9 @@ class ReportInputs:
     cutoff: str
     status: dict[str, int]
     incomplete: list[dict[str, str]]
+    # per processed visit: subject, visit, thumbnail (PNG bytes), links (name → path relative to the report),
+    # flags (QC flag counts as text)
+    qc: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _num(v: float, digits: int = 1) -> str:
@@ -143,6 +146,7 @@ def render_html(result: RunResult, obs: pd.DataFrame, subjects: pd.DataFrame, in
     return env.get_template("report.html.j2").render(
         title="myonode cohort report", run=inputs.run, cutoff=inputs.cutoff, status=inputs.status,
         incomplete=inputs.incomplete, tables=tables, warnings=result.warnings,
+        qc=[{**q, "thumbnail": base64.b64encode(q["thumbnail"]).decode()} for q in inputs.qc],
         counts={"patients": int((subjects["group"] == "patient").sum()),
                 "controls": int((subjects["group"] == "control").sum()), "visits": visit_counts},
         figure3=base64.b64encode(figure3(obs, subjects)).decode(),
