@@ -249,7 +249,7 @@ class AtlasSettings(_Section):
 class QuantSettings(_Section):
     """How a visit is measured: erosion, registration grids, reference marrow per station, QC."""
 
-    erosion_mm: float = Field(default=1.5, ge=0)
+    erosion_mm: float = Field(default=3.0, ge=0)
     min_voxels: int = Field(default=20, ge=1)
     small_roi_voxels: int = Field(default=100, ge=1)
     registration_mm: float = Field(default=4.0, gt=0)
