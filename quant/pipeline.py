@@ -66,7 +66,7 @@ class MeasurementRow:
     volume_ml: float | None
     stations: list[int]
     qc_flags: list[str]
-    reference: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)  # reference marrow key per station
 
 
 @dataclass
@@ -175,49 +175,13 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
     subject_labels = warp_labels(atlas.labels, atlas_tf, label_grid)
     lap("propagate")
 
-    marrow = {lab.key: lab.value for lab in atlas.marrows()}
-    muscles = atlas.muscles()
     say("measure T2")
-    t2_stats: dict[int, dict[int, RoiStat]] = {}
-    edge: dict[int, bool] = {}
-    ref_ok: dict[tuple[int, str], bool] = {}
-    t2_labels = []
-    for index, vol in enumerate(sorted(t2, key=lambda v: -_centre_z(v.image)), start=1):
-        lab = labels_on(subject_labels, vol.image)
-        t2_labels.append(_as_image(lab, vol.image))
-        data = sitk.GetArrayViewFromImage(vol.image)
-        eroded = erode_labels(lab, vol.image.GetSpacing(), settings.erosion_mm)
-        t2_stats[index] = roi_stats(data, eroded)
-        level = bright_level(vol.image)
-        for key, value in marrow.items():
-            if value in t2_stats[index]:
-                frac = t2_stats[index][value].mean / level
-                ref_ok[(index, key)] = settings.reference_range[0] <= frac <= settings.reference_range[1]
-        stitching_axis = _stitching_axis(vol.image)
-        axes = [a for a in (0, 1, 2) if a != stitching_axis or index in (1, len(t2))]
-        for m in muscles:
-            if touches_edge(lab, m.value, axes):
-                edge[m.value] = True
+    rows, t2_labels, t2_warnings = measure_t2(t2, subject_labels, atlas, settings)
+    warnings += t2_warnings
     lap("measure_t2")
-
-    voxel_ml = settings.label_mm ** 3 / 1000.0
+    voxel_ml = float(np.prod(subject_labels.GetSpacing())) / 1000.0
     counts = np.bincount(sitk.GetArrayViewFromImage(subject_labels).ravel(), minlength=256)
-    rows: list[MeasurementRow] = []
-    for m in muscles:
-        res = relative_t2(t2_stats, m.value, marrow, m.reference, settings.min_voxels, settings.reference)
-        if res is None:
-            warnings.append(f"{m.name}: not measurable on T2 (fewer than {settings.min_voxels} voxels "
-                            f"after {settings.erosion_mm} mm erosion in every station)")
-            continue
-        flags = []
-        if res.n < settings.small_roi_voxels:
-            flags.append(ROI_TOO_SMALL)
-        if edge.get(m.value):
-            flags.append(TOUCHES_FIELD_EDGE)
-        if any(not ref_ok.get((s, r), True) for s, r in zip(res.stations, res.references)):
-            flags.append(REFERENCE_OUT_OF_RANGE)
-        rows.append(MeasurementRow(m.key, m.side, "T2", res.value, res.mean_signal, res.sd, res.reference_mean,
-                                   res.n, float(counts[m.value] * voxel_ml), res.stations, flags, res.references))
+    muscles = atlas.muscles()
 
     transforms = {"atlas_to_t2": atlas_tf}
     adc_images: list[sitk.Image] = []
@@ -258,6 +222,58 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
         warnings.append("DWI: no station has both a low and a high b-value; ADC not measured")
     return VisitQuant(rows, stitched, subject_labels, adc_images, b0_stations, t2_labels, dwi_labels, transforms, timings,
                       warnings)
+
+
+def measure_t2(t2: list[StationVolume], subject_labels: sitk.Image, atlas: Atlas,
+               settings: QuantSettings) -> tuple[list[MeasurementRow], list[sitk.Image], list[str]]:
+    """Relative T2 of every atlas muscle on the native T2 stations, given the subject's labels.
+
+    Labels are mapped into each station's grid (nearest neighbour) and eroded; each muscle is
+    divided by its reference marrow in the same station and stations are combined by voxel
+    count (:func:`quant.roistats.relative_t2`). Returns the rows, the label image of each station
+    (head first) and warnings for muscles measurable nowhere.
+    """
+    marrow = {lab.key: lab.value for lab in atlas.marrows()}
+    muscles = atlas.muscles()
+    stats: dict[int, dict[int, RoiStat]] = {}
+    edge: set[int] = set()
+    ref_ok: dict[tuple[int, str], bool] = {}
+    station_labels = []
+    ordered = sorted(t2, key=lambda v: -_centre_z(v.image))
+    for index, vol in enumerate(ordered, start=1):
+        lab = labels_on(subject_labels, vol.image)
+        station_labels.append(_as_image(lab, vol.image))
+        eroded = erode_labels(lab, vol.image.GetSpacing(), settings.erosion_mm)
+        stats[index] = roi_stats(sitk.GetArrayViewFromImage(vol.image), eroded)
+        level = bright_level(vol.image)
+        for key, value in marrow.items():
+            if value in stats[index]:
+                frac = stats[index][value].mean / level
+                ref_ok[(index, key)] = settings.reference_range[0] <= frac <= settings.reference_range[1]
+        stitching_axis = _stitching_axis(vol.image)
+        axes = [a for a in (0, 1, 2) if a != stitching_axis or index in (1, len(ordered))]
+        edge |= {m.value for m in muscles if touches_edge(lab, m.value, axes)}
+
+    voxel_ml = float(np.prod(subject_labels.GetSpacing())) / 1000.0
+    counts = np.bincount(sitk.GetArrayViewFromImage(subject_labels).ravel(), minlength=256)
+    rows: list[MeasurementRow] = []
+    warnings: list[str] = []
+    for m in muscles:
+        res = relative_t2(stats, m.value, marrow, m.reference, settings.min_voxels, settings.reference)
+        if res is None:
+            warnings.append(f"{m.name}: not measurable on T2 (fewer than {settings.min_voxels} voxels "
+                            f"after {settings.erosion_mm} mm erosion in every station)")
+            continue
+        flags = []
+        if res.n < settings.small_roi_voxels:
+            flags.append(ROI_TOO_SMALL)
+        if m.value in edge:
+            flags.append(TOUCHES_FIELD_EDGE)
+        if any(not ref_ok.get((s, r), True) for s, r in zip(res.stations, res.references)):
+            flags.append(REFERENCE_OUT_OF_RANGE)
+        rows.append(MeasurementRow(m.key, m.side, "T2", res.value, res.mean_signal, res.sd, res.reference_mean,
+                                   res.n, float(counts[m.value] * voxel_ml), res.stations, flags, res.references))
+    return rows, station_labels, warnings
 
 
 def _centre_z(img: sitk.Image) -> float:

@@ -88,7 +88,7 @@ def write_measurements(s: Session, visit_id: int, rows: list[MeasurementRow], pi
         s.add(m.Measurement(
             visit_fk=visit_id, modality=modality[r.modality], muscle=r.muscle, side=m.Side(r.side), value=r.value,
             mean_signal=r.mean_signal, sd=r.sd, reference_value=r.reference_value, voxel_count=r.voxel_count,
-            volume_ml=r.volume_ml, stations=r.stations, references=r.reference, qc_flags=r.qc_flags,
+            volume_ml=r.volume_ml, stations=r.stations, references=r.references, qc_flags=r.qc_flags,
             pipeline_version=pipeline_version, atlas_id=atlas_id))
     s.flush()
     return len(rows)
