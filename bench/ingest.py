@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from dicom_factory import AXIAL, CORONAL, mr_image  # noqa: E402
-from orthanc import start_orthanc  # noqa: E402
+from node.orthanc import start_orthanc  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
 

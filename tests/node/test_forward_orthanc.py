@@ -14,7 +14,7 @@ from conftest import dcmtk, free_port  # type: ignore[import-not-found]
 from dicom_factory import write_series
 from node.outbox import backoff, deliver_due, enqueue, retry
 from node.service import Node
-from orthanc import Orthanc, start_orthanc
+from node.orthanc import Orthanc, start_orthanc
 from storage import models as m
 from storage.database import transaction
 

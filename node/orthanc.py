@@ -1,4 +1,4 @@
-"""Orthanc (Debian package) started on loopback as a real PACS for tests, benchmarks and the demo."""
+"""Orthanc (Debian package) started on loopback as a real PACS for the demo, tests and benchmarks."""
 
 from __future__ import annotations
 

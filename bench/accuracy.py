@@ -1,0 +1,151 @@
+"""Accuracy of the quantification against phantom truth; prints JSON.
+
+For test subjects whose seeds are disjoint from the atlas subjects' (phantom/atlas.py uses
+900 000+), each subject is scanned twice (``phantom rescan``: new position, coil gains and
+noise), written as DICOM, read back with quant.volumes and quantified with the default
+atlas. Reported:
+
+- Dice per muscle (propagated labels vs the true labels, on the truth grid), medians overall
+  and for the thigh and leg muscles;
+- relative-T2 error vs truth per muscle: truth = the noise-free station signal ratio of the
+  muscle to the reference marrow the pipeline chose, combined over stations like the
+  pipeline (voxel count); median absolute error;
+- scan–rescan coefficient of variation of relative T2 per muscle (within-subject SD / mean
+  over the pairs);
+- coil-gain cancellation: one subject's stations multiplied by 1.25 / 0.75 alternately,
+  largest change of any relative T2 (same labels).
+
+    python bench/accuracy.py [--subjects 3] [--size full|small] [--atlas DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from node.atlases import ensure_default_atlas  # noqa: E402
+from phantom.anatomy import LABELS  # noqa: E402
+from phantom.rescan import scan_rescan  # noqa: E402
+from quant.atlas import load_atlas  # noqa: E402
+from quant.pipeline import MeasurementRow, QuantSettings, measure_t2, quantify  # noqa: E402
+from quant.volumes import StationVolume, load_series  # noqa: E402
+
+LEG = {"quadriceps", "hamstrings", "tibialis_anterior", "gastrocnemius_soleus"}
+VALUE = {(lab.key, lab.side): lab.value for lab in LABELS}
+
+
+def visit_volumes(folder: Path) -> tuple[list[StationVolume], list[StationVolume]]:
+    files = sorted(p for p in (folder / "dicom").rglob("*") if p.is_file())
+    vols = load_series(files)
+    return [v for v in vols if v.b_value is None], [v for v in vols if v.b_value is not None]
+
+
+def truth_ratio(row: MeasurementRow, truth: dict) -> float:
+    """The noise-free ratio the pipeline should have measured, combined over its stations like the pipeline."""
+    signal, voxels = truth["station_signal"]["t2"], truth["station_voxels"]["t2"]
+    v = str(VALUE[(row.muscle, row.side)])
+    ratios, weights = [], []
+    for station, ref in zip(row.stations, row.references):
+        st = signal[str(station)]
+        ref_v = str(VALUE[(ref, "none")])
+        if v in st and ref_v in st:
+            ratios.append(st[v] / st[ref_v])
+            weights.append(voxels[str(station)][v])
+    return float(np.average(ratios, weights=weights)) if ratios else float("nan")
+
+
+def dice(propagated: sitk.Image, truth_labels: sitk.Image) -> dict[str, float]:
+    on_truth = sitk.Resample(propagated, truth_labels, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    a, b = sitk.GetArrayViewFromImage(on_truth), sitk.GetArrayViewFromImage(truth_labels)
+    out = {}
+    for lab in LABELS:
+        if lab.tissue != "muscle" or lab.key == "other_muscle":
+            continue
+        x, y = a == lab.value, b == lab.value
+        if y.any():
+            out[f"{lab.key}:{lab.side}"] = float(2 * (x & y).sum() / (x.sum() + y.sum()))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--subjects", type=int, default=3)
+    ap.add_argument("--size", default="full", choices=("full", "small"))
+    ap.add_argument("--atlas", type=Path, default=None)
+    ap.add_argument("--work", type=Path, default=None)
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="myonode-accuracy-"))
+    atlas = load_atlas(args.atlas or ensure_default_atlas(Path("var/store"), 3))
+    settings = QuantSettings()
+    dices: dict[str, list[float]] = {}
+    errors: dict[str, list[float]] = {}
+    pairs: dict[str, list[tuple[float, float]]] = {}
+    gain_change = 0.0
+    seconds = []
+    for k in range(args.subjects):
+        seed = 1 + k
+        scan, rescan = scan_rescan(work / f"subject{seed}", seed, args.size, f"ACC{seed:03d}")
+        values = []
+        for session in (scan, rescan):
+            t2, dwi = visit_volumes(session.truth_path.parent)
+            t0 = time.perf_counter()
+            q = quantify(t2, dwi, atlas, settings)
+            seconds.append(time.perf_counter() - t0)
+            truth = json.loads(session.truth_path.read_text())
+            for key, d in dice(q.subject_labels, sitk.ReadImage(str(session.labels_path))).items():
+                dices.setdefault(key, []).append(d)
+            rel = {}
+            for row in q.rows:
+                if row.modality != "T2":
+                    continue
+                key = f"{row.muscle}:{row.side}"
+                t = truth_ratio(row, truth)
+                errors.setdefault(key, []).append(100.0 * (row.value - t) / t)
+                rel[key] = row.value
+            values.append(rel)
+            if k == 0 and session is scan:
+                scaled = [StationVolume(v.image * (1.25 if i % 2 else 0.75), v.series_uid, v.station_key, None, [], [])
+                          for i, v in enumerate(t2)]
+                again, _, _ = measure_t2(scaled, q.subject_labels, atlas, settings)
+                base = {(r.muscle, r.side): r.value for r in q.rows if r.modality == "T2"}
+                gain_change = max(abs(r.value / base[(r.muscle, r.side)] - 1) for r in again) * 100
+        for key in set(values[0]) & set(values[1]):
+            pairs.setdefault(key, []).append((values[0][key], values[1][key]))
+
+    def cov(p: list[tuple[float, float]]) -> float:
+        arr = np.asarray(p)
+        within_sd = np.sqrt(np.mean((arr[:, 0] - arr[:, 1]) ** 2 / 2))
+        return float(100 * within_sd / arr.mean())
+
+    dice_median = {k: float(np.median(v)) for k, v in dices.items()}
+    err_median = {k: float(np.median(np.abs(v))) for k, v in errors.items()}
+    covs = {k: cov(v) for k, v in pairs.items()}
+    leg = [v for k, v in dice_median.items() if k.split(":")[0] in LEG]
+    print(json.dumps({
+        "benchmark": "accuracy", "date": date.today().isoformat(), "size": args.size, "subjects": args.subjects,
+        "atlas": atlas.id,
+        "dice_median_all": float(np.median(list(dice_median.values()))),
+        "dice_median_thigh_leg": float(np.median(leg)), "dice_min_thigh_leg": float(np.min(leg)),
+        "relT2_abs_error_pct_median": float(np.median(list(err_median.values()))),
+        "relT2_abs_error_pct_max_muscle": max(err_median.items(), key=lambda kv: kv[1]),
+        "rescan_cov_pct_max_leg": max(v for k, v in covs.items() if k.split(":")[0] in LEG),
+        "rescan_cov_pct_max_all": max(covs.values()),
+        "muscles_over_5pct_cov": sorted(k for k, v in covs.items() if v > 5),
+        "coil_gain_25pct_max_change_pct": gain_change,
+        "seconds_per_visit_median": float(np.median(seconds)),
+        "dice": dice_median, "relT2_error_pct": err_median, "rescan_cov_pct": covs,
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
