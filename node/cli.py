@@ -245,11 +245,18 @@ def status(config: ConfigOption = None, limit: Annotated[int, typer.Option(help=
 @app.command()
 def demo(
     folder: Annotated[Path, typer.Option(help="where the demo keeps its settings, database and files")] = Path("var/demo"),
+    size: Annotated[str, typer.Option(envvar="DEMO_SIZE", help="phantom size: small or full")] = "small",
+    subjects: Annotated[int, typer.Option(envvar="DEMO_SUBJECTS", help="cohort size (60 % patients)")] = 10,
 ) -> None:
-    """Run the demo on the embedded default (SQLite, local files) in a fresh folder."""
-    from node.demo import run_demo
+    """The whole story: phantom scanner → node → quantification → PACS → cohort report (see node/demo.py)."""
+    from node.demo import DemoError, run_demo
 
-    run_demo(folder.resolve(), console)
+    patients = max(1, round(subjects * 0.6)) if subjects != 51 else 29
+    try:
+        run_demo(folder.resolve(), console, size=size, patients=patients, controls=max(1, subjects - patients))
+    except DemoError as exc:
+        err_console.print(f"demo failed: {exc}", markup=False)
+        raise typer.Exit(1) from None
 
 
 @outbox_app.command("list")

@@ -1,19 +1,37 @@
 """`myonode demo`: the whole story on the embedded default, in a throw-away folder ``var/demo``.
 
-What it runs is what exists and works; it never prints made-up results.
+1. a fresh folder with demo settings and an upgraded SQLite database; the default atlas;
+2. the node on loopback (embedded SQLite queue, in-process workers) and an Orthanc on
+   loopback as the PACS (Debian package ``orthanc``; without it the demo says so and
+   forwards nowhere);
+3. a small phantom cohort, every visit pushed with dcmtk ``storescu`` as the scanner would,
+   visit by visit; the clinical and electrophysiology spreadsheets imported;
+4. progress until every visit is processed and every result forwarded, then the report;
+5. where the report is, a short summary, a ``findscu`` line that finds the results; both
+   servers stopped.
+
+What it prints is what ran; any failure ends it with a message and a non-zero exit.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import func, select
 
 from node.settings import Settings, load_settings
+from storage import models as m
 from storage.database import make_engine
 from storage.filestore import FileStore
-from storage.migrate import current_revision, upgrade
+from storage.migrate import upgrade
 
 DEMO_SETTINGS = """\
 # Settings of the demo (written by `myonode demo`); relative paths are relative to this folder.
@@ -29,47 +47,208 @@ database_url = "sqlite:///myonode.db"
 [queue]
 backend = "sqlite"
 url = "sqlite:///queue.db"
+workers = 2
 
+[protocol]
+stable_age_s = {stable_age}
+
+[quant]
+qc_dir = "qc"
+{quant}
 [report]
 out = "reports"
+{peers}"""
+
+# The small phantom has 4× coarser voxels: a coarser registration grid keeps the demo within minutes.
+SMALL_QUANT = 'registration_mm = 6.0\nlabel_mm = 3.0\niterations = 120\n'
+
+PEER = """
+[[{section}]]
+name = "orthanc"
+ae_title = "{ae}"
+host = "127.0.0.1"
+port = {port}
 """
 
 
-def prepare_demo_folder(folder: Path, port: int = 11112, fresh: bool = True) -> Settings:
+class DemoError(RuntimeError):
+    """A demo step failed; the message says which and why."""
+
+
+def prepare_demo_folder(folder: Path, port: int = 11112, fresh: bool = True, stable_age_s: int = 3,
+                        small: bool = True, pacs: tuple[str, int] | None = None) -> Settings:
     """Create ``folder`` with demo settings and an upgraded SQLite database; returns the loaded settings."""
     if fresh and folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    peers = ""
+    if pacs is not None:
+        peers = "".join(PEER.format(section=section, ae=pacs[0], port=pacs[1])
+                        for section in ("forward.destinations", "qr.move_destinations"))
     path = folder / "settings.toml"
-    path.write_text(DEMO_SETTINGS.format(port=port), encoding="utf-8")
+    path.write_text(DEMO_SETTINGS.format(port=port, stable_age=stable_age_s, quant=SMALL_QUANT if small else "",
+                                         peers=peers), encoding="utf-8")
     settings = load_settings(path, environ={})
     upgrade(make_engine(settings.storage.database_url))
     FileStore(settings.storage.root).dicom_root.mkdir(parents=True, exist_ok=True)
     return settings
 
 
-def run_demo(folder: Path, console: Console) -> None:
-    """Set up the embedded default, start the node on loopback, check it answers C-ECHO, stop it."""
-    from node.scu import echo
-    from node.service import start_node
+@dataclass
+class DemoSummary:
+    visits: int
+    processed: int
+    failed: int
+    forwarded: int
+    report: Path | None
+    seconds_per_visit: list[float]
 
-    settings = prepare_demo_folder(folder, port=_free_port())
-    engine = make_engine(settings.storage.database_url)
-    console.print(f"[bold]myonode demo[/] in {folder}")
-    console.print(f"  settings: {settings.source}")
-    console.print(f"  database: {settings.storage.database_url} at schema revision {current_revision(engine)}")
-    console.print(f"  file store: {settings.storage.root}")
-    node = start_node(settings)
+
+def push_visit(folder: Path, ae_title: str, port: int) -> None:
+    """dcmtk storescu sends one visit's folder like the scanner (Nagle off, as a scanner's stack has it)."""
+    cmd = ["storescu", "-aet", "PHILIPS_WB", "-aec", ae_title, "+sd", "+r", "-nh", "127.0.0.1", str(port), str(folder)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TCP_NODELAY": "1"}, timeout=600)
+    if proc.returncode != 0:
+        raise DemoError(f"storescu failed for {folder}: {proc.stderr.strip()[-500:]}")
+
+
+def _wait(progress: Progress, tasks: dict[str, int], poll: Callable[[], dict[str, tuple[int, int]]],
+          done: Callable[[dict[str, tuple[int, int]]], bool], timeout_s: float) -> dict[str, tuple[int, int]]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = poll()
+        for name, (n, total) in state.items():
+            progress.update(tasks[name], completed=n, total=max(total, 1))
+        if done(state):
+            return state
+        if time.monotonic() > deadline:
+            raise DemoError(f"timed out after {timeout_s:.0f} s waiting: {state}")
+        time.sleep(1.0)
+
+
+def run_demo(folder: Path, console: Console, size: str = "small", patients: int = 6, controls: int = 4) -> DemoSummary:
+    """Run the demo (see the module docstring)."""
+    from node.orthanc import start_orthanc
+    from node.reports import run_report
+    from node.service import start_node
+    from phantom.cohort import write_cohort
+    from stats.importer import import_observations, import_subjects
+    from storage.database import transaction
+
+    if shutil.which("storescu") is None:
+        raise DemoError("dcmtk is not installed (Debian package dcmtk): the demo pushes images with storescu")
+    port = _free_port()
+    if folder.exists():
+        shutil.rmtree(folder)
+    orthanc = None
     try:
-        ok, message = echo(settings.node.ae_title, "127.0.0.1", node.listener.port, calling_ae="DEMO")
-        console.print(f"  node listening as {settings.node.ae_title} on 127.0.0.1:{node.listener.port}: {message}")
-        if not ok:
-            raise RuntimeError(f"the node did not answer C-ECHO: {message}")
-        console.print(f"  push images to it with: storescu -aec {settings.node.ae_title} 127.0.0.1 "
-                      f"{node.listener.port} FILES...   (while `myonode serve --config {settings.source}` runs)")
+        orthanc = start_orthanc(folder / "orthanc", {"MYONODE": ("MYONODE", "127.0.0.1", port)})
+        console.print(f"PACS: Orthanc on 127.0.0.1:{orthanc.dicom_port} (HTTP {orthanc.http_port})")
+    except (FileNotFoundError, RuntimeError) as exc:
+        console.print(f"[yellow]no PACS[/]: {exc}; results are kept in the node only")
+    settings = prepare_demo_folder(folder, port=port, fresh=False, small=size == "small",
+                                   pacs=(orthanc.ae_title, orthanc.dicom_port) if orthanc else None)
+    console.print(f"[bold]myonode demo[/] in {folder} (settings {settings.source})")
+    node = None
+    try:
+        with console.status("default atlas (built once from phantom subjects) …"):
+            from node.atlases import ensure_default_atlas
+
+            atlas = ensure_default_atlas(settings.storage.root, settings.atlas.default_subjects)
+        console.print(f"atlas: {atlas}")
+        with console.status(f"phantom cohort: {patients} patients, {controls} controls, {size} size …"):
+            cohort = write_cohort(folder / "phantom", patients=patients, controls=controls, seed=1, size=size)
+        console.print(f"phantom: {len(cohort.visits)} visits in {folder / 'phantom'}")
+        node = start_node(settings)
+        console.print(f"node: {settings.node.ae_title} on 127.0.0.1:{port}")
+        visits_labels = [w.label for w in settings.visits.windows]
+        with transaction(node.sessions) as s:
+            import_subjects(s, cohort.subjects_csv)
+        with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as progress:
+            tasks = {name: progress.add_task(name, total=None) for name in ("pushed", "processed", "forwarded")}
+            for i, visit in enumerate(cohort.visits, start=1):
+                push_visit(visit.dicom_dir, settings.node.ae_title, port)
+                progress.update(tasks["pushed"], completed=i, total=len(cohort.visits))
+            with transaction(node.sessions) as s:
+                import_observations(s, cohort.clinical_csv, "clinical", visits_labels)
+                import_observations(s, cohort.ephys_csv, "ephys", visits_labels)
+
+            def poll() -> dict[str, tuple[int, int]]:
+                with node.sessions() as s:
+                    states = dict(s.execute(select(m.Visit.state, func.count()).group_by(m.Visit.state)).all())
+                    out = dict(s.execute(select(m.OutboxItem.state, func.count()).group_by(m.OutboxItem.state)).all())
+                finished = states.get(m.VisitState.PROCESSED, 0) + states.get(m.VisitState.FAILED, 0)
+                return {"pushed": (len(cohort.visits), len(cohort.visits)),
+                        "processed": (finished, len(cohort.visits)),
+                        "forwarded": (out.get(m.OutboxState.SENT, 0), sum(out.values()) if orthanc else 0)}
+
+            def done(state: dict[str, tuple[int, int]]) -> bool:
+                n, total = state["processed"]
+                sent, queued = state["forwarded"]
+                return n >= total and (orthanc is None or sent >= queued)
+
+            _wait(progress, tasks, poll, done, timeout_s=3600)
+        with node.sessions() as s:
+            failed = s.scalars(select(m.Job).where(m.Job.state == m.JobState.FAILED)).all()
+            if failed:
+                raise DemoError("processing failed: " + "; ".join(f"{j.target}: {j.last_error}" for j in failed))
+            durations = [(j.finished_at - j.started_at).total_seconds() for j in
+                         s.scalars(select(m.Job).where(m.Job.kind == "process_visit", m.Job.state == m.JobState.DONE))
+                         if j.finished_at and j.started_at]
+            n_visits = s.scalar(select(func.count()).select_from(m.Visit)) or 0
+            forwarded = s.scalar(select(func.count()).select_from(m.OutboxItem)
+                                 .where(m.OutboxItem.state == m.OutboxState.SENT)) or 0
+        with console.status("cohort report …"):
+            run = run_report(settings, force=True)
+        if run is None or run.state is not m.RunState.DONE:
+            raise DemoError(f"the cohort report did not run: {run.error if run else 'no complete visits'}")
+        report = Path(run.output_dir or "")
+        _print_summary(console, settings, report, n_visits, durations, forwarded, port)
+        found = find_results(settings.node.ae_title, port)
+        console.print(f"  (run now against the demo node: {found} SR series found)")
+        if found == 0:
+            raise DemoError("findscu found no SR series on the node")
+        return DemoSummary(n_visits, len(durations), 0, forwarded, report, durations)
     finally:
-        node.stop()
-    console.print("  node stopped. The phantom, processing and report steps join the demo as they land.")
+        if node is not None:
+            node.stop()
+        if orthanc is not None:
+            orthanc.stop()
+        console.print("node and PACS stopped.")
+
+
+def _print_summary(console: Console, settings: Settings, report: Path, visits: int, durations: list[float],
+                   forwarded: int, port: int) -> None:
+    import statistics
+
+    console.print(f"\n[bold]report[/]: {report / 'report.html'}\n        {report / 'report.pdf'}")
+    median = statistics.median(durations) if durations else float("nan")
+    console.print(f"visits processed: {len(durations)} of {visits}; median processing time {median:.0f} s per visit; "
+                  f"{forwarded} result objects forwarded to the PACS")
+    table1 = report / "table1.csv"
+    if table1.exists():
+        import pandas as pd
+
+        t = pd.read_csv(table1)
+        top = t.sort_values("p").head(3)
+        for _, row in top.iterrows():
+            console.print(f"  table 1: {row['muscle']} {row['side']}: patients vs controls "
+                          f"{row['pct_diff']:+.1f} % (p = {row['p']:.3g})", highlight=False)
+    console.print("\nquery the results from the node (while `myonode serve` runs with these settings):\n"
+                  f"  findscu -S -aec {settings.node.ae_title} {' '.join(FINDSCU_KEYS)} 127.0.0.1 {port}")
+    console.print(f"  myonode serve --config {settings.source}")
+
+
+FINDSCU_KEYS = ["-k", "QueryRetrieveLevel=SERIES", "-k", "Modality=SR", "-k", "SeriesDescription",
+                "-k", "StudyInstanceUID"]
+
+
+def find_results(ae_title: str, port: int) -> int:
+    """How many SR series the node's Q/R answers for (dcmtk findscu, study root)."""
+    proc = subprocess.run(["findscu", "-S", "-aec", ae_title, *FINDSCU_KEYS, "127.0.0.1", str(port)],
+                          capture_output=True, text=True, timeout=60)
+    return (proc.stdout + proc.stderr).count("Find Response:")
 
 
 def _free_port() -> int:

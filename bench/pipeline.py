@@ -1,0 +1,95 @@
+"""One full-size visit through the node's processing, from stored DICOM to measurements; prints JSON.
+
+A phantom visit (6 T2 stations, 8 DWI stations) is received by a node on loopback
+(dcmtk storescu), then ``process_visit`` runs in this process: wall time per step and the
+peak resident memory. Target on the 2-core machine: ≤ 120 s and ≤ 4 GB.
+
+    python bench/pipeline.py [--size full|small] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from node.demo import prepare_demo_folder, push_visit  # noqa: E402
+from node.atlases import ensure_default_atlas  # noqa: E402
+from node.processing import process_visit  # noqa: E402
+from node.service import start_node  # noqa: E402
+from phantom.anatomy import AnatomyParams  # noqa: E402
+from phantom.contrast import MuscleState  # noqa: E402
+from phantom.images import VisitMeta  # noqa: E402
+from phantom.scanner import ScanSettings  # noqa: E402
+from phantom.visit import scan_visit  # noqa: E402
+from stats.importer import import_subjects  # noqa: E402
+from sqlalchemy import select  # noqa: E402
+
+from storage import models as m  # noqa: E402
+from storage.database import transaction  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="full", choices=("full", "small"))
+    ap.add_argument("--keep", type=Path, default=None)
+    args = ap.parse_args()
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="myonode-pipeline-"))
+    settings = prepare_demo_folder(folder / "node", port=_port(), small=args.size == "small")
+    ensure_default_atlas(settings.storage.root, settings.atlas.default_subjects)
+    rng = np.random.default_rng(12)
+    params = AnatomyParams.random(rng, "M").placed(rng)
+    meta = VisitMeta("BENCH01", "PHANTOM^BENCH", date(1970, 1, 1), "M", 56.0, 80.0, params.height_mm / 1000,
+                     date(2026, 3, 2), __import__("datetime").time(9, 0), "baseline", 12, "BASELINE")
+    scan_visit(meta, params, MuscleState(), folder / "visit", ScanSettings(size=args.size))  # type: ignore[arg-type]
+    (folder / "subjects.csv").write_text("subject_id,group,sex,age,onset_site,onset_side,diagnosis\n"
+                                         "BENCH01,control,M,56,,,\n")
+    node = start_node(settings)
+    node.jobs.stop_consumers()  # the visit is processed below, timed, instead of by the node's workers
+    try:
+        with transaction(node.sessions) as s:
+            import_subjects(s, folder / "subjects.csv")
+        t0 = time.perf_counter()
+        push_visit(folder / "visit" / "dicom", settings.node.ae_title, settings.node.port)
+        receive_s = time.perf_counter() - t0
+        deadline = time.monotonic() + 120
+        visit_id = None
+        while visit_id is None and time.monotonic() < deadline:  # the exam watcher marks it complete
+            with node.sessions() as s:
+                visit_id = s.scalar(select(m.Visit.id).where(m.Visit.state == m.VisitState.QUEUED))
+            time.sleep(0.5)
+        if visit_id is None:
+            raise SystemExit("the node did not find the visit complete within 120 s")
+    finally:
+        node.stop()
+    t1 = time.perf_counter()
+    outcome = process_visit(settings, node.sessions, node.store, visit_id)
+    total = time.perf_counter() - t1
+    print(json.dumps({
+        "benchmark": "pipeline", "date": date.today().isoformat(), "size": args.size,
+        "receive_s": round(receive_s, 1), "process_s": round(total, 1),
+        "steps_s": {k: round(v, 1) for k, v in outcome.timings.items()},
+        "measurements": outcome.measurements, "results": len(outcome.results),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "targets": {"process_s": 120, "peak_rss_mb": 4096}}, indent=1))
+
+
+def _port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+if __name__ == "__main__":
+    main()
