@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "stats")]
 
-from simulate import simulate_cohort  # noqa: E402
+from phantom.cohort_model import simulate_cohort  # noqa: E402
 from stats.inputs import read_cohort  # noqa: E402
 from stats import tables  # noqa: E402
 from stats.report import ReportInputs, write_report  # noqa: E402

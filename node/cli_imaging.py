@@ -67,6 +67,29 @@ def phantom_subject(
                   f"{sum(result.seconds.values()):.1f} s", highlight=False)
 
 
+@phantom_app.command("cohort")
+def phantom_cohort(
+    out: Annotated[Path, typer.Option(help="output folder")],
+    patients: Annotated[int, typer.Option(help="patients (the paper: 29)")] = 29,
+    controls: Annotated[int, typer.Option(help="healthy controls (the paper: 22)")] = 22,
+    seed: Annotated[int, typer.Option(help="cohort seed")] = 1,
+    size: SizeOption = "full",
+    enhanced: Enhanced = False,
+    one_series: OneSeries = False,
+) -> None:
+    """A cohort with known truth: every visit's DICOM, subjects/clinical/ephys CSVs, truth.json."""
+    from phantom.cohort import visits_table, write_cohort
+    from phantom.dicom import DicomOptions
+
+    with console.status(f"scanning {patients} patients and {controls} controls …"):
+        files = write_cohort(out, patients, controls, seed, _check_size(size),  # type: ignore[arg-type]
+                             DicomOptions(enhanced=enhanced, one_series=one_series))
+    visits_table(files).to_csv(out / "visits.csv", index=False)
+    console.print(f"{len(files.visits)} visits under {out / 'visits'}; {files.subjects_csv.name}, "
+                  f"{files.clinical_csv.name}, {files.ephys_csv.name}, truth.json, visits.csv in {out}",
+                  highlight=False)
+
+
 @phantom_app.command("rescan")
 def phantom_rescan(
     out: Annotated[Path, typer.Option(help="output folder: out/scan and out/rescan")],

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from simulate import simulate_cohort  # type: ignore[import-not-found]
+from phantom.cohort_model import simulate_cohort
 from stats.inputs import Cohort
 from stats.run import OUTPUTS, compute
 

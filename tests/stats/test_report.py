@@ -14,7 +14,7 @@ from sqlalchemy import select
 from load_db import load_cohort  # type: ignore[import-not-found]
 from node.reports import run_report
 from node.settings import load_settings
-from simulate import simulate_cohort  # type: ignore[import-not-found]
+from phantom.cohort_model import simulate_cohort
 from storage import models as m
 from storage.database import make_engine, session_factory, transaction
 from storage.migrate import upgrade

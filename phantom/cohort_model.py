@@ -1,11 +1,14 @@
-"""A cohort of tidy observations with planted effects from the paper (truth known), for the statistics.
+"""The phantom cohort's truth: subjects, visits, disease state and clinical values with the paper's effects.
 
 Relative T2 per muscle: controls at a muscle-specific mean; patients higher by Table 1's
 baseline difference and rising over visits by Table 5's 12-month change (a third of it at
 4 months); subject random intercepts and measurement noise. Clinical and
 electrophysiology values follow Tables 2 and 4 (ALSFRS-R −3.4 / −5.7, MUNIX TA −11 / −20 …).
 Patients drop out like the paper's cohort (16 of 29 gone by 12 months). Ages and sexes as
-the paper's. The phantom scanner produces the imaging version of such a cohort.
+the paper's. ``factors`` holds each visit's planted relative-T2 factor per muscle (baseline
+effect × subject heterogeneity × change) — what the phantom scanner multiplies muscle T2
+signal by — and the relT2 observations are those factors times a healthy level plus
+measurement noise, for statistics tests that need no images.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class SimulatedCohort:
     subjects: pd.DataFrame
     observations: pd.DataFrame
     truth: dict[str, dict[tuple[str, str], float]] = field(default_factory=dict)
+    # (subject_id, visit) → (muscle, side) → multiplicative T2 signal factor (1 = healthy)
+    factors: dict[tuple[str, str], dict[tuple[str, str], float]] = field(default_factory=dict)
 
 
 def simulate_cohort(seed: int = 1, patients: int = 29, controls: int = 22) -> SimulatedCohort:
@@ -54,6 +59,7 @@ def simulate_cohort(seed: int = 1, patients: int = 29, controls: int = 22) -> Si
                          "onset_side": "", "diagnosis": ""})
     subj = pd.DataFrame(subjects)
     rows: list[tuple] = []
+    factors: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
     schedule = {"patient": [("baseline", 0), ("m4", 133), ("m12", 385)], "control": [("baseline", 0), ("m6", 203)]}
     mu = {m.key: 0.9 + 0.05 * (i % 7) for i, m in enumerate(MUSCLES)}
     for s in subjects:
@@ -68,11 +74,13 @@ def simulate_cohort(seed: int = 1, patients: int = 29, controls: int = 22) -> Si
             if (visit == "m4" and drop_m4) or (visit == "m12" and drop_m12):
                 continue
             frac = {"baseline": 0.0, "m4": 1 / 3, "m6": 0.0, "m12": 1.0}[visit]
+            visit_factors = factors.setdefault((s["subject_id"], visit), {})
             for m in MUSCLES:
                 for side in m.sides:
-                    base = mu[m.key] * (1 + (BASELINE_PCT.get((m.key, side), 0.0) / 100 if group == "patient" else 0))
+                    effect = 1 + (BASELINE_PCT.get((m.key, side), 0.0) / 100 if group == "patient" else 0)
                     change = CHANGE_12M_PCT.get((m.key, side), 0.0) / 100 * frac if group == "patient" else 0.0
-                    value = base * (1 + u[(m.key, side)]) * (1 + change) + rng.normal(0, 0.03)
+                    visit_factors[(m.key, side)] = effect * (1 + u[(m.key, side)]) * (1 + change)
+                    value = mu[m.key] * visit_factors[(m.key, side)] + rng.normal(0, 0.03)
                     rows.append((s["subject_id"], visit, days, "relT2", m.key, side, round(value, 6)))
                     if m.adc:
                         rows.append((s["subject_id"], visit, days, "ADC", m.key, side,
@@ -112,4 +120,4 @@ def simulate_cohort(seed: int = 1, patients: int = 29, controls: int = 22) -> Si
         "table5_pct_change_m12": {(m.key, side): CHANGE_12M_PCT.get((m.key, side), 0.0)
                                   for m in MUSCLES for side in m.sides},
     }
-    return SimulatedCohort(subj, obs, truth)
+    return SimulatedCohort(subj, obs, truth, factors)

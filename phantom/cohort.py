@@ -1,0 +1,117 @@
+"""``myonode phantom cohort``: every visit of a simulated study as DICOM, plus its spreadsheets and truth.
+
+The cohort model (:mod:`phantom.cohort_model`) decides who is in the study, when each
+visit happens, who drops out, and every planted effect; here each visit is scanned — the
+subject's body drawn once from its own seed, placed anew on the table at every visit,
+muscles' T2 signal multiplied by the visit's factors — and the study team's files are
+written as the importers read them: ``subjects.csv``, ``clinical.csv`` (tidy),
+``ephys.csv`` (tidy), plus ``truth.json`` (planted effects and per-visit factors) and per
+visit the scanner truth (``truth.json``, ``labels.nii.gz``).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from datetime import date, time, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from phantom.anatomy import AnatomyParams
+from phantom.cohort_model import SimulatedCohort, simulate_cohort
+from phantom.contrast import MuscleState
+from phantom.dicom import DicomOptions
+from phantom.geometry import Size
+from phantom.images import VisitMeta
+from phantom.scanner import ScanSettings
+from phantom.visit import scan_visit
+
+FIRST_STUDY_DAY = date(2026, 1, 12)
+CLINICAL = ("ALSFRS-R", "MRC", "MRC_sum", "dynamometry", "weight")
+EPHYS = ("MUNIX", "MUSIX", "CMAP")
+
+
+@dataclass
+class CohortVisit:
+    subject_id: str
+    visit: str
+    study_date: date
+    folder: Path  # DICOM in folder/dicom, truth beside it
+
+    @property
+    def dicom_dir(self) -> Path:
+        return self.folder / "dicom"
+
+
+@dataclass
+class CohortFiles:
+    out: Path
+    subjects_csv: Path
+    clinical_csv: Path
+    ephys_csv: Path
+    truth_json: Path
+    visits: list[CohortVisit]  # in study-date order, as the scanner would send them
+
+
+def _subject_seed(seed: int, subject_id: str) -> int:
+    """A stable per-subject seed (independent of cohort size and order)."""
+    return seed * 1_000_003 + zlib.crc32(subject_id.encode())
+
+
+def write_cohort(out: Path, patients: int = 29, controls: int = 22, seed: int = 1, size: Size = "full",
+                 options: DicomOptions = DicomOptions(), snr_t2: float = 30.0) -> CohortFiles:
+    """Simulate and write a whole cohort under ``out`` (see the module docstring)."""
+    cohort = simulate_cohort(seed, patients=patients, controls=controls)
+    out.mkdir(parents=True, exist_ok=True)
+    files = _write_tables(cohort, out)
+    visits = (cohort.observations[["subject_id", "visit", "days"]].drop_duplicates()
+              .merge(cohort.subjects, on="subject_id"))
+    enrolment = {sid: FIRST_STUDY_DAY + timedelta(days=7 * i) for i, sid in enumerate(cohort.subjects["subject_id"])}
+    written: list[CohortVisit] = []
+    bodies: dict[str, AnatomyParams] = {}
+    for row in visits.itertuples():
+        sid = str(row.subject_id)
+        sseed = _subject_seed(seed, sid)
+        if sid not in bodies:
+            bodies[sid] = AnatomyParams.random(np.random.default_rng(sseed), str(row.sex))
+        study_date = enrolment[sid] + timedelta(days=int(row.days))
+        visit_seed = sseed + 17 * (1 + int(row.days))
+        params = bodies[sid].placed(np.random.default_rng(visit_seed))
+        state = MuscleState(t2_factor=cohort.factors[(sid, str(row.visit))])
+        age = float(row.age) + int(row.days) / 365.25
+        meta = VisitMeta(subject_id=sid, patient_name=f"PHANTOM^{sid}", birth_date=date(2026 - int(row.age), 6, 15),
+                         sex="F" if row.sex == "F" else "M", age_years=age, weight_kg=75.0,
+                         height_m=round(params.height_mm / 1000.0, 2), study_date=study_date,
+                         study_time=time(8 + len(written) % 9, 0), visit=str(row.visit), seed=visit_seed,
+                         time_point_id=str(row.visit).upper())
+        folder = out / "visits" / f"{sid}_{row.visit}"
+        scan_visit(meta, params, state, folder, ScanSettings(size=size, snr_t2=snr_t2), options)
+        written.append(CohortVisit(sid, str(row.visit), study_date, folder))
+    written.sort(key=lambda v: (v.study_date, v.subject_id))
+    return CohortFiles(out, files["subjects"], files["clinical"], files["ephys"], files["truth"], written)
+
+
+def _write_tables(cohort: SimulatedCohort, out: Path) -> dict[str, Path]:
+    paths = {name: out / f"{name}.csv" for name in ("subjects", "clinical", "ephys")}
+    cohort.subjects.to_csv(paths["subjects"], index=False)
+    obs = cohort.observations
+    obs[obs["measure"].isin(CLINICAL)].to_csv(paths["clinical"], index=False)
+    obs[obs["measure"].isin(EPHYS)].to_csv(paths["ephys"], index=False)
+    truth = {
+        "planted": {name: {f"{k[0]}:{k[1]}": v for k, v in table.items()} for name, table in cohort.truth.items()},
+        "t2_factor": {f"{sid}:{visit}": {f"{k[0]}:{k[1]}": round(v, 6) for k, v in f.items()}
+                      for (sid, visit), f in cohort.factors.items()},
+        "relT2_observations_note": "the cohort model's relT2 rows are not written: the pipeline measures them",
+    }
+    paths["truth"] = out / "truth.json"
+    paths["truth"].write_text(json.dumps(truth, indent=1, sort_keys=True))
+    return paths
+
+
+def visits_table(files: CohortFiles) -> pd.DataFrame:
+    """The written visits as a table (subject, visit, study date, folder)."""
+    return pd.DataFrame([(v.subject_id, v.visit, v.study_date.isoformat(), str(v.folder)) for v in files.visits],
+                        columns=["subject_id", "visit", "study_date", "folder"])
