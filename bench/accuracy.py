@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="myonode-accuracy-"))
-    atlas = load_atlas(args.atlas or ensure_default_atlas(Path("var/store"), 3))
+    atlas = load_atlas(args.atlas or ensure_default_atlas(3))
     settings = QuantSettings()
     dices: dict[str, list[float]] = {}
     errors: dict[str, list[float]] = {}

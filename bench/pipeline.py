@@ -45,7 +45,7 @@ def main() -> None:
     args = ap.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="myonode-pipeline-"))
     settings = prepare_demo_folder(folder / "node", port=_port(), small=args.size == "small")
-    ensure_default_atlas(settings.storage.root, settings.atlas.default_subjects)
+    ensure_default_atlas(settings.atlas.default_subjects)
     rng = np.random.default_rng(12)
     params = AnatomyParams.random(rng, "M").placed(rng)
     meta = VisitMeta("BENCH01", "PHANTOM^BENCH", date(1970, 1, 1), "M", 56.0, 80.0, params.height_mm / 1000,

@@ -1,14 +1,16 @@
 """Which atlas the node propagates: ``[atlas] path``, or the default one built from phantom subjects.
 
-The default atlas is built on first use (fixed seeds, so every node builds the same one),
-under ``[storage] root``/atlas/<id>, with a file lock so two workers never build it at once;
-``myonode atlas build`` builds one anywhere.
+The default atlas is built on first use (fixed seeds, so every node builds the same one)
+into the atlas cache (:func:`atlas_cache`), with a file lock so two workers never build it
+at once; ``myonode atlas build`` builds one anywhere.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,8 +23,25 @@ log = logging.getLogger(__name__)
 DEFAULT_ATLAS_VERSION = "1"
 
 
+# The code the default atlas is made from: when any of it changes, so does the atlas id (and it is rebuilt).
+ATLAS_SOURCES = ("phantom/anatomy.py", "phantom/contrast.py", "phantom/geometry.py", "phantom/atlas.py",
+                 "quant/atlas.py", "quant/register.py")
+
+
 def default_atlas_id(subjects: int) -> str:
-    return f"myonode-phantom-v{DEFAULT_ATLAS_VERSION}-n{subjects}"
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256(b"".join((root / name).read_bytes() for name in ATLAS_SOURCES)).hexdigest()[:10]
+    return f"myonode-phantom-v{DEFAULT_ATLAS_VERSION}-n{subjects}-{digest}"
+
+
+def atlas_cache() -> Path:
+    """Where default atlases are kept: $MYONODE_ATLAS_CACHE, else $XDG_CACHE_HOME/myonode/atlas
+    (~/.cache/myonode/atlas). Shared by every node, test and demo on the machine: the build is
+    deterministic, and the id changes with the code it is built from."""
+    if os.environ.get("MYONODE_ATLAS_CACHE"):
+        return Path(os.environ["MYONODE_ATLAS_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "myonode" / "atlas"
 
 
 def phantom_label_table() -> list[AtlasLabel]:
@@ -38,13 +57,9 @@ def build_phantom_atlas(out: Path, subjects: int) -> Path:
     return save_atlas(out, default_atlas_id(subjects), description, template, labels, phantom_label_table())
 
 
-def default_atlas_path(storage_root: Path, subjects: int) -> Path:
-    return storage_root / "atlas" / default_atlas_id(subjects)
-
-
-def ensure_default_atlas(storage_root: Path, subjects: int) -> Path:
+def ensure_default_atlas(subjects: int) -> Path:
     """The default atlas folder, built first if it is not there yet (under a lock)."""
-    path = default_atlas_path(storage_root, subjects)
+    path = atlas_cache() / default_atlas_id(subjects)
     if (path / "atlas.json").is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +76,7 @@ def _load(path: Path, mtime: float) -> Atlas:
     return load_atlas(path)
 
 
-def resolve_atlas(atlas_path: Path | None, storage_root: Path, default_subjects: int) -> Atlas:
+def resolve_atlas(atlas_path: Path | None, default_subjects: int) -> Atlas:
     """The configured atlas, loaded (cached while its atlas.json is unchanged)."""
-    path = atlas_path if atlas_path is not None else ensure_default_atlas(storage_root, default_subjects)
+    path = atlas_path if atlas_path is not None else ensure_default_atlas(default_subjects)
     return _load(path, (path / "atlas.json").stat().st_mtime if (path / "atlas.json").exists() else 0.0)

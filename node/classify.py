@@ -50,6 +50,9 @@ def classify_series(ds: Dataset, rules: list[SeriesRule]) -> Literal["t2", "dwi"
     """The kind of the series ``ds`` belongs to; the first rule whose conditions all match wins."""
     if str(ds.get("SOPClassUID", "")) in RESULT_SOP_CLASSES:
         return "result"
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    if image_type[:2] == ["DERIVED", "SECONDARY"]:  # made by software after the scan (myonode's stitched T2)
+        return "result"
     text = f"{ds.get('SeriesDescription', '')}\n{ds.get('ProtocolName', '')}"
     plane = orientation(ds)
     sequence = str(ds.get("ScanningSequence", ""))

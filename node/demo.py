@@ -154,7 +154,7 @@ def run_demo(folder: Path, console: Console, size: str = "small", patients: int 
         with console.status("default atlas (built once from phantom subjects) …"):
             from node.atlases import ensure_default_atlas
 
-            atlas = ensure_default_atlas(settings.storage.root, settings.atlas.default_subjects)
+            atlas = ensure_default_atlas(settings.atlas.default_subjects)
         console.print(f"atlas: {atlas}")
         with console.status(f"phantom cohort: {patients} patients, {controls} controls, {size} size …"):
             cohort = write_cohort(folder / "phantom", patients=patients, controls=controls, seed=1, size=size)
@@ -176,9 +176,11 @@ def run_demo(folder: Path, console: Console, size: str = "small", patients: int 
 
             def poll() -> dict[str, tuple[int, int]]:
                 with node.sessions() as s:
-                    states = dict(s.execute(select(m.Visit.state, func.count()).group_by(m.Visit.state)).all())
+                    jobs = dict(s.execute(select(m.Job.state, func.count()).where(m.Job.kind == "process_visit")
+                                          .group_by(m.Job.state)).all())
                     out = dict(s.execute(select(m.OutboxItem.state, func.count()).group_by(m.OutboxItem.state)).all())
-                finished = states.get(m.VisitState.PROCESSED, 0) + states.get(m.VisitState.FAILED, 0)
+                # a visit is finished when its job is done, or failed for good (retries exhausted)
+                finished = jobs.get(m.JobState.DONE, 0) + jobs.get(m.JobState.FAILED, 0)
                 return {"pushed": (len(cohort.visits), len(cohort.visits)),
                         "processed": (finished, len(cohort.visits)),
                         "forwarded": (out.get(m.OutboxState.SENT, 0), sum(out.values()) if orthanc else 0)}

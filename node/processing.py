@@ -74,7 +74,7 @@ def process_visit(settings: Settings, sessions: sessionmaker[Session], store: Fi
     _set_state(sessions, visit_id, m.VisitState.PROCESSING)
     try:
         t0 = time.perf_counter()
-        atlas = resolve_atlas(settings.atlas.path, settings.storage.root, settings.atlas.default_subjects)
+        atlas = resolve_atlas(settings.atlas.path, settings.atlas.default_subjects)
         with sessions() as s:
             visit_input = load_visit(s, store, visit_id)
         t_load = time.perf_counter() - t0

@@ -240,7 +240,7 @@ class VisitSettings(_Section):
 
 class AtlasSettings(_Section):
     """Which atlas to propagate; empty path = the default atlas, built from phantom subjects on first use
-    under ``[storage] root``/atlas (reproducibly: fixed seeds)."""
+    into the atlas cache (reproducibly: fixed seeds; see node/atlases.py)."""
 
     path: Path | None = None
     default_subjects: int = Field(default=3, ge=1, le=20)
