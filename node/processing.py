@@ -10,18 +10,28 @@ A failure marks the visit ``failed`` with the error on the job row; the job retr
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 import time
+from datetime import datetime, timezone
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pydicom
+from pydicom.dataset import Dataset
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+
+from node import __version__
+from node.ingest import Ingestor
+from node.outbox import enqueue
 
 from node.atlases import resolve_atlas
 from node.settings import Settings
 from quant.atlas import AtlasLabel
+from quant.dicom_out import ResultContext, build_results
 from quant.pipeline import PIPELINE_VERSION, QuantSettings, VisitQuant, quantify
 from quant.qc import write_qc
 from quant.visit_io import load_visit, write_measurements
@@ -68,6 +78,42 @@ def _write_qc_atomically(qc_root: Path, visit_id: int, q: VisitQuant, table: lis
     return final
 
 
+RESULT_KINDS = {"stitched_t2": m.ResultKind.STITCHED_T2, "seg": m.ResultKind.SEG, "sr": m.ResultKind.SR,
+                "adc_map": m.ResultKind.ADC_MAP}
+
+
+def previous_results(s: Session, store: FileStore, visit_id: int) -> dict[str, list[Dataset]]:
+    """Headers of the newest earlier result objects of the visit, per kind (what a re-run replaces)."""
+    rows = s.execute(select(m.ResultObject, m.Instance.file_path).join(m.Instance)
+                     .where(m.ResultObject.visit_fk == visit_id).order_by(m.ResultObject.id)).all()
+    newest: dict[str, list[tuple[m.ResultObject, str]]] = {}
+    for obj, path in rows:
+        kind = next((k for k, v in RESULT_KINDS.items() if v is obj.kind), None)
+        if kind is None:
+            continue
+        series = newest.get(kind)
+        if series and series[-1][0].series_instance_uid != obj.series_instance_uid:
+            newest[kind] = []
+        newest.setdefault(kind, []).append((obj, path))
+    return {kind: [pydicom.dcmread(store.absolute(path), stop_before_pixels=True) for _, path in items[:1]]
+            for kind, items in newest.items()}
+
+
+def store_results(settings: Settings, sessions: sessionmaker[Session], store: FileStore,
+                  results: list[tuple[str, Dataset]]) -> list[tuple[str, Dataset, int]]:
+    """Store every result object through the node's own ingest (so Q/R serves it); (kind, data set, instance id)."""
+    ingestor = Ingestor(store, sessions, settings.protocol.rules, settings.storage.resend_policy)
+    stored = []
+    for kind, ds in results:
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        outcome = ingestor.ingest(buffer.getvalue(), calling_ae=settings.node.ae_title)
+        if not outcome.ok or outcome.instance_id is None:
+            raise RuntimeError(f"result {kind} {ds.SOPInstanceUID} not stored: {outcome.comment}")
+        stored.append((kind, ds, outcome.instance_id))
+    return stored
+
+
 def process_visit(settings: Settings, sessions: sessionmaker[Session], store: FileStore, visit_id: int,
                   progress: Callable[[str], None] | None = None) -> ProcessOutcome:
     """Quantify one visit end to end (see the module docstring)."""
@@ -77,20 +123,39 @@ def process_visit(settings: Settings, sessions: sessionmaker[Session], store: Fi
         atlas = resolve_atlas(settings.atlas.path, settings.atlas.default_subjects)
         with sessions() as s:
             visit_input = load_visit(s, store, visit_id)
+            replaces = previous_results(s, store, visit_id)
         t_load = time.perf_counter() - t0
         q = quantify(visit_input.t2, visit_input.dwi, atlas, quant_settings(settings), progress)
         t1 = time.perf_counter()
         qc_dir = _write_qc_atomically(settings.quant.qc_dir, visit_id, q, atlas.table)
         t2 = time.perf_counter()
+        if progress:
+            progress("DICOM results")
+        ctx = ResultContext(datetime.now(timezone.utc), __version__, PIPELINE_VERSION, atlas.id, replaces)
+        head_first = sorted(visit_input.t2, key=lambda v: -v.image.TransformContinuousIndexToPhysicalPoint(
+            tuple((n - 1) / 2 for n in v.image.GetSize()))[2])
+        results = build_results(q.rows, [v.image for v in head_first], q.subject_labels, q.adc_stations,
+                                visit_input.headers[0], visit_input.dwi_header, atlas.table, ctx)
+        t3 = time.perf_counter()
+        stored = store_results(settings, sessions, store, results.objects())
         with transaction(sessions) as s:
             n = write_measurements(s, visit_id, q.rows, PIPELINE_VERSION, atlas.id)
+            for kind, ds, instance_id in stored:
+                old = replaces.get(kind)
+                s.add(m.ResultObject(visit_fk=visit_id, kind=RESULT_KINDS[kind], sop_instance_uid=str(ds.SOPInstanceUID),
+                                     series_instance_uid=str(ds.SeriesInstanceUID), sop_class_uid=str(ds.SOPClassUID),
+                                     replaces_uid=str(old[0].SOPInstanceUID) if old else None,
+                                     instance_fk=instance_id))
+            enqueue(s, [i for _, _, i in stored], settings.forward.destinations)
             visit = s.get(m.Visit, visit_id)
             assert visit is not None
             visit.state = m.VisitState.PROCESSED
-        timings = {"load": t_load, **q.timings, "qc": t2 - t1, "store": time.perf_counter() - t2}
-        log.info("visit %d processed: %d measurements, %.1f s", visit_id, n, sum(timings.values()))
-        return ProcessOutcome(visit_id, n, qc_dir, [], timings, q.warnings)
+        timings = {"load": t_load, **q.timings, "qc": t2 - t1, "dicom_results": t3 - t2,
+                   "store": time.perf_counter() - t3}
+        log.info("visit %d processed: %d measurements, %d result objects, %.1f s", visit_id, n, len(stored),
+                 sum(timings.values()))
+        return ProcessOutcome(visit_id, n, qc_dir, [str(ds.SOPInstanceUID) for _, ds, _ in stored], timings,
+                              q.warnings)
     except Exception:
         _set_state(sessions, visit_id, m.VisitState.FAILED)
         raise
-

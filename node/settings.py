@@ -255,7 +255,7 @@ class QuantSettings(_Section):
     registration_mm: float = Field(default=4.0, gt=0)
     label_mm: float = Field(default=2.0, gt=0)
     grid_mm: float = Field(default=40.0, gt=0)
-    iterations: int = Field(default=250, ge=10)
+    iterations: int = Field(default=200, ge=10)
     # T2 station index (1 = head) → marrow key of the atlas, overriding the per-muscle default
     reference: dict[int, str] = Field(default_factory=dict)
     reference_range: tuple[float, float] = (0.35, 1.25)

@@ -47,7 +47,7 @@ class QuantSettings:
     registration_mm: float = 4.0  # isotropic grid the stitched images are registered on
     label_mm: float = 2.0  # isotropic grid of the subject's label volume
     grid_mm: float = 40.0  # B-spline control point spacing
-    iterations: int = 250
+    iterations: int = 200
     reference: Mapping[int, str] = field(default_factory=dict)  # T2 station index (1 = head) → marrow key
     # plausible reference marrow mean as a fraction of the station's bright-fat level (99.5th percentile)
     reference_range: tuple[float, float] = (0.35, 1.25)

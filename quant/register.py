@@ -76,28 +76,31 @@ def _parameter_object(maps: list[ParameterMap]) -> Any:
     return po
 
 
-def registration_maps(deformable: bool, grid_mm: float = 40.0, iterations: int = 300,
+def registration_maps(deformable: bool, grid_mm: float = 40.0, iterations: int = 200,
                       resolutions: int = 4, samples: int = 4096) -> list[ParameterMap]:
     """Affine (and B-spline) parameter maps tuned for whole-body T2 at ~4 mm.
 
     More resolutions than elastix's default let the coarse levels find the body along its
     long axis; the B-spline grid of ``grid_mm`` follows limb articulation and girth changes.
+    Mutual information alone (no bending-energy penalty): on the phantom the penalty cost
+    three times the time for no gain in Dice (0.891 vs 0.887 median, bench notes in README).
+    Downsampling pyramids: the coarse levels cost a fraction of the smoothing-only default.
     """
     itk = _itk()
     po = itk.ParameterObject.New()
-    affine = {k: list(v) for k, v in dict(po.GetDefaultParameterMap("affine", resolutions)).items()}
-    affine.update({"MaximumNumberOfIterations": [str(iterations)], "NumberOfSpatialSamples": [str(samples)],
-                   "AutomaticTransformInitialization": ["true"],
-                   "AutomaticTransformInitializationMethod": ["CenterOfGravity"],
-                   "WriteResultImage": ["false"]})
-    # Downsampling pyramids: the coarse levels cost a fraction of the smoothing-only default.
     pyramids = {"FixedImagePyramid": ["FixedRecursiveImagePyramid"], "MovingImagePyramid": ["MovingRecursiveImagePyramid"]}
-    affine.update(pyramids)
+    common = {"MaximumNumberOfIterations": [str(iterations)], "NumberOfSpatialSamples": [str(samples)],
+              "WriteResultImage": ["false"], **pyramids}
+    affine = {k: list(v) for k, v in dict(po.GetDefaultParameterMap("affine", resolutions)).items()}
+    affine.update({**common, "AutomaticTransformInitialization": ["true"],
+                   "AutomaticTransformInitializationMethod": ["CenterOfGravity"]})
     maps = [affine]
     if deformable:
         bspline = {k: list(v) for k, v in dict(po.GetDefaultParameterMap("bspline", resolutions, grid_mm)).items()}
-        bspline.update({"MaximumNumberOfIterations": [str(iterations)], "NumberOfSpatialSamples": [str(samples)],
-                        "Metric1Weight": ["0.5"], "WriteResultImage": ["false"], **pyramids})
+        bspline.update({**common, "Registration": ["MultiResolutionRegistration"],
+                        "Metric": ["AdvancedMattesMutualInformation"]})
+        for key in ("Metric0Weight", "Metric1Weight"):
+            bspline.pop(key, None)
         maps.append(bspline)
     return maps
 

@@ -30,6 +30,7 @@ class VisitInput:
     t2: list[StationVolume]
     dwi: list[StationVolume]
     headers: list[Dataset]  # one header per T2 instance (pixel data dropped): patient, study, frame of reference
+    dwi_header: Dataset | None = None  # one DWI header (source of the ADC map)
 
 
 def _newest_instances(s: Session, visit_id: int, kind: m.SeriesKind) -> dict[str, list[m.Instance]]:
@@ -56,6 +57,7 @@ def load_visit(s: Session, store: FileStore, visit_id: int) -> VisitInput:
         raise VisitInputError(f"visit {visit_id} does not exist")
     volumes: dict[m.SeriesKind, list[StationVolume]] = {m.SeriesKind.T2: [], m.SeriesKind.DWI: []}
     headers: list[Dataset] = []
+    dwi_header: Dataset | None = None
     for kind in volumes:
         for series_uid, instances in _newest_instances(s, visit_id, kind).items():
             datasets = []
@@ -69,14 +71,16 @@ def load_visit(s: Session, store: FileStore, visit_id: int) -> VisitInput:
                 volumes[kind].extend(station_volumes(datasets))
             except VolumeError as exc:
                 raise VisitInputError(f"visit {visit_id}: {exc}") from exc
+            for ds in datasets:  # pixels are in the volumes now; keep the headers only
+                if "PixelData" in ds:
+                    del ds.PixelData
             if kind is m.SeriesKind.T2:
-                for ds in datasets:  # pixels are in the volumes now; keep the headers only
-                    if "PixelData" in ds:
-                        del ds.PixelData
-                    headers.append(ds)
+                headers.extend(datasets)
+            elif datasets and dwi_header is None:
+                dwi_header = datasets[0]
     if not volumes[m.SeriesKind.T2]:
         raise VisitInputError(f"visit {visit_id}: no T2 series stored")
-    return VisitInput(visit_id, volumes[m.SeriesKind.T2], volumes[m.SeriesKind.DWI], headers)
+    return VisitInput(visit_id, volumes[m.SeriesKind.T2], volumes[m.SeriesKind.DWI], headers, dwi_header)
 
 
 def write_measurements(s: Session, visit_id: int, rows: list[MeasurementRow], pipeline_version: str,
