@@ -1,0 +1,134 @@
+"""The demo's path at the smallest size, with real peers: dcmtk pushes, the node processes, Orthanc receives.
+
+Two phantom subjects' baseline visits (a patient and a control, small size) go in with
+``storescu`` as the scanner would send them; the node decides they are complete, processes
+them (measurements, QC, SEG/SR/ADC map/stitched T2), serves the results by Q/R and forwards
+them to an Orthanc on loopback, which can also retrieve them with C-MOVE; the cohort report
+is built; the SR's values are the database's; a second push of the same files changes nothing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import highdicom as hd
+import pytest
+from sqlalchemy import func, select
+
+from node.demo import find_results, prepare_demo_folder, push_visit
+from node.orthanc import start_orthanc
+from node.reports import run_report
+from node.service import start_node
+from phantom.cohort import write_cohort
+from stats.importer import import_observations, import_subjects
+from storage import models as m
+from storage.database import transaction
+
+def _port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(1.0)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_two_subjects_from_scanner_to_pacs_and_report(tmp_path: Path) -> None:
+    port = _port()
+    orthanc = start_orthanc(tmp_path / "orthanc", {"MYONODE": ("MYONODE", "127.0.0.1", port)})
+    settings = prepare_demo_folder(tmp_path / "node", port=port, stable_age_s=2,
+                                   pacs=(orthanc.ae_title, orthanc.dicom_port))
+    cohort = write_cohort(tmp_path / "phantom", patients=1, controls=1, seed=3, size="small")
+    baselines = [v for v in cohort.visits if v.visit == "baseline"]
+    assert len(baselines) == 2
+    node = start_node(settings)
+    try:
+        with transaction(node.sessions) as s:
+            import_subjects(s, cohort.subjects_csv)
+        for visit in baselines:
+            push_visit(visit.dicom_dir, settings.node.ae_title, port)
+        labels = [w.label for w in settings.visits.windows]
+        with transaction(node.sessions) as s:
+            import_observations(s, cohort.clinical_csv, "clinical", labels)
+            import_observations(s, cohort.ephys_csv, "ephys", labels)
+
+        def processed() -> bool:
+            with node.sessions() as s:
+                states = s.scalars(select(m.Visit.state)).all()
+                pending = s.scalar(select(func.count()).select_from(m.OutboxItem)
+                                   .where(m.OutboxItem.state != m.OutboxState.SENT))
+            assert m.VisitState.FAILED not in states, "a visit failed processing"
+            return len(states) == 2 and all(st is m.VisitState.PROCESSED for st in states) and pending == 0
+
+        wait_for(processed, 600, "both visits processed and their results forwarded")
+
+        with node.sessions() as s:
+            kinds = s.execute(select(m.ResultObject.kind, func.count()).group_by(m.ResultObject.kind)).all()
+            measurements = s.scalars(select(m.Measurement)).all()
+            n_instances = s.scalar(select(func.count()).select_from(m.Instance))
+            n_jobs = s.scalar(select(func.count()).select_from(m.Job))
+            sr_paths = [node.store.absolute(path) for path in s.scalars(
+                select(m.Instance.file_path).join(m.ResultObject).where(m.ResultObject.kind == m.ResultKind.SR))]
+        kinds = dict(kinds)
+        assert kinds[m.ResultKind.SEG] == kinds[m.ResultKind.SR] == kinds[m.ResultKind.ADC_MAP] == 2
+        assert kinds[m.ResultKind.STITCHED_T2] > 2
+
+        # Q/R: findscu finds both SRs (series level) and both studies list SR among their modalities
+        assert find_results(settings.node.ae_title, port) == 2
+        study = subprocess.run(["findscu", "-S", "-aec", settings.node.ae_title, "-k", "QueryRetrieveLevel=STUDY",
+                                "-k", "ModalitiesInStudy=SR", "-k", "StudyInstanceUID", "127.0.0.1", str(port)],
+                               capture_output=True, text=True, timeout=60)
+        assert (study.stdout + study.stderr).count("Find Response:") == 2
+
+        # Orthanc received every result; it retrieves a deleted SEG back from the node by C-MOVE
+        segs = orthanc.rest("/tools/find", {"Level": "Instance", "Query": {"Modality": "SEG"}})
+        assert len(segs) == 2
+        assert len(orthanc.rest("/tools/find", {"Level": "Instance", "Query": {"Modality": "SR"}})) == 2
+        orthanc.rest(f"/instances/{segs[0]}", method="DELETE")
+        query = orthanc.rest("/modalities/MYONODE/query", {"Level": "Series", "Query": {"Modality": "SEG"}})
+        orthanc.rest(f"/queries/{query['ID']}/retrieve", {"TargetAet": orthanc.ae_title, "Synchronous": True})
+        assert len(orthanc.rest("/tools/find", {"Level": "Instance", "Query": {"Modality": "SEG"}})) == 2
+
+        # the SR's relative T2 values are the database's
+        by_key = {(r.visit_fk, r.muscle, r.side): r.value for r in measurements if r.modality is m.Modality.REL_T2}
+        checked = 0
+        for path in sr_paths:
+            sr = hd.sr.srread(path)
+            with node.sessions() as s:
+                visit_id = s.scalar(select(m.Study.visit_fk).where(m.Study.study_instance_uid == sr.StudyInstanceUID))
+            for group in sr.content.get_volumetric_roi_measurement_groups():
+                muscle, side = group.tracking_identifier.rsplit("_", 1)
+                rel = next(x for x in group.get_measurements() if x.name.meaning == "Relative T2 signal")
+                assert rel.value == pytest.approx(by_key[(visit_id, muscle, side)], rel=1e-9)
+                checked += 1
+        assert checked >= 30
+
+        # the report
+        run = run_report(settings, force=True)
+        assert run is not None and run.state is m.RunState.DONE
+        folder = Path(run.output_dir)
+        for name in ("table1.csv", "table2.csv", "table3.csv", "table4.csv", "table5.csv", "report.html",
+                     "report.pdf", "run.json"):
+            assert (folder / name).is_file(), name
+        assert len(list((folder / "qc").glob("*.png"))) >= 2
+
+        # a second push of the same files changes nothing
+        push_visit(baselines[0].dicom_dir, settings.node.ae_title, port)
+        time.sleep(settings.protocol.stable_age_s + 3)
+        with node.sessions() as s:
+            assert s.scalar(select(func.count()).select_from(m.Instance)) == n_instances
+            assert s.scalar(select(func.count()).select_from(m.Job)) == n_jobs
+            assert all(st is m.VisitState.PROCESSED for st in s.scalars(select(m.Visit.state)))
+    finally:
+        node.stop()
+        orthanc.stop()
