@@ -29,7 +29,7 @@ from phantom.images import VisitMeta
 from phantom.scanner import ScanSettings
 from phantom.visit import scan_visit
 
-FIRST_STUDY_DAY = date(2026, 1, 12)
+FIRST_STUDY_DAY = date(2024, 9, 2)  # every visit of a 51-subject cohort lies in the past
 CLINICAL = ("ALSFRS-R", "MRC", "MRC_sum", "dynamometry", "weight")
 EPHYS = ("MUNIX", "MUSIX", "CMAP")
 
