@@ -244,11 +244,11 @@ def measure_t2(t2: list[StationVolume], subject_labels: sitk.Image, atlas: Atlas
         lab = labels_on(subject_labels, vol.image)
         station_labels.append(_as_image(lab, vol.image))
         eroded = erode_labels(lab, vol.image.GetSpacing(), settings.erosion_mm)
-        stats[index] = roi_stats(sitk.GetArrayViewFromImage(vol.image), eroded)
+        stats[index] = roi_stats(sitk.GetArrayViewFromImage(vol.image), eroded, medians_for=marrow.values())
         level = bright_level(vol.image)
         for key, value in marrow.items():
             if value in stats[index]:
-                frac = stats[index][value].mean / level
+                frac = stats[index][value].reference_level / level
                 ref_ok[(index, key)] = settings.reference_range[0] <= frac <= settings.reference_range[1]
         stitching_axis = _stitching_axis(vol.image)
         axes = [a for a in (0, 1, 2) if a != stitching_axis or index in (1, len(ordered))]
