@@ -135,7 +135,7 @@ def process_visit(settings: Settings, sessions: sessionmaker[Session], store: Fi
         head_first = sorted(visit_input.t2, key=lambda v: -v.image.TransformContinuousIndexToPhysicalPoint(
             tuple((n - 1) / 2 for n in v.image.GetSize()))[2])
         results = build_results(q.rows, [v.image for v in head_first], q.subject_labels, q.adc_stations,
-                                visit_input.headers[0], visit_input.dwi_header, atlas.table, ctx)
+                                visit_input.headers, visit_input.dwi_header, atlas.table, ctx)
         t3 = time.perf_counter()
         stored = store_results(settings, sessions, store, results.objects())
         with transaction(sessions) as s:

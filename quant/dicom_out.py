@@ -1,321 +1,508 @@
 """DICOM results of a processed visit: stitched T2 series, SEG, TID 1500 measurement report, ADC map.
 
-Built with highdicom where it has the IOD (Segmentation, Parametric Map, Comprehensive 3D
-SR with the TID 1500 Measurement Report); the stitched whole-body T2 is written as classic
-MR Image Storage (one coronal image per slice, DERIVED\\SECONDARY) with pydicom, because
-that is what every PACS viewer displays and what the SEG references frame by frame.
+Pure functions: arrays / SimpleITK images and source headers in, pydicom data sets out (the
+caller stores them). Built with highdicom where it has the IOD (Segmentation, Parametric
+Map, Comprehensive 3D SR with the TID 1500 Measurement Report). The stitched whole-body T2
+is classic MR Image Storage, one DERIVED\\SECONDARY image per slice: every PACS viewer shows
+it, and SEG readers (dcmqi, Slicer, OHIF) handle a SEG on single-frame images best.
 
-Patient, study and Clinical Trial attributes are copied from the visit's source T2
-images. Every object gets new UIDs; an object that replaces one from an earlier run of
-the same visit says so (SR: Predecessor Documents Sequence; images, SEG and map:
-Referenced Series / derivation text), and Content Date/Time tell which is newest.
+- Patient, study and Clinical Trial (subject, time point) attributes are copied from the
+  source headers (highdicom's module-wise copy, for every object).
+- Codes come from :mod:`quant.codes`; the private scheme is declared in every object that
+  uses one of its codes.
+- Tracking UIDs are derived from patient + muscle + side, so SEG segment, SR measurement
+  group and every later visit of the same subject share one tracking UID per muscle × side.
+- Re-processing: every object gets new UIDs. The SR lists the report it replaces in the
+  Predecessor Documents Sequence; the images, SEG and map list the series they replace in
+  the Related Series Sequence (purpose: private "replaced series", CID 7210 has none).
+  Content Date/Time (``ResultContext.content_datetime``, node-local time) tells the newest.
+- ADC: voxels without an estimate stay NaN in the Float Pixel Data (IEEE NaN is valid in
+  OF, PS3.5 §8 / CP-2352; dciodvfy accepts it), so a real ADC of 0 stays distinguishable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, time
+from typing import TypedDict
 
 import highdicom as hd
 import numpy as np
 import SimpleITK as sitk
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sr.codedict import codes
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from quant import codes as C
 from quant.atlas import AtlasLabel
-from quant.pipeline import MeasurementRow, summary_mean
+from quant.pipeline import MeasurementRow, normalised, summary_mean
+from quant.stitch import stitch
+from storage.catalogue import MUSCLE_BY_KEY, MUSCLES
 
 MANUFACTURER = "myonode"
 MODEL = "myonode quantification"
 SERIAL = "1"
+DEVICE_UID = generate_uid(entropy_srcs=["myonode quantification device"])
+ALGORITHM_NAME = "myonode atlas propagation"
 STITCHED_DESCRIPTION = "WB T2 stitched (myonode)"
 SERIES_NUMBERS = {"stitched_t2": 9001, "seg": 9002, "sr": 9003, "adc_map": 9004}
-COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "PatientSize", "PatientWeight",
-          "StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
-          "StudyDescription", "ClinicalTrialSponsorName", "ClinicalTrialProtocolID", "ClinicalTrialProtocolName",
-          "ClinicalTrialSiteID", "ClinicalTrialSiteName", "ClinicalTrialSubjectID", "ClinicalTrialTimePointID",
-          "ClinicalTrialTimePointDescription")
+BODY_PART = "WHOLEBODY"
+DISPLAY_MM = 1.5  # in-plane spacing floor of the derived series and its SEG (see build_results)
+ADC_WINDOW = (1.5e-3, 3.0e-3)  # centre, width (mm²/s)
+_GEOMETRY_MM = 1e-3
+
+# (label value, muscle key, side) of a label image
+LabelEntry = tuple[int, str, str]
+
+# Segment colours (sRGB), fixed per muscle; the right side is drawn 30 % darker than the left.
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "tongue": (230, 25, 75), "splenius_capitis": (245, 130, 48), "trapezius": (255, 225, 25),
+    "sternocleidomastoid": (210, 245, 60), "deltoid": (60, 180, 75), "biceps_brachii": (70, 240, 240),
+    "forearm": (0, 130, 200), "thoracic_paraspinal": (145, 30, 180), "psoas": (240, 50, 230),
+    "gluteus_maximus": (250, 190, 212), "quadriceps": (0, 128, 128), "hamstrings": (220, 190, 255),
+    "tibialis_anterior": (170, 110, 40), "gastrocnemius_soleus": (255, 250, 200), "triceps": (128, 0, 0),
+    "first_dorsal_interosseous": (170, 255, 195), "thenar": (128, 128, 0), "hypothenar": (255, 215, 180),
+}
+_MR_ACQUISITION = ("ScanOptions", "MRAcquisitionType", "RepetitionTime", "EchoTime", "EchoTrainLength",
+                   "InversionTime", "MagneticFieldStrength", "ImagedNucleus", "PatientPosition",
+                   "PositionReferenceIndicator")
 
 
 @dataclass(frozen=True)
 class ResultContext:
-    """Who made the results, when, with what; and which earlier objects they replace (kind → SOP UIDs)."""
+    """Who made the results, when, with what; and the objects of an earlier run of the visit they replace."""
 
     content_datetime: datetime
     myonode_version: str
     pipeline_version: str
     atlas_id: str
-    # kind ("stitched_t2", "seg", "sr", "adc_map") → headers of the objects of an earlier run they replace
-    replaces: dict[str, list[Dataset]] = field(default_factory=dict)
+    # kind ("stitched_t2", "seg", "sr", "adc_map") → headers of replaced objects (one per series suffices)
+    replaces: Mapping[str, Sequence[Dataset]] = field(default_factory=dict)
 
 
 @dataclass
 class VisitResults:
     stitched_t2: list[Dataset]
-    seg: Dataset
-    sr: Dataset
-    adc_map: Dataset | None
+    seg: hd.seg.Segmentation
+    sr: hd.sr.Comprehensive3DSR
+    adc_map: hd.pm.ParametricMap | None
 
     def objects(self) -> list[tuple[str, Dataset]]:
-        out = [("stitched_t2", ds) for ds in self.stitched_t2] + [("seg", self.seg), ("sr", self.sr)]
+        out: list[tuple[str, Dataset]] = [("stitched_t2", ds) for ds in self.stitched_t2]
+        out += [("seg", self.seg), ("sr", self.sr)]
         return out + ([("adc_map", self.adc_map)] if self.adc_map is not None else [])
 
 
-def _copy_patient_study(target: Dataset, source: Dataset) -> None:
-    for keyword in COPIED:
-        if keyword in source:
-            setattr(target, keyword, source.data_element(keyword).value)
+# --- shared pieces ---------------------------------------------------------------------------
 
 
-def display_grid(stitched_native: sitk.Image, in_plane_mm: float = 1.5) -> sitk.Image:
-    """The derived series' grid: the stitched volume's orientation, in-plane spacing ≥ ``in_plane_mm``."""
-    sp = stitched_native.GetSpacing()
-    new_sp = (max(sp[0], in_plane_mm), max(sp[1], in_plane_mm), sp[2])
-    size = [max(1, int(round(n * s / t))) for n, s, t in zip(stitched_native.GetSize(), sp, new_sp)]
-    ref = sitk.Image(size, sitk.sitkFloat32)
-    ref.SetOrigin(stitched_native.TransformContinuousIndexToPhysicalPoint(
-        tuple((t / s - 1) / 2 for s, t in zip(sp[:2], new_sp[:2])) + (0.0,)))
-    ref.SetSpacing(new_sp)
-    ref.SetDirection(stitched_native.GetDirection())
-    return ref
+def tracking_uid(patient: Dataset, muscle: str, side: str) -> str:
+    """The tracking UID of a muscle × side of a patient: the same in SEG, SR and every visit."""
+    return generate_uid(entropy_srcs=["myonode tracking", str(patient.get("IssuerOfPatientID", "")),
+                                      str(patient.PatientID), muscle, side])
 
 
-def stitched_series(image: sitk.Image, source: Dataset, ctx: ResultContext) -> list[Dataset]:
-    """The stitched whole-body T2 as classic MR images, one per slice: uint16 values of the station-normalised
-    signal (bright fat ≈ 1000; display only, so no Modality LUT)."""
-    arr = np.clip(np.nan_to_num(sitk.GetArrayFromImage(image)), 0, 4095)
-    stored = np.rint(arr).astype(np.uint16)
+def tracking_id(muscle: str, side: str) -> str:
+    return f"{muscle}_{side}"
+
+
+def _local(when: datetime) -> datetime:
+    """Content times are local times in DICOM: an aware datetime is shown in the node's zone."""
+    return when.astimezone() if when.tzinfo is not None else when
+
+
+class _Common(TypedDict):
+    manufacturer: str
+    manufacturer_model_name: str
+    software_versions: str
+    device_serial_number: str
+    content_date: date
+    content_time: time
+    series_date: date
+    series_time: time
+
+
+def _dicom_kwargs(ctx: ResultContext) -> _Common:
+    """highdicom constructor arguments every object shares: equipment and creation times."""
+    when = _local(ctx.content_datetime)
+    return _Common(manufacturer=MANUFACTURER, manufacturer_model_name=MODEL, software_versions=ctx.myonode_version,
+                   device_serial_number=SERIAL, content_date=when.date(), content_time=when.time(),
+                   series_date=when.date(), series_time=when.time())
+
+
+def _finish(ds: Dataset, ctx: ResultContext, kind: str) -> None:
+    """Instance creation time, the series replaced, the private scheme if used, the body part."""
+    when = _local(ctx.content_datetime)
+    ds.InstanceCreationDate, ds.InstanceCreationTime = when.strftime("%Y%m%d"), when.strftime("%H%M%S.%f")
+    replaced = {(str(r.StudyInstanceUID), str(r.SeriesInstanceUID)) for r in ctx.replaces.get(kind, [])}
+    if replaced and kind != "sr":  # the SR Document Series has no Related Series: the SR names predecessors
+        items = []
+        for study, series in sorted(replaced):
+            item = Dataset()
+            item.StudyInstanceUID, item.SeriesInstanceUID = study, series
+            item.PurposeOfReferenceCodeSequence = [_copy(C.REPLACED_SERIES)]
+            items.append(item)
+        ds.RelatedSeriesSequence = items
+    if "PixelData" in ds or "FloatPixelData" in ds:
+        ds.BodyPartExamined = BODY_PART
+    if _uses_private_scheme(ds):
+        ds.CodingSchemeIdentificationSequence = [C.coding_scheme_identification()]
+
+
+def _uses_private_scheme(ds: Dataset) -> bool:
+    if ds.get("CodingSchemeDesignator") == C.PRIVATE_SCHEME:
+        return True
+    return any(_uses_private_scheme(item) for elem in ds if elem.VR == "SQ" for item in elem.value)
+
+
+def _copy(code: hd.sr.CodedConcept) -> hd.sr.CodedConcept:
+    """A fresh copy of a table code (items get modifiers attached; the table must stay untouched)."""
+    return hd.sr.CodedConcept(code.value, code.scheme_designator, code.meaning)
+
+
+def _direction(image: sitk.Image) -> np.ndarray:
+    return np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+
+
+# --- 1. the stitched T2 as a derived MR series -----------------------------------------------
+
+
+def _source_extents(source: Sequence[Dataset], normal: np.ndarray) -> np.ndarray:
+    """Each source image's extent (mm) along ``normal``: (n, 2) of low, high, including half its thickness."""
+    out = np.empty((len(source), 2))
+    for i, ds in enumerate(source):
+        iop = np.asarray(ds.ImageOrientationPatient, dtype=float)
+        row_dir, col_dir = iop[:3], iop[3:]
+        col_mm, row_mm = float(ds.PixelSpacing[1]) * (ds.Columns - 1), float(ds.PixelSpacing[0]) * (ds.Rows - 1)
+        corners = [np.asarray(ds.ImagePositionPatient, dtype=float) + a * col_mm * row_dir + b * row_mm * col_dir
+                   for a in (0, 1) for b in (0, 1)]
+        along = [float(c @ normal) for c in corners]
+        half = float(ds.get("SliceThickness") or 0.0) / 2 * abs(float(np.cross(row_dir, col_dir) @ normal))
+        out[i] = (min(along) - half, max(along) + half)
+    return out
+
+
+def _window(stored: np.ndarray) -> tuple[float, float]:
+    """Display window (centre, width) from the 1st–99.5th percentile of the non-zero voxels."""
+    sample = stored[:: max(1, stored.shape[0] // 16)]
+    sample = sample[sample > 0]
+    if sample.size == 0:
+        return 0.5, 1.0
+    lo, hi = np.percentile(sample, (1.0, 99.5))
+    return float(lo + hi) / 2, max(float(hi - lo), 1.0)
+
+
+def derived_t2_series(stitched: sitk.Image, source: Sequence[Dataset], ctx: ResultContext) -> list[Dataset]:
+    """The stitched T2 (float, LPS) as classic MR images, one per slice, DERIVED\\SECONDARY.
+
+    Pixel values are the stitched signal rounded to uint16 (display only: no modality LUT).
+    Each image lists the source images whose slab intersects its own in the Source Image
+    Sequence. Frame of Reference: the sources' when they share one, else a new one.
+    """
+    if not source:
+        raise ValueError("derived T2 series: no source T2 headers given")
+    first = source[0]
+    frames = {str(ds.FrameOfReferenceUID) for ds in source}
+    frame_uid = frames.pop() if len(frames) == 1 else generate_uid()
+    stored = np.rint(np.clip(np.nan_to_num(sitk.GetArrayViewFromImage(stitched)), 0, 65535)).astype(np.uint16)
+    centre, width = _window(stored)
+    d = _direction(stitched)
+    spacing = stitched.GetSpacing()
+    extents = _source_extents(source, d[:, 2])
     series_uid = generate_uid()
-    d = np.asarray(image.GetDirection()).reshape(3, 3)
-    when = ctx.content_datetime
-    replaced = ctx.replaces.get("stitched_t2", [])
+    derivation = ("Stations stitched with feathered overlaps, each scaled to a common bright-fat level "
+                  f"(display only: measurements use the native stations); myonode {ctx.myonode_version}, "
+                  f"pipeline {ctx.pipeline_version}")
     out = []
     for k in range(stored.shape[0]):
-        ds = Dataset()
-        _copy_patient_study(ds, source)
-        sop = generate_uid()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
-        ds.file_meta.MediaStorageSOPInstanceUID = sop
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, sop
-        ds.Modality = "MR"
-        ds.SeriesInstanceUID = series_uid
-        ds.SeriesNumber = SERIES_NUMBERS["stitched_t2"]
-        ds.SeriesDescription = STITCHED_DESCRIPTION
-        ds.FrameOfReferenceUID = source.FrameOfReferenceUID
+        ds = hd.SOPClass(
+            study_instance_uid=first.StudyInstanceUID, series_instance_uid=series_uid,
+            series_number=SERIES_NUMBERS["stitched_t2"], sop_instance_uid=generate_uid(), sop_class_uid=MRImageStorage,
+            instance_number=k + 1, modality="MR", transfer_syntax_uid=ExplicitVRLittleEndian,
+            series_description=STITCHED_DESCRIPTION, specific_character_set=first.get("SpecificCharacterSet"),
+            **_dicom_kwargs(ctx))
+        ds.copy_patient_and_study_information(first)
+        ds.FrameOfReferenceUID = frame_uid
         ds.PositionReferenceIndicator = ""
-        ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions = MANUFACTURER, MODEL, ctx.myonode_version
-        ds.DeviceSerialNumber = SERIAL
-        ds.InstanceNumber = k + 1
+        for keyword in _MR_ACQUISITION:
+            if keyword in first:
+                ds.add(first[keyword])
+        ds.ScanningSequence = first.get("ScanningSequence", "RM")  # type 1; RM: research mode
+        ds.SequenceVariant = first.get("SequenceVariant", "NONE")
+        for keyword in ("ScanOptions", "MRAcquisitionType", "EchoTime", "EchoTrainLength", "PatientPosition"):  # type 2
+            if keyword not in ds:
+                setattr(ds, keyword, None)
         ds.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
-        ds.DerivationDescription = (f"Stations stitched with feathered overlaps and per-station intensity scaling "
-                                    f"(display only: measurements use the native stations); pipeline "
-                                    f"{ctx.pipeline_version}"
-                                    + (f"; replaces series {replaced[0].SeriesInstanceUID}" if replaced else ""))
-        ds.ContentDate, ds.ContentTime = when.strftime("%Y%m%d"), when.strftime("%H%M%S")
-        ds.SeriesDate, ds.SeriesTime = ds.ContentDate, ds.ContentTime
-        ds.ImagePositionPatient = [f"{v:.4f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))]
-        ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*d[:, 0], *d[:, 1])]
-        sp = image.GetSpacing()
-        ds.PixelSpacing = [f"{sp[1]:.6g}", f"{sp[0]:.6g}"]
-        ds.SliceThickness = f"{sp[2]:.6g}"
-        ds.SpacingBetweenSlices = f"{sp[2]:.6g}"
-        for keyword in ("ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisitionType", "RepetitionTime",
-                        "EchoTime", "EchoTrainLength", "MagneticFieldStrength", "BodyPartExamined", "PatientPosition"):
-            if keyword in source:
-                setattr(ds, keyword, source.data_element(keyword).value)
+        ds.DerivationDescription = derivation
+        ds.DerivationCodeSequence = [_copy(C.IMAGE_STITCHING)]
+        position = np.asarray(stitched.TransformIndexToPhysicalPoint((0, 0, k)))
+        level = float(position @ d[:, 2])
+        hit = (extents[:, 0] < level + spacing[2] / 2) & (extents[:, 1] > level - spacing[2] / 2)
+        ds.SourceImageSequence = [_source_item(source[i]) for i in np.flatnonzero(hit)]
+        ds.ImagePositionPatient = [round(float(v), 4) for v in position]
+        ds.ImageOrientationPatient = [round(float(v), 6) for v in (*d[:, 0], *d[:, 1])]
+        ds.PixelSpacing = [round(spacing[1], 6), round(spacing[0], 6)]
+        ds.SliceThickness = ds.SpacingBetweenSlices = round(spacing[2], 6)
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.Rows, ds.Columns = stored.shape[1], stored.shape[2]
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.WindowCenter, ds.WindowWidth = "400", "900"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.WindowCenter, ds.WindowWidth = round(centre, 1), round(width, 1)
         ds.PixelData = stored[k].tobytes()
+        _finish(ds, ctx, "stitched_t2")
         out.append(ds)
     return out
 
 
-def _algorithm(ctx: ResultContext) -> hd.AlgorithmIdentificationSequence:
-    return hd.AlgorithmIdentificationSequence(
-        name="myonode atlas propagation", family=C.ALGORITHM_FAMILY, version=ctx.pipeline_version,
-        source="myonode", parameters={"atlas": ctx.atlas_id, "myonode": ctx.myonode_version})
+def _source_item(src: Dataset) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = src.SOPClassUID, src.SOPInstanceUID
+    item.PurposeOfReferenceCodeSequence = [_copy(C.SOURCE_IMAGE_PURPOSE)]
+    return item
 
 
-def _segment_colour(i: int) -> hd.color.CIELabColor:
-    hue = (i * 0.61803398875) % 1.0
-    rgb = np.clip(np.abs(((hue * 6 + np.array([0, 4, 2])) % 6) - 3) - 1, 0, 1) * 0.8 + 0.2
-    return hd.color.CIELabColor(*_lab(rgb))
+# --- 2. the ADC parametric map ---------------------------------------------------------------
 
 
-def _lab(rgb: np.ndarray) -> tuple[float, float, float]:
-    """sRGB (0–1) to CIE L*a*b* (D65)."""
-    c = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
-    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ c
-    xyz /= np.array([0.95047, 1.0, 1.08883])
-    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
-    return float(116 * f[1] - 16), float(500 * (f[0] - f[1])), float(200 * (f[1] - f[2]))
-
-
-def segmentation(derived: Sequence[Dataset], labels: np.ndarray, table: Sequence[AtlasLabel],
-                 ctx: ResultContext) -> tuple[hd.seg.Segmentation, dict[int, int]]:
-    """One binary segment per muscle label present (label map ``labels`` on the derived series' grid).
-
-    Returns the SEG and label value → segment number.
-    """
-    muscles = [lab for lab in table if lab.is_muscle and (labels == lab.value).any()]
-    segment_of = {lab.value: i + 1 for i, lab in enumerate(muscles)}
-    lut = np.zeros(256, np.uint8)
-    for value, number in segment_of.items():
-        lut[value] = number
-    descriptions = []
-    for lab in muscles:
-        n = segment_of[lab.value]
-        descriptions.append(hd.seg.SegmentDescription(
-            segment_number=n, segment_label=lab.name[:64], segmented_property_category=C.TISSUE,
-            segmented_property_type=C.SKELETAL_MUSCLE, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=_algorithm(ctx), tracking_uid=generate_uid(), tracking_id=f"{lab.key}_{lab.side}",
-            anatomic_regions=[C.MUSCLE_CODES[lab.key]], display_color=_segment_colour(n)))
-    seg = hd.seg.Segmentation(
-        source_images=list(derived), pixel_array=lut[labels], segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions, series_instance_uid=generate_uid(), series_number=SERIES_NUMBERS["seg"],
-        sop_instance_uid=generate_uid(), instance_number=1, manufacturer=MANUFACTURER, manufacturer_model_name=MODEL,
-        software_versions=ctx.myonode_version, device_serial_number=SERIAL,
-        content_description="Muscle ROIs propagated from the atlas", content_label="MUSCLES",
-        series_description="Muscle ROIs (myonode)")
-    for lab, item in zip(muscles, seg.SegmentSequence):
-        if lab.side in C.LATERALITY:
-            item.AnatomicRegionSequence[0].AnatomicRegionModifierSequence = [C.LATERALITY[lab.side]]
-    _declare_private_scheme(seg)
-    _content_time(seg, ctx)
-    return seg, segment_of
-
-
-def adc_parametric_map(adc: sitk.Image, source: Dataset, ctx: ResultContext) -> hd.pm.ParametricMap:
-    """The stitched ADC (mm²/s, float32; 0 where masked) as a Parametric Map with a UCUM real-world mapping."""
-    arr = np.nan_to_num(sitk.GetArrayFromImage(adc).astype(np.float32), nan=0.0)
-    d = np.asarray(adc.GetDirection()).reshape(3, 3)
+def adc_parametric_map(adc: sitk.Image, source: Sequence[Dataset], ctx: ResultContext) -> hd.pm.ParametricMap:
+    """The stitched ADC (float32 mm²/s, NaN where not estimated) as a Parametric Map with a UCUM mapping."""
+    if not source:
+        raise ValueError("ADC map: no source DWI headers given")
+    arr = sitk.GetArrayFromImage(adc).astype(np.float32)
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0:
+        raise ValueError("ADC map: no voxel has an ADC value")
+    d = _direction(adc)
     sp = adc.GetSpacing()
-    positions = [hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT,
-                                          adc.TransformIndexToPhysicalPoint((0, 0, k))) for k in range(arr.shape[0])]
     mapping = hd.pm.RealWorldValueMapping(
-        lut_label="ADC", lut_explanation="Apparent diffusion coefficient",
-        unit=hd.sr.CodedConcept("mm2/s", "UCUM", "mm2/s"), value_range=(float(arr.min()), float(arr.max())),
-        slope=1.0, intercept=0.0, quantity_definition=C.ADC)
+        lut_label="ADC", lut_explanation="Apparent diffusion coefficient (NaN: not estimated)", unit=C.MM2_PER_S,
+        value_range=(float(finite.min()), float(finite.max())), slope=1.0, intercept=0.0, quantity_definition=C.ADC)
     pm = hd.pm.ParametricMap(
-        source_images=[source], pixel_array=arr, series_instance_uid=generate_uid(),
-        series_number=SERIES_NUMBERS["adc_map"], sop_instance_uid=generate_uid(), instance_number=1,
-        manufacturer=MANUFACTURER, manufacturer_model_name=MODEL, software_versions=ctx.myonode_version,
-        device_serial_number=SERIAL, contains_recognizable_visual_features=False,
+        source_images=[source[0]], further_source_images=list(source[1:]) or None, pixel_array=arr,
+        series_instance_uid=generate_uid(), series_number=SERIES_NUMBERS["adc_map"],
+        sop_instance_uid=generate_uid(), instance_number=1, contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
-        voi_lut_transformations=[hd.VOILUTTransformation(window_center=1.5e-3, window_width=3e-3,
+        voi_lut_transformations=[hd.VOILUTTransformation(window_center=ADC_WINDOW[0], window_width=ADC_WINDOW[1],
                                                          voi_lut_function="LINEAR_EXACT")],
         pixel_measures=hd.PixelMeasuresSequence(pixel_spacing=(sp[1], sp[0]), slice_thickness=sp[2],
                                                 spacing_between_slices=sp[2]),
-        plane_orientation=hd.PlaneOrientationSequence(hd.CoordinateSystemNames.PATIENT,
-                                                      (*d[:, 0], *d[:, 1])),
-        plane_positions=positions, series_description="WB ADC (myonode)")
-    pm.BodyPartExamined = "WHOLEBODY"  # unpaired: General Series Laterality (2C) stays absent
-    _content_time(pm, ctx)
+        plane_orientation=hd.PlaneOrientationSequence(hd.CoordinateSystemNames.PATIENT, (*d[:, 0], *d[:, 1])),
+        plane_positions=[hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT,
+                                                  adc.TransformIndexToPhysicalPoint((0, 0, k)))
+                         for k in range(arr.shape[0])],
+        series_description="WB ADC (myonode)", content_label="ADC",
+        content_description=f"ADC from two b-values per station, stitched; pipeline {ctx.pipeline_version}",
+        **_dicom_kwargs(ctx))
+    _finish(pm, ctx, "adc_map")
     return pm
 
 
-def _group(row: MeasurementRow, adc_row: MeasurementRow | None, seg: hd.seg.Segmentation,
-           segment: int | None) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    """A muscle's measurement group; volumetric (referencing its SEG segment) when it has one."""
-    tracking = f"{row.muscle}_{row.side}"
-    site = hd.sr.FindingSite(anatomic_location=C.MUSCLE_CODES[row.muscle],
-                             laterality=C.LATERALITY.get(row.side))
-    measurements = [
-        hd.sr.Measurement(C.MEAN_T2W_SIGNAL, row.mean_signal, hd.sr.CodedConcept("1", "UCUM", "no units")),
-        hd.sr.Measurement(C.RELATIVE_T2, row.value, hd.sr.CodedConcept("1", "UCUM", "ratio")),
-    ]
-    if row.reference_value is not None:
-        measurements.insert(1, hd.sr.Measurement(C.REFERENCE_MEAN, row.reference_value,
-                                                  hd.sr.CodedConcept("1", "UCUM", "no units")))
-    if row.volume_ml is not None:
-        measurements.append(hd.sr.Measurement(C.VOLUME, row.volume_ml, hd.sr.CodedConcept("ml", "UCUM", "milliliter")))
-    if adc_row is not None:
-        measurements.append(hd.sr.Measurement(C.MEAN_ADC, adc_row.value, hd.sr.CodedConcept("mm2/s", "UCUM", "mm2/s")))
-    evaluations = [hd.sr.QualitativeEvaluation(C.QC_FLAG, C.QC_VALUES[f]) for f in sorted(set(row.qc_flags))
-                   if f in C.QC_VALUES]
-    common = dict(tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=tracking),
-                  finding_type=C.SKELETAL_MUSCLE, finding_sites=[site], measurements=measurements,
-                  qualitative_evaluations=evaluations or None)
-    if segment is None:
-        return hd.sr.MeasurementsAndQualitativeEvaluations(**common)
-    referenced = hd.sr.ReferencedSegment(sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID,
-                                         segment_number=segment, source_series=_series_of(seg))
-    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=referenced, **common)
+# --- 3. the segmentation ---------------------------------------------------------------------
 
 
-def _series_of(seg: hd.seg.Segmentation) -> hd.sr.SourceSeriesForSegmentation:
-    return hd.sr.SourceSeriesForSegmentation(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)
+def _check_label_table(table: Sequence[LabelEntry]) -> None:
+    seen_values, seen_keys = set(), set()
+    for value, muscle, side in table:
+        if muscle not in MUSCLE_BY_KEY:
+            raise ValueError(f"label {value}: {muscle!r} is not a muscle of the catalogue")
+        if side not in MUSCLE_BY_KEY[muscle].sides:
+            raise ValueError(f"label {value}: side {side!r} is not a side of {muscle}")
+        if value in seen_values or (muscle, side) in seen_keys:
+            raise ValueError(f"label {value} ({muscle}, {side}) appears twice in the label table")
+        seen_values.add(value)
+        seen_keys.add((muscle, side))
 
 
-def measurement_report(rows: Sequence[MeasurementRow], seg: hd.seg.Segmentation, segment_of: dict[tuple[str, str], int],
-                       source: Dataset, evidence: Sequence[Dataset], ctx: ResultContext) -> hd.sr.Comprehensive3DSR:
-    """TID 1500: a measurement group per muscle × side (relative T2, its parts, volume, ADC) and the summary."""
-    observer = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(entropy_srcs=["myonode-device"]), name="myonode", manufacturer_name=MANUFACTURER,
-            model_name=MODEL, serial_number=SERIAL))
-    adc = {(r.muscle, r.side): r for r in rows if r.modality == "ADC"}
-    groups = [_group(r, adc.get((r.muscle, r.side)), seg, segment_of.get((r.muscle, r.side)))
-              for r in rows if r.modality == "T2"]
+def segment_label(muscle: str, side: str) -> str:
+    name = MUSCLE_BY_KEY[muscle].name
+    return name if side == "none" else f"{name} {side}"
+
+
+def _colour(muscle: str, side: str) -> hd.color.CIELabColor:
+    r, g, b = (round(c * (0.7 if side == "right" else 1.0)) for c in PALETTE[muscle])
+    return hd.color.CIELabColor.from_rgb(r, g, b)
+
+
+def segmentation(derived: Sequence[Dataset], labels: sitk.Image, table: Sequence[LabelEntry],
+                 ctx: ResultContext) -> hd.seg.Segmentation:
+    """A binary SEG with one segment per muscle × side of ``table`` present in ``labels`` (on the derived grid).
+
+    Segments are numbered in table order; each carries its tracking identifier
+    ``<muscle>_<side>`` and tracking UID (:func:`tracking_uid`).
+    """
+    _check_label_table(table)
+    arr = sitk.GetArrayViewFromImage(labels)
+    first = derived[0]
+    if arr.shape != (len(derived), first.Rows, first.Columns):
+        raise ValueError(f"labels of shape {arr.shape} do not match the derived series "
+                         f"({len(derived)} × {first.Rows} × {first.Columns})")
+    if not np.allclose(labels.GetOrigin(), np.asarray(first.ImagePositionPatient, dtype=float), atol=_GEOMETRY_MM):
+        raise ValueError("labels are not on the derived series' grid (origin differs)")
+    counts = np.bincount(arr.ravel(), minlength=max([v for v, _, _ in table], default=0) + 1)
+    present = [(v, m, s) for v, m, s in table if counts[v] > 0]
+    if not present:
+        raise ValueError("no label of the table is present in the label image")
+    lut = np.zeros(len(counts), np.uint8 if len(present) < 256 else np.uint16)
+    for number, (value, _, _) in enumerate(present, start=1):
+        lut[value] = number
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=ALGORITHM_NAME, family=C.ALGORITHM_FAMILY, version=ctx.pipeline_version, source=MANUFACTURER,
+        parameters={"atlas_id": ctx.atlas_id, "myonode_version": ctx.myonode_version})
+    descriptions = []
+    for number, (_, muscle, side) in enumerate(present, start=1):
+        region = _copy(C.MUSCLE_CODES[muscle])
+        if side in C.LATERALITY:
+            region.AnatomicRegionModifierSequence = [_copy(C.LATERALITY[side])]
+        descriptions.append(hd.seg.SegmentDescription(
+            segment_number=number, segment_label=segment_label(muscle, side), segmented_property_category=C.TISSUE,
+            segmented_property_type=C.SKELETAL_MUSCLE, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm, tracking_uid=tracking_uid(first, muscle, side),
+            tracking_id=tracking_id(muscle, side), anatomic_regions=[region], display_color=_colour(muscle, side)))
+    seg = hd.seg.Segmentation(
+        source_images=list(derived), pixel_array=lut[arr], segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions, series_instance_uid=generate_uid(), series_number=SERIES_NUMBERS["seg"],
+        sop_instance_uid=generate_uid(), instance_number=1, content_label="MUSCLES",
+        content_description=f"Muscle ROIs propagated from atlas {ctx.atlas_id}"[:64],
+        series_description="Muscle ROIs (myonode)", **_dicom_kwargs(ctx))
+    _finish(seg, ctx, "seg")
+    return seg
+
+
+# --- 4. the TID 1500 measurement report ------------------------------------------------------
+
+
+def _check_rows(rows: Sequence[MeasurementRow]) -> None:
+    seen = set()
+    for r in rows:
+        key = (r.modality, r.muscle, r.side)
+        if r.modality not in ("T2", "ADC"):
+            raise ValueError(f"measurement {r.muscle} {r.side}: unknown modality {r.modality!r}")
+        if r.muscle not in MUSCLE_BY_KEY or r.side not in MUSCLE_BY_KEY[r.muscle].sides:
+            raise ValueError(f"measurement {r.modality}: {r.muscle} {r.side} is not a muscle × side of the catalogue")
+        if key in seen:
+            raise ValueError(f"measurement {r.modality} {r.muscle} {r.side} appears twice")
+        unknown = set(r.qc_flags) - set(C.QC_VALUES)
+        if unknown:
+            raise ValueError(f"measurement {r.modality} {r.muscle} {r.side}: QC flags without a code: "
+                             f"{sorted(unknown)}")
+        seen.add(key)
+
+
+def _measurements(t2: MeasurementRow | None, adc: MeasurementRow | None,
+                  adc_map: Dataset | None) -> list[hd.sr.Measurement]:
+    out = []
+    if t2 is not None:
+        out += [hd.sr.Measurement(C.T2W_SIGNAL, t2.mean_signal, C.ARBITRARY_UNIT, derivation=C.MEAN),
+                hd.sr.Measurement(C.T2W_SIGNAL, t2.sd, C.ARBITRARY_UNIT, derivation=C.STANDARD_DEVIATION)]
+        if t2.reference_value is not None:
+            out.append(hd.sr.Measurement(C.REFERENCE_SIGNAL, t2.reference_value, C.ARBITRARY_UNIT, derivation=C.MEAN))
+        out.append(hd.sr.Measurement(C.RELATIVE_T2, t2.value, C.RATIO))
+    volume = t2.volume_ml if t2 is not None else adc.volume_ml if adc is not None else None
+    if volume is not None:
+        out.append(hd.sr.Measurement(C.VOLUME, volume, C.MILLILITRE))
+    if adc is not None:
+        source = [hd.sr.SourceImageForMeasurement.from_source_image(adc_map)] if adc_map is not None else None
+        out += [hd.sr.Measurement(C.ADC, adc.value, C.MM2_PER_S, derivation=C.MEAN, referenced_images=source),
+                hd.sr.Measurement(C.ADC, adc.sd, C.MM2_PER_S, derivation=C.STANDARD_DEVIATION,
+                                  referenced_images=source)]
+    return out
+
+
+def _qc(t2: MeasurementRow | None, adc: MeasurementRow | None) -> list[hd.sr.QualitativeEvaluation]:
+    return [hd.sr.QualitativeEvaluation(C.QC_FLAG[r.modality], C.QC_VALUES[flag])
+            for r in (t2, adc) if r is not None for flag in sorted(set(r.qc_flags))]
+
+
+def measurement_report(rows: Sequence[MeasurementRow], seg: hd.seg.Segmentation, derived: Sequence[Dataset],
+                       adc_map: Dataset | None, ctx: ResultContext) -> hd.sr.Comprehensive3DSR:
+    """TID 1500: one measurement group per measured muscle × side, and the summary mean.
+
+    A group holds the T2 measurements (mean and SD of the T2-weighted signal, the bone marrow
+    reference mean, relative T2), the volume and, for the axial muscles, mean and SD of the
+    ADC with the ADC map as their source of measurement; its QC flags are qualitative
+    evaluations (one concept per modality). It references its SEG segment (TID 1411) when
+    the SEG has one for that muscle × side; otherwise it is a TID 1501 group.
+    """
+    _check_rows(rows)
+    by_key = {(r.modality, r.muscle, r.side): r for r in rows}
+    segments = {str(item.TrackingID): int(item.SegmentNumber) for item in seg.SegmentSequence}
+    patient = derived[0]
+    time_point = (hd.sr.TimePointContext(time_point=str(patient.ClinicalTrialTimePointID))
+                  if patient.get("ClinicalTrialTimePointID") else None)
+    algorithm = hd.sr.AlgorithmIdentification(name=ALGORITHM_NAME, version=ctx.pipeline_version,
+                                              parameters=[f"atlas_id={ctx.atlas_id}",
+                                                          f"myonode_version={ctx.myonode_version}"])
+    source_series = hd.sr.SourceSeriesForSegmentation(str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID))
+    groups: list[hd.sr.MeasurementsAndQualitativeEvaluations
+                 | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations] = []
+    for muscle in MUSCLES:
+        for side in muscle.sides:
+            t2, adc = by_key.get(("T2", muscle.key, side)), by_key.get(("ADC", muscle.key, side))
+            if t2 is None and adc is None:
+                continue
+            ident = tracking_id(muscle.key, side)
+            tracking = hd.sr.TrackingIdentifier(uid=tracking_uid(patient, muscle.key, side), identifier=ident)
+            sites = [hd.sr.FindingSite(_copy(C.MUSCLE_CODES[muscle.key]), laterality=C.LATERALITY.get(side))]
+            measurements, evaluations = _measurements(t2, adc, adc_map), _qc(t2, adc) or None
+            if ident in segments:
+                segment = hd.sr.ReferencedSegment(seg.SOPClassUID, seg.SOPInstanceUID, segments[ident],
+                                                  source_series=source_series)
+                groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                    tracking_identifier=tracking, referenced_segment=segment, finding_type=C.SKELETAL_MUSCLE,
+                    time_point_context=time_point, algorithm_id=algorithm, finding_sites=sites,
+                    measurements=measurements, qualitative_evaluations=evaluations))
+            else:
+                groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+                    tracking_identifier=tracking, finding_type=C.SKELETAL_MUSCLE, time_point_context=time_point,
+                    algorithm_id=algorithm, finding_sites=sites, measurements=measurements,
+                    qualitative_evaluations=evaluations))
     summary = summary_mean(list(rows))
     if summary is not None:
         groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="summary_mean"),
-            finding_type=C.SKELETAL_MUSCLE,
-            measurements=[hd.sr.Measurement(C.SUMMARY_RELATIVE_T2, summary, hd.sr.CodedConcept("1", "UCUM", "ratio"))]))
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid(patient, "summary_mean", "none"),
+                                                         identifier="summary_mean"),
+            finding_type=C.SKELETAL_MUSCLE, time_point_context=time_point, algorithm_id=algorithm,
+            measurements=[hd.sr.Measurement(C.SUMMARY_RELATIVE_T2, summary, C.RATIO)]))
+    observer = hd.sr.ObserverContext(
+        observer_type=C.DEVICE_OBSERVER,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=DEVICE_UID, name=MANUFACTURER, manufacturer_name=MANUFACTURER, model_name=MODEL,
+            serial_number=SERIAL))
     report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_person_context=None,
-                                                     observer_device_context=observer),
-        procedure_reported=C.WHOLE_BODY_MRI, imaging_measurements=groups,
-        title=codes.cid7021.ImagingMeasurementReport)
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=C.WHOLE_BODY_MRI, imaging_measurements=groups, title=C.REPORT_TITLE)
+    evidence = [seg, *derived, *([adc_map] if adc_map is not None else [])]
     sr = hd.sr.Comprehensive3DSR(
-        evidence=list(evidence), content=report, series_instance_uid=generate_uid(),
-        series_number=SERIES_NUMBERS["sr"], sop_instance_uid=generate_uid(), instance_number=1,
-        manufacturer=MANUFACTURER, series_description="Muscle MRI measurements (myonode)",
+        evidence=evidence, content=report, series_instance_uid=generate_uid(), series_number=SERIES_NUMBERS["sr"],
+        sop_instance_uid=generate_uid(), instance_number=1, series_description="Muscle MRI measurements (myonode)",
         is_complete=True, is_final=False, is_verified=False,
-        previous_versions=list(ctx.replaces.get("sr", [])) or None)
-    _declare_private_scheme(sr)
-    _content_time(sr, ctx)
+        previous_versions=list(ctx.replaces.get("sr", [])) or None, **_dicom_kwargs(ctx))
+    _finish(sr, ctx, "sr")
     return sr
 
 
-def _declare_private_scheme(ds: Dataset) -> None:
-    ds.CodingSchemeIdentificationSequence = [C.coding_scheme_identification()]
-
-
-def _content_time(ds: Dataset, ctx: ResultContext) -> None:
-    ds.ContentDate = ctx.content_datetime.strftime("%Y%m%d")
-    ds.ContentTime = ctx.content_datetime.strftime("%H%M%S.%f")
+# --- the visit -------------------------------------------------------------------------------
 
 
 def build_results(rows: Sequence[MeasurementRow], t2_stations: Sequence[sitk.Image], subject_labels: sitk.Image,
-                  adc_stations: Sequence[sitk.Image], t2_header: Dataset, dwi_header: Dataset | None,
-                  table: Sequence[AtlasLabel], ctx: ResultContext) -> VisitResults:
-    """All result objects of one visit (see the module docstring)."""
-    from quant.pipeline import normalised
-    from quant.stitch import stitch
+                  adc_stations: Sequence[sitk.Image], t2_headers: Sequence[Dataset],
+                  dwi_header: Dataset | None, table: Sequence[AtlasLabel], ctx: ResultContext) -> VisitResults:
+    """All result objects of one visit, from its stations (head first), labels and measurements.
 
+    The derived series (and so the SEG) is stitched on a grid of the first station's
+    orientation with an in-plane spacing of at least ``DISPLAY_MM``: the subject labels come
+    from a 2 mm grid (``QuantSettings.label_mm``), so a finer SEG would add bytes (×4), not
+    detail. ``t2_headers``: every T2 header of the visit (the derived images cite those of
+    their slab as sources).
+    """
     first = t2_stations[0]
     sp = first.GetSpacing()
-    spacing = (max(sp[0], 1.5), max(sp[1], 1.5), sp[2])
+    spacing = (max(sp[0], DISPLAY_MM), max(sp[1], DISPLAY_MM), sp[2])
     display = stitch(normalised(list(t2_stations)), spacing=spacing, direction=first.GetDirection()).image
-    derived = stitched_series(display, t2_header, ctx)
-    labels = sitk.GetArrayFromImage(sitk.Resample(subject_labels, display, sitk.Transform(),
-                                                  sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
-    seg, segment_of_value = segmentation(derived, labels, table, ctx)
-    by_value = {lab.value: lab for lab in table}
-    segment_of = {(by_value[v].key, by_value[v].side): n for v, n in segment_of_value.items()}
-    pm = None
+    derived = derived_t2_series(display, t2_headers, ctx)
+    labels = sitk.Resample(subject_labels, display, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
+    seg = segmentation(derived, labels, [(lab.value, lab.key, lab.side) for lab in table if lab.is_muscle], ctx)
+    adc_map = None
     if adc_stations and dwi_header is not None:
-        adc = stitch(list(adc_stations), fill=float("nan")).image
-        pm = adc_parametric_map(adc, dwi_header, ctx)
-    sr = measurement_report(rows, seg, segment_of, t2_header, [seg, *derived], ctx)
-    return VisitResults(derived, seg, sr, pm)
+        adc_map = adc_parametric_map(stitch(list(adc_stations), fill=float("nan")).image, [dwi_header], ctx)
+    sr = measurement_report(rows, seg, derived, adc_map, ctx)
+    return VisitResults(derived, seg, sr, adc_map)
