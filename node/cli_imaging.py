@@ -76,14 +76,22 @@ def phantom_cohort(
     size: SizeOption = "full",
     enhanced: Enhanced = False,
     one_series: OneSeries = False,
+    effects: Annotated[Optional[Path], typer.Option(help="JSON file overriding planted effects (phantom/cohort_model.py)")] = None,
 ) -> None:
     """A cohort with known truth: every visit's DICOM, subjects/clinical/ephys CSVs, truth.json."""
     from phantom.cohort import visits_table, write_cohort
+    from phantom.cohort_model import EffectsError, load_effects
     from phantom.dicom import DicomOptions
+
+    try:
+        planted = load_effects(effects) if effects else None
+    except EffectsError as exc:
+        err_console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from None
 
     with console.status(f"scanning {patients} patients and {controls} controls …"):
         files = write_cohort(out, patients, controls, seed, _check_size(size),  # type: ignore[arg-type]
-                             DicomOptions(enhanced=enhanced, one_series=one_series))
+                             DicomOptions(enhanced=enhanced, one_series=one_series), effects=planted)
     visits_table(files).to_csv(out / "visits.csv", index=False)
     console.print(f"{len(files.visits)} visits under {out / 'visits'}; {files.subjects_csv.name}, "
                   f"{files.clinical_csv.name}, {files.ephys_csv.name}, truth.json, visits.csv in {out}",

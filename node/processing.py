@@ -11,6 +11,7 @@ A failure marks the visit ``failed`` with the error on the job row; the job retr
 from __future__ import annotations
 
 import io
+import json
 import logging
 import shutil
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
+import SimpleITK as sitk
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -68,10 +70,15 @@ def _set_state(sessions: sessionmaker[Session], visit_id: int, state: m.VisitSta
 
 
 def _write_qc_atomically(qc_root: Path, visit_id: int, q: VisitQuant, table: list[AtlasLabel]) -> Path:
+    """The visit's QC pictures, and what reproduces its ROIs: the propagated subject labels (NIfTI) and
+    the elastix transforms (``transforms.json``, usable with transformix)."""
     final = qc_root / f"visit-{visit_id}"
     tmp = qc_root / f".visit-{visit_id}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     write_qc(tmp, q.stitched_t2, q.subject_labels, table, q.b0_stations, q.dwi_station_labels)
+    sitk.WriteImage(q.subject_labels, str(tmp / "subject_labels.nii.gz"), useCompression=True)
+    (tmp / "transforms.json").write_text(json.dumps({name: json.loads(t.to_json())
+                                                     for name, t in q.transforms.items()}, indent=1))
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from phantom.anatomy import AnatomyParams
-from phantom.cohort_model import SimulatedCohort, simulate_cohort
+from phantom.cohort_model import Effects, SimulatedCohort, simulate_cohort
 from phantom.contrast import MuscleState
 from phantom.dicom import DicomOptions
 from phantom.geometry import Size
@@ -62,9 +62,10 @@ def _subject_seed(seed: int, subject_id: str) -> int:
 
 
 def write_cohort(out: Path, patients: int = 29, controls: int = 22, seed: int = 1, size: Size = "full",
-                 options: DicomOptions = DicomOptions(), snr_t2: float = 30.0) -> CohortFiles:
+                 options: DicomOptions = DicomOptions(), snr_t2: float = 30.0,
+                 effects: Effects | None = None) -> CohortFiles:
     """Simulate and write a whole cohort under ``out`` (see the module docstring)."""
-    cohort = simulate_cohort(seed, patients=patients, controls=controls)
+    cohort = simulate_cohort(seed, patients=patients, controls=controls, effects=effects)
     out.mkdir(parents=True, exist_ok=True)
     files = _write_tables(cohort, out)
     visits = (cohort.observations[["subject_id", "visit", "days"]].drop_duplicates()

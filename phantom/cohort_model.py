@@ -13,7 +13,9 @@ measurement noise, for statistics tests that need no images.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,6 +37,52 @@ MUNIX_CHANGE = {"tibialis_anterior": (-11.0, -20.0), "abductor_pollicis_brevis":
 MUNIX_BASELINE_PCT = {"abductor_pollicis_brevis": -50.0, "tibialis_anterior": -39.0, "biceps_brachii": -36.0}
 
 
+@dataclass(frozen=True)
+class Effects:
+    """Every planted effect (defaults: the paper's tables); ``--effects FILE`` overrides any of them."""
+
+    relT2_baseline_pct: dict[tuple[str, str], float] = field(default_factory=lambda: dict(BASELINE_PCT))
+    relT2_change_12m_pct: dict[tuple[str, str], float] = field(default_factory=lambda: dict(CHANGE_12M_PCT))
+    clinical_change: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(CLINICAL_CHANGE))
+    munix_change: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(MUNIX_CHANGE))
+    munix_baseline_pct: dict[str, float] = field(default_factory=lambda: dict(MUNIX_BASELINE_PCT))
+
+
+class EffectsError(ValueError):
+    """An effects file that cannot be used (names the file and the key)."""
+
+
+def load_effects(path: Path) -> Effects:
+    """Effects from a JSON file: any subset of the :class:`Effects` fields; muscle × side keys as
+    ``"tibialis_anterior:left"``, (4-month, 12-month) changes as two-element lists. Everything not in
+    the file keeps the paper's value."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EffectsError(f"{path}: {exc}") from exc
+    base = Effects()
+    out = {}
+    known_muscles = {(m.key, side) for m in MUSCLES for side in m.sides}
+    for name, values in data.items():
+        if name not in Effects.__dataclass_fields__:
+            raise EffectsError(f"{path}: unknown key {name!r} (known: {', '.join(Effects.__dataclass_fields__)})")
+        merged = dict(getattr(base, name))
+        for key, value in values.items():
+            if name.startswith("relT2"):
+                muscle, _, side = key.partition(":")
+                if (muscle, side or "none") not in known_muscles:
+                    raise EffectsError(f"{path}: {name}: unknown muscle:side {key!r}")
+                merged[(muscle, side or "none")] = float(value)
+            elif isinstance(value, list):
+                if len(value) != 2:
+                    raise EffectsError(f"{path}: {name}.{key}: give [4-month, 12-month] changes")
+                merged[key] = (float(value[0]), float(value[1]))
+            else:
+                merged[key] = float(value)
+        out[name] = merged
+    return Effects(**{**base.__dict__, **out})
+
+
 @dataclass
 class SimulatedCohort:
     subjects: pd.DataFrame
@@ -44,7 +92,9 @@ class SimulatedCohort:
     factors: dict[tuple[str, str], dict[tuple[str, str], float]] = field(default_factory=dict)
 
 
-def simulate_cohort(seed: int = 1, patients: int = 29, controls: int = 22) -> SimulatedCohort:
+def simulate_cohort(seed: int = 1, patients: int = 29, controls: int = 22,
+                    effects: Effects | None = None) -> SimulatedCohort:
+    eff = effects or Effects()
     rng = np.random.default_rng(seed)
     subjects = []
     sites = ["upper_limb"] * 14 + ["lower_limb"] * 11 + ["bulbar"] * 4
@@ -77,8 +127,8 @@ def simulate_cohort(seed: int = 1, patients: int = 29, controls: int = 22) -> Si
             visit_factors = factors.setdefault((s["subject_id"], visit), {})
             for m in MUSCLES:
                 for side in m.sides:
-                    effect = 1 + (BASELINE_PCT.get((m.key, side), 0.0) / 100 if group == "patient" else 0)
-                    change = CHANGE_12M_PCT.get((m.key, side), 0.0) / 100 * frac if group == "patient" else 0.0
+                    effect = 1 + (eff.relT2_baseline_pct.get((m.key, side), 0.0) / 100 if group == "patient" else 0)
+                    change = eff.relT2_change_12m_pct.get((m.key, side), 0.0) / 100 * frac if group == "patient" else 0.0
                     visit_factors[(m.key, side)] = effect * (1 + u[(m.key, side)]) * (1 + change)
                     value = mu[m.key] * visit_factors[(m.key, side)] + rng.normal(0, 0.03)
                     rows.append((s["subject_id"], visit, days, "relT2", m.key, side, round(value, 6)))
@@ -86,7 +136,7 @@ def simulate_cohort(seed: int = 1, patients: int = 29, controls: int = 22) -> Si
                         rows.append((s["subject_id"], visit, days, "ADC", m.key, side,
                                      round(float(rng.normal(1.5e-3, 0.1e-3)), 9)))
             if group == "patient":
-                for measure, (c4, c12) in CLINICAL_CHANGE.items():
+                for measure, (c4, c12) in eff.clinical_change.items():
                     start = alsfrs0 if measure == "ALSFRS-R" else weight0
                     delta = {"baseline": 0.0, "m4": c4, "m12": c12}[visit] * progression
                     rows.append((s["subject_id"], visit, days, measure, "", "none",
@@ -108,16 +158,16 @@ def simulate_cohort(seed: int = 1, patients: int = 29, controls: int = 22) -> Si
                                  round(start * (1 - 0.1 * frac * progression) + rng.normal(0, 1.5), 3)))
             side = "right" if group == "control" else ("left" if int(s["subject_id"][1:]) % 2 else "right")
             for mk in EPHYS_MUSCLES:
-                base = 100.0 * (1 + (MUNIX_BASELINE_PCT.get(mk, -30.0) / 100 if group == "patient" else 0))
-                delta = {"baseline": 0.0, "m4": MUNIX_CHANGE.get(mk, (-5, -10))[0],
-                         "m12": MUNIX_CHANGE.get(mk, (-5, -10))[1], "m6": 0.0}[visit] if group == "patient" else 0.0
+                base = 100.0 * (1 + (eff.munix_baseline_pct.get(mk, -30.0) / 100 if group == "patient" else 0))
+                delta = {"baseline": 0.0, "m4": eff.munix_change.get(mk, (-5, -10))[0],
+                         "m12": eff.munix_change.get(mk, (-5, -10))[1], "m6": 0.0}[visit] if group == "patient" else 0.0
                 rows.append((s["subject_id"], visit, days, "MUNIX", mk, side, round(base + delta + rng.normal(0, 8), 3)))
                 rows.append((s["subject_id"], visit, days, "MUSIX", mk, side, round(float(rng.normal(100, 15)), 3)))
                 rows.append((s["subject_id"], visit, days, "CMAP", mk, side, round(float(rng.normal(8, 1.5)), 3)))
     obs = pd.DataFrame(rows, columns=["subject_id", "visit", "days", "measure", "muscle", "side", "value"])
     truth = {
-        "table1_pct_diff": {(m.key, side): BASELINE_PCT.get((m.key, side), 0.0) for m in MUSCLES for side in m.sides},
-        "table5_pct_change_m12": {(m.key, side): CHANGE_12M_PCT.get((m.key, side), 0.0)
+        "table1_pct_diff": {(m.key, side): eff.relT2_baseline_pct.get((m.key, side), 0.0) for m in MUSCLES for side in m.sides},
+        "table5_pct_change_m12": {(m.key, side): eff.relT2_change_12m_pct.get((m.key, side), 0.0)
                                   for m in MUSCLES for side in m.sides},
     }
     return SimulatedCohort(subj, obs, truth, factors)
