@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from dicom_factory import AXIAL, CORONAL, mr_image  # noqa: E402
 from node.orthanc import start_orthanc  # noqa: E402
+from node.ports import free_port  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
 
@@ -39,12 +40,6 @@ from pydicom.uid import generate_uid  # noqa: E402
 # off, as myonode's listener does.
 os.environ["TCP_NODELAY"] = "1"
 DCMTK_ENV = dict(os.environ)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def visit_files(folder: Path, t2_stations: int, dwi_stations: int, slices: int) -> list[Path]:

@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 
 from node.demo import prepare_demo_folder, push_visit  # noqa: E402
 from node.atlases import ensure_default_atlas  # noqa: E402
+from node.ports import free_port  # noqa: E402
 from node.processing import process_visit  # noqa: E402
 from node.service import start_node  # noqa: E402
 from phantom.anatomy import AnatomyParams  # noqa: E402
@@ -44,7 +45,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None)
     args = ap.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="myonode-pipeline-"))
-    settings = prepare_demo_folder(folder / "node", port=_port(), small=args.size == "small")
+    settings = prepare_demo_folder(folder / "node", port=free_port(), small=args.size == "small")
     ensure_default_atlas(settings.atlas.default_subjects)
     rng = np.random.default_rng(12)
     params = AnatomyParams.random(rng, "M").placed(rng)
@@ -81,14 +82,6 @@ def main() -> None:
         "measurements": outcome.measurements, "results": len(outcome.results),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "targets": {"process_s": 120, "peak_rss_mb": 4096}}, indent=1))
-
-
-def _port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 if __name__ == "__main__":

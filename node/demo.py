@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import func, select
 
+from node.ports import free_port
 from node.settings import Settings, load_settings
 from storage import models as m
 from storage.database import make_engine
@@ -137,7 +138,7 @@ def run_demo(folder: Path, console: Console, size: str = "small", patients: int 
 
     if shutil.which("storescu") is None:
         raise DemoError("dcmtk is not installed (Debian package dcmtk): the demo pushes images with storescu")
-    port = _free_port()
+    port = free_port()
     if folder.exists():
         shutil.rmtree(folder)
     orthanc = None
@@ -251,11 +252,3 @@ def find_results(ae_title: str, port: int) -> int:
     proc = subprocess.run(["findscu", "-S", "-aec", ae_title, *FINDSCU_KEYS, "127.0.0.1", str(port)],
                           capture_output=True, text=True, timeout=60)
     return (proc.stdout + proc.stderr).count("Find Response:")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -12,11 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from node.ports import free_port
 
 
 @dataclass
@@ -51,7 +46,7 @@ def start_orthanc(folder: Path, modalities: dict[str, tuple[str, str, int]], ae_
     if not Path(binary).exists():
         raise FileNotFoundError("Orthanc is not installed (Debian package orthanc; `make test` installs it)")
     folder.mkdir(parents=True, exist_ok=True)
-    dicom_port, http_port = _free_port(), _free_port()
+    dicom_port, http_port = free_port(), free_port()
     config = {
         "Name": "myonode-test-pacs", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
         "DicomAet": ae_title, "DicomPort": dicom_port, "HttpPort": http_port, "RemoteAccessAllowed": False,

@@ -21,20 +21,13 @@ from sqlalchemy import func, select
 
 from node.demo import find_results, prepare_demo_folder, push_visit
 from node.orthanc import start_orthanc
+from node.ports import free_port
 from node.reports import run_report
 from node.service import start_node
 from phantom.cohort import write_cohort
 from stats.importer import import_observations, import_subjects
 from storage import models as m
 from storage.database import transaction
-
-def _port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def wait_for(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
@@ -46,7 +39,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def test_two_subjects_from_scanner_to_pacs_and_report(tmp_path: Path) -> None:
-    port = _port()
+    port = free_port()
     orthanc = start_orthanc(tmp_path / "orthanc", {"MYONODE": ("MYONODE", "127.0.0.1", port)})
     settings = prepare_demo_folder(tmp_path / "node", port=port, stable_age_s=2,
                                    pacs=(orthanc.ae_title, orthanc.dicom_port))

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from node.ports import free_port
 from node.service import Node, start_node
 from node.settings import Settings, load_settings
 
 PEER_AES = ["STORESCU", "ECHOSCU", "FINDSCU", "GETSCU", "MOVESCU", "PEER", "ORTHANC"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def need(tool: str) -> str:

@@ -10,7 +10,8 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import select
 
-from conftest import dcmtk, free_port  # type: ignore[import-not-found]
+from conftest import dcmtk  # type: ignore[import-not-found]
+from node.ports import free_port
 from dicom_factory import write_series
 from node.outbox import backoff, deliver_due, enqueue, retry
 from node.service import Node

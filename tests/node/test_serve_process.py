@@ -16,7 +16,8 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import select
 
-from conftest import dcmtk, free_port, need  # type: ignore[import-not-found]
+from conftest import dcmtk, need  # type: ignore[import-not-found]
+from node.ports import free_port
 from dicom_factory import write_series
 from storage import models as m
 from storage.database import make_engine, session_factory
