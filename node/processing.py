@@ -37,6 +37,7 @@ from quant.dicom_out import ResultContext, build_results
 from quant.pipeline import PIPELINE_VERSION, QuantSettings, VisitQuant, quantify
 from quant.qc import write_qc
 from quant.visit_io import load_visit, write_measurements
+from quant.volumes import head_first
 from storage import models as m
 from storage.database import transaction
 from storage.filestore import FileStore
@@ -139,17 +140,16 @@ def process_visit(settings: Settings, sessions: sessionmaker[Session], store: Fi
         if progress:
             progress("DICOM results")
         ctx = ResultContext(datetime.now(timezone.utc), __version__, PIPELINE_VERSION, atlas.id, replaces)
-        head_first = sorted(visit_input.t2, key=lambda v: -v.image.TransformContinuousIndexToPhysicalPoint(
-            tuple((n - 1) / 2 for n in v.image.GetSize()))[2])
-        results = build_results(q.rows, [v.image for v in head_first], q.subject_labels, q.adc_stations,
-                                visit_input.headers, visit_input.dwi_header, atlas.table, ctx)
+        results = build_results(q.rows, [v.image for v in head_first(visit_input.t2)], q.subject_labels,
+                                q.adc_stations, visit_input.headers, visit_input.dwi_header, atlas.table, ctx)
         t3 = time.perf_counter()
         stored = store_results(settings, sessions, store, results.objects())
         with transaction(sessions) as s:
             n = write_measurements(s, visit_id, q.rows, PIPELINE_VERSION, atlas.id)
             for kind, ds, instance_id in stored:
                 old = replaces.get(kind)
-                s.add(m.ResultObject(visit_fk=visit_id, kind=RESULT_KINDS[kind], sop_instance_uid=str(ds.SOPInstanceUID),
+                s.add(m.ResultObject(visit_fk=visit_id, kind=RESULT_KINDS[kind],
+                                     sop_instance_uid=str(ds.SOPInstanceUID),
                                      series_instance_uid=str(ds.SeriesInstanceUID), sop_class_uid=str(ds.SOPClassUID),
                                      replaces_uid=str(old[0].SOPInstanceUID) if old else None,
                                      instance_fk=instance_id))

@@ -99,11 +99,16 @@ def station_adc(volumes: Sequence[StationVolume], noise_floor: float | None = No
     return adc_map(low.image, high.image, b_low, b_high, noise_floor)
 
 
-def stitched_adc(volumes: Sequence[StationVolume], spacing: tuple[float, float, float] | None = None,
-                 noise_floor: float | None = None) -> Stitched:
-    """Per-station ADC maps of a DWI exam (volumes grouped by station key), stitched; NaN where masked or outside."""
+def by_station(volumes: Sequence[StationVolume]) -> dict[str, list[StationVolume]]:
+    """A DWI exam's volumes grouped by station key (each group: that station's b-values)."""
     stations: dict[str, list[StationVolume]] = {}
     for volume in volumes:
         stations.setdefault(volume.station_key, []).append(volume)
-    maps = [station_adc(group, noise_floor) for group in stations.values()]
+    return stations
+
+
+def stitched_adc(volumes: Sequence[StationVolume], spacing: tuple[float, float, float] | None = None,
+                 noise_floor: float | None = None) -> Stitched:
+    """Per-station ADC maps of a DWI exam (volumes grouped by station key), stitched; NaN where masked or outside."""
+    maps = [station_adc(group, noise_floor) for group in by_station(volumes).values()]
     return stitch(maps, spacing=spacing, fill=float("nan"))

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
-from quant.adc import adc_map, estimate_noise_floor
+from quant.adc import by_station, estimate_noise_floor, station_adc
 from quant.atlas import Atlas
 from quant.register import Transform, register, registration_maps, warp_labels
 from quant.roistats import RoiStat, erode_labels, pooled_mean, relative_t2, roi_stats, touches_edge
 from quant.stitch import stitch
-from quant.volumes import StationVolume
+from quant.volumes import StationVolume, centre_z, head_first
 from storage.catalogue import MUSCLE_BY_KEY
 
 PIPELINE_VERSION = "1.0"
@@ -136,16 +136,19 @@ def labels_on(labels: sitk.Image, station: sitk.Image) -> np.ndarray:
 
 
 def dwi_pairs(dwi: list[StationVolume]) -> list[tuple[StationVolume, StationVolume]]:
-    """(low-b, high-b) volume pairs per DWI station."""
-    by_station: dict[str, list[StationVolume]] = {}
-    for v in dwi:
-        by_station.setdefault(v.station_key, []).append(v)
+    """(low-b, high-b) volume pairs per DWI station, head first; stations with one b-value are left out."""
     pairs = []
-    for key, vols in by_station.items():
+    for vols in by_station(dwi).values():
         vols = sorted(vols, key=lambda v: v.b_value or 0.0)
         if len(vols) >= 2:
             pairs.append((vols[0], vols[-1]))
-    return pairs
+    return sorted(pairs, key=lambda p: -centre_z(p[0].image))
+
+
+def label_volumes_ml(labels: sitk.Image) -> np.ndarray:
+    """Volume (ml) of every label value 0–255 in a label image."""
+    counts = np.bincount(sitk.GetArrayViewFromImage(labels).ravel(), minlength=256)
+    return counts * float(np.prod(labels.GetSpacing())) / 1000.0
 
 
 def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, settings: QuantSettings,
@@ -176,12 +179,10 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
     lap("propagate")
 
     say("measure T2")
-    rows, t2_labels, t2_warnings = measure_t2(t2, subject_labels, atlas, settings)
+    volumes_ml = label_volumes_ml(subject_labels)
+    rows, t2_labels, t2_warnings = measure_t2(t2, subject_labels, atlas, settings, volumes_ml)
     warnings += t2_warnings
     lap("measure_t2")
-    voxel_ml = float(np.prod(subject_labels.GetSpacing())) / 1000.0
-    counts = np.bincount(sitk.GetArrayViewFromImage(subject_labels).ravel(), minlength=256)
-    muscles = atlas.muscles()
 
     transforms = {"atlas_to_t2": atlas_tf}
     adc_images: list[sitk.Image] = []
@@ -198,8 +199,8 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
         lap("register_dwi")
         say("measure ADC")
         adc_stats: dict[int, dict[int, RoiStat]] = {}
-        for index, (lo, hi) in enumerate(sorted(pairs, key=lambda p: -_centre_z(p[0].image)), start=1):
-            adc = adc_map(lo.image, hi.image, lo.b_value or 0.0, hi.b_value or 0.0)
+        for index, (lo, hi) in enumerate(pairs, start=1):
+            adc = station_adc([lo, hi])
             adc_images.append(adc)
             b0_stations.append(lo.image)
             lab_img = warp_labels(subject_labels, dwi_tf, lo.image)
@@ -207,7 +208,7 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
             lab = sitk.GetArrayViewFromImage(lab_img)
             eroded = erode_labels(lab, lo.image.GetSpacing(), settings.erosion_mm)
             adc_stats[index] = roi_stats(sitk.GetArrayViewFromImage(adc), eroded)
-        for m in muscles:
+        for m in atlas.muscles():
             if not MUSCLE_BY_KEY[m.key].adc:
                 continue
             res = pooled_mean(adc_stats, m.value, settings.min_voxels)
@@ -216,30 +217,34 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
                 continue
             flags = [ROI_TOO_SMALL] if res.n < settings.small_roi_voxels else []
             rows.append(MeasurementRow(m.key, m.side, "ADC", res.value, res.mean_signal, res.sd, None, res.n,
-                                       float(counts[m.value] * voxel_ml), res.stations, flags))
+                                       float(volumes_ml[m.value]), res.stations, flags))
         lap("measure_adc")
     elif dwi:
         warnings.append("DWI: no station has both a low and a high b-value; ADC not measured")
-    return VisitQuant(rows, stitched, subject_labels, adc_images, b0_stations, t2_labels, dwi_labels, transforms, timings,
-                      warnings)
+    return VisitQuant(rows, stitched, subject_labels, adc_images, b0_stations, t2_labels, dwi_labels, transforms,
+                      timings, warnings)
 
 
 def measure_t2(t2: list[StationVolume], subject_labels: sitk.Image, atlas: Atlas,
-               settings: QuantSettings) -> tuple[list[MeasurementRow], list[sitk.Image], list[str]]:
+               settings: QuantSettings, volumes_ml: np.ndarray | None = None
+               ) -> tuple[list[MeasurementRow], list[sitk.Image], list[str]]:
     """Relative T2 of every atlas muscle on the native T2 stations, given the subject's labels.
 
     Labels are mapped into each station's grid (nearest neighbour) and eroded; each muscle is
     divided by its reference marrow in the same station and stations are combined by voxel
-    count (:func:`quant.roistats.relative_t2`). Returns the rows, the label image of each station
-    (head first) and warnings for muscles measurable nowhere.
+    count (:func:`quant.roistats.relative_t2`). Volumes come from the subject label grid
+    (``volumes_ml`` when the caller has them, see :func:`label_volumes_ml`). Returns the rows, the
+    label image of each station (head first) and warnings for muscles measurable nowhere.
     """
+    if volumes_ml is None:
+        volumes_ml = label_volumes_ml(subject_labels)
     marrow = {lab.key: lab.value for lab in atlas.marrows()}
     muscles = atlas.muscles()
     stats: dict[int, dict[int, RoiStat]] = {}
     edge: set[int] = set()
     ref_ok: dict[tuple[int, str], bool] = {}
     station_labels = []
-    ordered = sorted(t2, key=lambda v: -_centre_z(v.image))
+    ordered = head_first(t2)
     for index, vol in enumerate(ordered, start=1):
         lab = labels_on(subject_labels, vol.image)
         station_labels.append(_as_image(lab, vol.image))
@@ -254,8 +259,6 @@ def measure_t2(t2: list[StationVolume], subject_labels: sitk.Image, atlas: Atlas
         axes = [a for a in (0, 1, 2) if a != stitching_axis or index in (1, len(ordered))]
         edge |= {m.value for m in muscles if touches_edge(lab, m.value, axes)}
 
-    voxel_ml = float(np.prod(subject_labels.GetSpacing())) / 1000.0
-    counts = np.bincount(sitk.GetArrayViewFromImage(subject_labels).ravel(), minlength=256)
     rows: list[MeasurementRow] = []
     warnings: list[str] = []
     for m in muscles:
@@ -272,13 +275,8 @@ def measure_t2(t2: list[StationVolume], subject_labels: sitk.Image, atlas: Atlas
         if any(not ref_ok.get((s, r), True) for s, r in zip(res.stations, res.references)):
             flags.append(REFERENCE_OUT_OF_RANGE)
         rows.append(MeasurementRow(m.key, m.side, "T2", res.value, res.mean_signal, res.sd, res.reference_mean,
-                                   res.n, float(counts[m.value] * voxel_ml), res.stations, flags, res.references))
+                                   res.n, float(volumes_ml[m.value]), res.stations, flags, res.references))
     return rows, station_labels, warnings
-
-
-def _centre_z(img: sitk.Image) -> float:
-    size = np.asarray(img.GetSize(), dtype=float)
-    return float(img.TransformContinuousIndexToPhysicalPoint(tuple((size - 1) / 2))[2])
 
 
 def _stitching_axis(img: sitk.Image) -> int:

@@ -331,10 +331,15 @@ def _volume(key: str, slices: Sequence[_Slice]) -> StationVolume:
                          sop_uids=[s.sop_uid for s in ordered], frame_numbers=[s.frame_number for s in ordered])
 
 
-def _superior(volume: StationVolume) -> float:
-    """z (mm, LPS: positive = superior) of the volume's centre."""
-    size = np.asarray(volume.image.GetSize(), dtype=float)
-    return float(volume.image.TransformContinuousIndexToPhysicalPoint(tuple((size - 1) / 2))[2])
+def centre_z(image: sitk.Image) -> float:
+    """z (mm, LPS: positive = superior) of an image's centre."""
+    size = np.asarray(image.GetSize(), dtype=float)
+    return float(image.TransformContinuousIndexToPhysicalPoint(tuple((size - 1) / 2))[2])
+
+
+def head_first(volumes: Iterable[StationVolume]) -> list[StationVolume]:
+    """Stations ordered head to feet (station index 1 = the most superior)."""
+    return sorted(volumes, key=lambda v: -centre_z(v.image))
 
 
 def station_volumes(datasets: Iterable[Dataset]) -> list[StationVolume]:
@@ -350,7 +355,7 @@ def station_volumes(datasets: Iterable[Dataset]) -> list[StationVolume]:
             if not s.derived:
                 groups.setdefault((_station_key(s), s.b_value), []).append(s)
     volumes = [_volume(key, slices) for (key, _), slices in groups.items()]
-    return sorted(volumes, key=lambda v: (v.series_uid, -_superior(v), v.b_value if v.b_value is not None else -1.0))
+    return sorted(volumes, key=lambda v: (v.series_uid, -centre_z(v.image), v.b_value if v.b_value is not None else -1.0))
 
 
 def load_series(paths: Iterable[str | Path]) -> list[StationVolume]:
