@@ -75,11 +75,7 @@ def t2_mosaic(stitched: sitk.Image, labels: sitk.Image, table: Sequence[AtlasLab
         # rows: head (high z) at the top; columns: patient's right (−x) on the viewer's left
         _overlay(ax, img[::-1, y, :], lab[::-1, y, :], muscles, cmap, aspect=sp[2] / sp[0])
         ax.set_title(f"coronal y = {stitched.GetOrigin()[1] + y * sp[1]:.0f} mm", fontsize=7)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def dwi_mosaic(b0_stations: Sequence[sitk.Image], station_labels: Sequence[sitk.Image], table: Sequence[AtlasLabel],
@@ -101,11 +97,7 @@ def dwi_mosaic(b0_stations: Sequence[sitk.Image], station_labels: Sequence[sitk.
         k = int(np.argmax(counts)) if counts.any() else img.shape[0] // 2
         _overlay(ax, img[k], lab[k], muscles, cmap, aspect=1.0)
         ax.set_title(f"DWI station {i + 1}, slice {k + 1}", fontsize=7)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def thumbnail(source: Path, out: Path, width: int = 360) -> Path:
@@ -114,6 +106,14 @@ def thumbnail(source: Path, out: Path, width: int = 360) -> Path:
     h, w = img.shape[:2]
     step = max(1, w // width)
     plt.imsave(out, img[::step, ::step])
+    return out
+
+
+def _save(fig: plt.Figure, out: Path) -> Path:
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
     return out
 
 
@@ -154,8 +154,4 @@ def overview(t2_stations: Sequence[sitk.Image], out: Path, axial_z: float | None
     b.set_title(f"axial z = {z0 + k * sp:.0f} mm", fontsize=8)
     for ax in (a, b):
         ax.set_axis_off()
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
