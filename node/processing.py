@@ -78,8 +78,8 @@ def _write_qc_atomically(qc_root: Path, visit_id: int, q: VisitQuant, table: lis
     shutil.rmtree(tmp, ignore_errors=True)
     write_qc(tmp, q.stitched_t2, q.subject_labels, table, q.b0_stations, q.dwi_station_labels)
     sitk.WriteImage(q.subject_labels, str(tmp / "subject_labels.nii.gz"), useCompression=True)
-    (tmp / "transforms.json").write_text(json.dumps({name: json.loads(t.to_json())
-                                                     for name, t in q.transforms.items()}, indent=1))
+    (tmp / "transforms.json").write_text(json.dumps({name: t.as_data() for name, t in q.transforms.items()},
+                                                    indent=1))
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)

@@ -10,10 +10,8 @@ reproduced with transformix.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,33 +37,15 @@ def to_itk(img: sitk.Image) -> Any:
     return out
 
 
-def from_itk(img: Any, like: sitk.Image | None = None) -> sitk.Image:
-    itk = _itk()
-    out = sitk.GetImageFromArray(itk.array_from_image(img))
-    if like is not None:
-        out.CopyInformation(like)
-    else:
-        out.SetOrigin(tuple(img.GetOrigin()))
-        out.SetSpacing(tuple(img.GetSpacing()))
-        out.SetDirection(tuple(np.asarray(itk.array_from_matrix(img.GetDirection())).ravel()))
-    return out
-
-
 @dataclass(frozen=True)
 class Transform:
     """An elastix transform: parameter maps applied in order (the last one maps output → input points)."""
 
     maps: tuple[ParameterMap, ...]
 
-    def to_json(self) -> str:
-        return json.dumps([dict(m) for m in self.maps])
-
-    @staticmethod
-    def from_json(text: str) -> Transform:
-        return Transform(tuple({k: list(v) for k, v in m.items()} for m in json.loads(text)))
-
-    def save(self, path: Path) -> None:
-        path.write_text(self.to_json())
+    def as_data(self) -> list[ParameterMap]:
+        """The parameter maps as plain JSON-ready data (what transformix reads, map by map)."""
+        return [dict(m) for m in self.maps]
 
 
 def _parameter_object(maps: list[ParameterMap]) -> Any:
