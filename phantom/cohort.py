@@ -3,7 +3,8 @@
 The cohort model (:mod:`phantom.cohort_model`) decides who is in the study, when each
 visit happens, who drops out, and every planted effect; here each visit is scanned — the
 subject's body drawn once from its own seed, placed anew on the table at every visit,
-muscles' T2 signal multiplied by the visit's factors — and the study team's files are
+muscles' T2 signal and ADC multiplied by the visit's factors and limb compartments thinned by
+the visit's atrophy — and the study team's files are
 written as the importers read them: ``subjects.csv``, ``clinical.csv`` (tidy),
 ``ephys.csv`` (tidy), plus ``truth.json`` (planted effects and per-visit factors) and per
 visit the scanner truth (``truth.json``, ``labels.nii.gz``).
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, time, timedelta
 from pathlib import Path
 
@@ -80,8 +81,9 @@ def write_cohort(out: Path, patients: int = 29, controls: int = 22, seed: int = 
             bodies[sid] = AnatomyParams.random(np.random.default_rng(sseed), str(row.sex))
         study_date = enrolment[sid] + timedelta(days=int(row.days))
         visit_seed = sseed + 17 * (1 + int(row.days))
-        params = bodies[sid].placed(np.random.default_rng(visit_seed))
-        state = MuscleState(t2_factor=cohort.factors[(sid, str(row.visit))])
+        key = (sid, str(row.visit))
+        params = replace(bodies[sid].placed(np.random.default_rng(visit_seed)), atrophy=cohort.atrophy[key])
+        state = MuscleState(t2_factor=cohort.factors[key], adc_factor=cohort.adc_factors[key])
         age = float(row.age) + int(row.days) / 365.25
         meta = VisitMeta(subject_id=sid, patient_name=f"PHANTOM^{sid}", birth_date=date(2026 - int(row.age), 6, 15),
                          sex="F" if row.sex == "F" else "M", age_years=age, weight_kg=75.0,
@@ -101,10 +103,18 @@ def _write_tables(cohort: SimulatedCohort, out: Path) -> dict[str, Path]:
     obs = cohort.observations
     obs[obs["measure"].isin(CLINICAL)].to_csv(paths["clinical"], index=False)
     obs[obs["measure"].isin(EPHYS)].to_csv(paths["ephys"], index=False)
+    def per_visit(table: dict) -> dict:
+        return {f"{sid}:{visit}": {f"{k[0]}:{k[1]}": round(v, 6) for k, v in f.items()}
+                for (sid, visit), f in table.items()}
+
     truth = {
         "planted": {name: {f"{k[0]}:{k[1]}": v for k, v in table.items()} for name, table in cohort.truth.items()},
-        "t2_factor": {f"{sid}:{visit}": {f"{k[0]}:{k[1]}": round(v, 6) for k, v in f.items()}
-                      for (sid, visit), f in cohort.factors.items()},
+        "t2_factor": per_visit(cohort.factors),
+        "atrophy": per_visit(cohort.atrophy),
+        "adc_factor": per_visit(cohort.adc_factors),
+        "involvement": {sid: {f"{k[0]}:{k[1]}": round(v, 4) for k, v in w.items()}
+                        for sid, w in cohort.involvement.items()},
+        "progression_speed": {sid: round(g, 4) for sid, g in cohort.speed.items()},
         "relT2_observations_note": "the cohort model's relT2 rows are not written: the pipeline measures them",
     }
     paths["truth"] = out / "truth.json"
