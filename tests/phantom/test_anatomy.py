@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -128,3 +130,15 @@ def test_same_seed_same_images(subject) -> None:
     b = acquire(labels, MuscleState(), ScanSettings(size="small"), np.random.default_rng(9))
     assert all(np.array_equal(x.data, y.data) for x, y in zip(a.t2 + a.dwi, b.t2 + b.dwi))
     assert a.gains == b.gains
+
+
+def test_atrophy_thins_the_muscle_compartment() -> None:
+    """A thickness scale of 0.6 on the left quadriceps shrinks its labelled cross-section (about
+    (0.45 + 0.55·0.6)² ≈ 0.61 of its area) and leaves the right quadriceps alone."""
+    body = AnatomyParams.random(np.random.default_rng(12), "M")
+    grid = truth_grid("small")
+    healthy = sitk.GetArrayFromImage(draw_canonical(grid, body))
+    thin = sitk.GetArrayFromImage(draw_canonical(grid, replace(body, atrophy={("quadriceps", "left"): 0.6})))
+    left, right = muscle_label("quadriceps", "left"), muscle_label("quadriceps", "right")
+    assert (thin == left).sum() / (healthy == left).sum() == pytest.approx(0.61, abs=0.1)
+    assert (thin == right).sum() == (healthy == right).sum()
