@@ -15,12 +15,12 @@ from functools import lru_cache
 from pathlib import Path
 
 from phantom.anatomy import LABELS
-from phantom.atlas import atlas_subject, reference_for
-from quant.atlas import Atlas, AtlasLabel, build_atlas, load_atlas, save_atlas
+from phantom.atlas import atlas_subject, hand_regions, reference_for
+from quant.atlas import Atlas, AtlasLabel, AtlasRegion, build_atlas, load_atlas, save_atlas
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ATLAS_VERSION = "1"
+DEFAULT_ATLAS_VERSION = "2"  # 2: regional hand templates
 
 
 # The code the default atlas is made from: when any of it changes, so does the atlas id (and it is rebuilt).
@@ -52,9 +52,10 @@ def build_phantom_atlas(out: Path, subjects: int) -> Path:
     """Build the default atlas from ``subjects`` phantom subjects (seeds disjoint from every cohort's)."""
     samples = [atlas_subject(k) for k in range(subjects)]
     template, labels = build_atlas(samples)
+    regions = [AtlasRegion(*r) for r in hand_regions(samples[0][1])]
     description = (f"Default myonode atlas: {subjects} healthy phantom subjects (atlas seeds), registered to the "
-                   f"first and fused by majority vote")
-    return save_atlas(out, default_atlas_id(subjects), description, template, labels, phantom_label_table())
+                   f"first and fused by majority vote; each hand also at 1 mm (subject 0) for regional refinement")
+    return save_atlas(out, default_atlas_id(subjects), description, template, labels, phantom_label_table(), regions)
 
 
 def ensure_default_atlas(subjects: int) -> Path:

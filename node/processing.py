@@ -36,6 +36,7 @@ from quant.atlas import AtlasLabel
 from quant.dicom_out import ResultContext, build_results
 from quant.pipeline import PIPELINE_VERSION, QuantSettings, VisitQuant, quantify
 from quant.qc import write_qc
+from quant.regional import RegionSettings
 from quant.visit_io import load_visit, write_measurements
 from quant.volumes import head_first
 from storage import models as m
@@ -59,7 +60,10 @@ def quant_settings(settings: Settings) -> QuantSettings:
     q = settings.quant
     return QuantSettings(erosion_mm=q.erosion_mm, min_voxels=q.min_voxels, small_roi_voxels=q.small_roi_voxels,
                          registration_mm=q.registration_mm, label_mm=q.label_mm, grid_mm=q.grid_mm,
-                         iterations=q.iterations, reference=dict(q.reference), reference_range=q.reference_range)
+                         iterations=q.iterations, reference=dict(q.reference), reference_range=q.reference_range,
+                         refine_regions=q.refine_regions,
+                         regions=RegionSettings(margin_mm=q.region_margin_mm, spacing_mm=q.region_mm,
+                                                grid_mm=q.region_grid_mm, iterations=q.region_iterations))
 
 
 def _set_state(sessions: sessionmaker[Session], visit_id: int, state: m.VisitState) -> None:

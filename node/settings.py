@@ -259,6 +259,12 @@ class QuantSettings(_Section):
     # T2 station index (1 = head) → marrow key of the atlas, overriding the per-muscle default
     reference: dict[int, str] = Field(default_factory=dict)
     reference_range: tuple[float, float] = (0.35, 1.25)
+    # regional refinement of the atlas's small parts (the hands), quant/regional.py
+    refine_regions: bool = True
+    region_margin_mm: float = Field(default=15.0, gt=0)
+    region_mm: float = Field(default=1.0, gt=0)
+    region_grid_mm: float = Field(default=12.0, gt=0)
+    region_iterations: int = Field(default=300, ge=10)
     qc_dir: Path = Path("var/qc")
 
 

@@ -67,3 +67,37 @@ def atlas_subject(k: int) -> tuple[sitk.Image, sitk.Image]:
         params = AnatomyParams.random(rng, "M" if k % 3 else "F")
     labels = draw_canonical(truth_grid("full"), params)
     return t2_template_image(labels), labels
+
+
+HAND_MUSCLES = ("thenar", "hypothenar", "first_dorsal_interosseous")
+REGION_MM = 1.0
+REGION_MARGIN_MM = 25.0
+
+
+def hand_regions(labels: sitk.Image, params: AnatomyParams | None = None, spacing_mm: float = REGION_MM,
+                 margin_mm: float = REGION_MARGIN_MM) -> list[tuple[str, sitk.Image, sitk.Image, tuple[int, ...]]]:
+    """A finer template and labels around each hand of atlas subject 0 (whose space is the atlas's).
+
+    The hand muscles are a centimetre or two across — a few voxels of the whole-body
+    template — so the atlas carries each hand drawn again at ``spacing_mm`` over the hand's
+    bounding box in ``labels`` plus ``margin_mm``, for :mod:`quant.regional` to register
+    locally. Returns ``(name, template, labels, label values to refine)`` per side.
+    """
+    params = params or AnatomyParams()
+    arr = sitk.GetArrayViewFromImage(labels)
+    out = []
+    for side in ("left", "right"):
+        values = tuple(lab.value for lab in LABELS if lab.key in HAND_MUSCLES and lab.side == side)
+        idx = np.argwhere(np.isin(arr, values))
+        if idx.size == 0:
+            continue
+        corners = [labels.TransformIndexToPhysicalPoint(tuple(int(v) for v in p[::-1]))
+                   for p in (idx.min(axis=0), idx.max(axis=0))]
+        lo = np.min(corners, axis=0) - margin_mm
+        hi = np.max(corners, axis=0) + margin_mm
+        grid = sitk.Image([int(np.ceil(v)) + 1 for v in (hi - lo) / spacing_mm], sitk.sitkUInt8)
+        grid.SetOrigin(tuple(float(v) for v in lo))
+        grid.SetSpacing((spacing_mm,) * 3)
+        fine = draw_canonical(grid, params)
+        out.append((f"hand_{side}", t2_template_image(fine, spacing_mm), fine, values))
+    return out

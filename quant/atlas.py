@@ -10,6 +10,10 @@ Format (one folder):
   key preferred as that muscle's reference when it is in the same station.
 - ``template`` (NIfTI): stitched whole-body T2-weighted template, LPS geometry.
 - ``labels`` (NIfTI, integer): label volume in the template's physical space (any spacing).
+- ``regions`` (optional): ``[{"name", "template", "labels", "refine": [values]}]`` — finer
+  templates and labels of small parts of the same space (e.g. each hand at 1 mm) that
+  :mod:`quant.regional` registers again, locally, after the whole-body registration; only the
+  label values in ``refine`` are replaced by the regional result.
 
 The default atlas is built from phantom subjects (``myonode atlas build``); a site can drop
 in one made from its own contoured scans with :func:`build_atlas`, which averages several
@@ -22,7 +26,7 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +58,16 @@ class AtlasLabel:
         return self.tissue == "marrow"
 
 
+@dataclass(frozen=True)
+class AtlasRegion:
+    """A finer template and label volume of one small part of the atlas space, refined locally."""
+
+    name: str
+    template: sitk.Image
+    labels: sitk.Image
+    refine: tuple[int, ...]  # label values the regional registration decides
+
+
 @dataclass
 class Atlas:
     id: str
@@ -61,6 +75,7 @@ class Atlas:
     template: sitk.Image
     labels: sitk.Image
     table: list[AtlasLabel]
+    regions: list[AtlasRegion] = field(default_factory=list)
 
     def muscles(self) -> list[AtlasLabel]:
         return [lab for lab in self.table if lab.is_muscle]
@@ -95,28 +110,55 @@ def load_atlas(path: Path) -> Atlas:
         raise AtlasError(f"{meta_path}: label_table has duplicate values")
     if not any(lab.is_marrow for lab in table):
         raise AtlasError(f"{meta_path}: no marrow label: relative T2 needs a bone-marrow reference")
+    template, labels = _read_pair(path, meta, meta_path, set(values))
+    regions = []
+    for i, entry in enumerate(meta.get("regions", [])):
+        where = f"{meta_path}: regions[{i}]"
+        if not isinstance(entry, dict) or not {"name", "template", "labels", "refine"} <= set(entry):
+            raise AtlasError(f"{where}: needs name, template, labels and refine")
+        try:
+            refine = tuple(int(v) for v in entry["refine"])
+        except (TypeError, ValueError) as exc:
+            raise AtlasError(f"{where}: refine must list label values: {exc}") from exc
+        if not set(refine) <= set(values):
+            raise AtlasError(f"{where}: refine values {sorted(set(refine) - set(values))} are not in the label table")
+        r_template, r_labels = _read_pair(path, entry, where, set(values))
+        regions.append(AtlasRegion(str(entry["name"]), r_template, r_labels, refine))
+    return Atlas(meta["id"], path, template, labels, table, regions)
+
+
+def _read_pair(path: Path, entry: dict, where: object, values: set[int]) -> tuple[sitk.Image, sitk.Image]:
+    """The template (float32) and label (uint8) images an atlas entry names, checked against the table."""
     images = []
     for key in ("template", "labels"):
-        file = path / meta[key]
+        file = path / entry[key]
         if not file.is_file():
-            raise AtlasError(f"{meta_path}: {key} file {file} is missing")
+            raise AtlasError(f"{where}: {key} file {file} is missing")
         images.append(sitk.ReadImage(str(file)))
     template, labels = images
-    unknown = set(np.unique(sitk.GetArrayViewFromImage(labels)).tolist()) - set(values) - {0}
+    unknown = set(np.unique(sitk.GetArrayViewFromImage(labels)).tolist()) - values - {0}
     if unknown:
-        raise AtlasError(f"{path / meta['labels']}: label values {sorted(unknown)} are not in the label table")
-    return Atlas(meta["id"], path, sitk.Cast(template, sitk.sitkFloat32), sitk.Cast(labels, sitk.sitkUInt8), table)
+        raise AtlasError(f"{path / entry['labels']}: label values {sorted(unknown)} are not in the label table")
+    return sitk.Cast(template, sitk.sitkFloat32), sitk.Cast(labels, sitk.sitkUInt8)
 
 
 def save_atlas(out: Path, atlas_id: str, description: str, template: sitk.Image, labels: sitk.Image,
-               table: Sequence[AtlasLabel]) -> Path:
+               table: Sequence[AtlasLabel], regions: Sequence[AtlasRegion] = ()) -> Path:
     """Write an atlas folder atomically (a temporary sibling renamed into place)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    sitk.WriteImage(sitk.Cast(template, sitk.sitkFloat32), str(tmp / "template_t2.nii.gz"), useCompression=True)
-    sitk.WriteImage(sitk.Cast(labels, sitk.sitkUInt8), str(tmp / "labels.nii.gz"), useCompression=True)
-    meta = {"id": atlas_id, "description": description, "template": "template_t2.nii.gz",
-            "labels": "labels.nii.gz", "label_table": [asdict(lab) for lab in table]}
+
+    def write(image: sitk.Image, name: str, pixel: int) -> str:
+        sitk.WriteImage(sitk.Cast(image, pixel), str(tmp / name), useCompression=True)
+        return name
+
+    meta = {"id": atlas_id, "description": description,
+            "template": write(template, "template_t2.nii.gz", sitk.sitkFloat32),
+            "labels": write(labels, "labels.nii.gz", sitk.sitkUInt8), "label_table": [asdict(lab) for lab in table]}
+    if regions:
+        meta["regions"] = [{"name": r.name, "template": write(r.template, f"region_{r.name}_t2.nii.gz", sitk.sitkFloat32),
+                            "labels": write(r.labels, f"region_{r.name}_labels.nii.gz", sitk.sitkUInt8),
+                            "refine": list(r.refine)} for r in regions]
     (tmp / "atlas.json").write_text(json.dumps(meta, indent=1))
     if out.exists():
         old = out.with_name(f".{out.name}.old")

@@ -2,7 +2,8 @@
 
 Steps (DESIGN.md, "Data flow"): stitch the T2 stations (for registration and display only),
 register the atlas template to the stitched subject (elastix affine + B-spline) and carry
-the atlas labels onto a subject label grid; map the labels into every T2 station's own
+the atlas labels onto a subject label grid; refine the atlas's small regions (the hands)
+by a local registration on a 1 mm grid (:mod:`quant.regional`); map the labels into every T2 station's own
 grid, erode them, and measure on the native station voxels — relative T2 against the
 marrow reference of the same station; register the stitched DWI b0 to the stitched T2
 (affine, mutual information), carry the labels into every DWI station, compute ADC per
@@ -21,6 +22,7 @@ import SimpleITK as sitk
 
 from quant.adc import by_station, estimate_noise_floor, station_adc
 from quant.atlas import Atlas
+from quant.regional import RegionSettings, refine_region
 from quant.register import Transform, register, registration_maps, warp_labels
 from quant.roistats import RoiStat, erode_labels, pooled_mean, relative_t2, roi_stats, touches_edge
 from quant.stitch import stitch
@@ -51,6 +53,8 @@ class QuantSettings:
     reference: Mapping[int, str] = field(default_factory=dict)  # T2 station index (1 = head) → marrow key
     # plausible reference marrow mean as a fraction of the station's bright-fat level (99.5th percentile)
     reference_range: tuple[float, float] = (0.35, 1.25)
+    refine_regions: bool = True  # register the atlas's regions (hands) again locally (quant.regional)
+    regions: RegionSettings = RegionSettings()
 
 
 @dataclass
@@ -107,9 +111,9 @@ def bright_level(img: sitk.Image) -> float:
     return level if level > 0 else 1.0
 
 
-def normalised(volumes: list[sitk.Image]) -> list[sitk.Image]:
-    """Stations scaled to a common bright-fat level of 1000, so the stitched image has no gain steps
-    (for registration and display only: measurements use the native, unscaled station data).
+def normalising_scales(volumes: list[sitk.Image]) -> list[float]:
+    """Per station, the factor that brings its bright-fat level to 1000, so stitched images have no gain
+    steps (for registration and display only: measurements use the native, unscaled station data).
 
     A station that holds (almost) no body — its bright level within 8× its noise floor, e.g. the
     station below the feet of a short subject — takes the median scale of the others instead of
@@ -120,12 +124,17 @@ def normalised(volumes: list[sitk.Image]) -> list[sitk.Image]:
     body = [lvl > 8.0 * max(fl, 1e-6) for lvl, fl in zip(levels, floors)]
     scales = [1000.0 / lvl for lvl, ok in zip(levels, body) if ok]
     fallback = float(np.median(scales)) if scales else 1.0
-    return [sitk.Cast(img * (1000.0 / lvl if ok else fallback), sitk.sitkFloat32)
-            for img, lvl, ok in zip(volumes, levels, body)]
+    return [1000.0 / lvl if ok else fallback for lvl, ok in zip(levels, body)]
 
 
-def stitch_on(volumes: list[sitk.Image], grid: sitk.Image) -> sitk.Image:
-    st = stitch(normalised(volumes), spacing=grid.GetSpacing(), direction=grid.GetDirection())
+def normalised(volumes: list[sitk.Image], scales: list[float] | None = None) -> list[sitk.Image]:
+    """Stations times their normalising scales (:func:`normalising_scales` unless given)."""
+    scales = scales if scales is not None else normalising_scales(volumes)
+    return [sitk.Cast(img * scale, sitk.sitkFloat32) for img, scale in zip(volumes, scales)]
+
+
+def stitch_on(volumes: list[sitk.Image], grid: sitk.Image, scales: list[float] | None = None) -> sitk.Image:
+    st = stitch(normalised(volumes, scales), spacing=grid.GetSpacing(), direction=grid.GetDirection())
     return sitk.Resample(st.image, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
 
 
@@ -168,7 +177,8 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
     t2_images = [v.image for v in t2]
     say("stitch")
     reg_grid = union_grid(t2_images, settings.registration_mm)
-    stitched = stitch_on(t2_images, reg_grid)
+    scales = normalising_scales(t2_images)
+    stitched = stitch_on(t2_images, reg_grid, scales)
     lap("stitch")
     say("register atlas")
     maps = registration_maps(True, settings.grid_mm, settings.iterations)
@@ -177,6 +187,17 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
     label_grid = union_grid(t2_images, settings.label_mm)
     subject_labels = warp_labels(atlas.labels, atlas_tf, label_grid)
     lap("propagate")
+    transforms = {"atlas_to_t2": atlas_tf}
+    if settings.refine_regions and atlas.regions:
+        say("refine regions")
+        for region in atlas.regions:
+            refined = refine_region(t2_images, scales, subject_labels, atlas_tf, region, settings.regions)
+            if refined is None:
+                warnings.append(f"region {region.name}: none of its labels on the subject; not refined")
+                continue
+            subject_labels = refined.labels
+            transforms[f"atlas_to_t2_{region.name}"] = refined.transform
+        lap("refine")
 
     say("measure T2")
     volumes_ml = label_volumes_ml(subject_labels)
@@ -184,7 +205,6 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
     warnings += t2_warnings
     lap("measure_t2")
 
-    transforms = {"atlas_to_t2": atlas_tf}
     adc_images: list[sitk.Image] = []
     b0_stations: list[sitk.Image] = []
     dwi_labels: list[sitk.Image] = []

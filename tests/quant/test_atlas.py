@@ -1,0 +1,79 @@
+"""The atlas folder format: what save_atlas writes load_atlas reads back, regions included, and bad
+folders are refused naming the file and the entry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from quant.atlas import AtlasError, AtlasLabel, AtlasRegion, load_atlas, save_atlas
+
+TABLE = [AtlasLabel(1, "quadriceps", "left", "muscle", "Quadriceps (left)", "marrow_femur"),
+         AtlasLabel(2, "marrow_femur", "none", "marrow", "Femoral marrow"),
+         AtlasLabel(3, "thenar", "left", "muscle", "Thenar (left)", "marrow_forearm")]
+
+
+def image(values: np.ndarray, spacing: float, origin: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> sitk.Image:
+    img = sitk.GetImageFromArray(values)
+    img.SetSpacing((spacing,) * 3)
+    img.SetOrigin(origin)
+    return img
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    labels = np.zeros((6, 6, 6), np.uint8)
+    labels[1:3] = 1
+    labels[3:5] = 2
+    fine = np.zeros((8, 8, 8), np.uint8)
+    fine[2:6, 2:6, 2:6] = 3
+    region = AtlasRegion("hand_left", image(np.full((8, 8, 8), 7.0, np.float32), 1.0, (4.0, 4.0, 4.0)),
+                         image(fine, 1.0, (4.0, 4.0, 4.0)), (3,))
+    return save_atlas(tmp_path / "atlas", "test-atlas", "two compartments and a hand",
+                      image(np.random.default_rng(0).random((6, 6, 6)).astype(np.float32), 4.0), image(labels, 4.0),
+                      TABLE, [region])
+
+
+def test_round_trip_keeps_table_images_and_regions(folder: Path) -> None:
+    atlas = load_atlas(folder)
+    assert atlas.id == "test-atlas" and atlas.table == TABLE
+    assert [m.key for m in atlas.muscles()] == ["quadriceps", "thenar"] and [m.key for m in atlas.marrows()] == ["marrow_femur"]
+    assert np.array_equal(np.unique(sitk.GetArrayViewFromImage(atlas.labels)), [0, 1, 2])
+    (region,) = atlas.regions
+    assert region.name == "hand_left" and region.refine == (3,)
+    assert region.template.GetOrigin() == (4.0, 4.0, 4.0) and region.template.GetSpacing() == (1.0, 1.0, 1.0)
+    assert int((sitk.GetArrayViewFromImage(region.labels) == 3).sum()) == 64
+
+
+def test_an_atlas_without_regions_is_still_read(folder: Path) -> None:
+    meta = json.loads((folder / "atlas.json").read_text())
+    del meta["regions"]
+    (folder / "atlas.json").write_text(json.dumps(meta))
+    assert load_atlas(folder).regions == []
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m["regions"][0].update(refine=[9]), r"regions\[0\]: refine values \[9\] are not in the label table"),
+    (lambda m: m["regions"][0].pop("labels"), r"regions\[0\]: needs name, template, labels and refine"),
+    (lambda m: m["regions"][0].update(template="nowhere.nii.gz"), r"regions\[0\]: template file .*nowhere.nii.gz is missing"),
+    (lambda m: m.update(label_table=[e for e in m["label_table"] if e["tissue"] != "marrow"]), "no marrow label"),
+    (lambda m: m.pop("labels"), "missing key 'labels'"),
+])
+def test_broken_atlas_folders_are_refused_with_the_reason(folder: Path, change, message: str) -> None:
+    meta = json.loads((folder / "atlas.json").read_text())
+    change(meta)
+    (folder / "atlas.json").write_text(json.dumps(meta))
+    with pytest.raises(AtlasError, match=message):
+        load_atlas(folder)
+
+
+def test_label_values_missing_from_the_table_are_named(folder: Path) -> None:
+    bad = np.zeros((4, 4, 4), np.uint8)
+    bad[0, 0, 0] = 42
+    sitk.WriteImage(image(bad, 4.0), str(folder / "labels.nii.gz"))
+    with pytest.raises(AtlasError, match=r"labels.nii.gz: label values \[42\]"):
+        load_atlas(folder)
