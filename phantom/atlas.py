@@ -5,7 +5,12 @@ drawn from seeds that the test and demo cohorts never use (``ATLAS_SEED_BASE`` u
 The T2 image is the noise-free signal blurred to the coronal protocol's slice profile and
 sampled on a coarse template grid (registration works there); labels stay on the finer
 truth grid. Each muscle label names the marrow compartment that is its preferred
-relative-T2 reference — the nearest long bone, or the vertebral bodies for axial muscles.
+relative-T2 reference — the nearest long bone, or the vertebral bodies for axial muscles —
+among those a coronal 5 mm station can measure: radius/ulna marrow is 8–10 mm thick and
+nothing of it survives erosion, so the hands (beside the thighs) take the femur of their
+station and the forearm, which spans two stations, the vertebral bodies present in both.
+Left to the fallback (the marrow with most voxels) the hands flipped between femur and
+vertebra from subject to subject — a 45 % step in relative T2 (bench/accuracy.py, 2026-12-02).
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ TEMPLATE_MM = 4.0
 REFERENCE_MARROW: dict[str, str] = {
     "tongue": "marrow_vertebra", "splenius_capitis": "marrow_vertebra", "trapezius": "marrow_vertebra",
     "sternocleidomastoid": "marrow_vertebra", "deltoid": "marrow_humerus", "biceps_brachii": "marrow_humerus",
-    "triceps": "marrow_humerus", "forearm": "marrow_forearm", "first_dorsal_interosseous": "marrow_forearm",
-    "thenar": "marrow_forearm", "hypothenar": "marrow_forearm", "thoracic_paraspinal": "marrow_vertebra",
+    "triceps": "marrow_humerus", "forearm": "marrow_vertebra", "first_dorsal_interosseous": "marrow_femur",
+    "thenar": "marrow_femur", "hypothenar": "marrow_femur", "thoracic_paraspinal": "marrow_vertebra",
     "psoas": "marrow_vertebra", "gluteus_maximus": "marrow_pelvis", "quadriceps": "marrow_femur",
     "hamstrings": "marrow_femur", "tibialis_anterior": "marrow_tibia", "gastrocnemius_soleus": "marrow_tibia",
 }
