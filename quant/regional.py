@@ -36,7 +36,7 @@ class RegionSettings:
     """How a region is refined (``[quant] region_*`` in settings.toml)."""
 
     margin_mm: float = 15.0  # around the whole-body result's labels of the region
-    spacing_mm: float = 1.0  # fine grid of the local registration
+    spacing_mm: float = 1.0  # fine grid of the local registration (or the stations' finest pixel, if coarser)
     grid_mm: float = 12.0  # B-spline control point spacing
     iterations: int = 300
     resolutions: int = 3
@@ -127,7 +127,9 @@ def refine_region(stations: Sequence[sitk.Image], scales: Sequence[float], subje
     box = label_box(subject_labels, region.refine, settings.margin_mm)
     if box is None:
         return None
-    grid = box_grid(*box, settings.spacing_mm)
+    # No finer than the stations' own pixels: a coarse (e.g. --size small) series gains nothing below them.
+    spacing = max(settings.spacing_mm, min(min(img.GetSpacing()) for img in stations))
+    grid = box_grid(*box, spacing)
     fixed = subject_patch(stations, scales, grid)
     moving = resample(region.template, atlas_tf, grid)
     moving_labels = warp_labels(region.labels, atlas_tf, grid)

@@ -134,7 +134,9 @@ def test_two_subjects_from_scanner_to_pacs_and_report(tmp_path: Path) -> None:
                 ratios = [signal[str(st)][str(v)] / signal[str(st)][str(value[(ref, "none")])]
                           for st, ref in zip(r.stations, r.references)]
                 assert r.value == pytest.approx(sum(ratios) / len(ratios), rel=0.05), (r.muscle, r.side)
-        assert (settings.quant.qc_dir / f"visit-{vid}" / "transforms.json").is_file()
+        # the whole-body transform and each hand's regional refinement are kept for transformix
+        transforms = json.loads((settings.quant.qc_dir / f"visit-{vid}" / "transforms.json").read_text())
+        assert {"atlas_to_t2", "atlas_to_t2_hand_left", "atlas_to_t2_hand_right", "t2_to_dwi"} <= set(transforms)
 
         # the report
         run = run_report(settings, force=True)
