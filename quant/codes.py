@@ -111,6 +111,7 @@ QC_VALUES: dict[str, CodedConcept] = {
     "roi_too_small": _private("QC-ROI-SMALL", "ROI too small"),
     "touches_field_edge": _private("QC-FOV-EDGE", "ROI touches the field of view edge"),
     "reference_out_of_range": _private("QC-REF-RANGE", "Bone marrow reference out of plausible range"),
+    "reference_substituted": _private("QC-REF-SUBST", "Bone marrow reference other than the atlas default"),
 }
 
 

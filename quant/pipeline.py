@@ -36,7 +36,10 @@ IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 ROI_TOO_SMALL = "roi_too_small"
 TOUCHES_FIELD_EDGE = "touches_field_edge"
 REFERENCE_OUT_OF_RANGE = "reference_out_of_range"
-QC_FLAGS = (ROI_TOO_SMALL, TOUCHES_FIELD_EDGE, REFERENCE_OUT_OF_RANGE)
+# the muscle's atlas reference was not measurable in its station(s), another marrow was used:
+# its relative T2 is not comparable with visits measured against the default
+REFERENCE_SUBSTITUTED = "reference_substituted"
+QC_FLAGS = (ROI_TOO_SMALL, TOUCHES_FIELD_EDGE, REFERENCE_OUT_OF_RANGE, REFERENCE_SUBSTITUTED)
 
 
 @dataclass(frozen=True)
@@ -294,6 +297,9 @@ def measure_t2(t2: list[StationVolume], subject_labels: sitk.Image, atlas: Atlas
             flags.append(TOUCHES_FIELD_EDGE)
         if any(not ref_ok.get((s, r), True) for s, r in zip(res.stations, res.references)):
             flags.append(REFERENCE_OUT_OF_RANGE)
+        if m.reference and any(r != m.reference and s not in settings.reference
+                               for s, r in zip(res.stations, res.references)):
+            flags.append(REFERENCE_SUBSTITUTED)
         rows.append(MeasurementRow(m.key, m.side, "T2", res.value, res.mean_signal, res.sd, res.reference_mean,
                                    res.n, float(volumes_ml[m.value]), res.stations, flags, res.references))
     return rows, station_labels, warnings

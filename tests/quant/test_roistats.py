@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from phantom.contrast import MuscleState
 from phantom.geometry import truth_grid
 from phantom.scanner import ScanSettings, acquire
 from quant.atlas import Atlas
-from quant.pipeline import QuantSettings, measure_t2
+from quant.pipeline import REFERENCE_SUBSTITUTED, QuantSettings, measure_t2
 from quant.roistats import RoiStat, erode_labels, erosion_footprint, relative_t2, roi_stats, touches_edge
 from quant.volumes import StationVolume
 
@@ -100,3 +101,19 @@ def test_relative_t2_does_not_change_with_a_station_gain(small_visit) -> None:
     assert quad.references[0] == "marrow_femur"
     true_ml = (sitk.GetArrayViewFromImage(labels) == muscle_label("quadriceps", "left")).sum() * 4.0 ** 3 / 1000
     assert quad.volume_ml == pytest.approx(true_ml, rel=0.02)  # labels given: volume from the 2 mm label grid
+
+
+def test_a_muscle_measured_against_another_marrow_than_its_default_is_flagged(small_visit) -> None:
+    """With its atlas default (femur) the quadriceps carries no substitution flag; when the atlas names a
+    bone its stations do not hold (humerus), another marrow is used and the row says so — its relative
+    T2 is not comparable with visits measured against the default."""
+    volumes, labels, atlas = small_visit
+    rows, _, _ = measure_t2(volumes, labels, atlas, QuantSettings())
+    assert not any(REFERENCE_SUBSTITUTED in r.qc_flags for r in rows if r.muscle in ("quadriceps", "tibialis_anterior"))
+    table = [replace(lab, reference="marrow_humerus") if lab.key == "quadriceps" else lab for lab in atlas.table]
+    moved = Atlas("humerus", Path("."), atlas.template, atlas.labels, table)
+    rows, _, _ = measure_t2(volumes, labels, moved, QuantSettings())
+    quad = next(r for r in rows if (r.muscle, r.side) == ("quadriceps", "left"))
+    assert REFERENCE_SUBSTITUTED in quad.qc_flags and "marrow_humerus" not in quad.references
+    ta = next(r for r in rows if (r.muscle, r.side) == ("tibialis_anterior", "left"))
+    assert REFERENCE_SUBSTITUTED not in ta.qc_flags
