@@ -23,7 +23,7 @@ from pathlib import Path
 import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from node import __version__
@@ -115,21 +115,49 @@ def store_results(settings: Settings, sessions: sessionmaker[Session], store: Fi
                   results: list[tuple[str, Dataset]]) -> list[tuple[str, Dataset, int]]:
     """Store every result object through the node's own ingest (so Q/R serves it); (kind, data set, instance id)."""
     ingestor = Ingestor(store, sessions, settings.protocol.rules, settings.storage.resend_policy)
-    stored = []
-    for kind, ds in results:
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        outcome = ingestor.ingest(buffer.getvalue(), calling_ae=settings.node.ae_title)
-        if not outcome.ok or outcome.instance_id is None:
-            raise RuntimeError(f"result {kind} {ds.SOPInstanceUID} not stored: {outcome.comment}")
-        stored.append((kind, ds, outcome.instance_id))
+    stored: list[tuple[str, Dataset, int]] = []
+    try:
+        for kind, ds in results:
+            buffer = io.BytesIO()
+            ds.save_as(buffer, enforce_file_format=True)
+            outcome = ingestor.ingest(buffer.getvalue(), calling_ae=settings.node.ae_title)
+            if not outcome.ok or outcome.instance_id is None:
+                raise RuntimeError(f"result {kind} {ds.SOPInstanceUID} not stored: {outcome.comment}")
+            stored.append((kind, ds, outcome.instance_id))
+    except Exception:
+        discard_results(sessions, store, [i for _, _, i in stored])  # all of a visit's results or none
+        raise
     return stored
+
+
+def discard_results(sessions: sessionmaker[Session], store: FileStore, instance_ids: list[int]) -> int:
+    """Take back result objects :func:`store_results` stored when the visit's measurement transaction then
+    failed: their instance rows, their series once empty, and their files — so Q/R never serves
+    results the database does not know. Returns the number of instances removed."""
+    with transaction(sessions) as s:
+        instances = s.scalars(select(m.Instance).where(m.Instance.id.in_(instance_ids))).all()
+        paths = [i.file_path for i in instances]
+        series_ids = {i.series_fk for i in instances}
+        for instance in instances:
+            s.delete(instance)
+        s.flush()
+        for series_id in series_ids:
+            left = s.scalar(select(func.count()).select_from(m.Instance).where(m.Instance.series_fk == series_id))
+            series = s.get(m.Series, series_id)
+            if series is not None and not left:
+                s.delete(series)
+            elif series is not None:
+                series.n_instances = int(left or 0)
+    for path in paths:
+        store.absolute(path).unlink(missing_ok=True)
+    return len(paths)
 
 
 def process_visit(settings: Settings, sessions: sessionmaker[Session], store: FileStore, visit_id: int,
                   progress: Callable[[str], None] | None = None) -> ProcessOutcome:
     """Quantify one visit end to end (see the module docstring)."""
     _set_state(sessions, visit_id, m.VisitState.PROCESSING)
+    stored: list[tuple[str, Dataset, int]] = []
     try:
         t0 = time.perf_counter()
         atlas = resolve_atlas(settings.atlas.path, settings.atlas.default_subjects)
@@ -168,5 +196,11 @@ def process_visit(settings: Settings, sessions: sessionmaker[Session], store: Fi
         return ProcessOutcome(visit_id, n, qc_dir, [str(ds.SOPInstanceUID) for _, ds, _ in stored], timings,
                               q.warnings)
     except Exception:
+        if stored:
+            try:
+                discard_results(sessions, store, [i for _, _, i in stored])
+            except Exception:  # the original error matters more; the orphans are named in the log
+                log.exception("visit %d: could not take back result objects %s", visit_id,
+                              [str(ds.SOPInstanceUID) for _, ds, _ in stored])
         _set_state(sessions, visit_id, m.VisitState.FAILED)
         raise

@@ -1,0 +1,51 @@
+"""A visit's result objects are all stored or none: what store_results put in the node is taken back
+when the measurement transaction after it fails, so Q/R never serves results the database lacks."""
+
+from __future__ import annotations
+
+import pytest
+from pydicom.uid import generate_uid
+from sqlalchemy import func, select
+
+from dicom_factory import CORONAL, mr_image
+from node.processing import discard_results, store_results
+from node.service import Node
+from storage import models as m
+
+
+def count(node: Node, model: type, **where: object) -> int:
+    with node.sessions() as s:
+        query = select(func.count()).select_from(model)
+        for key, value in where.items():
+            query = query.where(getattr(model, key) == value)
+        return int(s.scalar(query) or 0)
+
+
+def test_discarded_results_leave_no_rows_files_or_empty_series(node: Node) -> None:
+    study, kept_series, result_series = generate_uid(), generate_uid(), generate_uid()
+    kept = mr_image(study_uid=study, series_uid=kept_series, orientation=CORONAL, position=(0.0, 0.0, 0.0))
+    stored = store_results(node.settings, node.sessions, node.store, [("stitched_t2", kept)])
+    results = [mr_image(study_uid=study, series_uid=result_series, orientation=CORONAL, position=(0.0, 0.0, -5.0 * k))
+               for k in range(3)]
+    taken = store_results(node.settings, node.sessions, node.store, [("stitched_t2", ds) for ds in results])
+    with node.sessions() as s:
+        paths = [node.store.absolute(s.get(m.Instance, i).file_path) for _, _, i in taken]
+    assert all(p.is_file() for p in paths) and count(node, m.Series, series_instance_uid=result_series) == 1
+
+    assert discard_results(node.sessions, node.store, [i for _, _, i in taken]) == 3
+    assert not any(p.exists() for p in paths)
+    assert count(node, m.Series, series_instance_uid=result_series) == 0
+    assert sum(count(node, m.Instance, sop_instance_uid=str(ds.SOPInstanceUID)) for ds in results) == 0
+    # the other series of the study is untouched
+    assert count(node, m.Instance, id=stored[0][2]) == 1 and count(node, m.Series, series_instance_uid=kept_series) == 1
+
+
+def test_a_result_the_node_refuses_takes_back_the_ones_before_it(node: Node) -> None:
+    study, series = generate_uid(), generate_uid()
+    good = mr_image(study_uid=study, series_uid=series, orientation=CORONAL, position=(0.0, 0.0, 0.0))
+    bad = mr_image(study_uid=study, series_uid=series, orientation=CORONAL, position=(0.0, 0.0, -5.0))
+    bad.SeriesInstanceUID = "1.2.not-a-uid"
+    with pytest.raises(RuntimeError, match=rf"result seg {bad.SOPInstanceUID} not stored"):
+        store_results(node.settings, node.sessions, node.store, [("sr", good), ("seg", bad)])
+    assert count(node, m.Instance, sop_instance_uid=str(good.SOPInstanceUID)) == 0
+    assert count(node, m.Series, series_instance_uid=series) == 0
