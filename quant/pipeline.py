@@ -194,7 +194,12 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
     if settings.refine_regions and atlas.regions:
         say("refine regions")
         for region in atlas.regions:
-            refined = refine_region(t2_images, scales, subject_labels, atlas_tf, region, settings.regions)
+            try:
+                refined = refine_region(t2_images, scales, subject_labels, atlas_tf, region, settings.regions)
+            except RuntimeError as exc:  # elastix gave up (e.g. the part mostly outside the field of view)
+                warnings.append(f"region {region.name}: local registration failed, whole-body labels kept: "
+                                f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}")
+                continue
             if refined is None:
                 warnings.append(f"region {region.name}: none of its labels on the subject; not refined")
                 continue

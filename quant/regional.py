@@ -123,21 +123,24 @@ def refine_region(stations: Sequence[sitk.Image], scales: Sequence[float], subje
                   atlas_tf: Transform, region: AtlasRegion, settings: RegionSettings = RegionSettings()
                   ) -> RegionResult | None:
     """Register one atlas region locally and paste its refined labels (module docstring); None when the
-    whole-body result has none of the region's labels (e.g. the hand is outside the field of view)."""
+    whole-body result has none of the region's labels or no station covers them (e.g. the hand is
+    outside the field of view). Elastix's own failures raise RuntimeError."""
     box = label_box(subject_labels, region.refine, settings.margin_mm)
     if box is None:
         return None
     # No finer than the stations' own pixels: a coarse (e.g. --size small) series gains nothing below them.
     spacing = max(settings.spacing_mm, min(min(img.GetSpacing()) for img in stations))
     grid = box_grid(*box, spacing)
+    block = label_block(subject_labels, *box)
+    if block is None:
+        return None
     fixed = subject_patch(stations, scales, grid)
+    if not np.any(sitk.GetArrayViewFromImage(fixed)):
+        return None  # no station covers the part
     moving = resample(region.template, atlas_tf, grid)
     moving_labels = warp_labels(region.labels, atlas_tf, grid)
     maps = registration_maps(True, settings.grid_mm, settings.iterations, settings.resolutions, initialise=False)
     local = register(fixed, moving, maps)
-    block = label_block(subject_labels, *box)
-    if block is None:
-        return None
     refined = warp_labels(moving_labels, local, block)
     labels, changed = paste(subject_labels, refined, region.refine)
     return RegionResult(labels, local, grid, changed)

@@ -107,3 +107,16 @@ def test_refinement_corrects_a_misplaced_hand() -> None:
     assert result.changed_voxels > 0
     old, new = sitk.GetArrayViewFromImage(subject), sitk.GetArrayViewFromImage(result.labels)
     assert np.array_equal(old == OTHER, new == OTHER)
+
+
+def test_a_part_no_station_covers_is_left_alone() -> None:
+    """The whole-body result put the hand where no station has data: nothing to register against, so no
+    refinement (None) rather than an elastix failure."""
+    atlas_labels = scene(grid(2.0), (0, 0, 0), 1.0)
+    region = AtlasRegion("hand", t2(atlas_labels), atlas_labels, MUSCLES)
+    far = t2(scene(grid(2.0), (0, 0, 0), 1.0))
+    far.SetOrigin((0.0, 0.0, 1000.0))
+    coarse = box_grid(np.full(3, -70.0), np.full(3, 70.0), 4.0)
+    image = sitk.Resample(t2(atlas_labels), coarse, sitk.Transform(), sitk.sitkLinear)
+    identity_like = register(image, image, registration_maps(False, iterations=2, resolutions=1, initialise=False))
+    assert refine_region([far], [1.0], atlas_labels, identity_like, region) is None
