@@ -21,6 +21,7 @@ import SimpleITK as sitk
 from phantom.anatomy import LABELS, AnatomyParams, Label, draw_canonical
 from phantom.contrast import MuscleState, lookup_tables
 from phantom.geometry import truth_grid
+from quant.regional import box_grid, label_box
 
 ATLAS_SEED_BASE = 900_000
 TEMPLATE_MM = 4.0
@@ -89,20 +90,12 @@ def hand_regions(labels: sitk.Image, params: AnatomyParams | None = None, spacin
     locally. Returns ``(name, template, labels, label values to refine)`` per side.
     """
     params = params or AnatomyParams()
-    arr = sitk.GetArrayViewFromImage(labels)
     out = []
     for side in ("left", "right"):
         values = tuple(lab.value for lab in LABELS if lab.key in HAND_MUSCLES and lab.side == side)
-        idx = np.argwhere(np.isin(arr, values))
-        if idx.size == 0:
+        box = label_box(labels, values, margin_mm)
+        if box is None:
             continue
-        corners = [labels.TransformIndexToPhysicalPoint(tuple(int(v) for v in p[::-1]))
-                   for p in (idx.min(axis=0), idx.max(axis=0))]
-        lo = np.min(corners, axis=0) - margin_mm
-        hi = np.max(corners, axis=0) + margin_mm
-        grid = sitk.Image([int(np.ceil(v)) + 1 for v in (hi - lo) / spacing_mm], sitk.sitkUInt8)
-        grid.SetOrigin(tuple(float(v) for v in lo))
-        grid.SetSpacing((spacing_mm,) * 3)
-        fine = draw_canonical(grid, params)
+        fine = draw_canonical(box_grid(*box, spacing_mm), params)
         out.append((f"hand_{side}", t2_template_image(fine, spacing_mm), fine, values))
     return out

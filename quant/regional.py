@@ -46,7 +46,6 @@ class RegionSettings:
 class RegionResult:
     labels: sitk.Image  # the subject label volume with the region's labels replaced
     transform: Transform  # pre-warped regional template → subject patch (box grid)
-    box: sitk.Image  # the fine grid the region was registered on (empty image: geometry only)
     changed_voxels: int
 
 
@@ -143,4 +142,4 @@ def refine_region(stations: Sequence[sitk.Image], scales: Sequence[float], subje
     local = register(fixed, moving, maps)
     refined = warp_labels(moving_labels, local, block)
     labels, changed = paste(subject_labels, refined, region.refine)
-    return RegionResult(labels, local, grid, changed)
+    return RegionResult(labels, local, changed)
