@@ -33,7 +33,7 @@ import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.atlases import ensure_default_atlas  # noqa: E402
+from node.work.atlases import ensure_default_atlas  # noqa: E402
 from phantom.anatomy import LABELS  # noqa: E402
 from phantom.rescan import scan_rescan  # noqa: E402
 from quant.atlas import load_atlas  # noqa: E402

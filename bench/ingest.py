@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from dicom_factory import AXIAL, CORONAL, mr_image  # noqa: E402
-from node.orthanc import start_orthanc  # noqa: E402
-from node.ports import free_port  # noqa: E402
+from node.demo.orthanc import start_orthanc  # noqa: E402
+from node.demo.ports import free_port  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
 
@@ -123,7 +123,7 @@ NULL_SCP = """
 import socket, sys
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
-from node.scp import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+from node.dimse.listener import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 
 class Server(ThreadedAssociationServer):
     def get_request(self):

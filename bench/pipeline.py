@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from node.demo import prepare_demo_folder, push_visit  # noqa: E402
-from node.atlases import ensure_default_atlas  # noqa: E402
-from node.ports import free_port  # noqa: E402
-from node.processing import process_visit  # noqa: E402
+from node.demo.run import prepare_demo_folder, push_visit  # noqa: E402
+from node.work.atlases import ensure_default_atlas  # noqa: E402
+from node.demo.ports import free_port  # noqa: E402
+from node.work.processing import process_visit  # noqa: E402
 from node.service import start_node  # noqa: E402
 from phantom.anatomy import AnatomyParams  # noqa: E402
 from phantom.contrast import MuscleState  # noqa: E402
@@ -55,7 +55,7 @@ def main() -> None:
     (folder / "subjects.csv").write_text("subject_id,group,sex,age,onset_site,onset_side,diagnosis\n"
                                          "BENCH01,control,M,56,,,\n")
     node = start_node(settings)
-    node.jobs.stop_consumers()  # the visit is processed below, timed, instead of by the node's workers
+    node.work.jobs.stop_consumers()  # the visit is processed below, timed, instead of by the node's workers
     try:
         with transaction(node.sessions) as s:
             import_subjects(s, folder / "subjects.csv")

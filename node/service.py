@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from node.commitment import commitment_handler
-from node.exams import ExamWatcher
-from node.ingest import Ingestor
-from node.jobs import JobContext, JobQueue
-from node.outbox import Forwarder
-from node.scp import Listener, qr_handlers, start_listener
+from node.dimse.commitment import commitment_handler
+from node.dimse.listener import Listener, qr_handlers, start_listener
+from node.intake.exams import ExamWatcher
+from node.intake.ingest import Ingestor
 from node.settings import Settings
+from node.work.jobs import JobContext, JobQueue
+from node.work.outbox import Forwarder
 from storage.database import make_engine, session_factory
 from storage.filestore import FileStore
 from storage.migrate import upgrade

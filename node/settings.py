@@ -29,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from storage.vocabulary import Group
+
 ENV_PREFIX = "MYONODE_"
 CONFIG_ENV = "MYONODE_CONFIG"
 TEST_ENV_PREFIX = "MYONODE_TEST_"  # reserved for the test suite (server URLs, required services)
@@ -68,6 +70,9 @@ class NodeSettings(_Section):
     dimse_timeout_s: float = Field(default=120.0, gt=0)
     network_timeout_s: float = Field(default=120.0, gt=0)
     max_pdu: int = Field(default=262144, ge=0, le=2**32 - 1)
+    accept: Literal["all"] | list[str] = Field(
+        default="all", description='storage SOP classes accepted: "all", or a list of SOP Class UIDs or keywords'
+    )
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -92,11 +97,16 @@ class NodeSettings(_Section):
         ip = ipaddress.ip_address(address)
         return any(ip in ipaddress.ip_network(net, strict=False) for net in self.allowed_hosts)
 
-    def calling_ae_allowed(self, ae_title: str) -> bool:
-        """True when the list is empty (any AE) or contains ``ae_title`` (trailing spaces ignored)."""
-        return not self.allowed_calling_ae_titles or ae_title.strip() in {
-            a.strip() for a in self.allowed_calling_ae_titles
-        }
+    @field_validator("accept")
+    @classmethod
+    def _accept(cls, accept: str | list[str]) -> str | list[str]:
+        from node.dimse.conformance import resolve_sop_class
+
+        if accept == "all":
+            return accept
+        if not accept:
+            raise ValueError('an empty list accepts nothing; use "all" or name the SOP classes')
+        return [resolve_sop_class(name) for name in accept]
 
 
 class StorageSettings(_Section):
@@ -169,16 +179,13 @@ class ProtocolSettings(_Section):
     incomplete_deadline_s: float = Field(default=6 * 3600.0, gt=0)
 
 
-Group = Literal["patient", "control"]
-
-
 class VisitWindow(_Section):
     """A visit label and the window of days since the subject's baseline that maps to it."""
 
     label: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]+$")]
     min_days: int = Field(ge=0)
     max_days: int = Field(ge=0)
-    groups: list[Group] = Field(default_factory=lambda: ["patient", "control"])
+    groups: list[Group] = Field(default_factory=lambda: [Group.PATIENT, Group.CONTROL])
     time_point_ids: list[str] = Field(
         default_factory=list, description="Clinical Trial Time Point ID (0012,0050) values that name this visit"
     )
@@ -196,9 +203,9 @@ class VisitSettings(_Section):
     windows: list[VisitWindow] = Field(
         default_factory=lambda: [
             VisitWindow(label="baseline", min_days=0, max_days=14, time_point_ids=["BASELINE", "V0"]),
-            VisitWindow(label="m4", min_days=60, max_days=200, groups=["patient"], time_point_ids=["M4", "V1"]),
-            VisitWindow(label="m6", min_days=120, max_days=330, groups=["control"], time_point_ids=["M6"]),
-            VisitWindow(label="m12", min_days=270, max_days=540, groups=["patient"], time_point_ids=["M12", "V2"]),
+            VisitWindow(label="m4", min_days=60, max_days=200, groups=[Group.PATIENT], time_point_ids=["M4", "V1"]),
+            VisitWindow(label="m6", min_days=120, max_days=330, groups=[Group.CONTROL], time_point_ids=["M6"]),
+            VisitWindow(label="m12", min_days=270, max_days=540, groups=[Group.PATIENT], time_point_ids=["M12", "V2"]),
         ]
     )
 
@@ -211,11 +218,11 @@ class VisitSettings(_Section):
             raise ValueError(f"visit labels must be unique, got {labels}")
         if self.windows[0].min_days != 0:
             raise ValueError(f"the first visit {labels[0]!r} is the baseline and must start at min_days = 0")
-        for group in ("patient", "control"):
+        for group in Group:
             spans = sorted((w.min_days, w.max_days, w.label) for w in self.windows if group in w.groups)
             for (_, hi, a), (lo, _, b) in zip(spans, spans[1:]):
                 if lo <= hi:
-                    raise ValueError(f"visits {a!r} and {b!r} overlap for group {group!r}")
+                    raise ValueError(f"visits {a!r} and {b!r} overlap for group {group.value!r}")
         return self
 
     @property

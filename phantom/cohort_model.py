@@ -35,7 +35,7 @@ import pandas as pd
 from phantom import paper
 from phantom.atlas import REFERENCE_MARROW
 from phantom.contrast import MARROW, TISSUE, healthy_muscle_signal
-from storage.catalogue import (DYNAMOMETRY_MUSCLES, EPHYS_MUSCLES, MRC_MUSCLES, MUSCLES, ONSET_REGIONS,
+from storage.vocabulary import (DYNAMOMETRY_MUSCLES, EPHYS_MUSCLES, MRC_MUSCLES, MUSCLES, ONSET_REGIONS,
                                dynamometry_muscle, mrc_sides)
 
 MuscleSide = tuple[str, str]

@@ -28,7 +28,7 @@ from highdicom.sr import CodedConcept
 from pydicom.sr.coding import Code
 from pydicom.sr.codedict import codes
 
-from storage.catalogue import MUSCLES
+from storage.vocabulary import MUSCLES
 
 PRIVATE_SCHEME = "99MYONODE"
 PRIVATE_SCHEME_NAME = "myonode muscle MRI codes"

@@ -27,7 +27,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
-# The DICOM facts node.classify also uses (node imports them from here).
+# The DICOM facts node.intake.classify also uses (node imports them from here).
 PHILIPS_IMAGING_CREATOR = "Philips Imaging DD 001"  # (2001,1003) diffusion b-factor
 PHILIPS_MR_CREATOR = "Philips MR Imaging DD 001"  # (2005,100E) MR scale slope
 DERIVED_IMAGE_TYPES = frozenset({"ADC", "TRACEW", "TRACE", "ISOTROPIC", "EADC", "FA"})
@@ -36,7 +36,7 @@ SPACING_TOLERANCE = 0.10  # a slice step may deviate this much (relative) from t
 ORIENTATION_TOLERANCE = 1e-4  # direction cosines
 PIXEL_SPACING_TOLERANCE = 1e-4  # relative
 ALIGNMENT_TOLERANCE = 0.05  # in-plane shift between slices of a stack, in pixels
-STATION_GRID_MM = 10.0  # in-plane offsets are compared rounded to this (as node.classify does)
+STATION_GRID_MM = 10.0  # in-plane offsets are compared rounded to this (as node.intake.classify does)
 
 
 class VolumeError(ValueError):
@@ -92,7 +92,7 @@ class _Slice:
 def is_derived_image_type(image_type: Sequence[str]) -> bool:
     """True for an Image Type / Frame Type the scanner computed (DERIVED, ADC, trace, isotropic…).
 
-    The rule of ``node.classify.is_derived``, applied to a value list so it also works per frame.
+    The rule of ``node.intake.classify.is_derived``, applied to a value list so it also works per frame.
     """
     values = [str(v).upper() for v in image_type]
     return bool(values) and (values[0] == "DERIVED" or bool(DERIVED_IMAGE_TYPES & set(values)))
@@ -162,7 +162,7 @@ def _unit_vectors(iop: Sequence[float], where: str) -> tuple[np.ndarray, np.ndar
 
 
 def _acquisition_number(value: object) -> str:
-    """Acquisition number as node.classify writes it into the station key (0 and absent alike: "")."""
+    """Acquisition number as node.intake.classify writes it into the station key (0 and absent alike: "")."""
     return str(value or "")
 
 
@@ -239,12 +239,12 @@ def _slices(ds: Dataset) -> list[_Slice]:
 
 
 def _plane(normal: np.ndarray) -> str:
-    """coronal / axial / sagittal: the LPS axis the slice normal is closest to (as node.classify)."""
+    """coronal / axial / sagittal: the LPS axis the slice normal is closest to (as node.intake.classify)."""
     return ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(normal)))]
 
 
 def _station_key(s: _Slice) -> str:
-    """The station a 2-D image belongs to, in node.classify.station_key's format and rounding.
+    """The station a 2-D image belongs to, in node.intake.classify.station_key's format and rounding.
 
     ``series|acquisition|plane|u|v``, u and v the in-plane offsets of the image position
     along the row and column directions rounded to 1 cm; for enhanced frames the Frame

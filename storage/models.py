@@ -36,6 +36,10 @@ from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from storage.vocabulary import (
+    Diagnosis, Group, Modality, ObservationSource, OnsetSite, ResultKind, SeriesKind, Sex, Side,
+)
+
 UID = String(64)
 AE = String(16)
 
@@ -73,40 +77,6 @@ def _enum(cls: type[enum.Enum], name: str) -> SAEnum:
     )
 
 
-class Group(str, enum.Enum):
-    PATIENT = "patient"
-    CONTROL = "control"
-
-
-class Sex(str, enum.Enum):
-    MALE = "M"
-    FEMALE = "F"
-
-
-class OnsetSite(str, enum.Enum):
-    BULBAR = "bulbar"
-    UPPER_LIMB = "upper_limb"
-    LOWER_LIMB = "lower_limb"
-
-
-class Side(str, enum.Enum):
-    LEFT = "left"
-    RIGHT = "right"
-    NONE = "none"
-
-
-class Diagnosis(str, enum.Enum):
-    ALS = "ALS"
-    PMA = "PMA"
-
-
-class SeriesKind(str, enum.Enum):
-    T2 = "t2"
-    DWI = "dwi"
-    RESULT = "result"
-    OTHER = "other"
-
-
 class VisitState(str, enum.Enum):
     RECEIVING = "receiving"
     COMPLETE = "complete"
@@ -121,24 +91,6 @@ class JobState(str, enum.Enum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
-
-
-class Modality(str, enum.Enum):
-    REL_T2 = "relT2"
-    ADC = "ADC"
-
-
-class ObservationSource(str, enum.Enum):
-    CLINICAL = "clinical"
-    EPHYS = "ephys"
-
-
-class ResultKind(str, enum.Enum):
-    STITCHED_T2 = "stitched_t2"
-    ADC_MAP = "adc_map"
-    SEG = "seg"
-    SR = "sr"
-    REPORT_PDF = "report_pdf"
 
 
 class OutboxState(str, enum.Enum):

@@ -19,10 +19,10 @@ import pytest
 import SimpleITK as sitk
 from sqlalchemy import func, select
 
-from node.demo import find_results, prepare_demo_folder, push_visit
-from node.orthanc import start_orthanc
-from node.ports import free_port
-from node.reports import run_report
+from node.demo.run import find_results, prepare_demo_folder, push_visit
+from node.demo.orthanc import start_orthanc
+from node.demo.ports import free_port
+from node.work.reports import run_report
 from node.service import start_node
 from phantom.cohort import write_cohort
 from stats.importer import import_observations, import_subjects

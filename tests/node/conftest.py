@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from node.ports import free_port
+from node.demo.ports import free_port
 from node.service import Node, start_node
 from node.settings import Settings, load_settings
 

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 from pydicom.uid import generate_uid
 
 from dicom_factory import AXIAL, CORONAL, mr_image
-from node.classify import b_values, is_derived, station_key
-from node.completeness import InstanceFacts, count_stations, decide
+from node.intake.classify import b_values, is_derived, station_key
+from node.intake.completeness import InstanceFacts, count_stations, decide
 from node.settings import ProtocolSettings
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
@@ -91,7 +91,7 @@ def test_station_key_uses_acquisition_number_for_axial_stations_in_one_series() 
 def test_enhanced_mr_facts() -> None:
     """Enhanced MR: orientation from the shared groups, b-values and position from the per-frame groups."""
     from dicom_factory import enhanced_mr
-    from node.classify import orientation
+    from node.intake.classify import orientation
 
     ds = enhanced_mr(study_uid=generate_uid(), series_uid=generate_uid())
     assert orientation(ds) == "axial" and b_values(ds) == [0.0, 1000.0] and station_key(ds) is not None

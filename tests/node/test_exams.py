@@ -12,10 +12,10 @@ from sqlalchemy import select
 
 from conftest import dcmtk  # type: ignore[import-not-found]
 from dicom_factory import AXIAL, CORONAL, mr_image
-from node.exams import check_visits
-from node.jobs import HANDLERS
+from node.intake.exams import check_visits
+from node.work.jobs import HANDLERS
 from node.service import Node
-from node.status import node_status
+from node.intake.status import node_status
 from storage import models as m
 from storage.database import transaction
 
@@ -71,7 +71,7 @@ def quiet(node: Node) -> Node:
 
 def settle(node: Node) -> list[int]:
     time.sleep(node.settings.protocol.stable_age_s + 0.1)
-    return check_visits(node.sessions, node.settings, node.jobs)
+    return check_visits(node.sessions, node.settings, node.work.jobs)
 
 
 def visit_states(node: Node) -> list[tuple[str, str, bool]]:

@@ -11,11 +11,11 @@ from pydicom import dcmread
 from sqlalchemy import select
 
 from conftest import dcmtk  # type: ignore[import-not-found]
-from node.ports import free_port
+from node.demo.ports import free_port
 from dicom_factory import write_series
-from node.outbox import backoff, deliver_due, enqueue, retry
+from node.work.outbox import backoff, deliver_due, enqueue, retry
 from node.service import Node
-from node.orthanc import Orthanc, start_orthanc
+from node.demo.orthanc import Orthanc, start_orthanc
 from storage import models as m
 from storage.database import transaction
 

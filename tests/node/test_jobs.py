@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from node.jobs import JobContext, JobQueue
+from node.work.jobs import JobContext, JobQueue
 from node.settings import load_settings
 from storage import models as m
 from storage.database import make_engine, session_factory, transaction
@@ -69,7 +69,7 @@ def test_job_runs_once_and_is_recorded(make_queue) -> None:
 
 
 def test_failing_job_retried_then_failed_with_error(make_queue, monkeypatch) -> None:
-    monkeypatch.setattr("node.jobs.RETRY_DELAY_S", 0.05)
+    monkeypatch.setattr("node.work.jobs.RETRY_DELAY_S", 0.05)
 
     def broken(ctx: JobContext, target: str) -> None:
         raise RuntimeError(f"cannot read series for {target}")

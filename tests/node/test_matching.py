@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.matching import matches
+from node.dimse.matching import matches
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
 from dicom_factory import CORONAL, mr_image
-from node.processing import discard_results, store_results
+from node.work.processing import discard_results, store_results
 from node.service import Node
 from storage import models as m
 

@@ -9,7 +9,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from conftest import dcmtk  # type: ignore[import-not-found]
-from node.ports import free_port
+from node.demo.ports import free_port
 from dicom_factory import write_series
 from node.service import Node
 

@@ -17,7 +17,7 @@ from pydicom import dcmread
 from sqlalchemy import select
 
 from conftest import dcmtk, need  # type: ignore[import-not-found]
-from node.ports import free_port
+from node.demo.ports import free_port
 from dicom_factory import write_series
 from storage import models as m
 from storage.database import make_engine, session_factory

@@ -118,14 +118,21 @@ def test_masked_effective_settings_hide_database_password(tmp_path: Path) -> Non
     assert "topsecret" not in repr(shown) and shown["storage"]["database_url"].endswith("u:***@h/db")
 
 
-def test_access_control_helpers(tmp_path: Path) -> None:
-    """Allow-lists match networks and AE titles (empty AE list = any AE)."""
+def test_host_allow_list_matches_networks_and_addresses(tmp_path: Path) -> None:
+    """Allow-lists match networks and single addresses; anything else is refused."""
     s = load_settings(_write(tmp_path, '[node]\nallowed_hosts = ["10.1.0.0/16", "127.0.0.1"]\n'), environ={})
     assert s.node.host_allowed("10.1.2.3") and s.node.host_allowed("127.0.0.1")
     assert not s.node.host_allowed("10.2.0.1")
-    assert s.node.calling_ae_allowed("ANYONE")
-    s2 = load_settings(_write(tmp_path, '[node]\nallowed_calling_ae_titles = ["PHILIPS_MR"]\n'), environ={})
-    assert s2.node.calling_ae_allowed("PHILIPS_MR ") and not s2.node.calling_ae_allowed("EVIL")
+
+
+def test_accept_takes_all_or_named_sop_classes_and_refuses_unknown_names(tmp_path: Path) -> None:
+    """[node] accept: "all" by default; keywords resolve to UIDs; an unknown name is refused naming it."""
+    assert load_settings(_write(tmp_path, ""), environ={}).node.accept == "all"
+    strict = load_settings(_write(tmp_path, '[node]\naccept = ["MRImageStorage", "1.2.840.10008.5.1.4.1.1.4.1"]\n'),
+                           environ={})
+    assert strict.node.accept == ["1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1"]
+    with pytest.raises(SettingsError, match="NotAStorageClass"):
+        load_settings(_write(tmp_path, '[node]\naccept = ["NotAStorageClass"]\n'), environ={})
 
 
 def test_visit_assignment_from_days_and_time_point(tmp_path: Path) -> None:

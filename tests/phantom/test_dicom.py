@@ -20,7 +20,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from node.classify import b_values, classify_series, is_derived, station_key
+from node.intake.classify import b_values, classify_series, is_derived, station_key
 from node.settings import ProtocolSettings
 from phantom.dicom import (PHILIPS_IMAGING, PHILIPS_MR_IMAGING, PHILIPS_MR_IMAGING_005, STORED_MAX, DicomOptions,
                            write_visit)
@@ -283,7 +283,7 @@ def test_geometry_gives_back_the_stations_and_they_tile_z(written: Callable[[Dic
 
 def test_philips_tags_and_node_classification(written: Callable[[DicomOptions], list[Path]]) -> None:
     """b-value in (0018,9087) and in Philips (2001,1003) under its private creator, MR Scale Slope under its own;
-    node.classify calls the T2 series t2 and the DWI series dwi, reads the b-values and flags trace/ADC derived."""
+    node.intake.classify calls the T2 series t2 and the DWI series dwi, reads the b-values and flags trace/ADC derived."""
     rules = ProtocolSettings().rules
     seen: set[tuple[str, str, tuple[float, ...], bool]] = set()
     for path in written(CLASSIC):
@@ -317,7 +317,7 @@ def test_philips_tags_and_node_classification(written: Callable[[DicomOptions], 
 
 def test_one_series_keeps_stations_apart(written: Callable[[DicomOptions], list[Path]]) -> None:
     """All stations of a sequence in one series: Acquisition Number differs per station (classic) and
-    node.classify.station_key separates 6 T2 and 8 DWI stations; quant reads 6 T2 and 8 × 2 DWI volumes
+    node.intake.classify.station_key separates 6 T2 and 8 DWI stations; quant reads 6 T2 and 8 × 2 DWI volumes
     from both the classic and the enhanced (stations as stacks) form."""
     datasets = [pydicom.dcmread(p, stop_before_pixels=True) for p in written(ONE_SERIES)]
     for sequence, n in (("t2", 6), ("dwi", 8)):

@@ -31,7 +31,7 @@ from quant.atlas import AtlasLabel
 from quant.dicom_out import (DEVICE_UID, PALETTE, STITCHED_DESCRIPTION, ResultContext, VisitResults, adc_parametric_map,
                              build_results, derived_t2_series, measurement_report, segmentation, tracking_uid)
 from quant.pipeline import QC_FLAGS, MeasurementRow, summary_mean
-from storage.catalogue import MUSCLES
+from storage.vocabulary import MUSCLES
 
 VENV_BIN = Path(sys.executable).parent
 WHEN = datetime(2026, 11, 25, 3, 0, tzinfo=timezone.utc)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from node.atlases import phantom_label_table
+from node.work.atlases import phantom_label_table
 from phantom.anatomy import AnatomyParams, build, muscle_label
 from phantom.contrast import MuscleState
 from phantom.geometry import truth_grid

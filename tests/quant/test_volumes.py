@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
-from node.classify import is_derived, station_key
+from node.intake.classify import is_derived, station_key
 from quant.volumes import StationVolume, VolumeError, is_derived_image_type, load_series, station_volumes
 from series_factory import AXIAL, CORONAL, classic_series, enhanced_series, normal, stack
 
@@ -241,7 +241,7 @@ def test_one_series_with_all_coronal_stations_is_split_into_stations_head_first(
     for station, volume in enumerate(volumes):
         np.testing.assert_array_equal(array(volume), stored(4, station))
         instances = [ds for ds in series if ds.SOPInstanceUID in volume.sop_uids]
-        assert {station_key(ds) for ds in instances} == {volume.station_key}  # node.classify's notion
+        assert {station_key(ds) for ds in instances} == {volume.station_key}  # node.intake.classify's notion
 
 
 def test_axial_stations_in_one_series_are_told_apart_by_acquisition_number() -> None:

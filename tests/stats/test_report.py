@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from load_db import load_cohort  # type: ignore[import-not-found]
-from node.reports import run_report
+from node.work.reports import run_report
 from node.settings import load_settings
 from phantom.cohort_model import simulate_cohort
 from storage import models as m
@@ -55,7 +55,7 @@ def test_report_runs_once_per_change_and_lists_incomplete_visits(settings) -> No
 
 def test_failed_run_keeps_previous_report(settings, monkeypatch) -> None:
     good = run_report(settings)
-    monkeypatch.setattr("node.reports.write_report", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk full")))
+    monkeypatch.setattr("node.work.reports.write_report", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk full")))
     failed = run_report(settings, force=True)
     assert failed.state is m.RunState.FAILED and "RuntimeError: disk full" in failed.error
     assert (Path(good.output_dir) / "report.html").is_file()

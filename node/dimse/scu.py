@@ -7,6 +7,8 @@ import re
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
+from node.dimse.status import Status
+
 PEER = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>\[[0-9a-fA-F:.]+\]|[^:@\s]+):(?P<port>\d{1,5})$")
 
 
@@ -32,7 +34,7 @@ def echo(ae_title: str, host: str, port: int, calling_ae: str = "MYONODE", timeo
         status = assoc.send_c_echo()
     finally:
         assoc.release()
-    if status and status.Status == 0x0000:
+    if status and status.Status == Status.SUCCESS:
         return True, f"{ae_title}@{host}:{port}: C-ECHO success"
     code = f"0x{status.Status:04X}" if status else "no response"
     return False, f"{ae_title}@{host}:{port}: C-ECHO failed ({code})"

@@ -16,7 +16,14 @@ from pathlib import Path
 
 from phantom.anatomy import LABELS
 from phantom.atlas import atlas_subject, hand_regions, reference_for
-from quant.atlas import Atlas, AtlasLabel, AtlasRegion, build_atlas, load_atlas, save_atlas
+from quant.atlas import (
+    Atlas,
+    AtlasLabel,
+    AtlasRegion,
+    build_atlas,
+    load_atlas,
+    save_atlas,
+)
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from datetime import datetime, timezone
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from node.completeness import InstanceFacts, decide
-from node.jobs import JobQueue
+from node.intake.completeness import InstanceFacts, decide
+from node.intake.visits import assign_study
 from node.settings import Settings
-from node.visits import assign_study
+from node.work.jobs import JobQueue
 from storage import models as m
 from storage.database import transaction
 

@@ -2,7 +2,7 @@
 and the instance files a C-GET or C-MOVE identifier selects.
 
 Records are built from the SQL index (not by opening files) and matched with
-:mod:`node.matching`. Unique keys (Patient ID, Study/Series/SOP Instance UIDs) narrow the
+:mod:`node.dimse.matching`. Unique keys (Patient ID, Study/Series/SOP Instance UIDs) narrow the
 SQL query first. Re-sent instances kept as several versions are served as their newest.
 """
 
@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from node.matching import matches
+from node.dimse.matching import matches
 from storage import models as m
 
 Level = Literal["PATIENT", "STUDY", "SERIES", "IMAGE"]

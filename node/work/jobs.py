@@ -51,7 +51,9 @@ Handler = Callable[[JobContext, str], None]
 
 def process_visit_job(ctx: JobContext, target: str) -> None:
     """``process_visit``: quantify the visit (measurements, QC pictures, DICOM results to store and PACS)."""
-    from node.processing import process_visit  # imaging stack loaded only by workers that process
+    from node.work.processing import (
+        process_visit,  # imaging stack loaded only by workers that process
+    )
 
     process_visit(ctx.settings, ctx.sessions, ctx.store, int(target.removeprefix("visit:")))
 
@@ -105,7 +107,7 @@ class JobQueue:
 
     def scheduled_report(self) -> None:
         """The ``[schedule]`` task: the cohort report, which runs only when complete visits changed."""
-        from node.reports import run_report
+        from node.work.reports import run_report
 
         run_report(self.ctx.settings)
 

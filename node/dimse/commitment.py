@@ -24,6 +24,7 @@ from pynetdicom.sop_class import StorageCommitmentPushModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from node.dimse.status import Status
 from node.settings import Destination
 from storage import models as m
 from storage.filestore import FileStore
@@ -31,8 +32,8 @@ from storage.filestore import FileStore
 log = logging.getLogger(__name__)
 
 WELL_KNOWN_INSTANCE = "1.2.840.10008.1.20.1.1"
-NO_SUCH_OBJECT_INSTANCE = 0x0112
-CLASS_INSTANCE_CONFLICT = 0x0119
+NO_SUCH_OBJECT_INSTANCE = int(Status.NO_SUCH_OBJECT_INSTANCE)
+CLASS_INSTANCE_CONFLICT = int(Status.CLASS_INSTANCE_CONFLICT)
 
 
 def commitment_result(
@@ -99,41 +100,51 @@ def send_report(ae_title: str, peer: Destination, event_type: int, info: Dataset
         status, _ = assoc.send_n_event_report(info, event_type, StorageCommitmentPushModel, WELL_KNOWN_INSTANCE)
     finally:
         assoc.release()
-    ok = status is not None and status.Status == 0x0000
+    ok = status is not None and status.Status == Status.SUCCESS
     log.info("storage commitment report %s to %s: %s", info.TransactionUID, peer.ae_title, "delivered" if ok else status)
     return ok
 
 
-def commitment_handler(
-    ae_title: str, sessions: sessionmaker[Session], store: FileStore, peers: list[Destination],
-    report_delay_s: float = 0.5,
-) -> tuple[Any, Callable[[Event], tuple[int, None]]]:
-    """The EVT_N_ACTION handler (and its event) for the listener."""
-
-    def on_n_action(event: Event) -> tuple[int, None]:
+def handle_n_action(
+    event: Event, ae_title: str, sessions: sessionmaker[Session], store: FileStore, peers: list[Destination],
+    report_delay_s: float,
+) -> tuple[int, None]:
+    """N-ACTION Request Storage Commitment: answer at once, report on a new association shortly after."""
+    try:
         if event.request.ActionTypeID != 1:
-            return 0x0123, None  # no such action type
+            return int(Status.NO_SUCH_ACTION_TYPE), None
         calling = str(event.assoc.requestor.ae_title).strip()
         peer = next((p for p in peers if p.ae_title.strip() == calling), None)
         if peer is None:
             log.warning("storage commitment from %r refused: not a known peer ([qr] / [forward])", calling)
-            return 0x0110, None
+            return int(Status.PROCESSING_FAILURE), None
         request = event.action_information
         references = [(str(i.ReferencedSOPClassUID), str(i.ReferencedSOPInstanceUID))
                       for i in request.get("ReferencedSOPSequence", [])]
         transaction_uid = str(request.TransactionUID)
         with sessions() as s:
             committed, failed = commitment_result(s, store, references)
-        event_type, info = event_report(transaction_uid, committed, failed)
-        log.info("storage commitment %s from %s: %d committed, %d failed", transaction_uid, calling,
-                 len(committed), len(failed))
+    except Exception:
+        log.exception("storage commitment request could not be processed")
+        return int(Status.PROCESSING_FAILURE), None
+    event_type, info = event_report(transaction_uid, committed, failed)
+    log.info("storage commitment %s from %s: %d committed, %d failed", transaction_uid, calling,
+             len(committed), len(failed))
 
-        def report() -> None:
-            time.sleep(report_delay_s)  # after our N-ACTION response, let the requester release
+    def report() -> None:
+        time.sleep(report_delay_s)  # after our N-ACTION response, let the requester release
+        try:
             send_report(ae_title, peer, event_type, info)
+        except Exception:
+            log.exception("storage commitment report %s to %s failed", transaction_uid, calling)
 
-        threading.Thread(target=report, name="myonode-commitment-report", daemon=True).start()
-        return 0x0000, None
+    threading.Thread(target=report, name="myonode-commitment-report", daemon=True).start()
+    return int(Status.SUCCESS), None
 
-    return evt.EVT_N_ACTION, on_n_action
 
+def commitment_handler(
+    ae_title: str, sessions: sessionmaker[Session], store: FileStore, peers: list[Destination],
+    report_delay_s: float = 0.5,
+) -> tuple[Any, Callable[..., tuple[int, None]], list[Any]]:
+    """The EVT_N_ACTION binding for the listener."""
+    return evt.EVT_N_ACTION, handle_n_action, [ae_title, sessions, store, peers, report_delay_s]

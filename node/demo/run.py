@@ -24,10 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from sqlalchemy import func, select
 
-from node.ports import free_port
+from node.demo.ports import free_port
 from node.settings import Settings, load_settings
 from storage import models as m
 from storage.database import make_engine
@@ -129,9 +135,9 @@ def _wait(progress: Progress, tasks: dict[str, int], poll: Callable[[], dict[str
 
 def run_demo(folder: Path, console: Console, size: str = "small", patients: int = 6, controls: int = 4) -> DemoSummary:
     """Run the demo (see the module docstring)."""
-    from node.orthanc import start_orthanc
-    from node.reports import run_report
+    from node.demo.orthanc import start_orthanc
     from node.service import start_node
+    from node.work.reports import run_report
     from phantom.cohort import write_cohort
     from stats.importer import import_observations, import_subjects
     from storage.database import transaction
@@ -153,7 +159,7 @@ def run_demo(folder: Path, console: Console, size: str = "small", patients: int 
     node = None
     try:
         with console.status("default atlas (built once from phantom subjects) …"):
-            from node.atlases import ensure_default_atlas
+            from node.work.atlases import ensure_default_atlas
 
             atlas = ensure_default_atlas(settings.atlas.default_subjects)
         console.print(f"atlas: {atlas}")

@@ -43,7 +43,7 @@ def visit_label(
     if baseline_date is None or study_date <= baseline_date:
         return visits.baseline, "first study of the subject"
     days = (study_date - baseline_date).days
-    label = visits.label_for_days(days, group.value)  # type: ignore[arg-type]
+    label = visits.label_for_days(days, group)
     if label is None:
         return None, f"study date is {days} days after baseline, outside every {group.value} visit window"
     return label, f"{days} days after baseline"

@@ -1,13 +1,14 @@
 """``myonode phantom …``, ``myonode atlas build`` and ``myonode process``: the imaging commands.
 
 Registered on the main app by :mod:`node.cli`; each command is a thin layer over
-``phantom/``, ``quant/`` and :mod:`node.processing`.
+``phantom/``, ``quant/`` and :mod:`node.work.processing`.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import date, time as dtime
+from datetime import date
+from datetime import time as dtime
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -138,7 +139,7 @@ def atlas_build(
     subjects: Annotated[int, typer.Option(help="phantom subjects fused into the atlas")] = 3,
 ) -> None:
     """Build the default atlas from phantom subjects whose seeds no cohort uses."""
-    from node.atlases import build_phantom_atlas
+    from node.work.atlases import build_phantom_atlas
 
     with console.status(f"registering {subjects} phantom subjects …"):
         path = build_phantom_atlas(out, subjects)
@@ -154,7 +155,7 @@ def process(
     from sqlalchemy import select
 
     from node.cli import _settings
-    from node.processing import process_visit
+    from node.work.processing import process_visit
     from storage import models as m
     from storage.database import make_engine, session_factory
     from storage.filestore import FileStore

@@ -34,7 +34,7 @@ app.add_typer(report_app, name="report")
 import_app = typer.Typer(help="Import the study team's spreadsheets (one transaction per file).", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 
-from node.cli_imaging import atlas_app, phantom_app, process  # noqa: E402
+from node.cli.imaging import atlas_app, phantom_app, process  # noqa: E402
 
 app.add_typer(phantom_app, name="phantom")
 app.add_typer(atlas_app, name="atlas")
@@ -202,7 +202,8 @@ def echo(
     timeout: Annotated[float, typer.Option(help="seconds")] = 10.0,
 ) -> None:
     """Check a DICOM peer with C-ECHO; exit status 0 when it answers Success."""
-    from node.scu import echo as c_echo, parse_peer
+    from node.dimse.scu import echo as c_echo
+    from node.dimse.scu import parse_peer
 
     try:
         ae_title, host, port = parse_peer(peer)
@@ -218,7 +219,7 @@ def echo(
 @app.command()
 def status(config: ConfigOption = None, limit: Annotated[int, typer.Option(help="studies to list")] = 50) -> None:
     """What was received, what is pending, processing, done or failed; patients not mapped to a subject."""
-    from node.status import node_status
+    from node.intake.status import node_status
     from storage.database import make_engine, session_factory
 
     settings = _settings(config)
@@ -249,7 +250,7 @@ def demo(
     subjects: Annotated[int, typer.Option(envvar="DEMO_SUBJECTS", help="cohort size (60 % patients)")] = 10,
 ) -> None:
     """The whole story: phantom scanner → node → quantification → PACS → cohort report (see node/demo.py)."""
-    from node.demo import DemoError, run_demo
+    from node.demo.run import DemoError, run_demo
 
     patients = max(1, round(subjects * 0.6)) if subjects != 51 else 29
     try:
@@ -290,7 +291,7 @@ def outbox_retry(
     config: ConfigOption = None,
 ) -> None:
     """Make failed items (or the given ones) due again, with their attempts reset."""
-    from node.outbox import retry
+    from node.work.outbox import retry
     from storage.database import make_engine, session_factory, transaction
 
     settings = _settings(config)
@@ -380,7 +381,7 @@ def report_run(
     force: Annotated[bool, typer.Option("--force", help="run even if no complete visit changed")] = False,
 ) -> None:
     """Run the cohort statistics and report now (over complete visits only)."""
-    from node.reports import run_report
+    from node.work.reports import run_report
     from storage.database import make_engine
     from storage.migrate import upgrade
 

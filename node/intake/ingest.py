@@ -27,17 +27,18 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from node.classify import b_values, classify_series, is_derived, station_key
+from node.dimse.status import Status
+from node.intake.classify import b_values, classify_series, is_derived, station_key
 from node.settings import SeriesRule
 from storage import models as m
 from storage.filestore import FileStore, InvalidUIDError, StoredFile, validate_uid
 
 log = logging.getLogger(__name__)
 
-SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
-CANNOT_UNDERSTAND = 0xC000
-PROCESSING_FAILURE = 0x0110
+SUCCESS = Status.SUCCESS
+OUT_OF_RESOURCES = Status.OUT_OF_RESOURCES
+CANNOT_UNDERSTAND = Status.CANNOT_UNDERSTAND
+PROCESSING_FAILURE = Status.PROCESSING_FAILURE
 
 ResendPolicy = Literal["keep_first", "replace", "keep_both"]
 Action = Literal["stored", "duplicate", "kept_first", "replaced", "new_version", "failed"]

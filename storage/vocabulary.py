@@ -1,20 +1,93 @@
-"""The muscle catalogue: the study's domain vocabulary, in one place for every package.
+"""The study's vocabulary, in one place for every package: muscles, groups, sides, measures, kinds.
 
 MR muscles (relative T2 and, for the axial ones, ADC), the MRC muscle groups, the
 electrophysiology muscles, the MR ↔ clinical correspondence, onset regions and muscles of
-onset (DESIGN.md, "Domain facts"; the paper's Methods). Keys are the ones the tidy CSV
-files, the measurements table and the DICOM writers use.
+onset (DESIGN.md, "Domain facts"; the paper's Methods), and the enumerations of groups,
+sex, onset sites, sides, diagnoses, series kinds, imaging measures and result kinds. Keys
+are the ones the tidy CSV files, the measurements table and the DICOM writers use; nothing
+else in the tree spells these lists again (storage.models stores these enums).
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Literal
 
 Region = Literal["head_neck", "upper_limb", "trunk", "lower_limb"]
 Plane = Literal["axial", "coronal"]
-OnsetSite = Literal["bulbar", "upper_limb", "lower_limb"]
 SIDES = ("left", "right")
+
+
+
+class Group(str, enum.Enum):
+    """Study group of a subject."""
+
+    PATIENT = "patient"
+    CONTROL = "control"
+
+
+class Sex(str, enum.Enum):
+    """DICOM Patient's Sex values the study records."""
+
+    MALE = "M"
+    FEMALE = "F"
+
+
+class OnsetSite(str, enum.Enum):
+    """Region of symptom onset (bulbar, upper limb, lower limb)."""
+
+    BULBAR = "bulbar"
+    UPPER_LIMB = "upper_limb"
+    LOWER_LIMB = "lower_limb"
+
+
+class Side(str, enum.Enum):
+    """Body side of a muscle or measurement; ``none`` for unpaired muscles."""
+
+    LEFT = "left"
+    RIGHT = "right"
+    NONE = "none"
+
+
+class Diagnosis(str, enum.Enum):
+    """Diagnosis of a patient."""
+
+    ALS = "ALS"
+    PMA = "PMA"
+
+
+class SeriesKind(str, enum.Enum):
+    """What a received series is to the node: processing input (t2, dwi), a result, or other (stored, served, never processed)."""
+
+    T2 = "t2"
+    DWI = "dwi"
+    RESULT = "result"
+    OTHER = "other"
+
+
+class Modality(str, enum.Enum):
+    """The imaging measures: relative T2 (ratio) and ADC (mm²/s); the same names as the observations' measures."""
+
+    REL_T2 = "relT2"
+    ADC = "ADC"
+
+
+class ObservationSource(str, enum.Enum):
+    """Which spreadsheet a non-imaging observation came from."""
+
+    CLINICAL = "clinical"
+    EPHYS = "ephys"
+
+
+class ResultKind(str, enum.Enum):
+    """The DICOM result objects myonode writes."""
+
+    STITCHED_T2 = "stitched_t2"
+    ADC_MAP = "adc_map"
+    SEG = "seg"
+    SR = "sr"
+    REPORT_PDF = "report_pdf"
 
 
 @dataclass(frozen=True)

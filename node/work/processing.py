@@ -15,9 +15,9 @@ import json
 import logging
 import shutil
 import time
-from datetime import datetime, timezone
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pydicom
@@ -27,11 +27,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from node import __version__
-from node.ingest import Ingestor
-from node.outbox import enqueue
-
-from node.atlases import resolve_atlas
+from node.intake.ingest import Ingestor
 from node.settings import Settings
+from node.work.atlases import resolve_atlas
+from node.work.outbox import enqueue
 from quant.atlas import AtlasLabel
 from quant.dicom_out import ResultContext, build_results
 from quant.pipeline import PIPELINE_VERSION, QuantSettings, VisitQuant, quantify

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node.ports import free_port
+from node.demo.ports import free_port
 
 
 @dataclass

@@ -15,13 +15,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom import AE
-from pynetdicom.presentation import build_context
-from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from node.dimse.transcode import TranscodeError, accepted_syntaxes, for_peer, proposal
 from node.settings import Destination, ForwardSettings
 from storage import models as m
 from storage.database import transaction
@@ -63,21 +62,23 @@ def _send(dest: Destination, calling_ae: str, items: list[tuple[int, str, str, s
     """C-STORE each (item id, path, SOP class, transfer syntax) on one association; item id → error or None."""
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
-    pairs = sorted({(sop, ts) for _, _, sop, ts in items})
-    contexts = [build_context(sop, list(dict.fromkeys([ts, ExplicitVRLittleEndian, ImplicitVRLittleEndian])))
-                for sop, ts in pairs][:128]
+    contexts = proposal([(sop, ts) for _, _, sop, ts in items])
     assoc = ae.associate(dest.host, dest.port, contexts=contexts, ae_title=dest.ae_title)
     if not assoc.is_established:
         why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "connection failed"
         return {item_id: f"association {why}" for item_id, *_ in items}
     results: dict[int, str | None] = {}
     try:
-        for item_id, rel_path, _, _ in items:
+        for item_id, rel_path, sop, _ in items:
             if not assoc.is_established:
                 results[item_id] = "association lost"
                 continue
             try:
-                status = assoc.send_c_store(dcmread(store.absolute(rel_path)))
+                ds = for_peer(store.absolute(rel_path), accepted_syntaxes(assoc, sop))
+                status = assoc.send_c_store(ds)
+            except TranscodeError as exc:
+                results[item_id] = f"cannot send: {exc}"
+                continue
             except (OSError, ValueError) as exc:
                 results[item_id] = f"cannot send: {exc}"
                 continue
@@ -112,7 +113,7 @@ def deliver_due(
         ).all()
     batches: dict[str, list[tuple[int, str, str, str]]] = defaultdict(list)
     for item_id, dest, path, sop, ts in rows:
-        batches[dest].append((item_id, path, sop, ts or ExplicitVRLittleEndian))
+        batches[dest].append((item_id, path, sop, ts or ImplicitVRLittleEndian))
     sent = failed = gave_up = 0
     for name, items in batches.items():
         dest = by_name.get(name)

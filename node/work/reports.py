@@ -22,10 +22,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from node.ingest import Ingestor
-from node.outbox import enqueue
-
+from node.intake.ingest import Ingestor
 from node.settings import Settings
+from node.work.outbox import enqueue
 from stats import tables
 from stats.cohort import cohort_from_db
 from stats.report import ReportInputs, write_report

@@ -1,0 +1,168 @@
+"""The DICOM listener: association policy, presentation contexts and handler binding (pynetdicom).
+
+Policy (from ``[node]``): the called AE title must be ours; the calling AE title and the
+peer address must be on the allow-lists; at most ``max_associations`` at once; ACSE, DIMSE
+and network timeouts; optional TLS with optional client-certificate verification.
+Connections from addresses not allowed are closed before any PDU is read; other refusals
+are proper A-ASSOCIATE-RJ. Every refusal is logged with its reason.
+
+The TLS handshake runs in the association's own thread with the network timeout, so a
+peer that connects and says nothing cannot block the accept loop (pynetdicom's default
+does the handshake in the listening thread). The handlers themselves are the module-level
+functions of :mod:`node.dimse.handlers`, bound here with their state.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
+from pynetdicom.transport import ThreadedAssociationServer
+from sqlalchemy.orm import Session, sessionmaker
+
+from node.dimse import handlers as h
+from node.dimse.conformance import (
+    QR_SOP_CLASSES,
+    TRANSFER_SYNTAXES,
+    storage_sop_classes,
+)
+from node.intake.ingest import Ingestor
+from node.settings import Destination, NodeSettings
+from storage.filestore import FileStore
+
+log = logging.getLogger(__name__)
+
+Handler = tuple[Any, Callable[..., Any]] | tuple[Any, Callable[..., Any], list[Any]]
+
+
+def tls_context(settings: NodeSettings) -> ssl.SSLContext | None:
+    """A server TLS context from ``[node] tls_*``, or None when TLS is off."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+    if settings.tls_ca is not None:
+        ctx.load_verify_locations(settings.tls_ca)
+    ctx.verify_mode = ssl.CERT_REQUIRED if settings.tls_verify_client else ssl.CERT_NONE
+    return ctx
+
+
+class GuardedAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with a host allow-list and the TLS handshake off the accept loop."""
+
+    host_allowed: Callable[[str], bool] = staticmethod(lambda _addr: True)
+    handshake_timeout: float = 30.0
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        sock, address = self.socket.accept()  # type: ignore[union-attr]
+        sock.settimeout(self.handshake_timeout)
+        # Without TCP_NODELAY each small DIMSE response waits for the peer's delayed ACK (~40 ms).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock, address
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        host = client_address[0]
+        if self.host_allowed(host):
+            return True
+        log.warning("refused connection from %s: address not in [node] allowed_hosts", host)
+        return False
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        if self.ssl_context is not None:
+            try:
+                request = self.ssl_context.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as exc:
+                log.warning("refused connection from %s: TLS handshake failed: %s", client_address[0], exc)
+                self.shutdown_request(request)
+                return
+        super().process_request_thread(request, client_address)
+
+
+@dataclass
+class Listener:
+    """A running DICOM listener; :meth:`stop` closes it and waits for associations to end."""
+
+    ae: AE
+    server: GuardedAssociationServer
+    refused: list[str] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.ae.shutdown()
+
+
+def make_ae(settings: NodeSettings) -> AE:
+    """The Application Entity with our title, limits, timeouts and supported contexts."""
+    ae = AE(ae_title=settings.ae_title)
+    ae.maximum_pdu_size = settings.max_pdu
+    ae.maximum_associations = settings.max_associations
+    ae.acse_timeout = settings.acse_timeout_s
+    ae.dimse_timeout = settings.dimse_timeout_s
+    ae.network_timeout = settings.network_timeout_s
+    ae.require_called_aet = True
+    ae.require_calling_aet = [a.strip() for a in settings.allowed_calling_ae_titles]
+    ae.add_supported_context(Verification)
+    ae.add_supported_context(StorageCommitmentPushModel)
+    for sop_class in QR_SOP_CLASSES:
+        ae.add_supported_context(sop_class)
+    for sop_class in storage_sop_classes(settings.accept):
+        # Both roles: peers store to us, and C-GET peers take the SCP role to receive from us.
+        ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES), scu_role=True, scp_role=True)
+    return ae
+
+
+def qr_handlers(
+    settings: NodeSettings, store: FileStore, sessions: sessionmaker[Session], move_destinations: list[Destination]
+) -> list[Handler]:
+    """C-FIND, C-GET and C-MOVE handlers over the index, bound with their state."""
+    return [
+        (evt.EVT_C_FIND, h.handle_find, [sessions, settings.ae_title]),
+        (evt.EVT_C_GET, h.handle_get, [sessions, store]),
+        (evt.EVT_C_MOVE, h.handle_move, [sessions, store, move_destinations]),
+    ]
+
+
+def start_listener(
+    settings: NodeSettings,
+    ingestor: Ingestor,
+    extra_handlers: list[Handler] | None = None,
+    configure_ae: Callable[[AE], None] | None = None,
+) -> Listener:
+    """Start listening in background threads; returns when the port is bound."""
+    ae = make_ae(settings)
+    if configure_ae is not None:
+        configure_ae(ae)
+    refused: list[str] = []
+    handlers: list[Handler] = [
+        (evt.EVT_C_ECHO, h.handle_echo),
+        (evt.EVT_C_STORE, h.handle_store, [ingestor]),
+        (evt.EVT_REJECTED, h.handle_rejected, [refused]),
+        (evt.EVT_ABORTED, h.handle_aborted),
+        *(extra_handlers or []),
+    ]
+    server = ae.make_server(
+        (settings.bind_host, settings.port),
+        ssl_context=tls_context(settings),
+        evt_handlers=handlers,
+        server_class=GuardedAssociationServer,
+    )
+    assert isinstance(server, GuardedAssociationServer)
+    server.host_allowed = settings.host_allowed  # type: ignore[method-assign]
+    server.handshake_timeout = settings.network_timeout_s
+    thread = threading.Thread(target=server.serve_forever, name="myonode-listener", daemon=True)
+    thread.start()
+    ae._servers.append(server)  # so ae.shutdown() stops it too
+    log.info("listening as %s on %s:%d", settings.ae_title, settings.bind_host, server.server_address[1])
+    return Listener(ae=ae, server=server, refused=refused)
