@@ -55,7 +55,7 @@ def main() -> None:
     (folder / "subjects.csv").write_text("subject_id,group,sex,age,onset_site,onset_side,diagnosis\n"
                                          "BENCH01,control,M,56,,,\n")
     node = start_node(settings)
-    node.work.jobs.stop_consumers()  # the visit is processed below, timed, instead of by the node's workers
+    node.jobs.stop_consumers()  # the visit is processed below, timed, instead of by the node's workers
     try:
         with transaction(node.sessions) as s:
             import_subjects(s, folder / "subjects.csv")

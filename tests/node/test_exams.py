@@ -71,7 +71,7 @@ def quiet(node: Node) -> Node:
 
 def settle(node: Node) -> list[int]:
     time.sleep(node.settings.protocol.stable_age_s + 0.1)
-    return check_visits(node.sessions, node.settings, node.work.jobs)
+    return check_visits(node.sessions, node.settings, node.jobs)
 
 
 def visit_states(node: Node) -> list[tuple[str, str, bool]]:
