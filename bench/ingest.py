@@ -123,7 +123,7 @@ NULL_SCP = """
 import socket, sys
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
-from node.dimse.listener import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+from node.dimse.conformance import TRANSFER_SYNTAXES, storage_sop_classes
 
 class Server(ThreadedAssociationServer):
     def get_request(self):
@@ -133,8 +133,8 @@ class Server(ThreadedAssociationServer):
 
 ae = AE("NULLSCP")
 ae.maximum_pdu_size = 262144
-for sop_class in STORAGE_SOP_CLASSES:
-    ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
+for sop_class in storage_sop_classes("all"):
+    ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
 handler = lambda event: (event.encoded_dataset(), 0x0000)[1]
 ae.make_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[(evt.EVT_C_STORE, handler)],
                server_class=Server).serve_forever()
