@@ -36,7 +36,7 @@ ATLAS_SOURCES = ("phantom/anatomy.py", "phantom/contrast.py", "phantom/geometry.
 
 
 def default_atlas_id(subjects: int) -> str:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # the source tree: node/work/atlases.py → ./
     digest = hashlib.sha256(b"".join((root / name).read_bytes() for name in ATLAS_SOURCES)).hexdigest()[:10]
     return f"myonode-phantom-v{DEFAULT_ATLAS_VERSION}-n{subjects}-{digest}"
 
