@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydicom import dcmread
@@ -23,7 +23,6 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
-from pynetdicom.presentation import PresentationContext
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.dimse.qr import QueryError, find, retrieve_files
@@ -149,7 +148,6 @@ class _SubAssociation:
     """Holds the C-MOVE sub-association once pynetdicom has established it (EVT_ESTABLISHED)."""
 
     assoc: Association | None = None
-    contexts: list[PresentationContext] = field(default_factory=list)
 
     def on_established(self, event: Event) -> None:
         self.assoc = event.assoc

@@ -75,8 +75,7 @@ def decode_to(ds: Dataset, target: str) -> Dataset:
             ds.decompress(generate_instance_uid=False)
         elif "PixelData" in ds and source == ExplicitVRBigEndian:
             _big_to_little(ds)
-        elif source.is_encapsulated and "PixelData" not in ds:
-            pass  # no pixels: an encapsulated label on a data set without bulk data
+    # What pydicom's pixel handlers raise for a syntax no installed plugin decodes, or bad pixel data.
     except (NotImplementedError, RuntimeError, ValueError, AttributeError, KeyError, TypeError) as exc:
         raise TranscodeError(f"cannot decode {source.name} ({source}) pixel data: {exc}") from exc
     ds.file_meta.TransferSyntaxUID = UID(target)
