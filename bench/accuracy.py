@@ -33,12 +33,12 @@ import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.work.atlases import ensure_default_atlas  # noqa: E402
-from phantom.anatomy import LABELS  # noqa: E402
-from phantom.rescan import scan_rescan  # noqa: E402
-from quant.atlas import load_atlas  # noqa: E402
-from quant.pipeline import MeasurementRow, QuantSettings, measure_t2, quantify  # noqa: E402
-from quant.volumes import StationVolume, load_series  # noqa: E402
+from node.work.atlases import ensure_default_atlas
+from phantom.anatomy import LABELS
+from phantom.rescan import scan_rescan
+from quant.atlas import load_atlas
+from quant.pipeline import MeasurementRow, QuantSettings, measure_t2, quantify
+from quant.volumes import StationVolume, load_series
 
 LEG = {"quadriceps", "hamstrings", "tibialis_anterior", "gastrocnemius_soleus"}
 VALUE = {(lab.key, lab.side): lab.value for lab in LABELS}

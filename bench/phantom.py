@@ -15,13 +15,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from phantom.anatomy import AnatomyParams  # noqa: E402
-from phantom.contrast import MuscleState  # noqa: E402
-from phantom.images import VisitMeta  # noqa: E402
-from phantom.scanner import ScanSettings  # noqa: E402
-from phantom.visit import scan_visit  # noqa: E402
+from phantom.anatomy import AnatomyParams
+from phantom.contrast import MuscleState
+from phantom.images import VisitMeta
+from phantom.scanner import ScanSettings
+from phantom.visit import scan_visit
 
 
 def one(size: str, out: Path) -> dict:

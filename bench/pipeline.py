@@ -20,23 +20,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
+from sqlalchemy import select
 
-from node.demo.run import prepare_demo_folder, push_visit  # noqa: E402
-from node.work.atlases import ensure_default_atlas  # noqa: E402
-from node.demo.ports import free_port  # noqa: E402
-from node.work.processing import process_visit  # noqa: E402
-from node.service import start_node  # noqa: E402
-from phantom.anatomy import AnatomyParams  # noqa: E402
-from phantom.contrast import MuscleState  # noqa: E402
-from phantom.images import VisitMeta  # noqa: E402
-from phantom.scanner import ScanSettings  # noqa: E402
-from phantom.visit import scan_visit  # noqa: E402
-from stats.importer import import_subjects  # noqa: E402
-from sqlalchemy import select  # noqa: E402
-
-from storage import models as m  # noqa: E402
-from storage.database import transaction  # noqa: E402
+from node.demo.ports import free_port
+from node.demo.run import prepare_demo_folder, push_visit
+from node.service import start_node
+from node.work.atlases import ensure_default_atlas
+from node.work.processing import process_visit
+from phantom.anatomy import AnatomyParams
+from phantom.contrast import MuscleState
+from phantom.images import VisitMeta
+from phantom.scanner import ScanSettings
+from phantom.visit import scan_visit
+from stats.importer import import_subjects
+from storage import models as m
+from storage.database import transaction
 
 
 def main() -> None:

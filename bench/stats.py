@@ -13,7 +13,7 @@ import platform
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,8 +22,8 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "stats")]
 
 from phantom.cohort_model import simulate_cohort  # noqa: E402
-from stats.inputs import read_cohort  # noqa: E402
 from stats import tables  # noqa: E402
+from stats.inputs import read_cohort  # noqa: E402
 from stats.report import ReportInputs, write_report  # noqa: E402
 from stats.run import write_run  # noqa: E402
 
@@ -60,14 +60,14 @@ def main() -> None:
     m12 = t5[(t5["group"] == "patient") & (t5["visit"] == "m12")]
     print(json.dumps({
         "benchmark": "stats",
-        "date": datetime.now(timezone.utc).date().isoformat(),
+        "date": datetime.now(UTC).date().isoformat(),
         "machine": f"{platform.node()} {os.cpu_count()} cpu {platform.machine()}",
-        "subjects": int(len(cohort.subjects)), "observations": int(len(cohort.observations)),
+        "subjects": len(cohort.subjects), "observations": len(cohort.observations),
         "seconds_total": round(total, 2), "seconds_read_validate": round(read_s, 2),
         "seconds_report_html_pdf": round(report_s, 2), "seconds_statistics_and_report": round(total + report_s, 2),
         "report_pdf_kb": pdf_kb,
         "seconds_per_table": result.timings_s,
-        "rows": {k: int(len(v)) for k, v in result.frames.items()},
+        "rows": {k: len(v) for k, v in result.frames.items()},
         "warnings": len(result.warnings),
         "coverage_table1_pct_diff": coverage(t1, "ci_low", "ci_high", sim.truth["table1_pct_diff"]),
         "coverage_table5_pct_change_m12": coverage(m12, "pct_ci_low", "pct_ci_high", sim.truth["table5_pct_change_m12"]),

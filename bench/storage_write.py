@@ -12,7 +12,7 @@ import os
 import platform
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from storage import models as m
@@ -45,7 +45,7 @@ def bench(size: int, count: int, with_index: bool) -> dict[str, float]:
                 with transaction(factory) as s:
                     s.add(m.Instance(series_fk=series_id, sop_instance_uid=sop, sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
                                      file_path=store.relative(stored.path), size_bytes=stored.size_bytes,
-                                     sha256=stored.sha256, received_at=datetime.now(timezone.utc)))
+                                     sha256=stored.sha256, received_at=datetime.now(UTC)))
         elapsed = time.perf_counter() - start
     return {"instances": count, "bytes_each": size, "seconds": round(elapsed, 3),
             "instances_per_s": round(count / elapsed, 1), "mb_per_s": round(count * size / elapsed / 1e6, 2)}
@@ -55,7 +55,7 @@ def main() -> None:
     Path(os.environ.get("BENCH_DIR", "var")).mkdir(parents=True, exist_ok=True)
     results = {
         "benchmark": "storage_write",
-        "date": datetime.now(timezone.utc).date().isoformat(),
+        "date": datetime.now(UTC).date().isoformat(),
         "machine": f"{platform.node()} {os.cpu_count()} cpu {platform.machine()}",
         "small_file_only": bench(64 * 1024, 300, False),
         "small_file_and_index": bench(64 * 1024, 300, True),

@@ -11,6 +11,7 @@ settings file, so the service behaves the same whatever its working directory.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import re
 import tomllib
@@ -85,7 +86,7 @@ class NodeSettings(_Section):
         return hosts
 
     @model_validator(mode="after")
-    def _tls_pair(self) -> "NodeSettings":
+    def _tls_pair(self) -> NodeSettings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together")
         if self.tls_verify_client and self.tls_ca is None:
@@ -137,7 +138,7 @@ class QueueSettings(_Section):
     workers: int = Field(default=2, ge=1, le=64)
 
     @model_validator(mode="after")
-    def _scheme(self) -> "QueueSettings":
+    def _scheme(self) -> QueueSettings:
         scheme = urlsplit(self.url).scheme
         wanted = {"sqlite": ("sqlite",), "redis": ("redis", "rediss", "unix")}[self.backend]
         if scheme not in wanted:
@@ -191,7 +192,7 @@ class VisitWindow(_Section):
     )
 
     @model_validator(mode="after")
-    def _ordered(self) -> "VisitWindow":
+    def _ordered(self) -> VisitWindow:
         if self.max_days < self.min_days:
             raise ValueError(f"visit {self.label!r}: max_days {self.max_days} < min_days {self.min_days}")
         return self
@@ -210,7 +211,7 @@ class VisitSettings(_Section):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "VisitSettings":
+    def _consistent(self) -> VisitSettings:
         labels = [w.label for w in self.windows]
         if not labels:
             raise ValueError("at least one visit (the baseline) is needed")
@@ -220,7 +221,7 @@ class VisitSettings(_Section):
             raise ValueError(f"the first visit {labels[0]!r} is the baseline and must start at min_days = 0")
         for group in Group:
             spans = sorted((w.min_days, w.max_days, w.label) for w in self.windows if group in w.groups)
-            for (_, hi, a), (lo, _, b) in zip(spans, spans[1:]):
+            for (_, hi, a), (lo, _, b) in itertools.pairwise(spans):
                 if lo <= hi:
                     raise ValueError(f"visits {a!r} and {b!r} overlap for group {group.value!r}")
         return self

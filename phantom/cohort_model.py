@@ -35,8 +35,15 @@ import pandas as pd
 from phantom import paper
 from phantom.atlas import REFERENCE_MARROW
 from phantom.contrast import MARROW, TISSUE, healthy_muscle_signal
-from storage.vocabulary import (DYNAMOMETRY_MUSCLES, EPHYS_MUSCLES, MRC_MUSCLES, MUSCLES, ONSET_REGIONS,
-                               dynamometry_muscle, mrc_sides)
+from storage.vocabulary import (
+    DYNAMOMETRY_MUSCLES,
+    EPHYS_MUSCLES,
+    MRC_MUSCLES,
+    MUSCLES,
+    ONSET_REGIONS,
+    dynamometry_muscle,
+    mrc_sides,
+)
 
 MuscleSide = tuple[str, str]
 Pair = tuple[float, float]  # (4-month, 12-month) change
@@ -216,7 +223,6 @@ def simulate_cohort(seed: int = 1, patients: int = 29, controls: int = 22,
     rng = np.random.default_rng(seed)
     subjects = _subjects(rng, patients, controls)
     latent = _latent(rng, subjects, eff)
-    by_id = {s["subject_id"]: s for s in subjects}
     rows: list[tuple] = []
     factors: dict[tuple[str, str], dict[MuscleSide, float]] = {}
     atrophy: dict[tuple[str, str], dict[MuscleSide, float]] = {}
@@ -240,7 +246,6 @@ def simulate_cohort(seed: int = 1, patients: int = 29, controls: int = 22,
                for k in _MR_SIDES}
 
     for p in latent:
-        s = by_id[p.subject_id]
         patient = p.group == "patient"
         alsfrs0 = float(np.clip(rng.normal(*paper.ALSFRS_BASELINE), 20, 48))
         weight0 = float(rng.normal(*(paper.PATIENT_WEIGHT if patient else paper.CONTROL_WEIGHT)))

@@ -31,8 +31,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.sequence import Sequence
-from pydicom.uid import (PYDICOM_ROOT_UID, EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageStorage,
-                         generate_uid)
+from pydicom.uid import PYDICOM_ROOT_UID, EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from phantom.geometry import Station

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from highdicom.sr import CodedConcept
-from pydicom.sr.coding import Code
 from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 
 from storage.vocabulary import MUSCLES
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from scipy import ndimage  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import SimpleITK as sitk
+from matplotlib.colors import ListedColormap
+from scipy import ndimage
 
-from quant.atlas import AtlasLabel  # noqa: E402
+from quant.atlas import AtlasLabel
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def dwi_mosaic(b0_stations: Sequence[sitk.Image], station_labels: Sequence[sitk.
 def thumbnail(source: Path, out: Path, width: int = 360) -> Path:
     """A small PNG of ``source`` for the report (aspect kept)."""
     img = plt.imread(source)
-    h, w = img.shape[:2]
+    w = img.shape[1]
     step = max(1, w // width)
     plt.imsave(out, img[::step, ::step])
     return out

@@ -51,7 +51,7 @@ def erosion_footprint(spacing_mm: tuple[float, float, float], margin_mm: float) 
     array indexed (slice, row, column): ``margin_mm`` rounded to whole voxels, and at least one voxel
     along every axis — partial volume reaches into the neighbouring voxel whatever its size (5 mm
     slices included)."""
-    rc, rr, rs = (max(1, int(round(margin_mm / s))) for s in spacing_mm)
+    rc, rr, rs = (max(1, round(margin_mm / s)) for s in spacing_mm)
     zz, yy, xx = np.ogrid[-rs:rs + 1, -rr:rr + 1, -rc:rc + 1]
     return (xx / rc) ** 2 + (yy / rr) ** 2 + (zz / rs) ** 2 <= 1.0 + 1e-9
 

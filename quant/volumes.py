@@ -250,8 +250,8 @@ def _station_key(s: _Slice) -> str:
     along the row and column directions rounded to 1 cm; for enhanced frames the Frame
     Acquisition Number replaces the instance's Acquisition Number.
     """
-    u = int(round(float(s.position @ s.row) / STATION_GRID_MM))
-    v = int(round(float(s.position @ s.col) / STATION_GRID_MM))
+    u = round(float(s.position @ s.row) / STATION_GRID_MM)
+    v = round(float(s.position @ s.col) / STATION_GRID_MM)
     return f"{s.series_uid}|{s.acquisition}|{_plane(s.normal)}|{u}|{v}"
 
 

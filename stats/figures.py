@@ -7,11 +7,11 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from storage.vocabulary import MUSCLE_BY_KEY  # noqa: E402
+from storage.vocabulary import MUSCLE_BY_KEY
 
 ONSET_COLOURS = {"bulbar": "#1b9e77", "upper_limb": "#d95f02", "lower_limb": "#7570b3"}
 FIGURE3_PANELS = (("summary_mean", "none", "Whole-body summary mean"), ("region_of_onset", "none", "Region of onset"),

@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-
 LOG_THETA_MIN, LOG_THETA_MAX = -12.0, 6.0
 
 
@@ -139,6 +138,6 @@ def fit_random_intercept(df: pd.DataFrame, levels: list[str], value: str = "valu
     loglik, beta, sigma2 = _profile(theta, sums)
     var_subject = theta * theta * sigma2
     cov = _conditional_cov(sums, var_subject, sigma2)
-    names = ["intercept"] + present[1:]
+    names = ["intercept", *present[1:]]
     return MixedFit(names, beta, cov, var_subject, sigma2, loglik, len(sums.n), n_obs,
                     converged and bool(np.all(np.isfinite(cov))), notes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom.sop_class import EncapsulatedPDFStorage
 
 COHORT_PATIENT_ID = "MYONODE-COHORT"

@@ -8,7 +8,7 @@ import math
 import platform
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
@@ -75,7 +75,7 @@ def compute(cohort: Cohort) -> RunResult:
 def write_run(cohort: Cohort, out: Path, source: str) -> RunResult:
     """Compute and write ``<out>/<table>.csv`` and ``<out>/run.json``; returns the result."""
     out.mkdir(parents=True, exist_ok=True)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     t0 = time.perf_counter()
     result = compute(cohort)
     for name in OUTPUTS:
@@ -86,13 +86,13 @@ def write_run(cohort: Cohort, out: Path, source: str) -> RunResult:
         "seconds": round(time.perf_counter() - t0, 3),
         "source": source,
         "inputs_digest": cohort_digest(cohort),
-        "subjects": int(len(cohort.subjects)),
-        "observations": int(len(cohort.observations)),
+        "subjects": len(cohort.subjects),
+        "observations": len(cohort.observations),
         "visits": cohort.visits,
         "versions": {"myonode": _v("myonode"), "python": platform.python_version(), "statsmodels": _v("statsmodels"),
                      "scipy": _v("scipy"), "pandas": _v("pandas"), "numpy": _v("numpy")},
         "timings_s": result.timings_s,
-        "rows": {name: int(len(result.frames[name])) for name in OUTPUTS},
+        "rows": {name: len(result.frames[name]) for name in OUTPUTS},
         "warnings": result.warnings,
     }
     (out / "run.json").write_text(json.dumps(meta, indent=2, default=lambda v: None if isinstance(v, float)
@@ -103,5 +103,5 @@ def write_run(cohort: Cohort, out: Path, source: str) -> RunResult:
 def _v(package: str) -> str:
     try:
         return version(package)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return "unknown"

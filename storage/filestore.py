@@ -9,6 +9,7 @@ components, so nothing can be written outside the root.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -68,10 +69,8 @@ def _makedirs_durable(path: Path) -> None:
         missing.append(p)
         p = p.parent
     for d in reversed(missing):
-        try:
+        with contextlib.suppress(FileExistsError):
             d.mkdir()
-        except FileExistsError:
-            pass
         _fsync_dir(d.parent)
 
 

@@ -13,8 +13,8 @@ readable in plain SQL.
 from __future__ import annotations
 
 import enum
-from datetime import date, datetime, timezone
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -37,7 +37,15 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from storage.vocabulary import (
-    Diagnosis, Group, Modality, ObservationSource, OnsetSite, ResultKind, SeriesKind, Sex, Side,
+    Diagnosis,
+    Group,
+    Modality,
+    ObservationSource,
+    OnsetSite,
+    ResultKind,
+    SeriesKind,
+    Sex,
+    Side,
 )
 
 UID = String(64)
@@ -45,7 +53,7 @@ AE = String(16)
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -59,10 +67,10 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r}: store timezone-aware UTC times")
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.astimezone(UTC).replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=timezone.utc)
+        return None if value is None else value.replace(tzinfo=UTC)
 
 
 def _enum(cls: type[enum.Enum], name: str) -> SAEnum:
@@ -117,7 +125,7 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UTCDateTime()}
+    type_annotation_map: ClassVar[dict[type, Any]] = {datetime: UTCDateTime()}
 
 
 # --- received DICOM ------------------------------------------------------------------

@@ -25,7 +25,7 @@ def postgres_admin() -> Iterator[Engine]:
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "no server"
+    except Exception as exc:
         engine.dispose()
         if _required("POSTGRES"):
             pytest.fail(f"PostgreSQL required but not reachable at {POSTGRES_URL}: {exc}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -44,7 +44,7 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--config", "-c", help="settings.toml to use (default: $MYONODE_CONFIG or ./settings.toml)"),
 ]
 
@@ -160,7 +160,7 @@ def worker(
 @jobs_app.command("list")
 def jobs_list(
     config: ConfigOption = None,
-    state: Annotated[Optional[str], typer.Option(help="queued, running, done or failed")] = None,
+    state: Annotated[str | None, typer.Option(help="queued, running, done or failed")] = None,
     limit: Annotated[int, typer.Option()] = 100,
 ) -> None:
     """Show jobs: kind, target, state, attempts, worker, last error."""
@@ -263,7 +263,7 @@ def demo(
 @outbox_app.command("list")
 def outbox_list(
     config: ConfigOption = None,
-    state: Annotated[Optional[str], typer.Option(help="pending, sent or failed")] = None,
+    state: Annotated[str | None, typer.Option(help="pending, sent or failed")] = None,
     limit: Annotated[int, typer.Option()] = 100,
 ) -> None:
     """Show outbox items: destination, instance, state, attempts, next try, last error."""
@@ -287,7 +287,7 @@ def outbox_list(
 
 @outbox_app.command("retry")
 def outbox_retry(
-    ids: Annotated[Optional[list[int]], typer.Argument(help="item ids (default: every failed item)")] = None,
+    ids: Annotated[list[int] | None, typer.Argument(help="item ids (default: every failed item)")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Make failed items (or the given ones) due again, with their attempts reset."""
@@ -303,8 +303,8 @@ def outbox_retry(
 @stats_app.command("run")
 def stats_run(
     out: Annotated[Path, typer.Option("--out", help="folder for the CSV files and run.json")],
-    subjects: Annotated[Optional[Path], typer.Option("--subjects", help="subjects.csv (with --observations)")] = None,
-    observations: Annotated[Optional[Path], typer.Option("--observations", help="observations.csv")] = None,
+    subjects: Annotated[Path | None, typer.Option("--subjects", help="subjects.csv (with --observations)")] = None,
+    observations: Annotated[Path | None, typer.Option("--observations", help="observations.csv")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Compute every table from CSV files, or from the database when no files are given."""

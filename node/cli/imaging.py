@@ -10,7 +10,7 @@ import json
 from datetime import date
 from datetime import time as dtime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -77,7 +77,7 @@ def phantom_cohort(
     size: SizeOption = "full",
     enhanced: Enhanced = False,
     one_series: OneSeries = False,
-    effects: Annotated[Optional[Path], typer.Option(help="JSON file overriding planted effects (phantom/cohort_model.py)")] = None,
+    effects: Annotated[Path | None, typer.Option(help="JSON file overriding planted effects (phantom/cohort_model.py)")] = None,
 ) -> None:
     """A cohort with known truth: every visit's DICOM, subjects/clinical/ephys CSVs, truth.json."""
     from phantom.cohort import visits_table, write_cohort
@@ -117,7 +117,7 @@ def phantom_rescan(
 def phantom_render(
     dicom: Annotated[Path, typer.Argument(help="folder of one visit's DICOM (searched recursively)")],
     out: Annotated[Path, typer.Option(help="PNG to write")] = Path("phantom.png"),
-    thigh_z: Annotated[Optional[float], typer.Option(help="z (mm) of the axial slice; default mid-thigh")] = None,
+    thigh_z: Annotated[float | None, typer.Option(help="z (mm) of the axial slice; default mid-thigh")] = None,
 ) -> None:
     """Render the mid-coronal plane of the stitched T2 and one axial thigh slice to a PNG, to look at the anatomy."""
     from quant.qc import overview
@@ -149,7 +149,7 @@ def atlas_build(
 def process(
     target: Annotated[str, typer.Argument(help="visit id, or a Study Instance UID (its visit is processed)")],
     force: Annotated[bool, typer.Option("--force", help="process again even when already processed")] = False,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="settings.toml")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="settings.toml")] = None,
 ) -> None:
     """Quantify one visit now, with a progress display: measurements, QC pictures, DICOM results."""
     from sqlalchemy import select

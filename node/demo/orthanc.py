@@ -55,8 +55,8 @@ def start_orthanc(folder: Path, modalities: dict[str, tuple[str, str, int]], ae_
         "DicomAlwaysAllowStore": True, "DicomAlwaysAllowEcho": True, "StableAge": 1,
     }
     (folder / "orthanc.json").write_text(json.dumps(config, indent=1))
-    log = open(folder / "orthanc.log", "wb")
-    proc = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    with open(folder / "orthanc.log", "wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
     orthanc = Orthanc(proc, ae_title, dicom_port, http_port, folder)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -114,7 +114,7 @@ class DemoSummary:
 def push_visit(folder: Path, ae_title: str, port: int) -> None:
     """dcmtk storescu sends one visit's folder like the scanner (Nagle off, as a scanner's stack has it)."""
     cmd = ["storescu", "-aet", "PHILIPS_WB", "-aec", ae_title, "+sd", "+r", "-nh", "127.0.0.1", str(port), str(folder)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TCP_NODELAY": "1"}, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TCP_NODELAY": "1"}, timeout=600, check=False)
     if proc.returncode != 0:
         raise DemoError(f"storescu failed for {folder}: {proc.stderr.strip()[-500:]}")
 
@@ -256,5 +256,5 @@ FINDSCU_KEYS = ["-k", "QueryRetrieveLevel=SERIES", "-k", "Modality=SR", "-k", "S
 def find_results(ae_title: str, port: int) -> int:
     """How many SR series the node's Q/R answers for (dcmtk findscu, study root)."""
     proc = subprocess.run(["findscu", "-S", "-aec", ae_title, *FINDSCU_KEYS, "127.0.0.1", str(port)],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     return (proc.stdout + proc.stderr).count("Find Response:")

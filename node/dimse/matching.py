@@ -34,9 +34,7 @@ def _in_range(query: str, actual: str, vr: str) -> bool:
     if low and value < low:
         return False
     # An upper bound matches everything that starts with it (e.g. TM '10' includes '1030').
-    if high and value > high and not value.startswith(high):
-        return False
-    return True
+    return not (high and value > high and not value.startswith(high))
 
 
 def matches(vr: str, query: str | None, actual: str | None) -> bool:

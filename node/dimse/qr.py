@@ -121,7 +121,7 @@ def _response(identifier: Dataset, record: dict[str, str], level: Level, retriev
     """The identifier's requested keys, filled from ``record`` (empty when we do not hold the value)."""
     ds = Dataset()
     for elem in identifier:
-        if elem.keyword in ("QueryRetrieveLevel", "") or elem.tag.group == 0x0008 and elem.tag.element == 0x0005:
+        if elem.keyword in ("QueryRetrieveLevel", "") or (elem.tag.group == 0x0008 and elem.tag.element == 0x0005):
             continue
         value = record.get(elem.keyword, "")
         vr = dictionary_VR(elem.keyword)

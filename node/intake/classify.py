@@ -109,6 +109,6 @@ def station_key(ds: Dataset) -> str | None:
     row, col, pos = np.asarray(iop[:3]), np.asarray(iop[3:]), np.asarray([float(v) for v in ipp])
     plane = orientation(ds) or "?"
     # In-plane offsets rounded to 1 cm: the same for every slice of a station.
-    u, v = int(round(float(pos @ row) / 10.0)), int(round(float(pos @ col) / 10.0))
+    u, v = round(float(pos @ row) / 10.0), round(float(pos @ col) / 10.0)
     acq = str(ds.get("AcquisitionNumber", "") or "")
     return f"{ds.get('SeriesInstanceUID', '')}|{acq}|{plane}|{u}|{v}"

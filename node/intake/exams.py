@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -48,7 +48,7 @@ def _facts(s: Session, visit_id: int) -> tuple[list[InstanceFacts], datetime | N
 def check_visits(sessions: sessionmaker[Session], settings: Settings, jobs: JobQueue,
                  now: datetime | None = None) -> list[int]:
     """One round: assign studies, queue every receiving visit whose exam is ready. Returns queued job ids."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     queued: list[int] = []
     with transaction(sessions) as s:
         assign_unassigned(s, settings)
@@ -91,7 +91,7 @@ class ExamWatcher(threading.Thread):
         while not self.stopping.wait(self.interval_s):
             try:
                 check_visits(self.sessions, self.settings, self.jobs)
-            except Exception:  # noqa: BLE001 - a bad round must not stop the watcher for weeks
+            except Exception:
                 log.exception("exam check failed; will try again")
 
     def stop(self) -> None:

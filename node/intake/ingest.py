@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from io import BytesIO
 from typing import Literal
 
@@ -301,7 +301,7 @@ class Ingestor:
         Core statements rather than ORM objects: this runs once per received instance.
         """
         ds = h.dataset
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         series_id, kind = self._series_id(conn, h, now)
         instance_id = conn.execute(
             self._q_insert,

@@ -16,7 +16,7 @@ import socket
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from huey import RedisHuey, SqliteHuey, crontab
@@ -144,7 +144,7 @@ class JobQueue:
 
     def recover(self) -> list[int]:
         """On start: re-dispatch queued jobs and jobs whose worker died or whose lease expired."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         ids = []
         with transaction(self.ctx.sessions) as s:
             for job in s.scalars(select(m.Job).where(m.Job.state.in_([m.JobState.QUEUED, m.JobState.RUNNING]))):
@@ -164,7 +164,7 @@ class JobQueue:
 
     def _lease(self, job_id: int) -> tuple[str, str] | None:
         """Take the job if it is queued: one conditional UPDATE, so concurrent workers cannot both win."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with transaction(self.ctx.sessions) as s:
             taken = s.execute(
                 update(m.Job)
@@ -186,7 +186,7 @@ class JobQueue:
         kind, target = leased
         try:
             self.handlers[kind](self.ctx, target)
-        except Exception as exc:  # noqa: BLE001 - every failure is recorded on the row
+        except Exception as exc:
             error = "".join(traceback.format_exception_only(exc)).strip()
             log.exception("job %d (%s %s) failed", job_id, kind, target)
             with transaction(self.ctx.sessions) as s:
@@ -195,7 +195,7 @@ class JobQueue:
                 job.last_error, job.lease_owner, job.lease_expires_at = error[:4000], None, None
                 again = job.attempts < job.max_attempts
                 job.state = m.JobState.QUEUED if again else m.JobState.FAILED
-                job.finished_at = None if again else datetime.now(timezone.utc)
+                job.finished_at = None if again else datetime.now(UTC)
             if again:
                 self.dispatch(job_id, delay_s=RETRY_DELAY_S * 2 ** (job.attempts - 1))
             return
@@ -204,7 +204,7 @@ class JobQueue:
             assert job is not None
             job.state, job.last_error = m.JobState.DONE, None
             job.lease_owner, job.lease_expires_at = None, None
-            job.finished_at = datetime.now(timezone.utc)
+            job.finished_at = datetime.now(UTC)
 
     def start_consumers(self, workers: int, periodic: bool = True) -> None:
         """Consumer threads in this process; ``periodic`` also runs the ``[schedule]`` tasks. Huey's own

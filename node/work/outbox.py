@@ -13,7 +13,7 @@ import logging
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom import AE
@@ -101,7 +101,7 @@ def deliver_due(
     now: datetime | None = None, timeout: float = 30.0,
 ) -> DeliveryReport:
     """Send every pending item whose next try is due; update each row with the outcome."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     by_name = {d.name: d for d in settings.destinations}
     with sessions() as s:
         rows = s.execute(
@@ -146,7 +146,7 @@ def deliver_due(
 
 def retry(s: Session, item_ids: list[int] | None = None) -> int:
     """Make failed (or the given) items due now again, attempts reset; returns how many."""
-    q = update(m.OutboxItem).values(state=m.OutboxState.PENDING, attempts=0, next_try_at=datetime.now(timezone.utc))
+    q = update(m.OutboxItem).values(state=m.OutboxState.PENDING, attempts=0, next_try_at=datetime.now(UTC))
     q = q.where(m.OutboxItem.id.in_(item_ids)) if item_ids else q.where(m.OutboxItem.state == m.OutboxState.FAILED)
     return s.execute(q).rowcount or 0
 
@@ -166,7 +166,7 @@ class Forwarder(threading.Thread):
         while not self.stopping.is_set():
             try:
                 deliver_due(self.sessions, self.store, self.settings, self.calling_ae)
-            except Exception:  # noqa: BLE001 - one bad round must not end forwarding for weeks
+            except Exception:
                 log.exception("forwarding round failed; will try again")
             self.wake.wait(self.interval_s)
             self.wake.clear()

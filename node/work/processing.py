@@ -17,7 +17,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pydicom
@@ -170,7 +170,7 @@ def process_visit(settings: Settings, sessions: sessionmaker[Session], store: Fi
         t2 = time.perf_counter()
         if progress:
             progress("DICOM results")
-        ctx = ResultContext(datetime.now(timezone.utc), __version__, PIPELINE_VERSION, atlas.id, replaces)
+        ctx = ResultContext(datetime.now(UTC), __version__, PIPELINE_VERSION, atlas.id, replaces)
         results = build_results(q.rows, [v.image for v in head_first(visit_input.t2)], q.subject_labels,
                                 q.adc_stations, visit_input.headers, visit_input.dwi_header, atlas.table, ctx)
         t3 = time.perf_counter()

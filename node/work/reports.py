@@ -15,7 +15,7 @@ import json
 import logging
 import shutil
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,7 @@ def run_report(settings: Settings, force: bool = False) -> m.StatsRun | None:
     if cohort.observations.empty:
         log.info("cohort report: no complete visits yet (%d incomplete); skipped", len(incomplete))
         return None
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     with transaction(sessions) as s:
         run = m.StatsRun(state=m.RunState.RUNNING, started_at=started, input_digest=digest, forced=force)
         s.add(run)
@@ -130,17 +130,17 @@ def run_report(settings: Settings, force: bool = False) -> m.StatsRun | None:
         write_report(result, obs, cohort.subjects,
                      ReportInputs(meta, cutoff.isoformat() if cutoff else "-", status, incomplete, qc), partial)
         partial.rename(folder)
-    except Exception as exc:  # noqa: BLE001 - any failure is recorded, the previous report stays
+    except Exception as exc:
         shutil.rmtree(partial, ignore_errors=True)
         error = "".join(traceback.format_exception_only(exc)).strip()
         log.exception("cohort report run %d failed", run_id)
         with transaction(sessions) as s:
             row = s.get(m.StatsRun, run_id)
-            row.state, row.error, row.finished_at = m.RunState.FAILED, error[:4000], datetime.now(timezone.utc)
+            row.state, row.error, row.finished_at = m.RunState.FAILED, error[:4000], datetime.now(UTC)
         return row
     with transaction(sessions) as s:
         row = s.get(m.StatsRun, run_id)
-        row.state, row.output_dir, row.finished_at = m.RunState.DONE, str(folder), datetime.now(timezone.utc)
+        row.state, row.output_dir, row.finished_at = m.RunState.DONE, str(folder), datetime.now(UTC)
     log.info("cohort report run %d written to %s", run_id, folder)
     if settings.report.send_pdf_to_pacs:
         send_pdf(settings, sessions, folder / "report.pdf", run_id, started)

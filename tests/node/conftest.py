@@ -26,7 +26,7 @@ def need(tool: str) -> str:
 def dcmtk(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run a dcmtk tool and return its result (stdout+stderr merged into stdout)."""
     return subprocess.run([need(tool), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ MYONODE = shutil.which("myonode", path=str(Path(os.sys.executable).parent)) or "
 
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("MYONODE_")}
-    return subprocess.run([MYONODE, *args], capture_output=True, text=True, env={**base, **(env or {})}, cwd=cwd)
+    return subprocess.run([MYONODE, *args], capture_output=True, text=True, env={**base, **(env or {})}, cwd=cwd, check=False)
 
 
 @pytest.fixture

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-
-from pydicom.uid import generate_uid
+from datetime import UTC, datetime, timedelta
 
 from dicom_factory import AXIAL, CORONAL, mr_image
+from pydicom.uid import generate_uid
+
 from node.intake.classify import b_values, is_derived, station_key
 from node.intake.completeness import InstanceFacts, count_stations, decide
 from node.settings import ProtocolSettings
 
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 PROTOCOL = ProtocolSettings(t2_stations=2, dwi_stations=2, stable_age_s=60, incomplete_deadline_s=3600)
 
 
@@ -26,7 +26,7 @@ def dwi(station: int, b: float, derived: bool = False) -> InstanceFacts:
 def test_counts_stations_and_needs_both_b_values() -> None:
     facts = [t2(1), t2(1), t2(2), dwi(1, 0), dwi(1, 1000), dwi(2, 0)]
     assert count_stations(facts) == (2, 1)
-    assert count_stations(facts + [dwi(2, 1000)]) == (2, 2)
+    assert count_stations([*facts, dwi(2, 1000)]) == (2, 2)
 
 
 def test_scanner_derived_images_do_not_count() -> None:
@@ -91,6 +91,7 @@ def test_station_key_uses_acquisition_number_for_axial_stations_in_one_series() 
 def test_enhanced_mr_facts() -> None:
     """Enhanced MR: orientation from the shared groups, b-values and position from the per-frame groups."""
     from dicom_factory import enhanced_mr
+
     from node.intake.classify import orientation
 
     ds = enhanced_mr(study_uid=generate_uid(), series_uid=generate_uid())

@@ -7,15 +7,15 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from conftest import dcmtk  # type: ignore[import-not-found]
+from dicom_factory import AXIAL, CORONAL, mr_image
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
-from conftest import dcmtk  # type: ignore[import-not-found]
-from dicom_factory import AXIAL, CORONAL, mr_image
 from node.intake.exams import check_visits
-from node.work.jobs import HANDLERS
-from node.service import Node
 from node.intake.status import node_status
+from node.service import Node
+from node.work.jobs import HANDLERS
 from storage import models as m
 from storage.database import transaction
 

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import dcmtk  # type: ignore[import-not-found]
+from dicom_factory import write_series
 from pydicom import dcmread
 from sqlalchemy import select
 
-from conftest import dcmtk  # type: ignore[import-not-found]
+from node.demo.orthanc import start_orthanc
 from node.demo.ports import free_port
-from dicom_factory import write_series
-from node.work.outbox import backoff, deliver_due, enqueue, retry
 from node.service import Node
-from node.demo.orthanc import Orthanc, start_orthanc
+from node.work.outbox import backoff, deliver_due, enqueue, retry
 from storage import models as m
 from storage.database import transaction
 
@@ -92,7 +92,7 @@ def test_unreachable_destination_backs_off_then_gives_up(running_node, tmp_path:
     store_series(node, tmp_path / "in", 1)
     with transaction(node.sessions) as s:
         enqueue(s, list(s.scalars(select(m.Instance.id))), node.settings.forward.destinations)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     expected_delays = [60, 120]
     for attempt, delay in enumerate(expected_delays, start=1):
         report = deliver_due(node.sessions, node.store, node.settings.forward, "MYONODE", now=now, timeout=2)
@@ -125,7 +125,7 @@ def test_storage_commitment_with_orthanc_as_scu(node_and_orthanc, tmp_path: Path
     paths = store_series(node, tmp_path / "in", 2)
     held = [[str(dcmread(p).SOPClassUID), str(dcmread(p).SOPInstanceUID)] for p in paths]
     never_sent = [held[0][0], "1.2.826.0.1.3680043.8.498.1"]
-    answer = orthanc.rest("/modalities/myonode/storage-commitment", {"DicomInstances": held + [never_sent]})
+    answer = orthanc.rest("/modalities/myonode/storage-commitment", {"DicomInstances": [*held, never_sent]})
     path = answer["Path"]
 
     def reported() -> bool:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
-from node.work.jobs import JobContext, JobQueue
 from node.settings import load_settings
+from node.work.jobs import JobContext, JobQueue
 from storage import models as m
 from storage.database import make_engine, session_factory, transaction
 from storage.filestore import FileStore

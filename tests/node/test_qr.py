@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import dcmtk  # type: ignore[import-not-found]
+from dicom_factory import write_series
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from conftest import dcmtk  # type: ignore[import-not-found]
 from node.demo.ports import free_port
-from dicom_factory import write_series
 from node.service import Node
 
 
@@ -54,7 +54,7 @@ def test_find_study_level_with_counts(populated, tmp_path: Path) -> None:
 
 
 def test_find_wildcards_ranges_and_patient_root(populated, tmp_path: Path) -> None:
-    node, f = populated
+    node, _ = populated
     assert len(findscu(node, tmp_path / "q1", "QueryRetrieveLevel=STUDY", "PatientID=*", "StudyInstanceUID")) == 2
     assert len(findscu(node, tmp_path / "q2", "QueryRetrieveLevel=STUDY", "PatientID=CTRL*")) == 1
     assert len(findscu(node, tmp_path / "q3", "QueryRetrieveLevel=STUDY", "StudyDate=20260101-20260331")) == 2

@@ -12,17 +12,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import dcmtk  # type: ignore[import-not-found]
+from dicom_factory import mr_image, write_series
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 from sqlalchemy import select
 
-from dicom_factory import mr_image, write_series
 from node.service import Node
 from storage import filestore as filestore_module
 from storage import models as m
-from conftest import dcmtk  # type: ignore[import-not-found]
 
 
 def echo(node: Node, calling: str = "ECHOSCU", called: str | None = None) -> subprocess.CompletedProcess[str]:

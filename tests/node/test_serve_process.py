@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import signal
@@ -13,12 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import dcmtk, need  # type: ignore[import-not-found]
+from dicom_factory import write_series
 from pydicom import dcmread
 from sqlalchemy import select
 
-from conftest import dcmtk, need  # type: ignore[import-not-found]
 from node.demo.ports import free_port
-from dicom_factory import write_series
 from storage import models as m
 from storage.database import make_engine, session_factory
 from storage.filestore import FileStore
@@ -36,8 +35,8 @@ def write_settings(folder: Path, port: int, node_extra: str = "") -> Path:
 
 
 def start_serve(settings: Path, port: int, tls_args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
-    log = open(settings.parent / "serve.log", "ab")
-    proc = subprocess.Popen([MYONODE, "serve", "--config", str(settings)], stdout=log, stderr=log)
+    with open(settings.parent / "serve.log", "ab") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen([MYONODE, "serve", "--config", str(settings)], stdout=log, stderr=log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if dcmtk("echoscu", *tls_args, "-aet", "ECHOSCU", "-aec", "MYONODE", "127.0.0.1", str(port)).returncode == 0:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import dcmtk  # type: ignore[import-not-found]
+from dicom_factory import write_series
 from pydicom import dcmread
 from sqlalchemy import select
 
-from conftest import dcmtk  # type: ignore[import-not-found]
-from dicom_factory import write_series
 from node.service import Node
 from storage import models as m
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -65,7 +66,7 @@ def test_t2_stations_overlap_by_40_mm_and_dwi_stations_abut() -> None:
         t2 = stations("t2", size)
         p = PROTOCOLS[("t2", size)]
         assert len(t2) == 6
-        for upper, lower in zip(t2, t2[1:]):
+        for upper, lower in itertools.pairwise(t2):
             (lo_u, _), (_, hi_l) = upper.z_range(), lower.z_range()
             assert hi_l - lo_u + p.pixel_mm == pytest.approx(40.0)
         np.testing.assert_allclose(t2[0].row_direction, [1, 0, 0])
@@ -74,7 +75,7 @@ def test_t2_stations_overlap_by_40_mm_and_dwi_stations_abut() -> None:
         dwi = stations("dwi", size)
         q = PROTOCOLS[("dwi", size)]
         assert len(dwi) == 8
-        for upper, lower in zip(dwi, dwi[1:]):
+        for upper, lower in itertools.pairwise(dwi):
             assert upper.z_range()[0] - lower.z_range()[1] == pytest.approx(q.slice_mm)
 
 

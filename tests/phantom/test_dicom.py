@@ -7,6 +7,7 @@ Inputs are small synthetic station images (uniform random values with a fixed se
 from __future__ import annotations
 
 import hashlib
+import itertools
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -22,8 +23,14 @@ from pydicom.dataset import Dataset
 
 from node.intake.classify import b_values, classify_series, is_derived, station_key
 from node.settings import ProtocolSettings
-from phantom.dicom import (PHILIPS_IMAGING, PHILIPS_MR_IMAGING, PHILIPS_MR_IMAGING_005, STORED_MAX, DicomOptions,
-                           write_visit)
+from phantom.dicom import (
+    PHILIPS_IMAGING,
+    PHILIPS_MR_IMAGING,
+    PHILIPS_MR_IMAGING_005,
+    STORED_MAX,
+    DicomOptions,
+    write_visit,
+)
 from phantom.geometry import PROTOCOLS, Station, stations
 from phantom.images import StationImage, VisitImages, VisitMeta
 from quant.volumes import load_series
@@ -168,7 +175,7 @@ def expected_image(images: VisitImages, frame: Frame) -> StationImage:
 
 def slice_index(station: Station, position: np.ndarray) -> int:
     """The slice k whose Image Position (Patient) is ``position`` (asserted exact to 1 µm)."""
-    k = int(round(float((position - np.asarray(station.origin)) @ station.normal) / station.spacing[2]))
+    k = round(float((position - np.asarray(station.origin)) @ station.normal) / station.spacing[2])
     np.testing.assert_allclose(position, station.slice_position(k), atol=1e-3)
     return k
 
@@ -277,7 +284,7 @@ def test_geometry_gives_back_the_stations_and_they_tile_z(written: Callable[[Dic
             z = [z for f in mine for z in (f.position[2], (f.position + (rows - 1) * row_step * column)[2])]
             half = (row_step if sequence == "t2" else st.spacing[2]) / 2  # a voxel's half extent along z
             extents.append((min(z) - half, max(z) + half))
-        overlaps = [below[1] - above[0] for above, below in zip(extents, extents[1:])]
+        overlaps = [below[1] - above[0] for above, below in itertools.pairwise(extents)]
         np.testing.assert_allclose(overlaps, overlap, atol=1e-6)
 
 

@@ -103,7 +103,6 @@ def test_resampling_onto_another_direction_keeps_positions() -> None:
 
     stations = []
     for origin in [(0.0, 0.0, 0.0), (0.0, 0.0, -20.0)]:
-        image = station(0.0, origin)
         index = np.stack(np.meshgrid(*[np.arange(n) for n in SIZE], indexing="ij"), axis=-1)
         points = np.asarray(origin) + (index * SPACING) @ np.reshape(CORONAL_DIRECTION, (3, 3)).T
         stations.append(station(field(points).transpose(2, 1, 0), origin))

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
+from series_factory import AXIAL, CORONAL, classic_series, enhanced_series, normal, stack
 
 from node.intake.classify import is_derived, station_key
 from quant.volumes import StationVolume, VolumeError, is_derived_image_type, load_series, station_volumes
-from series_factory import AXIAL, CORONAL, classic_series, enhanced_series, normal, stack
 
 ROWS, COLUMNS = 5, 7  # non-square, so row/column mix-ups show
 
@@ -95,7 +95,7 @@ def test_a_slice_shifted_in_plane_is_an_error() -> None:
 def test_irregular_slice_spacing_is_an_error() -> None:
     positions = stack((0.0, 0.0, 0.0), AXIAL, 6, 5.0)
     positions[4] = (0.0, 0.0, 18.0)  # steps 5, 5, 5, 3, 7
-    with pytest.raises(VolumeError, match="irregular slice step of 3.000 mm"):
+    with pytest.raises(VolumeError, match=r"irregular slice step of 3\.000 mm"):
         station_volumes(classic_series(stored(6), positions, orientation=AXIAL))
 
 

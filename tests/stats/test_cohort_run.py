@@ -83,7 +83,7 @@ def test_cli_writes_every_table_with_the_specified_columns(tmp_path: Path) -> No
     out = subprocess.run([str(Path(sys.executable).parent / "myonode"), "stats", "run", "--out", str(tmp_path / "out"),
                           "--subjects", str(tmp_path / "subjects.csv"), "--observations",
                           str(tmp_path / "observations.csv"), "--config", str(tmp_path / "settings.toml")],
-                         capture_output=True, text=True, env=env)
+                         capture_output=True, text=True, env=env, check=False)
     assert out.returncode == 0, out.stderr
     for name in OUTPUTS:
         text = (tmp_path / "out" / f"{name}.csv").read_text(encoding="utf-8")
@@ -105,7 +105,7 @@ def test_cli_bad_input_names_line_and_column(tmp_path: Path) -> None:
     out = subprocess.run([str(Path(sys.executable).parent / "myonode"), "stats", "run", "--out", str(tmp_path / "out"),
                           "--subjects", str(tmp_path / "subjects.csv"), "--observations",
                           str(tmp_path / "observations.csv"), "--config", str(tmp_path / "settings.toml")],
-                         capture_output=True, text=True, env=env)
+                         capture_output=True, text=True, env=env, check=False)
     assert out.returncode == 2 and "line 7, column value: 'n/a' is not a number" in out.stderr
     assert not (tmp_path / "out").exists()
 

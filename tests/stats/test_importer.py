@@ -27,7 +27,7 @@ def myonode(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     if not settings.exists():
         settings.write_text('[storage]\ndatabase_url = "sqlite:///db.sqlite"\nroot = "store"\n')
     return subprocess.run([str(Path(sys.executable).parent / "myonode"), *args, "--config", str(settings)],
-                          capture_output=True, text=True, env=env)
+                          capture_output=True, text=True, env=env, check=False)
 
 
 def counts(tmp_path: Path) -> tuple[int, int, int, int]:

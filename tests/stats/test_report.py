@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from load_db import load_cohort  # type: ignore[import-not-found]
 from sqlalchemy import select
 
-from load_db import load_cohort  # type: ignore[import-not-found]
-from node.work.reports import run_report
 from node.settings import load_settings
+from node.work.reports import run_report
 from phantom.cohort_model import simulate_cohort
 from storage import models as m
 from storage.database import make_engine, session_factory, transaction
@@ -73,7 +73,7 @@ def test_html_renders_in_chromium_and_pdf_converts(settings, tmp_path: Path) -> 
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          f"--user-data-dir={tmp_path / 'chrome'}", "--enable-logging=stderr", "--v=0", "--window-size=1280,1000",
          f"--screenshot={shot}", (folder / "report.html").as_uri()],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=120, check=False)
     assert shot.is_file() and shot.stat().st_size > 10_000, out.stderr[-2000:]
     console = [line for line in out.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console == []
@@ -87,13 +87,13 @@ def test_report_cli(settings) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MYONODE_")}
     myonode = str(Path(sys.executable).parent / "myonode")
     out = subprocess.run([myonode, "report", "run", "--config", str(settings.source)], capture_output=True, text=True,
-                         env=env)
+                         env=env, check=False)
     assert out.returncode == 0 and "report.html" in out.stdout, out.stderr
     again = subprocess.run([myonode, "report", "run", "--config", str(settings.source)], capture_output=True,
-                           text=True, env=env)
+                           text=True, env=env, check=False)
     assert "nothing to do" in again.stdout
     listing = subprocess.run([myonode, "report", "list", "--config", str(settings.source)], capture_output=True,
-                             text=True, env=env)
+                             text=True, env=env, check=False)
     assert listing.returncode == 0 and "done" in listing.stdout
 
 
@@ -118,7 +118,7 @@ def test_report_pdf_as_encapsulated_pdf_to_pacs(tmp_path: Path) -> None:
         assert result.kind is m.ResultKind.REPORT_PDF and item.destination == "pacs"
         path = Path(st.storage.root) / instance.file_path
     dciodvfy = shutil.which("dciodvfy") or pytest.fail("dciodvfy missing: make test installs dicom3tools")
-    out = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
+    out = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, check=False)
     assert "Error" not in out.stdout + out.stderr, out.stdout + out.stderr
     from pydicom import dcmread
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -14,7 +14,7 @@ from storage import models as m
 from storage.database import session_factory, transaction
 from storage.migrate import current_revision, head_revision, upgrade
 
-T0 = datetime(2026, 3, 1, 9, 30, 15, 250000, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 9, 30, 15, 250000, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -109,38 +109,34 @@ def test_duplicate_sop_instance_version_is_refused(migrated: Engine) -> None:
     factory = session_factory(migrated)
     with transaction(factory) as s:
         _one_of_everything(s)
-    with pytest.raises(IntegrityError):
-        with transaction(factory) as s:
-            series = s.scalars(select(m.Series)).one()
-            s.add(m.Instance(series=series, sop_instance_uid="1.2.826.0.1.1.1.1", sop_class_uid="1.2",
-                             file_path="x", size_bytes=1, sha256="0" * 64))
+    with pytest.raises(IntegrityError), transaction(factory) as s:
+        series = s.scalars(select(m.Series)).one()
+        s.add(m.Instance(series=series, sop_instance_uid="1.2.826.0.1.1.1.1", sop_class_uid="1.2",
+                         file_path="x", size_bytes=1, sha256="0" * 64))
 
 
 def test_foreign_keys_enforced(migrated: Engine) -> None:
     """A row pointing at a missing parent is refused (SQLite: PRAGMA foreign_keys is on)."""
-    with pytest.raises(IntegrityError):
-        with migrated.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO visits (subject_fk, label, state, incomplete, updated_at) "
-                "VALUES (999, 'baseline', 'receiving', false, CURRENT_TIMESTAMP)"))
+    with pytest.raises(IntegrityError), migrated.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO visits (subject_fk, label, state, incomplete, updated_at) "
+            "VALUES (999, 'baseline', 'receiving', false, CURRENT_TIMESTAMP)"))
 
 
 def test_check_constraints_enforced_in_sql(migrated: Engine) -> None:
     """Enum columns refuse values outside the vocabulary even from raw SQL."""
-    with pytest.raises(IntegrityError):
-        with migrated.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO subjects (subject_id, \"group\", created_at) VALUES ('X1', 'alien', CURRENT_TIMESTAMP)"))
+    with pytest.raises(IntegrityError), migrated.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO subjects (subject_id, \"group\", created_at) VALUES ('X1', 'alien', CURRENT_TIMESTAMP)"))
 
 
 def test_failed_transaction_leaves_nothing(migrated: Engine) -> None:
     """An error in the middle of a transaction rolls back the rows written before it."""
     factory = session_factory(migrated)
-    with pytest.raises(IntegrityError):
-        with transaction(factory) as s:
-            s.add(m.Subject(subject_id="C001", group=m.Group.CONTROL))
-            s.flush()
-            s.add(m.Subject(subject_id="C001", group=m.Group.CONTROL))
+    with pytest.raises(IntegrityError), transaction(factory) as s:
+        s.add(m.Subject(subject_id="C001", group=m.Group.CONTROL))
+        s.flush()
+        s.add(m.Subject(subject_id="C001", group=m.Group.CONTROL))
     with factory() as s:
         assert s.scalars(select(m.Subject)).all() == []
 
@@ -148,9 +144,8 @@ def test_failed_transaction_leaves_nothing(migrated: Engine) -> None:
 def test_naive_datetime_refused(migrated: Engine) -> None:
     """Times must be timezone-aware, so nothing is stored in an ambiguous local time."""
     factory = session_factory(migrated)
-    with pytest.raises(StatementError, match="naive datetime"):
-        with transaction(factory) as s:
-            s.add(m.StatsRun(input_digest="0", started_at=datetime(2026, 1, 1)))
+    with pytest.raises(StatementError, match="naive datetime"), transaction(factory) as s:
+        s.add(m.StatsRun(input_digest="0", started_at=datetime(2026, 1, 1)))
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path) -> None:
