@@ -114,7 +114,7 @@ def main() -> None:
                 rel[key] = row.value
             values.append(rel)
             if k == 0 and session is scan:
-                scaled = [StationVolume(v.image * (1.25 if i % 2 else 0.75), v.series_uid, v.station_key, None, [], [])
+                scaled = [StationVolume(image=v.image * (1.25 if i % 2 else 0.75), series_uid=v.series_uid, station_key=v.station_key, b_value=None, sop_uids=[], frame_numbers=[])
                           for i, v in enumerate(t2)]
                 again, _, _ = measure_t2(scaled, q.subject_labels, atlas, settings)
                 base = {(r.muscle, r.side): r.value for r in q.rows if r.modality == "T2"}

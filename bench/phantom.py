@@ -27,8 +27,8 @@ from phantom.visit import scan_visit
 def one(size: str, out: Path) -> dict:
     rng = np.random.default_rng(4)
     params = AnatomyParams.random(rng, "M").placed(rng)
-    meta = VisitMeta("BENCH01", "PHANTOM^BENCH", date(1970, 1, 1), "M", 56.0, 80.0, params.height_mm / 1000,
-                     date(2026, 3, 2), __import__("datetime").time(9, 0), "baseline", 4, "BASELINE")
+    meta = VisitMeta(subject_id="BENCH01", patient_name="PHANTOM^BENCH", birth_date=date(1970, 1, 1), sex="M", age_years=56.0, weight_kg=80.0, height_m=params.height_mm / 1000,
+                     study_date=date(2026, 3, 2), study_time=__import__("datetime").time(9, 0), visit="baseline", seed=4, time_point_id="BASELINE")
     result = scan_visit(meta, params, MuscleState(), out, ScanSettings(size=size))  # type: ignore[arg-type]
     size_mb = sum(p.stat().st_size for p in result.files) / 1e6
     return {"seconds": round(sum(result.seconds.values()), 2),

@@ -48,8 +48,8 @@ def main() -> None:
     ensure_default_atlas(settings.atlas.default_subjects)
     rng = np.random.default_rng(12)
     params = AnatomyParams.random(rng, "M").placed(rng)
-    meta = VisitMeta("BENCH01", "PHANTOM^BENCH", date(1970, 1, 1), "M", 56.0, 80.0, params.height_mm / 1000,
-                     date(2026, 3, 2), __import__("datetime").time(9, 0), "baseline", 12, "BASELINE")
+    meta = VisitMeta(subject_id="BENCH01", patient_name="PHANTOM^BENCH", birth_date=date(1970, 1, 1), sex="M", age_years=56.0, weight_kg=80.0, height_m=params.height_mm / 1000,
+                     study_date=date(2026, 3, 2), study_time=__import__("datetime").time(9, 0), visit="baseline", seed=12, time_point_id="BASELINE")
     scan_visit(meta, params, MuscleState(), folder / "visit", ScanSettings(size=args.size))  # type: ignore[arg-type]
     (folder / "subjects.csv").write_text("subject_id,group,sex,age,onset_site,onset_side,diagnosis\n"
                                          "BENCH01,control,M,56,,,\n")

@@ -53,7 +53,7 @@ def main() -> None:
         obs = tables.add_composites(tables.pool_tested_side(cohort.observations), cohort.subjects)
         report_start = time.perf_counter()
         write_report(result, obs, cohort.subjects,
-                     ReportInputs(meta, "-", {"processed": len(cohort.subjects)}, []), folder / "out")
+                     ReportInputs(run=meta, cutoff="-", status={"processed": len(cohort.subjects)}, incomplete=[]), folder / "out")
         report_s = time.perf_counter() - report_start
         pdf_kb = (folder / "out" / "report.pdf").stat().st_size // 1024
     t1, t5 = result.frames["table1"], result.frames["table5"]

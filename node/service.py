@@ -24,7 +24,7 @@ from storage.migrate import upgrade
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Node:
     """Everything a running node holds; built by :func:`start_node`, ended by :meth:`stop`."""
 
@@ -49,7 +49,7 @@ class Node:
 def open_jobs(settings: Settings) -> tuple[Engine, JobQueue]:
     """The database and job queue as a worker or a CLI command needs them (no listener)."""
     engine = make_engine(settings.storage.database_url)
-    ctx = JobContext(settings, session_factory(engine), FileStore(settings.storage.root))
+    ctx = JobContext(settings=settings, sessions=session_factory(engine), store=FileStore(settings.storage.root))
     return engine, JobQueue(ctx)
 
 
@@ -61,7 +61,7 @@ def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
     for path in store.sweep_partials():
         log.warning("removed %s, a write interrupted by a crash (never acknowledged)", path)
     sessions = session_factory(engine)
-    jobs = JobQueue(JobContext(settings, sessions, store))
+    jobs = JobQueue(JobContext(settings=settings, sessions=sessions, store=store))
     # The node always consumes (and is the one process that runs the [schedule] tasks); with the
     # Redis queue, `myonode worker` processes elsewhere consume too.
     jobs.start_consumers(settings.queue.workers)
@@ -79,7 +79,7 @@ def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
     watcher.start()
     forwarder = Forwarder(sessions, store, settings.forward, settings.node.ae_title)
     forwarder.start()
-    return Node(settings, engine, sessions, store, ingestor, jobs, listener, watcher, forwarder)
+    return Node(settings=settings, engine=engine, sessions=sessions, store=store, ingestor=ingestor, jobs=jobs, listener=listener, watcher=watcher, forwarder=forwarder)
 
 
 def serve_forever(settings: Settings) -> None:

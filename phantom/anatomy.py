@@ -29,7 +29,7 @@ from storage.vocabulary import MUSCLES  # the one muscle vocabulary (pure data; 
 
 # --- labels -------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Label:
     """One compartment of the label volume."""
 
@@ -64,11 +64,11 @@ MUSCLE_LABEL_BASE = 40
 
 def label_table() -> list[Label]:
     """Every label value of a phantom subject (and of the default atlas), tissues then muscles."""
-    out = [Label(v, k, "none", t, n) for v, k, t, n in _TISSUES]
+    out = [Label(value=v, key=k, side="none", tissue=t, name=n) for v, k, t, n in _TISSUES]
     for i, m in enumerate(MUSCLES):
         for j, side in enumerate(m.sides):
             suffix = "" if side == "none" else f" {side}"
-            out.append(Label(MUSCLE_LABEL_BASE + 2 * i + j, m.key, side, "muscle", m.name + suffix))
+            out.append(Label(value=MUSCLE_LABEL_BASE + 2 * i + j, key=m.key, side=side, tissue="muscle", name=m.name + suffix))
     return out
 
 
@@ -83,7 +83,7 @@ def muscle_label(key: str, side: str) -> int:
 
 # --- subject parameters -------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AnatomyParams:
     """What makes one body differ from another (and one visit's pose from another's)."""
 
@@ -220,7 +220,7 @@ THIGH_HALF_WIDTH = 62.0
 HAND_HALF = 14.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Sector:
     """An angular sector of a limb's muscle layer given to one compartment."""
 
@@ -305,7 +305,7 @@ class BodyBuilder:
         upper = [(z0, x_at(z0), y_arm, bone_r(r_hum, arm_r), bone_r(r_hum, arm_r + 4)),
                  (z_d, x_at(z_d), y_arm, bone_r(r_hum, arm_r), bone_r(r_hum, arm_r + 2))]
         self.limb(side, upper, [(0.0, 0.0, r_hum + 4, r_hum)],
-                  [Sector("deltoid", -75.0, 165.0)], "marrow_humerus", fat, 3.0)
+                  [Sector(key="deltoid", theta_from=-75.0, theta_to=165.0)], "marrow_humerus", fat, 3.0)
         self.c.ellipsoid((x_at(Z(-318.0)), y_arm, Z(-318.0)), (22.0 * g, 22.0 * g, 24.0 * g), T["cortical_bone"],
                          only=(T["other_muscle"], T["marrow_humerus"], T["fat"]))
         self.c.ellipsoid((x_at(Z(-318.0)), y_arm, Z(-318.0)), (19.0 * g, 19.0 * g, 21.0 * g), T["marrow_humerus"],
@@ -313,13 +313,13 @@ class BodyBuilder:
         arm = [(z_d, x_at(z_d), y_arm, bone_r(r_hum, arm_r * 0.95), bone_r(r_hum, arm_r + 1)),
                (z_e, x_at(z_e), y_arm, bone_r(r_hum, arm_r * 0.8), bone_r(r_hum, arm_r * 0.85))]
         self.limb(side, arm, [(0.0, 3.0, r_hum, r_hum * 0.9)],
-                  [Sector("biceps_brachii", -70.0, 70.0), Sector("triceps", 110.0, 250.0)],
+                  [Sector(key="biceps_brachii", theta_from=-70.0, theta_to=70.0), Sector(key="triceps", theta_from=110.0, theta_to=250.0)],
                   "marrow_humerus", fat, 3.0)
         forearm = [(z_e, x_at(z_e), y_arm, bone_r(8, 27.0 * g), bone_r(8, 32.0 * g)),
                    (z_w, x_at(z_w), y_arm, bone_r(8, 17.0 * g), bone_r(8, 20.0 * g))]
         z_br = Z(-820.0)  # brachioradialis belly ends two thirds down the forearm
         self.limb(side, forearm, [(0.0, -9.0, 7.5, 6.5), (0.0, 10.0, 7.5, 6.0)],
-                  [Sector("forearm", 15.0, 105.0)], "marrow_forearm", fat * 0.7, 2.5)
+                  [Sector(key="forearm", theta_from=15.0, theta_to=105.0)], "marrow_forearm", fat * 0.7, 2.5)
         self.c.tube([(z_br, x_at(z_br), y_arm, 40.0, 40.0), (z_w, x_at(z_w), y_arm, 40.0, 40.0)],
                     T["other_muscle"], only=(muscle_label("forearm", side),))
         self.hand(side, x_at(z_w), y_arm, z_w, z_h)
@@ -353,15 +353,15 @@ class BodyBuilder:
         thigh = [(z_top, x_hip, 0.0, m(14, THIGH_HALF_WIDTH * g), m(14, 80.0 * g)),
                  (z_knee, x_knee, -5.0, m(14, 42.0 * g), m(14, 46.0 * g))]
         self.limb(side, thigh, [(4.0, 8.0, 14.0, 13.0)],
-                  [Sector("quadriceps", -60.0, 115.0), Sector("hamstrings", 140.0, 210.0)],
+                  [Sector(key="quadriceps", theta_from=-60.0, theta_to=115.0), Sector(key="hamstrings", theta_from=140.0, theta_to=210.0)],
                   "marrow_femur", fat, 5.0)
         knee = [(z_knee + 5, x_knee, -5.0, 42.0 * g, 46.0 * g), (z_knee - 45, x_knee, -5.0, 40.0 * g, 44.0 * g)]
         self.limb(side, knee, [(0.0, -5.0, 30.0, 24.0)], [], "marrow_tibia", fat, 2.5)
         shank = [(z_knee - 40, x_knee, 0.0, m(12, 46.0 * g), m(12, 52.0 * g)),
                  (z_ankle, x_ankle, 5.0, m(12, 24.0 * g), m(12, 24.0 * g))]
         self.limb(side, shank, [(-10.0, -18.0, 14.0, 10.0), (24.0, 5.0, 7.0, 6.0)],
-                  [Sector("tibialis_anterior", 0.0, 70.0), Sector("other_muscle", 70.0, 125.0),
-                   Sector("gastrocnemius_soleus", 125.0, 265.0), Sector("fat", 265.0, 360.0)],
+                  [Sector(key="tibialis_anterior", theta_from=0.0, theta_to=70.0), Sector(key="other_muscle", theta_from=70.0, theta_to=125.0),
+                   Sector(key="gastrocnemius_soleus", theta_from=125.0, theta_to=265.0), Sector(key="fat", theta_from=265.0, theta_to=360.0)],
                   "marrow_tibia", fat * 0.8, 3.0)
         # foot: toes up (supine), pointing anterior (−y)
         c = self.c

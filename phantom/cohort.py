@@ -35,7 +35,7 @@ CLINICAL = ("ALSFRS-R", "MRC", "MRC_sum", "dynamometry", "weight")
 EPHYS = ("MUNIX", "MUSIX", "CMAP")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CohortVisit:
     subject_id: str
     visit: str
@@ -47,7 +47,7 @@ class CohortVisit:
         return self.folder / "dicom"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CohortFiles:
     out: Path
     subjects_csv: Path
@@ -92,9 +92,9 @@ def write_cohort(out: Path, patients: int = 29, controls: int = 22, seed: int = 
                          time_point_id=str(row.visit).upper())
         folder = out / "visits" / f"{sid}_{row.visit}"
         scan_visit(meta, params, state, folder, ScanSettings(size=size, snr_t2=snr_t2), options)
-        written.append(CohortVisit(sid, str(row.visit), study_date, folder))
+        written.append(CohortVisit(subject_id=sid, visit=str(row.visit), study_date=study_date, folder=folder))
     written.sort(key=lambda v: (v.study_date, v.subject_id))
-    return CohortFiles(out, files["subjects"], files["clinical"], files["ephys"], files["truth"], written)
+    return CohortFiles(out=out, subjects_csv=files["subjects"], clinical_csv=files["clinical"], ephys_csv=files["ephys"], truth_json=files["truth"], visits=written)
 
 
 def _write_tables(cohort: SimulatedCohort, out: Path) -> dict[str, Path]:

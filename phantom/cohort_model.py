@@ -53,7 +53,7 @@ MRC_PROXY = {"wrist_flexors": "forearm", "wrist_extensors": "forearm", "finger_f
              "finger_extensors": "forearm", "neck_flexors": "sternocleidomastoid"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Effects:
     """Every planted effect (defaults: the paper's tables, :mod:`phantom.paper`)."""
 
@@ -131,7 +131,7 @@ def load_effects(path: Path) -> Effects:
     return Effects(**{**base.__dict__, **out})
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SimulatedCohort:
     subjects: pd.DataFrame
     observations: pd.DataFrame
@@ -150,7 +150,7 @@ def healthy_relative_t2(key: str) -> float:
     return healthy_muscle_signal(key) / MARROW[REFERENCE_MARROW[key]][0]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Patient:
     """The latent state of one subject (controls: no involvement, no progression)."""
 
@@ -205,8 +205,8 @@ def _latent(rng: np.random.Generator, subjects: list[dict], eff: Effects) -> lis
         physiology = {k: float(rng.normal(0.0, 0.10)) for k in keys}
         drop_m4 = patient and rng.random() < 0.10 + 0.08 * speed
         drop_m12 = drop_m4 or (patient and rng.random() < 0.30 + 0.15 * speed)
-        out.append(_Patient(s["subject_id"], s["group"], s["onset_site"], s["onset_side"], speed, w, physiology,
-                            drop_m4, drop_m12))
+        out.append(_Patient(subject_id=s["subject_id"], group=s["group"], site=s["onset_site"], side=s["onset_side"], speed=speed, involvement=w, physiology=physiology,
+                            drop_m4=drop_m4, drop_m12=drop_m12))
     return out
 
 
@@ -306,7 +306,7 @@ def simulate_cohort(seed: int = 1, patients: int = 29, controls: int = 22,
     }
     involvement = {p.subject_id: p.involvement for p in latent if p.group == "patient"}
     speed = {p.subject_id: p.speed for p in latent if p.group == "patient"}
-    return SimulatedCohort(pd.DataFrame(subjects), obs, truth, factors, atrophy, adc, involvement, speed)
+    return SimulatedCohort(subjects=pd.DataFrame(subjects), observations=obs, truth=truth, factors=factors, atrophy=atrophy, adc_factors=adc, involvement=involvement, speed=speed)
 
 
 def _least_affected_side(p: _Patient) -> str:

@@ -50,7 +50,7 @@ def healthy_muscle_signal(key: str) -> float:
     return TISSUE["muscle"][0] * (0.92 + 0.16 * ((i * 7) % 11) / 10.0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MuscleState:
     """Disease state of every muscle label at one visit; missing entries are healthy (1.0)."""
 

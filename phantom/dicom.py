@@ -57,7 +57,7 @@ SEQUENCE_GAP_SECONDS = 60.0  # between the last T2 station and the first DWI sta
 ENTIRE_BODY = ("38266002", "SCT", "Entire body")  # Frame Anatomy code (CID 4031)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DicomOptions:
     """How the visit is encoded."""
 
@@ -66,7 +66,7 @@ class DicomOptions:
     time_point_id: bool = True  # Clinical Trial Time Point ID (0012,0050) when the visit has one
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Scaling:
     """Stored value SV ↔ Philips floating value FP of one image: FP = (SV·RS + RI)/(RS·SS).
 
@@ -89,7 +89,7 @@ class Scaling:
         lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
         scale = float(np.float32(STORED_MAX / (hi - lo))) if hi > lo else 1.0
         slope = float(_ds(display_slope))
-        return cls(slope, float(_ds(lo * slope * scale)), scale)
+        return cls(rescale_slope=slope, rescale_intercept=float(_ds(lo * slope * scale)), scale_slope=scale)
 
     def stored(self, data: np.ndarray) -> np.ndarray:
         """Stored values (uint16, 0 … STORED_MAX) of ``data``."""
@@ -100,7 +100,7 @@ class Scaling:
         return np.clip(sv, 0, STORED_MAX, out=sv).astype(np.uint16)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Protocol:
     """One whole-body sequence as planned on the scanner (the paper's Radiology section)."""
 
@@ -140,7 +140,7 @@ DWI = _Protocol(
     phase_direction="COL", acquisition_contrast="DIFFUSION", station_seconds=240.0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Image:
     """One station image placed in the visit."""
 
@@ -156,7 +156,7 @@ class _Image:
         return Scaling.fit(self.image.data, 1.0 + self.ordinal / 16.0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Series:
     protocol: _Protocol
     number: int
@@ -237,16 +237,16 @@ def _plan(images: VisitImages, meta: VisitMeta, options: DicomOptions) -> list[_
     series: list[_Series] = []
     for protocol, items, starts in ((T2, images.t2, t2_starts),
                                     (DWI, images.dwi, _station_starts(images.dwi, dwi_start, DWI))):
-        placed = [_Image(img, n, starts[img.station.index]) for n, img in enumerate(items)]
+        placed = [_Image(image=img, ordinal=n, start=starts[img.station.index]) for n, img in enumerate(items)]
         placed.sort(key=lambda p: p.station.index)  # stable: b-values and derived images keep their order
         if options.one_series:
             number = protocol.series_base + 1
-            series.append(_Series(protocol, number, _uid(meta, "series", number), protocol.name, tuple(placed)))
+            series.append(_Series(protocol=protocol, number=number, uid=_uid(meta, "series", number), description=protocol.name, images=tuple(placed)))
             continue
         for index in sorted(starts):
             number = protocol.series_base + index
-            series.append(_Series(protocol, number, _uid(meta, "series", number), f"{protocol.name} st{index}",
-                                  tuple(p for p in placed if p.station.index == index)))
+            series.append(_Series(protocol=protocol, number=number, uid=_uid(meta, "series", number), description=f"{protocol.name} st{index}",
+                                  images=tuple(p for p in placed if p.station.index == index)))
     return series
 
 
@@ -538,7 +538,7 @@ def _shared_groups(protocol: _Protocol, first: _Image) -> Dataset:
     return shared
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Dimensions:
     """Dimension index values of an instance's frames: stack (station), b-value when all frames have one, slice."""
 
@@ -550,7 +550,7 @@ class _Dimensions:
         stations = sorted({p.station.index for p in images})
         b_values = [p.image.b_value for p in images]
         by_b = None if None in b_values else {b: n + 1 for n, b in enumerate(sorted(set(b_values)))}
-        return _Dimensions({s: n + 1 for n, s in enumerate(stations)}, by_b)
+        return _Dimensions(stacks={s: n + 1 for n, s in enumerate(stations)}, b_values=by_b)
 
     def sequence(self, organization_uid: str) -> Sequence:
         """Dimension Index Sequence, slowest-varying dimension first (the frame order)."""

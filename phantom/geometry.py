@@ -28,7 +28,7 @@ ROW_AXIAL = (1.0, 0.0, 0.0)
 COL_AXIAL = (0.0, 1.0, 0.0)  # towards posterior
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Protocol:
     """Matrix and sampling of one whole-body sequence at one ``--size``."""
 
@@ -53,7 +53,7 @@ TOP_MARGIN_MM = 20.0
 TRUTH_SPACING_MM: dict[str, float] = {"full": 2.0, "small": 4.0}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Station:
     """One station of one sequence: its index (1 = head) and voxel grid."""
 
@@ -115,16 +115,16 @@ def stations(kind: Literal["t2", "dwi"], size: Size = "full") -> list[Station]:
             origin = (-fov / 2 + p.pixel_mm / 2,
                       -(p.slices * p.slice_mm) / 2 + p.slice_mm / 2,
                       top - p.pixel_mm / 2)
-            out.append(Station("t2", i + 1, origin, (p.pixel_mm, p.pixel_mm, p.slice_mm), direction,
-                               (p.matrix, p.matrix, p.slices)))
+            out.append(Station(kind="t2", index=i + 1, origin=origin, spacing=(p.pixel_mm, p.pixel_mm, p.slice_mm), direction=direction,
+                               size=(p.matrix, p.matrix, p.slices)))
     else:
         extent_z = p.slices * p.slice_mm
         direction = _direction(ROW_AXIAL, COL_AXIAL)
         for i in range(p.stations):
             top = TOP_MARGIN_MM - i * (extent_z - p.overlap_mm)
             origin = (-fov / 2 + p.pixel_mm / 2, -fov / 2 + p.pixel_mm / 2, top - extent_z + p.slice_mm / 2)
-            out.append(Station("dwi", i + 1, origin, (p.pixel_mm, p.pixel_mm, p.slice_mm), direction,
-                               (p.matrix, p.matrix, p.slices)))
+            out.append(Station(kind="dwi", index=i + 1, origin=origin, spacing=(p.pixel_mm, p.pixel_mm, p.slice_mm), direction=direction,
+                               size=(p.matrix, p.matrix, p.slices)))
     return out
 
 

@@ -19,7 +19,7 @@ from phantom.geometry import Station
 ImageKind = Literal["original", "trace", "adc"]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StationImage:
     """One reconstructed 3-D image of one station.
 
@@ -35,13 +35,13 @@ class StationImage:
     kind: ImageKind = "original"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class VisitImages:
     t2: list[StationImage]
     dwi: list[StationImage]  # b0 and b1000 per station (plus scanner-derived images when asked for)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class VisitMeta:
     """Patient, study and visit attributes the scanner writes into every file of the visit."""
 

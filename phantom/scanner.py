@@ -26,7 +26,7 @@ from phantom.images import StationImage
 B_LOW, B_HIGH = 0.0, 1000.0  # s/mm²
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScanSettings:
     """Acquisition settings a test or the CLI may change."""
 
@@ -37,7 +37,7 @@ class ScanSettings:
     scanner_derived: bool = False  # also send the scanner's isotropic (trace) and ADC images
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Acquisition:
     t2: list[StationImage]
     dwi: list[StationImage]
@@ -53,9 +53,9 @@ def station_coordinates(st: Station) -> tuple[np.ndarray, np.ndarray, np.ndarray
     d = np.asarray(st.direction).reshape(3, 3)
     idx = [np.arange(n) * s for n, s in zip(st.size, st.spacing)]  # columns, rows, slices
     shapes = [(1, 1, -1), (1, -1, 1), (-1, 1, 1)]
-    out = []
+    out: list[np.ndarray] = []
     for axis in range(3):
-        total = np.float32(st.origin[axis])
+        total: np.ndarray = np.asarray(st.origin[axis], dtype=np.float32)  # 0-d; broadcasts like the scalar
         for a in range(3):
             total = total + (d[axis, a] * idx[a]).astype(np.float32).reshape(shapes[a])
         out.append(total)
@@ -122,7 +122,7 @@ def acquire(labels: sitk.Image, state: MuscleState, settings: ScanSettings,
     dwi_stations = stations("dwi", settings.size)
     gains = {"t2": [float(rng.uniform(*settings.gain_range)) for _ in t2_stations],
              "dwi": [float(rng.uniform(*settings.gain_range)) for _ in dwi_stations]}
-    acq = Acquisition([], [], gains, {"t2": {}, "dwi": {}}, {"t2": {}, "dwi": {}})
+    acq = Acquisition(t2=[], dwi=[], gains=gains, truth_signal={"t2": {}, "dwi": {}}, truth_voxels={"t2": {}, "dwi": {}})
     muscle_t2 = float(t2_lut[4])  # "other muscle": the healthy reference level for SNR
     muscle_s0 = float(s0_lut[4])
 
@@ -133,7 +133,7 @@ def acquire(labels: sitk.Image, state: MuscleState, settings: ScanSettings,
         truth, counts = _label_means(lab, t2_lut[lab] * bias)
         acq.truth_signal["t2"][st.index], acq.truth_voxels["t2"][st.index] = truth, counts
         clean = _sample(world_t2, st) * bias
-        acq.t2.append(StationImage(st, _rician(clean, muscle_t2 * gain / settings.snr_t2, rng)))
+        acq.t2.append(StationImage(station=st, data=_rician(clean, muscle_t2 * gain / settings.snr_t2, rng)))
     del world_t2
 
     dwi_res = _resolution(dwi_stations[0])
@@ -149,11 +149,11 @@ def acquire(labels: sitk.Image, state: MuscleState, settings: ScanSettings,
         b0 = _rician(_sample(world_b0, st) * bias, sigma, rng)
         # The scanner's b1000 is the isotropic combination of three directions: noise SD / √3.
         b1000 = _rician(_sample(world_b1000, st) * bias, sigma / np.sqrt(3.0), rng)
-        acq.dwi.append(StationImage(st, b0, b_value=B_LOW))
-        acq.dwi.append(StationImage(st, b1000, b_value=B_HIGH))
+        acq.dwi.append(StationImage(station=st, data=b0, b_value=B_LOW))
+        acq.dwi.append(StationImage(station=st, data=b1000, b_value=B_HIGH))
         if settings.scanner_derived:
-            acq.dwi.append(StationImage(st, b1000.copy(), b_value=B_HIGH, kind="trace"))
-            acq.dwi.append(StationImage(st, scanner_adc(b0, b1000, sigma), kind="adc"))
+            acq.dwi.append(StationImage(station=st, data=b1000.copy(), b_value=B_HIGH, kind="trace"))
+            acq.dwi.append(StationImage(station=st, data=scanner_adc(b0, b1000, sigma), kind="adc"))
     return acq
 
 

@@ -24,7 +24,7 @@ from phantom.images import VisitImages, VisitMeta
 from phantom.scanner import ScanSettings, acquire
 
 
-@dataclass
+@dataclass(kw_only=True)
 class VisitResult:
     files: list[Path]
     truth_path: Path
@@ -69,12 +69,12 @@ def scan_visit(meta: VisitMeta, params: AnatomyParams, state: MuscleState, out_d
     acq = acquire(labels, state, settings, rng)
     t2 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = write_visit(VisitImages(acq.t2, acq.dwi), meta, out_dir / "dicom", options)
+    files = write_visit(VisitImages(t2=acq.t2, dwi=acq.dwi), meta, out_dir / "dicom", options)
     t3 = time.perf_counter()
     labels_path = out_dir / "labels.nii.gz"
     sitk.WriteImage(labels, str(labels_path), useCompression=True)
     truth = truth_record(meta, params, state, settings, acq.gains, acq.truth_signal, acq.truth_voxels)
     truth_path = out_dir / "truth.json"
     truth_path.write_text(json.dumps(truth, indent=1, sort_keys=True))
-    return VisitResult(files, truth_path, labels_path,
-                       {"anatomy": t1 - t0, "scanner": t2 - t1, "dicom": t3 - t2, "truth": time.perf_counter() - t3})
+    return VisitResult(files=files, truth_path=truth_path, labels_path=labels_path,
+                       seconds={"anatomy": t1 - t0, "scanner": t2 - t1, "dicom": t3 - t2, "truth": time.perf_counter() - t3})

@@ -40,7 +40,7 @@ class AtlasError(ValueError):
     """An atlas folder that cannot be used (names the file and what is wrong)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AtlasLabel:
     value: int
     key: str
@@ -58,7 +58,7 @@ class AtlasLabel:
         return self.tissue == "marrow"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AtlasRegion:
     """A finer template and label volume of one small part of the atlas space, refined locally."""
 
@@ -68,7 +68,7 @@ class AtlasRegion:
     refine: tuple[int, ...]  # label values the regional registration decides
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Atlas:
     id: str
     path: Path
@@ -123,8 +123,8 @@ def load_atlas(path: Path) -> Atlas:
         if not set(refine) <= set(values):
             raise AtlasError(f"{where}: refine values {sorted(set(refine) - set(values))} are not in the label table")
         r_template, r_labels = _read_pair(path, entry, where, set(values))
-        regions.append(AtlasRegion(str(entry["name"]), r_template, r_labels, refine))
-    return Atlas(meta["id"], path, template, labels, table, regions)
+        regions.append(AtlasRegion(name=str(entry["name"]), template=r_template, labels=r_labels, refine=refine))
+    return Atlas(id=meta["id"], path=path, template=template, labels=labels, table=table, regions=regions)
 
 
 def _read_pair(path: Path, entry: dict, where: object, values: set[int]) -> tuple[sitk.Image, sitk.Image]:

@@ -68,7 +68,7 @@ _MR_ACQUISITION = ("ScanOptions", "MRAcquisitionType", "RepetitionTime", "EchoTi
                    "PositionReferenceIndicator")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ResultContext:
     """Who made the results, when, with what; and the objects of an earlier run of the visit they replace."""
 
@@ -80,7 +80,7 @@ class ResultContext:
     replaces: Mapping[str, Sequence[Dataset]] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class VisitResults:
     stitched_t2: list[Dataset]
     seg: hd.seg.Segmentation
@@ -505,4 +505,4 @@ def build_results(rows: Sequence[MeasurementRow], t2_stations: Sequence[sitk.Ima
     if adc_stations and dwi_header is not None:
         adc_map = adc_parametric_map(stitch(list(adc_stations), fill=float("nan")).image, [dwi_header], ctx)
     sr = measurement_report(rows, seg, derived, adc_map, ctx)
-    return VisitResults(derived, seg, sr, adc_map)
+    return VisitResults(stitched_t2=derived, seg=seg, sr=sr, adc_map=adc_map)

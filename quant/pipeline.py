@@ -42,7 +42,7 @@ REFERENCE_SUBSTITUTED = "reference_substituted"
 QC_FLAGS = (ROI_TOO_SMALL, TOUCHES_FIELD_EDGE, REFERENCE_OUT_OF_RANGE, REFERENCE_SUBSTITUTED)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class QuantSettings:
     """How a visit is measured (``[quant]`` in settings.toml)."""
 
@@ -60,7 +60,7 @@ class QuantSettings:
     regions: RegionSettings = RegionSettings()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MeasurementRow:
     muscle: str
     side: str
@@ -76,7 +76,7 @@ class MeasurementRow:
     references: list[str] = field(default_factory=list)  # reference marrow key per station
 
 
-@dataclass
+@dataclass(kw_only=True)
 class VisitQuant:
     rows: list[MeasurementRow]
     stitched_t2: sitk.Image  # registration grid (display: :func:`stitch_display`)
@@ -244,13 +244,13 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
                 warnings.append(f"{m.name}: not measurable on DWI")
                 continue
             flags = [ROI_TOO_SMALL] if res.n < settings.small_roi_voxels else []
-            rows.append(MeasurementRow(m.key, m.side, "ADC", res.value, res.mean_signal, res.sd, None, res.n,
-                                       float(volumes_ml[m.value]), res.stations, flags))
+            rows.append(MeasurementRow(muscle=m.key, side=m.side, modality="ADC", value=res.value, mean_signal=res.mean_signal, sd=res.sd, reference_value=None, voxel_count=res.n,
+                                       volume_ml=float(volumes_ml[m.value]), stations=res.stations, qc_flags=flags))
         lap("measure_adc")
     elif dwi:
         warnings.append("DWI: no station has both a low and a high b-value; ADC not measured")
-    return VisitQuant(rows, stitched, subject_labels, adc_images, b0_stations, t2_labels, dwi_labels, transforms,
-                      timings, warnings)
+    return VisitQuant(rows=rows, stitched_t2=stitched, subject_labels=subject_labels, adc_stations=adc_images, b0_stations=b0_stations, t2_station_labels=t2_labels, dwi_station_labels=dwi_labels, transforms=transforms,
+                      timings=timings, warnings=warnings)
 
 
 def measure_t2(t2: list[StationVolume], subject_labels: sitk.Image, atlas: Atlas,
@@ -305,8 +305,8 @@ def measure_t2(t2: list[StationVolume], subject_labels: sitk.Image, atlas: Atlas
         if m.reference and any(r != m.reference and s not in settings.reference
                                for s, r in zip(res.stations, res.references)):
             flags.append(REFERENCE_SUBSTITUTED)
-        rows.append(MeasurementRow(m.key, m.side, "T2", res.value, res.mean_signal, res.sd, res.reference_mean,
-                                   res.n, float(volumes_ml[m.value]), res.stations, flags, res.references))
+        rows.append(MeasurementRow(muscle=m.key, side=m.side, modality="T2", value=res.value, mean_signal=res.mean_signal, sd=res.sd, reference_value=res.reference_mean,
+                                   voxel_count=res.n, volume_ml=float(volumes_ml[m.value]), stations=res.stations, qc_flags=flags, references=res.references))
     return rows, station_labels, warnings
 
 

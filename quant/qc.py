@@ -24,7 +24,7 @@ from scipy import ndimage
 from quant.atlas import AtlasLabel
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class QcPictures:
     t2: Path
     dwi: Path | None
@@ -127,7 +127,7 @@ def write_qc(out_dir: Path, stitched: sitk.Image, labels: sitk.Image, table: Seq
     """All QC pictures of one visit into ``out_dir``."""
     t2 = t2_mosaic(stitched, labels, table, out_dir / "t2_rois.png")
     dwi = dwi_mosaic(b0_stations, dwi_labels, table, out_dir / "dwi_rois.png") if b0_stations else None
-    return QcPictures(t2, dwi, thumbnail(t2, out_dir / "thumbnail.png"))
+    return QcPictures(t2=t2, dwi=dwi, thumbnail=thumbnail(t2, out_dir / "thumbnail.png"))
 
 
 def overview(t2_stations: Sequence[sitk.Image], out: Path, axial_z: float | None = None,

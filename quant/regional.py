@@ -31,7 +31,7 @@ from quant.register import Transform, register, registration_maps, resample, war
 _OUTSIDE = -1.0  # stations are magnitude images (≥ 0): below zero marks "no station here"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RegionSettings:
     """How a region is refined (``[quant] region_*`` in settings.toml)."""
 
@@ -42,7 +42,7 @@ class RegionSettings:
     resolutions: int = 3
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RegionResult:
     labels: sitk.Image  # the subject label volume with the region's labels replaced
     transform: Transform  # pre-warped regional template → subject patch (box grid)
@@ -142,4 +142,4 @@ def refine_region(stations: Sequence[sitk.Image], scales: Sequence[float], subje
     local = register(fixed, moving, maps)
     refined = warp_labels(moving_labels, local, block)
     labels, changed = paste(subject_labels, refined, region.refine)
-    return RegionResult(labels, local, changed)
+    return RegionResult(labels=labels, transform=local, changed_voxels=changed)

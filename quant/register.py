@@ -37,7 +37,7 @@ def to_itk(img: sitk.Image) -> Any:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Transform:
     """An elastix transform: parameter maps applied in order (the last one maps output → input points)."""
 
@@ -103,7 +103,7 @@ def register(fixed: sitk.Image, moving: sitk.Image, maps: list[ParameterMap],
     out = []
     for i in range(result.GetNumberOfParameterMaps()):
         out.append({k: list(v) for k, v in dict(result.GetParameterMap(i)).items()})
-    return Transform(tuple(out))
+    return Transform(maps=tuple(out))
 
 
 def _onto(maps: tuple[ParameterMap, ...], reference: sitk.Image, nearest: bool) -> list[ParameterMap]:

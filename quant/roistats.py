@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RoiStat:
     """Statistics of one label in one station (after erosion)."""
 
@@ -32,7 +32,7 @@ class RoiStat:
         return self.median if self.median is not None else self.mean
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MuscleResult:
     """One muscle label's result over all stations it was measured in."""
 
@@ -85,10 +85,10 @@ def roi_stats(data: np.ndarray, labels: np.ndarray, values: Iterable[int] | None
             continue
         mean = s1[v] / n[v]
         var = max(s2[v] / n[v] - mean * mean, 0.0) * n[v] / max(n[v] - 1, 1)
-        out[int(v)] = RoiStat(int(n[v]), float(mean), float(np.sqrt(var)))
-    for v in set(medians_for) & set(out):
-        stat = out[v]
-        out[v] = RoiStat(stat.n, stat.mean, stat.sd, float(np.median(x[lab == v])))
+        out[int(v)] = RoiStat(n=int(n[v]), mean=float(mean), sd=float(np.sqrt(var)))
+    for label in set(medians_for) & set(out):
+        stat = out[label]
+        out[label] = RoiStat(n=stat.n, mean=stat.mean, sd=stat.sd, median=float(np.median(x[lab == label])))
     return out
 
 
@@ -109,7 +109,7 @@ def choose_reference(stats: Mapping[int, Mapping[int, RoiStat]], stations: Itera
         return [s for s in stations
                 if v in stats[s] and stats[s][v].n >= min_voxels and stats[s][v].reference_level > 0]
 
-    if preferred in marrow and where(preferred):
+    if preferred is not None and preferred in marrow and where(preferred):
         return preferred, where(preferred)
     candidates = [(len(where(k)), sum(stats[s][marrow[k]].n for s in where(k)), k) for k in marrow if where(k)]
     if not candidates:

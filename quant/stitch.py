@@ -33,7 +33,7 @@ _MIN_WEIGHT = 1e-3  # mm: weight of a covered voxel centre lying exactly on a st
 _SOURCE_TYPES = (np.uint8, np.uint16, np.uint32, np.uint64)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Stitched:
     """A stitched volume and where each voxel came from.
 
@@ -48,7 +48,7 @@ class Stitched:
     source: np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Grid:
     """An output grid: voxel centre i lies at direction @ (start + i·spacing); start, i, spacing per axis."""
 

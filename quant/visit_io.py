@@ -24,7 +24,7 @@ class VisitInputError(ValueError):
     """The visit's stored images cannot be quantified (the message names visit and series)."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class VisitInput:
     visit_id: int
     t2: list[StationVolume]
@@ -80,7 +80,7 @@ def load_visit(s: Session, store: FileStore, visit_id: int) -> VisitInput:
                 dwi_header = datasets[0]
     if not volumes[m.SeriesKind.T2]:
         raise VisitInputError(f"visit {visit_id}: no T2 series stored")
-    return VisitInput(visit_id, volumes[m.SeriesKind.T2], volumes[m.SeriesKind.DWI], headers, dwi_header)
+    return VisitInput(visit_id=visit_id, t2=volumes[m.SeriesKind.T2], dwi=volumes[m.SeriesKind.DWI], headers=headers, dwi_header=dwi_header)
 
 
 def write_measurements(s: Session, visit_id: int, rows: list[MeasurementRow], pipeline_version: str,

@@ -43,7 +43,7 @@ class VolumeError(ValueError):
     """A series cannot be made into regular station volumes; the message names series and position."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StationVolume:
     """One station of one series at one b-value, as a 3-D image (float32, LPS, mm).
 
@@ -60,7 +60,7 @@ class StationVolume:
     frame_numbers: list[int | None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Slice:
     """One 2-D image (classic instance or one frame) with what is needed to place and scale it."""
 

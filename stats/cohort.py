@@ -44,4 +44,4 @@ def cohort_from_db(s: Session, visits: list[str], visit_ids: set[int] | None = N
         for ob in visit.observations:
             rows.append((sid, visit.label, days, ob.measure, ob.muscle, ob.side.value, ob.value))
     obs = pd.DataFrame(rows, columns=OBSERVATION_COLUMNS)
-    return Cohort(subj, obs, visits)
+    return Cohort(subjects=subj, observations=obs, visits=visits)

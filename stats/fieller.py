@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RatioCI:
     ratio: float
     low: float
@@ -29,7 +29,7 @@ def fieller(a: float, b: float, v_aa: float, v_bb: float, v_ab: float, q: float)
     qc = a * a - q * q * v_aa
     disc = qb * qb - 4.0 * qa * qc
     if qa <= 0 or disc < 0:
-        return RatioCI(ratio, math.nan, math.nan, False)
+        return RatioCI(ratio=ratio, low=math.nan, high=math.nan, bounded=False)
     root = math.sqrt(disc)
     low, high = (-qb - root) / (2 * qa), (-qb + root) / (2 * qa)
-    return RatioCI(ratio, low, high, True)
+    return RatioCI(ratio=ratio, low=low, high=high, bounded=True)

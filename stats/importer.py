@@ -30,7 +30,7 @@ SOURCE_MEASURES: dict[Source, set[str]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ImportSummary:
     added: int
     updated: int
@@ -73,7 +73,7 @@ def import_subjects(s: Session, path: Path) -> ImportSummary:
                 changed = True
         updated, unchanged = (updated + 1, unchanged) if changed else (updated, unchanged + 1)
     s.flush()
-    return ImportSummary(added, updated, unchanged)
+    return ImportSummary(added=added, updated=updated, unchanged=unchanged)
 
 
 def _is_tidy(path: Path) -> bool:
@@ -130,7 +130,7 @@ def import_observations(s: Session, path: Path, source: Source, visits: list[str
         else:
             unchanged += 1
     s.flush()
-    return ImportSummary(added, updated, unchanged)
+    return ImportSummary(added=added, updated=updated, unchanged=unchanged)
 
 
 

@@ -28,7 +28,7 @@ class InputError(ValueError):
     """A bad row or column in an input file; the message names file, line and column."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Cohort:
     """Validated inputs: one row per subject, and long observations."""
 
@@ -103,7 +103,8 @@ def read_observations(path: Path, subjects: pd.DataFrame, visits: list[str],
                       rows: list[tuple[int, dict[str, str]]] | None = None) -> pd.DataFrame:
     """observations.csv (or already-read ``rows`` of (line, row)), validated; a ``line`` column is kept."""
     known = set(subjects["subject_id"])
-    records, seen = [], {}
+    records = []
+    seen: dict[tuple[str, str, str, str, str], int] = {}
     for line, row in rows if rows is not None else _rows(path, OBSERVATION_COLUMNS):
         where = f"{path}: line {line}"
         if row["subject_id"] not in known:
@@ -145,7 +146,7 @@ def read_observations(path: Path, subjects: pd.DataFrame, visits: list[str],
 def read_cohort(subjects_csv: Path, observations_csv: Path, visits: list[str]) -> Cohort:
     subjects = read_subjects(subjects_csv).drop(columns=["patient_ids", "line"])
     observations = read_observations(observations_csv, subjects, visits).drop(columns=["line"])
-    return Cohort(subjects, observations, visits)
+    return Cohort(subjects=subjects, observations=observations, visits=visits)
 
 
 def wide_to_rows(path: Path) -> list[tuple[int, dict[str, str]]]:

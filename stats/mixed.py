@@ -26,7 +26,7 @@ from scipy import optimize, stats
 LOG_THETA_MIN, LOG_THETA_MAX = -12.0, 6.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MixedFit:
     """ML estimates: fixed effects (intercept first, then each later level), covariance, variances."""
 
@@ -57,7 +57,7 @@ class MixedFit:
         return b - z * se, b + z * se, p
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Sums:
     """Per-subject sufficient statistics: everything the profiled likelihood needs."""
 
@@ -81,7 +81,7 @@ def _sums(y: np.ndarray, X: np.ndarray, g: np.ndarray) -> _Sums:
     xty, sx = np.zeros((G, p)), np.zeros((G, p))
     np.add.at(xty, idx, X * y[:, None])
     np.add.at(sx, idx, X)
-    return _Sums(np.bincount(idx).astype(float), xtx, xty, np.bincount(idx, y * y), sx, np.bincount(idx, y))
+    return _Sums(n=np.bincount(idx).astype(float), xtx=xtx, xty=xty, yty=np.bincount(idx, y * y), sx=sx, sy=np.bincount(idx, y))
 
 
 def _profile(theta: float, s: _Sums) -> tuple[float, np.ndarray, float]:
@@ -139,5 +139,5 @@ def fit_random_intercept(df: pd.DataFrame, levels: list[str], value: str = "valu
     var_subject = theta * theta * sigma2
     cov = _conditional_cov(sums, var_subject, sigma2)
     names = ["intercept", *present[1:]]
-    return MixedFit(names, beta, cov, var_subject, sigma2, loglik, len(sums.n), n_obs,
-                    converged and bool(np.all(np.isfinite(cov))), notes)
+    return MixedFit(names=names, beta=beta, cov=cov, var_subject=var_subject, var_residual=sigma2, loglik=loglik, n_subjects=len(sums.n), n_obs=n_obs,
+                    converged=converged and bool(np.all(np.isfinite(cov))), notes=notes)

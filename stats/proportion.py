@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from scipy import stats
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Proportion:
     k: int
     n: int
@@ -24,7 +24,7 @@ class Proportion:
 
 def proportion_ci(k: int, n: int, level: float = 0.95) -> Proportion:
     if n <= 0:
-        return Proportion(k, n, math.nan, math.nan, math.nan, "none")
+        return Proportion(k=k, n=n, p=math.nan, low=math.nan, high=math.nan, method="none")
     if not 0 <= k <= n:
         raise ValueError(f"{k} of {n} is not a proportion")
     p = k / n
@@ -32,9 +32,9 @@ def proportion_ci(k: int, n: int, level: float = 0.95) -> Proportion:
     if k in (0, n) or n < 2:
         low = 0.0 if k == 0 else stats.beta.ppf(alpha / 2, k, n - k + 1)
         high = 1.0 if k == n else stats.beta.ppf(1 - alpha / 2, k + 1, n - k)
-        return Proportion(k, n, p, float(low), float(high), "clopper-pearson")
+        return Proportion(k=k, n=n, p=p, low=float(low), high=float(high), method="clopper-pearson")
     se = math.sqrt(1.0 / (n * p * (1 - p)))  # SE of logit(p)
     t = stats.t.ppf(1 - alpha / 2, n - 1)
     logit = math.log(p / (1 - p))
     expit = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
-    return Proportion(k, n, p, expit(logit - t * se), expit(logit + t * se), "logit-t")
+    return Proportion(k=k, n=n, p=p, low=expit(logit - t * se), high=expit(logit + t * se), method="logit-t")

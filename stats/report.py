@@ -23,7 +23,7 @@ PDF_NAME, HTML_NAME = "report.pdf", "report.html"
 TEMPLATES = Path(__file__).with_name("templates")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReportInputs:
     """What the report shows besides the statistics: run metadata and processing status."""
 

@@ -21,7 +21,7 @@ OUTPUTS = ("table1", "table1_adc", "table2", "table3", "table4", "table5", "tabl
            "mrc_wilcoxon", "demographics")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunResult:
     frames: dict[str, pd.DataFrame]
     warnings: list[str] = field(default_factory=list)

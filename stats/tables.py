@@ -213,8 +213,10 @@ def table3(obs: pd.DataFrame, subjects: pd.DataFrame, baseline: str) -> pd.DataF
                     x = rel.get((r["subject_id"], m.key, side))
                     if x is None or pd.isna(x):
                         continue
-                    ys.append(r["value"]), xs.append(x)
-                    ages.append(patients.loc[r["subject_id"], "age"]), fem.append(patients.loc[r["subject_id"], "female"])
+                    ys.append(r["value"])
+                    xs.append(x)
+                    ages.append(patients.loc[r["subject_id"], "age"])
+                    fem.append(patients.loc[r["subject_id"], "female"])
                 if len(ys) < 5:
                     continue
                 rows.append({"measure": measure, "muscle": m.key, "side": side,
@@ -295,7 +297,8 @@ def predictors(obs: pd.DataFrame, subjects: pd.DataFrame, visits: list[str]) -> 
                             continue
                         if subset == "strong" and b0 < 5:
                             continue
-                        xs.append(x), ys.append(bv - b0)
+                        xs.append(x)
+                        ys.append(bv - b0)
                     if len(xs) < 3 or np.ptp(xs) == 0:
                         continue
                     fit = _ols(np.array(ys, float), np.column_stack([np.ones(len(xs)), xs]))

@@ -31,7 +31,7 @@ class FileExistsInStoreError(FileExistsError):
     """The destination file exists and the caller did not ask to replace it."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StoredFile:
     """Where a file was written, how big it is (bytes) and its SHA-256 (hex)."""
 

@@ -90,7 +90,7 @@ class ResultKind(str, enum.Enum):
     REPORT_PDF = "report_pdf"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Muscle:
     """One MR muscle (or muscle group) of the protocol."""
 
@@ -113,28 +113,28 @@ class Muscle:
 
 
 MUSCLES: tuple[Muscle, ...] = (
-    Muscle("tongue", "Tongue", False, "head_neck", "axial"),
-    Muscle("splenius_capitis", "Splenius capitis", False, "head_neck", "axial", mrc="neck_extensors"),
-    Muscle("trapezius", "Trapezius", True, "head_neck", "axial"),
-    Muscle("sternocleidomastoid", "Sternocleidomastoid", True, "head_neck", "axial"),
-    Muscle("deltoid", "Deltoid", True, "upper_limb", "axial", mrc="deltoid"),
-    Muscle("biceps_brachii", "Biceps brachii", True, "upper_limb", "axial", mrc="biceps", ephys="biceps_brachii"),
-    Muscle("forearm", "Forearm compartment (brachioradialis)", True, "upper_limb", "axial"),
-    Muscle("thoracic_paraspinal", "Thoracic paraspinals", True, "trunk", "axial"),
-    Muscle("psoas", "Psoas major", True, "trunk", "axial", mrc="hip_flexors"),
-    Muscle("gluteus_maximus", "Gluteus maximus", True, "lower_limb", "axial", mrc="hip_extensors"),
-    Muscle("quadriceps", "Quadriceps", True, "lower_limb", "axial", mrc="quadriceps"),
-    Muscle("hamstrings", "Hamstrings", True, "lower_limb", "axial", mrc="hamstrings"),
-    Muscle("tibialis_anterior", "Tibialis anterior", True, "lower_limb", "axial", mrc="ankle_dorsiflexors",
+    Muscle(key="tongue", name="Tongue", paired=False, region="head_neck", plane="axial"),
+    Muscle(key="splenius_capitis", name="Splenius capitis", paired=False, region="head_neck", plane="axial", mrc="neck_extensors"),
+    Muscle(key="trapezius", name="Trapezius", paired=True, region="head_neck", plane="axial"),
+    Muscle(key="sternocleidomastoid", name="Sternocleidomastoid", paired=True, region="head_neck", plane="axial"),
+    Muscle(key="deltoid", name="Deltoid", paired=True, region="upper_limb", plane="axial", mrc="deltoid"),
+    Muscle(key="biceps_brachii", name="Biceps brachii", paired=True, region="upper_limb", plane="axial", mrc="biceps", ephys="biceps_brachii"),
+    Muscle(key="forearm", name="Forearm compartment (brachioradialis)", paired=True, region="upper_limb", plane="axial"),
+    Muscle(key="thoracic_paraspinal", name="Thoracic paraspinals", paired=True, region="trunk", plane="axial"),
+    Muscle(key="psoas", name="Psoas major", paired=True, region="trunk", plane="axial", mrc="hip_flexors"),
+    Muscle(key="gluteus_maximus", name="Gluteus maximus", paired=True, region="lower_limb", plane="axial", mrc="hip_extensors"),
+    Muscle(key="quadriceps", name="Quadriceps", paired=True, region="lower_limb", plane="axial", mrc="quadriceps"),
+    Muscle(key="hamstrings", name="Hamstrings", paired=True, region="lower_limb", plane="axial", mrc="hamstrings"),
+    Muscle(key="tibialis_anterior", name="Tibialis anterior", paired=True, region="lower_limb", plane="axial", mrc="ankle_dorsiflexors",
            ephys="tibialis_anterior"),
-    Muscle("gastrocnemius_soleus", "Gastrocnemius/soleus", True, "lower_limb", "axial",
+    Muscle(key="gastrocnemius_soleus", name="Gastrocnemius/soleus", paired=True, region="lower_limb", plane="axial",
            mrc="ankle_plantar_flexors"),
-    Muscle("triceps", "Triceps", True, "upper_limb", "coronal", mrc="triceps"),
-    Muscle("first_dorsal_interosseous", "First dorsal interosseous", True, "upper_limb", "coronal",
+    Muscle(key="triceps", name="Triceps", paired=True, region="upper_limb", plane="coronal", mrc="triceps"),
+    Muscle(key="first_dorsal_interosseous", name="First dorsal interosseous", paired=True, region="upper_limb", plane="coronal",
            mrc="first_dorsal_interosseous"),
-    Muscle("thenar", "Thenar eminence", True, "upper_limb", "coronal", mrc="abductor_pollicis_brevis",
+    Muscle(key="thenar", name="Thenar eminence", paired=True, region="upper_limb", plane="coronal", mrc="abductor_pollicis_brevis",
            ephys="abductor_pollicis_brevis"),
-    Muscle("hypothenar", "Hypothenar eminence", True, "upper_limb", "coronal", mrc="abductor_digiti_minimi",
+    Muscle(key="hypothenar", name="Hypothenar eminence", paired=True, region="upper_limb", plane="coronal", mrc="abductor_digiti_minimi",
            ephys="abductor_digiti_minimi"),
 )
 MUSCLE_BY_KEY: dict[str, Muscle] = {m.key: m for m in MUSCLES}

@@ -14,7 +14,7 @@ from typing import Any
 from node.demo.ports import free_port
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Orthanc:
     """A running Orthanc: its AE title, DICOM and HTTP ports, and a small REST client."""
 
@@ -57,7 +57,7 @@ def start_orthanc(folder: Path, modalities: dict[str, tuple[str, str, int]], ae_
     (folder / "orthanc.json").write_text(json.dumps(config, indent=1))
     with open(folder / "orthanc.log", "wb") as log:  # the child keeps its own descriptor
         proc = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-    orthanc = Orthanc(proc, ae_title, dicom_port, http_port, folder)
+    orthanc = Orthanc(process=proc, ae_title=ae_title, dicom_port=dicom_port, http_port=http_port, folder=folder)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:

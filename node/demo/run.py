@@ -101,7 +101,7 @@ def prepare_demo_folder(folder: Path, port: int = 11112, fresh: bool = True, sta
     return settings
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DemoSummary:
     visits: int
     processed: int
@@ -218,7 +218,7 @@ def run_demo(folder: Path, console: Console, size: str = "small", patients: int 
         console.print(f"  (run now against the demo node: {found} SR series found)")
         if found == 0:
             raise DemoError("findscu found no SR series on the node")
-        return DemoSummary(n_visits, len(durations), 0, forwarded, report, durations)
+        return DemoSummary(visits=n_visits, processed=len(durations), failed=0, forwarded=forwarded, report=report, seconds_per_visit=durations)
     finally:
         if node is not None:
             node.stop()

@@ -143,7 +143,7 @@ def handle_get(event: Event, sessions: sessionmaker[Session], store: FileStore) 
     yield from _send_matched(event, rows, store, lambda: event.assoc)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _SubAssociation:
     """Holds the C-MOVE sub-association once pynetdicom has established it (EVT_ESTABLISHED)."""
 

@@ -86,7 +86,7 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         super().process_request_thread(request, client_address)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Listener:
     """A running DICOM listener; :meth:`stop` closes it and waits for associations to end."""
 

@@ -17,7 +17,7 @@ from node.settings import ProtocolSettings
 LOW_B_MAX = 100.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class InstanceFacts:
     """One received instance, as far as completeness is concerned."""
 
@@ -27,7 +27,7 @@ class InstanceFacts:
     derived: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExamDecision:
     t2_stations: int
     dwi_stations: int

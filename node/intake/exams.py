@@ -41,7 +41,7 @@ def _facts(s: Session, visit_id: int) -> tuple[list[InstanceFacts], datetime | N
         .join(m.Study, m.Series.study_fk == m.Study.id)
         .where(m.Study.visit_fk == visit_id, m.Series.kind != m.SeriesKind.RESULT)
     ).one()
-    facts = [InstanceFacts(kind.value, key, tuple(b or ()), bool(derived)) for kind, key, b, derived in rows]
+    facts = [InstanceFacts(kind=kind.value, station_key=key, b_values=tuple(b or ()), derived=bool(derived)) for kind, key, b, derived in rows]
     return facts, first, last
 
 

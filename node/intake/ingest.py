@@ -44,7 +44,7 @@ ResendPolicy = Literal["keep_first", "replace", "keep_both"]
 Action = Literal["stored", "duplicate", "kept_first", "replaced", "new_version", "failed"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StoreOutcome:
     """What happened to one received instance, and the status to answer the peer with."""
 
@@ -63,7 +63,7 @@ class BadDatasetError(ValueError):
     """The received bytes are not a DICOM instance we can index."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Header:
     """The attributes the index needs, read from a received instance."""
 
@@ -94,7 +94,7 @@ def read_header(data: bytes, expected_sop_uid: str | None = None) -> Header:
         )
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else None
-    return Header(sop_class, sop_uid, study, series, ts, ds)
+    return Header(sop_class_uid=sop_class, sop_instance_uid=sop_uid, study_uid=study, series_uid=series, transfer_syntax_uid=ts, dataset=ds)
 
 
 def _da(value: object) -> date | None:
@@ -173,19 +173,19 @@ class Ingestor:
             header = read_header(data, expected_sop_uid)
         except BadDatasetError as exc:
             log.warning("refused instance from %s (%s): %s", calling_ae, peer_address, exc)
-            return StoreOutcome(CANNOT_UNDERSTAND, "failed", str(exc)[:1024])
+            return StoreOutcome(status=CANNOT_UNDERSTAND, action="failed", comment=str(exc)[:1024])
         try:
             return self._ingest(header, data, calling_ae, peer_address)
         except OSError as exc:
             reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"storage error: {exc}"
             log.error("could not store %s: %s", header.sop_instance_uid, reason)
-            return StoreOutcome(OUT_OF_RESOURCES, "failed", f"Out of resources: {reason}"[:1024])
+            return StoreOutcome(status=OUT_OF_RESOURCES, action="failed", comment=f"Out of resources: {reason}"[:1024])
         except OperationalError as exc:
             log.error("could not index %s: %s", header.sop_instance_uid, exc.orig)
-            return StoreOutcome(OUT_OF_RESOURCES, "failed", f"Out of resources: database unavailable: {exc.orig}"[:1024])
+            return StoreOutcome(status=OUT_OF_RESOURCES, action="failed", comment=f"Out of resources: database unavailable: {exc.orig}"[:1024])
         except SQLAlchemyError as exc:
             log.exception("could not index %s", header.sop_instance_uid)
-            return StoreOutcome(PROCESSING_FAILURE, "failed", f"index error: {exc.__class__.__name__}"[:1024])
+            return StoreOutcome(status=PROCESSING_FAILURE, action="failed", comment=f"index error: {exc.__class__.__name__}"[:1024])
 
     def _ingest(self, h: Header, data: bytes, calling_ae: str | None, peer: str | None) -> StoreOutcome:
         sha = hashlib.sha256(data).hexdigest()
@@ -193,10 +193,10 @@ class Ingestor:
             with self._lock, self.engine.connect() as conn:
                 versions = conn.execute(self._q_versions, {"sop": h.sop_instance_uid}).all()
             if any(v.sha256 == sha for v in versions):
-                return StoreOutcome(SUCCESS, "duplicate", instance_id=versions[-1].id, series_uid=h.series_uid)
+                return StoreOutcome(status=SUCCESS, action="duplicate", instance_id=versions[-1].id, series_uid=h.series_uid)
             if versions and self.policy == "keep_first":
                 log.warning("re-sent %s with different content: kept the first (policy keep_first)", h.sop_instance_uid)
-                return StoreOutcome(SUCCESS, "kept_first", instance_id=versions[0].id, series_uid=h.series_uid)
+                return StoreOutcome(status=SUCCESS, action="kept_first", instance_id=versions[0].id, series_uid=h.series_uid)
             version = (versions[-1].version + 1) if versions else 1
             # Outside the index lock, so associations write and fsync in parallel. A file can
             # exist without a row after a crash between rename and commit: it was never
@@ -228,7 +228,7 @@ class Ingestor:
         else:
             action = "new_version"
             log.warning("re-sent %s with different content: stored as version %d, flagged", h.sop_instance_uid, version)
-        return StoreOutcome(SUCCESS, action, instance_id=instance_id, series_uid=h.series_uid)
+        return StoreOutcome(status=SUCCESS, action=action, instance_id=instance_id, series_uid=h.series_uid)
 
     @contextmanager
     def _claim(self, sop_uid: str) -> Iterator[None]:

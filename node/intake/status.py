@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from storage import models as m
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StudyLine:
     patient_id: str
     study_uid: str
@@ -26,7 +26,7 @@ class StudyLine:
     last_received_at: datetime | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NodeStatus:
     studies: list[StudyLine]
     instances: int

@@ -23,7 +23,7 @@ from storage import models as m
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Assignment:
     subject_id: str
     label: str
@@ -82,4 +82,4 @@ def assign_study(s: Session, study: m.Study, visits: VisitSettings) -> Assignmen
         s.add(visit)
     study.visit = visit
     log.info("study %s -> subject %s visit %s (%s)", study.study_instance_uid, subject.subject_id, label, reason)
-    return Assignment(subject.subject_id, label, reason)
+    return Assignment(subject_id=subject.subject_id, label=label, reason=reason)

@@ -52,14 +52,15 @@ def atlas_cache() -> Path:
 
 
 def phantom_label_table() -> list[AtlasLabel]:
-    return [AtlasLabel(lab.value, lab.key, lab.side, lab.tissue, lab.name, reference_for(lab)) for lab in LABELS]
+    return [AtlasLabel(value=lab.value, key=lab.key, side=lab.side, tissue=lab.tissue, name=lab.name, reference=reference_for(lab)) for lab in LABELS]
 
 
 def build_phantom_atlas(out: Path, subjects: int) -> Path:
     """Build the default atlas from ``subjects`` phantom subjects (seeds disjoint from every cohort's)."""
     samples = [atlas_subject(k) for k in range(subjects)]
     template, labels = build_atlas(samples)
-    regions = [AtlasRegion(*r) for r in hand_regions(samples[0][1])]
+    regions = [AtlasRegion(name=name, template=template, labels=labels, refine=refine)
+               for name, template, labels, refine in hand_regions(samples[0][1])]
     description = (f"Default myonode atlas: {subjects} healthy phantom subjects (atlas seeds), registered to the "
                    f"first and fused by majority vote; each hand also at 1 mm (subject 0) for regional refinement")
     return save_atlas(out, default_atlas_id(subjects), description, template, labels, phantom_label_table(), regions)

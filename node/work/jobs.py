@@ -37,7 +37,7 @@ LEASE = timedelta(hours=1)
 RETRY_DELAY_S = 30.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class JobContext:
     """What a job handler may use."""
 

@@ -50,7 +50,7 @@ def enqueue(s: Session, instance_ids: list[int], destinations: list[Destination]
     return added
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DeliveryReport:
     sent: int
     failed: int
@@ -141,7 +141,7 @@ def deliver_due(
                     item.next_try_at = now + backoff(item.attempts, settings.backoff_initial_s, settings.backoff_max_s)
                     log.warning("forwarding outbox item %d to %s failed (%s); retry at %s",
                                 item_id, name, error, item.next_try_at.isoformat(timespec="seconds"))
-    return DeliveryReport(sent, failed, gave_up)
+    return DeliveryReport(sent=sent, failed=failed, gave_up=gave_up)
 
 
 def retry(s: Session, item_ids: list[int] | None = None) -> int:

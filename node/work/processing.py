@@ -45,7 +45,7 @@ from storage.filestore import FileStore
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ProcessOutcome:
     visit_id: int
     measurements: int
@@ -170,7 +170,7 @@ def process_visit(settings: Settings, sessions: sessionmaker[Session], store: Fi
         t2 = time.perf_counter()
         if progress:
             progress("DICOM results")
-        ctx = ResultContext(datetime.now(UTC), __version__, PIPELINE_VERSION, atlas.id, replaces)
+        ctx = ResultContext(content_datetime=datetime.now(UTC), myonode_version=__version__, pipeline_version=PIPELINE_VERSION, atlas_id=atlas.id, replaces=replaces)
         results = build_results(q.rows, [v.image for v in head_first(visit_input.t2)], q.subject_labels,
                                 q.adc_stations, visit_input.headers, visit_input.dwi_header, atlas.table, ctx)
         t3 = time.perf_counter()
@@ -192,8 +192,8 @@ def process_visit(settings: Settings, sessions: sessionmaker[Session], store: Fi
                    "store": time.perf_counter() - t3}
         log.info("visit %d processed: %d measurements, %d result objects, %.1f s", visit_id, n, len(stored),
                  sum(timings.values()))
-        return ProcessOutcome(visit_id, n, qc_dir, [str(ds.SOPInstanceUID) for _, ds, _ in stored], timings,
-                              q.warnings)
+        return ProcessOutcome(visit_id=visit_id, measurements=n, qc_dir=qc_dir, results=[str(ds.SOPInstanceUID) for _, ds, _ in stored], timings=timings,
+                              warnings=q.warnings)
     except Exception:
         if stored:
             try:

@@ -128,7 +128,7 @@ def run_report(settings: Settings, force: bool = False) -> m.StatsRun | None:
         with sessions() as s:
             qc = qc_entries(s, settings.quant.qc_dir, partial)
         write_report(result, obs, cohort.subjects,
-                     ReportInputs(meta, cutoff.isoformat() if cutoff else "-", status, incomplete, qc), partial)
+                     ReportInputs(run=meta, cutoff=cutoff.isoformat() if cutoff else "-", status=status, incomplete=incomplete, qc=qc), partial)
         partial.rename(folder)
     except Exception as exc:
         shutil.rmtree(partial, ignore_errors=True)

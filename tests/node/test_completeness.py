@@ -16,11 +16,11 @@ PROTOCOL = ProtocolSettings(t2_stations=2, dwi_stations=2, stable_age_s=60, inco
 
 
 def t2(station: int) -> InstanceFacts:
-    return InstanceFacts("t2", f"t2-{station}", (), False)
+    return InstanceFacts(kind="t2", station_key=f"t2-{station}", b_values=(), derived=False)
 
 
 def dwi(station: int, b: float, derived: bool = False) -> InstanceFacts:
-    return InstanceFacts("dwi", f"dwi-{station}", (b,), derived)
+    return InstanceFacts(kind="dwi", station_key=f"dwi-{station}", b_values=(b,), derived=derived)
 
 
 def test_counts_stations_and_needs_both_b_values() -> None:

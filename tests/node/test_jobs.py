@@ -31,7 +31,7 @@ def make_queue(request: pytest.FixtureRequest, tmp_path: Path):
         settings = load_settings(tmp_path / "settings.toml", environ={})
         engine = make_engine(settings.storage.database_url)
         upgrade(engine)
-        jq = JobQueue(JobContext(settings, session_factory(engine), FileStore(settings.storage.root)), handlers)
+        jq = JobQueue(JobContext(settings=settings, sessions=session_factory(engine), store=FileStore(settings.storage.root)), handlers)
         jq.huey.flush()  # a clean queue (the Redis server is shared)
         queues.append(jq)
         return jq
@@ -107,7 +107,7 @@ def test_cohort_report_is_scheduled_by_the_settings_cron(tmp_path: Path) -> None
                                             '[schedule]\ncohort_report = "15 3 * * 1-5"\n')
     settings = load_settings(tmp_path / "settings.toml", environ={})
     engine = make_engine(settings.storage.database_url)
-    jq = JobQueue(JobContext(settings, session_factory(engine), FileStore(settings.storage.root)))
+    jq = JobQueue(JobContext(settings=settings, sessions=session_factory(engine), store=FileStore(settings.storage.root)))
     def due(when: datetime) -> bool:
         return any(task.name == "myonode.cohort_report" for task in jq.huey.read_periodic(when))
 

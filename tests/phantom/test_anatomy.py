@@ -83,9 +83,9 @@ def test_station_truth_matches_the_image_and_the_coil_gain(subject) -> None:
     """A muscle's mean over its true label (interior voxels) in a station equals the recorded truth
     within noise and partial volume, and the truth carries that station's coil gain."""
     _, labels = subject
-    acq = acquire(labels, MuscleState({("quadriceps", "left"): 1.5}), ScanSettings(size="small", snr_t2=200.0),
+    acq = acquire(labels, MuscleState(t2_factor={("quadriceps", "left"): 1.5}), ScanSettings(size="small", snr_t2=200.0),
                   np.random.default_rng(5))
-    t2_lut, _, _ = lookup_tables(MuscleState({("quadriceps", "left"): 1.5}))
+    t2_lut, _, _ = lookup_tables(MuscleState(t2_factor={("quadriceps", "left"): 1.5}))
     quad = muscle_label("quadriceps", "left")
     checked = 0
     for image, gain in zip(acq.t2, acq.gains["t2"]):

@@ -51,8 +51,8 @@ ALLOWED_WARNINGS = {
     "this is a Standard Extended SOP Class": "the consequence of the five attributes above",
 }
 
-META = VisitMeta("PH0001", "PHANTOM^PH0001", date(1970, 1, 1), "M", 56.0, 80.0, 1.78, date(2026, 3, 2), time(9, 0),
-                 "baseline", seed=4, time_point_id="BASELINE")
+META = VisitMeta(subject_id="PH0001", patient_name="PHANTOM^PH0001", birth_date=date(1970, 1, 1), sex="M", age_years=56.0, weight_kg=80.0, height_m=1.78, study_date=date(2026, 3, 2), study_time=time(9, 0),
+                 visit="baseline", seed=4, time_point_id="BASELINE")
 CLASSIC, ENHANCED = DicomOptions(), DicomOptions(enhanced=True)
 ONE_SERIES, ENHANCED_ONE_SERIES = DicomOptions(one_series=True), DicomOptions(enhanced=True, one_series=True)
 
@@ -65,16 +65,16 @@ def _array(station: Station, rng: np.random.Generator, low: float, high: float) 
 def _visit_images() -> VisitImages:
     """Six coronal T2 stations; eight axial DWI stations with b0, b1000 and the scanner's trace and ADC."""
     rng = np.random.default_rng(7)
-    t2 = [StationImage(st, _array(st, rng, 40.0, 900.0 * (1 + 0.1 * st.index))) for st in stations("t2", "small")]
+    t2 = [StationImage(station=st, data=_array(st, rng, 40.0, 900.0 * (1 + 0.1 * st.index))) for st in stations("t2", "small")]
     t2[0].data[0, 0, :3] = (np.nan, 0.0, -5.0)  # written as 0
     dwi: list[StationImage] = []
     for st in stations("dwi", "small"):
         b1000 = _array(st, rng, 0.0, 300.0)
-        dwi += [StationImage(st, _array(st, rng, 5.0, 1000.0), b_value=0.0),
-                StationImage(st, b1000, b_value=1000.0),
-                StationImage(st, b1000 * np.float32(1.01), b_value=1000.0, kind="trace"),
-                StationImage(st, _array(st, rng, -50.0, 3500.0), kind="adc")]  # negatives clipped to 0
-    return VisitImages(t2, dwi)
+        dwi += [StationImage(station=st, data=_array(st, rng, 5.0, 1000.0), b_value=0.0),
+                StationImage(station=st, data=b1000, b_value=1000.0),
+                StationImage(station=st, data=b1000 * np.float32(1.01), b_value=1000.0, kind="trace"),
+                StationImage(station=st, data=_array(st, rng, -50.0, 3500.0), kind="adc")]  # negatives clipped to 0
+    return VisitImages(t2=t2, dwi=dwi)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def written(tmp_path_factory: pytest.TempPathFactory, images: VisitImages) -> Ca
     return write
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Frame:
     """One 2-D image read back (a classic instance or one enhanced frame)."""
 
@@ -127,11 +127,11 @@ def _floating(stored: np.ndarray, slope: float, intercept: float, scale_slope: f
 def _classic_frame(ds: Dataset) -> Frame:
     rs, ri = float(ds.RescaleSlope), float(ds.RescaleIntercept)
     ss = float(ds.get_private_item(0x2005, 0x0E, PHILIPS_MR_IMAGING).value)
-    return Frame(_sequence(ds), int(ds.AcquisitionNumber), _kind(list(ds.ImageType)),
-                 float(ds.DiffusionBValue) if "DiffusionBValue" in ds else None,
-                 tuple(float(v) for v in ds.ImageOrientationPatient), tuple(float(v) for v in ds.PixelSpacing),
-                 np.asarray([float(v) for v in ds.ImagePositionPatient]), ds.pixel_array,
-                 _floating(ds.pixel_array, rs, ri, ss))
+    return Frame(sequence=_sequence(ds), station=int(ds.AcquisitionNumber), kind=_kind(list(ds.ImageType)),
+                 b_value=float(ds.DiffusionBValue) if "DiffusionBValue" in ds else None,
+                 orientation=tuple(float(v) for v in ds.ImageOrientationPatient), pixel_spacing=tuple(float(v) for v in ds.PixelSpacing),
+                 position=np.asarray([float(v) for v in ds.ImagePositionPatient]), stored=ds.pixel_array,
+                 floating=_floating(ds.pixel_array, rs, ri, ss))
 
 
 def per_frame_private(item: Dataset) -> Dataset:
@@ -150,10 +150,10 @@ def _enhanced_frames(ds: Dataset) -> list[Frame]:
         transform = item.PixelValueTransformationSequence[0]
         ss = float(per_frame_private(item).get_private_item(0x2005, 0x0E, PHILIPS_MR_IMAGING).value)
         diffusion = item.get("MRDiffusionSequence")
-        frames.append(Frame(_sequence(ds), int(item.FrameContentSequence[0].FrameAcquisitionNumber), kind,
-                            float(diffusion[0].DiffusionBValue) if diffusion else None, iop, spacing,
-                            np.asarray([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]),
-                            stored, _floating(stored, float(transform.RescaleSlope),
+        frames.append(Frame(sequence=_sequence(ds), station=int(item.FrameContentSequence[0].FrameAcquisitionNumber), kind=kind,
+                            b_value=float(diffusion[0].DiffusionBValue) if diffusion else None, orientation=iop, pixel_spacing=spacing,
+                            position=np.asarray([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]),
+                            stored=stored, floating=_floating(stored, float(transform.RescaleSlope),
                                               float(transform.RescaleIntercept), ss)))
     return frames
 
@@ -348,7 +348,7 @@ def test_study_time_point_and_acquisition_times(written: Callable[[DicomOptions]
     advance station by station, T2 before DWI, on the study date."""
     first = pydicom.dcmread(written(CLASSIC)[0], stop_before_pixels=True)
     assert first.ClinicalTrialTimePointID == "BASELINE" and first.ClinicalTrialSubjectID == META.subject_id
-    off = write_visit(VisitImages(images.t2[:1], []), META, tmp_path / "off", DicomOptions(time_point_id=False))
+    off = write_visit(VisitImages(t2=images.t2[:1], dwi=[]), META, tmp_path / "off", DicomOptions(time_point_id=False))
     assert "ClinicalTrialTimePointID" not in pydicom.dcmread(off[0], stop_before_pixels=True)
     times = {}
     for path in written(CLASSIC):

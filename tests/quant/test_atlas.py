@@ -12,9 +12,9 @@ import SimpleITK as sitk
 
 from quant.atlas import AtlasError, AtlasLabel, AtlasRegion, load_atlas, save_atlas
 
-TABLE = [AtlasLabel(1, "quadriceps", "left", "muscle", "Quadriceps (left)", "marrow_femur"),
-         AtlasLabel(2, "marrow_femur", "none", "marrow", "Femoral marrow"),
-         AtlasLabel(3, "thenar", "left", "muscle", "Thenar (left)", "marrow_forearm")]
+TABLE = [AtlasLabel(value=1, key="quadriceps", side="left", tissue="muscle", name="Quadriceps (left)", reference="marrow_femur"),
+         AtlasLabel(value=2, key="marrow_femur", side="none", tissue="marrow", name="Femoral marrow"),
+         AtlasLabel(value=3, key="thenar", side="left", tissue="muscle", name="Thenar (left)", reference="marrow_forearm")]
 
 
 def image(values: np.ndarray, spacing: float, origin: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> sitk.Image:
@@ -31,8 +31,8 @@ def folder(tmp_path: Path) -> Path:
     labels[3:5] = 2
     fine = np.zeros((8, 8, 8), np.uint8)
     fine[2:6, 2:6, 2:6] = 3
-    region = AtlasRegion("hand_left", image(np.full((8, 8, 8), 7.0, np.float32), 1.0, (4.0, 4.0, 4.0)),
-                         image(fine, 1.0, (4.0, 4.0, 4.0)), (3,))
+    region = AtlasRegion(name="hand_left", template=image(np.full((8, 8, 8), 7.0, np.float32), 1.0, (4.0, 4.0, 4.0)),
+                         labels=image(fine, 1.0, (4.0, 4.0, 4.0)), refine=(3,))
     return save_atlas(tmp_path / "atlas", "test-atlas", "two compartments and a hand",
                       image(np.random.default_rng(0).random((6, 6, 6)).astype(np.float32), 4.0), image(labels, 4.0),
                       TABLE, [region])

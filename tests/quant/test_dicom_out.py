@@ -66,7 +66,7 @@ BOXES = {1: (slice(8, 18), slice(4, 10), slice(24, 34)), 2: (slice(8, 18), slice
          9: (slice(12, 16), slice(20, 24), slice(18, 22))}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Visit:
     sources: list[Dataset]  # T2 headers: two stations, 30 coronal slices each
     dwi: list[Dataset]
@@ -143,15 +143,15 @@ def make_visit() -> Visit:
     for value, muscle, side in TABLE[:4]:
         mean, sd, n = _stats(t2_arr[lab == value])
         flags = ["touches_field_edge"] if value == 1 else []
-        rows.append(MeasurementRow(muscle, side, "T2", mean / reference, mean, sd, reference, n, n * voxel_ml, [1],
-                                   flags, ["humerus"]))
+        rows.append(MeasurementRow(muscle=muscle, side=side, modality="T2", value=mean / reference, mean_signal=mean, sd=sd, reference_value=reference, voxel_count=n, volume_ml=n * voxel_ml, stations=[1],
+                                   qc_flags=flags, references=["humerus"]))
         inside = adc_arr[(adc_labels == value) & np.isfinite(adc_arr)]
         if inside.size:
             mean, sd, n = _stats(inside)
-            rows.append(MeasurementRow(muscle, side, "ADC", mean, mean, sd, None, n, n * voxel_ml, [1],
-                                       ["roi_too_small"] if n < 100 else []))
+            rows.append(MeasurementRow(muscle=muscle, side=side, modality="ADC", value=mean, mean_signal=mean, sd=sd, reference_value=None, voxel_count=n, volume_ml=n * voxel_ml, stations=[1],
+                                       qc_flags=["roi_too_small"] if n < 100 else []))
     # measured on the native stations but absent from the SEG's grid: a group without a segment
-    rows.append(MeasurementRow("tongue", "none", "T2", 1.1, 330.0, 12.0, 300.0, 25, 0.4, [1], ["roi_too_small"]))
+    rows.append(MeasurementRow(muscle="tongue", side="none", modality="T2", value=1.1, mean_signal=330.0, sd=12.0, reference_value=300.0, voxel_count=25, volume_ml=0.4, stations=[1], qc_flags=["roi_too_small"]))
     study, frame = generate_uid(), generate_uid()
     sources = _source_headers(study, frame, t2)
     dwi = []
@@ -167,14 +167,14 @@ def make_visit() -> Visit:
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.ImagePositionPatient = list(adc.TransformIndexToPhysicalPoint((0, 0, k)))
         dwi.append(ds)
-    return Visit(sources, dwi, t2, labels, adc, rows)
+    return Visit(sources=sources, dwi=dwi, t2=t2, labels=labels, adc=adc, rows=rows)
 
 
 def build(visit: Visit, ctx: ResultContext) -> VisitResults:
     derived = derived_t2_series(visit.t2, visit.sources, ctx)
     seg = segmentation(derived, visit.labels, TABLE, ctx)
     pm = adc_parametric_map(visit.adc, visit.dwi, ctx)
-    return VisitResults(derived, seg, measurement_report(visit.rows, seg, derived, pm, ctx), pm)
+    return VisitResults(stitched_t2=derived, seg=seg, sr=measurement_report(visit.rows, seg, derived, pm, ctx), adc_map=pm)
 
 
 def save(results: VisitResults, folder: Path) -> dict[str, list[Path]]:
@@ -194,7 +194,7 @@ def visit() -> Visit:
 
 @pytest.fixture(scope="module")
 def first(visit: Visit, tmp_path_factory: pytest.TempPathFactory) -> tuple[VisitResults, dict[str, list[Path]]]:
-    res = build(visit, ResultContext(WHEN, "0.1.0", "1.0", "phantom-atlas-v3"))
+    res = build(visit, ResultContext(content_datetime=WHEN, myonode_version="0.1.0", pipeline_version="1.0", atlas_id="phantom-atlas-v3"))
     return res, save(res, tmp_path_factory.mktemp("first") / "objects")
 
 
@@ -204,7 +204,7 @@ def second(visit: Visit, first, tmp_path_factory: pytest.TempPathFactory) -> tup
     old, _ = first
     replaces = {kind: [ds] for kind, ds in old.objects() if kind != "stitched_t2"}
     replaces["stitched_t2"] = old.stitched_t2[:1]
-    res = build(visit, ResultContext(LATER, "0.1.1", "1.0", "phantom-atlas-v3", replaces))
+    res = build(visit, ResultContext(content_datetime=LATER, myonode_version="0.1.1", pipeline_version="1.0", atlas_id="phantom-atlas-v3", replaces=replaces))
     return res, save(res, tmp_path_factory.mktemp("second") / "objects")
 
 
@@ -295,7 +295,7 @@ def test_derived_series_gets_a_new_frame_of_reference_when_the_sources_have_seve
     sources = [pydicom.Dataset(ds) for ds in visit.sources]
     for ds in sources[30:]:
         ds.FrameOfReferenceUID = generate_uid()
-    derived = derived_t2_series(visit.t2, sources, ResultContext(WHEN, "0.1.0", "1.0", "a"))
+    derived = derived_t2_series(visit.t2, sources, ResultContext(content_datetime=WHEN, myonode_version="0.1.0", pipeline_version="1.0", atlas_id="a"))
     assert derived[0].FrameOfReferenceUID not in {ds.FrameOfReferenceUID for ds in sources}
     assert len({ds.FrameOfReferenceUID for ds in derived}) == 1
 
@@ -485,7 +485,7 @@ def test_reprocessing_makes_new_objects_that_reference_the_replaced_ones(first, 
 def test_bad_input_is_refused_with_a_message_naming_it(visit: Visit, first) -> None:
     """Unknown muscle, impossible side, labels off the derived grid, QC flag without a code: ValueError naming it."""
     res, _ = first
-    ctx = ResultContext(WHEN, "0.1.0", "1.0", "a")
+    ctx = ResultContext(content_datetime=WHEN, myonode_version="0.1.0", pipeline_version="1.0", atlas_id="a")
     with pytest.raises(ValueError, match="tendon"):
         segmentation(res.stitched_t2, visit.labels, [(1, "tendon", "left")], ctx)
     with pytest.raises(ValueError, match="side 'none' is not a side of deltoid"):
@@ -495,7 +495,7 @@ def test_bad_input_is_refused_with_a_message_naming_it(visit: Visit, first) -> N
     with pytest.raises(ValueError, match="grid"):
         segmentation(res.stitched_t2, shifted, TABLE, ctx)
     row = visit.rows[0]
-    bad = MeasurementRow(row.muscle, row.side, "T2", 1.0, 1.0, 1.0, 1.0, 10, 1.0, [1], ["cosmic_rays"])
+    bad = MeasurementRow(muscle=row.muscle, side=row.side, modality="T2", value=1.0, mean_signal=1.0, sd=1.0, reference_value=1.0, voxel_count=10, volume_ml=1.0, stations=[1], qc_flags=["cosmic_rays"])
     with pytest.raises(ValueError, match=re.escape("['cosmic_rays']")):
         measurement_report([bad], res.seg, res.stitched_t2, None, ctx)
 
@@ -514,9 +514,9 @@ def test_build_results_stitches_stations_and_builds_all_four_objects(visit: Visi
         station.SetDirection(visit.t2.GetDirection())
         station.SetOrigin(visit.t2.TransformIndexToPhysicalPoint((0, half.start, 0)))
         stations.append(station)
-    table = [AtlasLabel(v, m, s, "muscle", m) for v, m, s in TABLE] + [AtlasLabel(9, "humerus", "left", "marrow", "h")]
+    table = [AtlasLabel(value=v, key=m, side=s, tissue="muscle", name=m) for v, m, s in TABLE] + [AtlasLabel(value=9, key="humerus", side="left", tissue="marrow", name="h")]
     res = build_results(visit.rows, stations, visit.labels, [visit.adc], visit.sources, visit.dwi[0], table,
-                        ResultContext(WHEN, "0.1.0", "1.0", "a"))
+                        ResultContext(content_datetime=WHEN, myonode_version="0.1.0", pipeline_version="1.0", atlas_id="a"))
     assert [kind for kind, _ in res.objects()][-3:] == ["seg", "sr", "adc_map"]
     assert res.stitched_t2[0].PixelSpacing == [3.0, 3.0] and len(res.stitched_t2) == 30
     assert len(res.seg.SegmentSequence) == 4

@@ -91,7 +91,7 @@ def test_refinement_corrects_a_misplaced_hand() -> None:
     4 mm, few iterations) result leaves the small muscles at Dice < 0.8; the regional registration
     brings every refined muscle to ≥ 0.85, and the neighbouring compartment is not touched."""
     atlas_labels = scene(grid(1.0), (0, 0, 0), 1.0)
-    region = AtlasRegion("hand", t2(atlas_labels), atlas_labels, MUSCLES)
+    region = AtlasRegion(name="hand", template=t2(atlas_labels), labels=atlas_labels, refine=MUSCLES)
     truth = scene(grid(1.0), (4.0, -3.0, 5.0), 1.08)
     station = t2(truth, noise=20.0)
     station.SetSpacing((1.0, 1.0, 1.0))
@@ -113,7 +113,7 @@ def test_a_part_no_station_covers_is_left_alone() -> None:
     """The whole-body result put the hand where no station has data: nothing to register against, so no
     refinement (None) rather than an elastix failure."""
     atlas_labels = scene(grid(2.0), (0, 0, 0), 1.0)
-    region = AtlasRegion("hand", t2(atlas_labels), atlas_labels, MUSCLES)
+    region = AtlasRegion(name="hand", template=t2(atlas_labels), labels=atlas_labels, refine=MUSCLES)
     far = t2(scene(grid(2.0), (0, 0, 0), 1.0))
     far.SetOrigin((0.0, 0.0, 1000.0))
     coarse = box_grid(np.full(3, -70.0), np.full(3, 70.0), 4.0)

@@ -44,9 +44,9 @@ def test_relative_t2_uses_one_reference_and_combines_by_voxel_count() -> None:
     normalised to another bone."""
     marrow = {"marrow_femur": 24, "marrow_vertebra": 20}
     stats = {
-        1: {50: RoiStat(100, 200.0, 10.0), 24: RoiStat(80, 1000.0, 20.0)},
-        2: {50: RoiStat(300, 240.0, 10.0), 24: RoiStat(80, 800.0, 20.0)},
-        3: {50: RoiStat(500, 300.0, 10.0), 20: RoiStat(80, 600.0, 20.0)},
+        1: {50: RoiStat(n=100, mean=200.0, sd=10.0), 24: RoiStat(n=80, mean=1000.0, sd=20.0)},
+        2: {50: RoiStat(n=300, mean=240.0, sd=10.0), 24: RoiStat(n=80, mean=800.0, sd=20.0)},
+        3: {50: RoiStat(n=500, mean=300.0, sd=10.0), 20: RoiStat(n=80, mean=600.0, sd=20.0)},
     }
     res = relative_t2(stats, 50, marrow, "marrow_femur", min_voxels=20)
     assert res is not None
@@ -79,8 +79,8 @@ def small_visit() -> tuple[list[StationVolume], sitk.Image, Atlas]:
         img.SetOrigin(si.station.origin)
         img.SetSpacing(si.station.spacing)
         img.SetDirection(si.station.direction)
-        volumes.append(StationVolume(img, "1.2.3", f"st{si.station.index}", None, [], []))
-    atlas = Atlas("truth", Path("."), sitk.Image(1, 1, 1, sitk.sitkFloat32), labels, phantom_label_table())
+        volumes.append(StationVolume(image=img, series_uid="1.2.3", station_key=f"st{si.station.index}", b_value=None, sop_uids=[], frame_numbers=[]))
+    atlas = Atlas(id="truth", path=Path("."), template=sitk.Image(1, 1, 1, sitk.sitkFloat32), labels=labels, table=phantom_label_table())
     return volumes, labels, atlas
 
 
@@ -90,8 +90,8 @@ def test_relative_t2_does_not_change_with_a_station_gain(small_visit) -> None:
     volumes, labels, atlas = small_visit
     settings = QuantSettings(erosion_mm=3.0)
     before, _, _ = measure_t2(volumes, labels, atlas, settings)
-    scaled = [StationVolume(v.image * (1.25 if i == 3 else 0.75 if i == 4 else 1.0), v.series_uid, v.station_key,
-                            None, [], []) for i, v in enumerate(volumes)]
+    scaled = [StationVolume(image=v.image * (1.25 if i == 3 else 0.75 if i == 4 else 1.0), series_uid=v.series_uid, station_key=v.station_key,
+                            b_value=None, sop_uids=[], frame_numbers=[]) for i, v in enumerate(volumes)]
     after, _, _ = measure_t2(scaled, labels, atlas, settings)
     assert len(before) >= 20
     for a, b in zip(before, after):
@@ -111,7 +111,7 @@ def test_a_muscle_measured_against_another_marrow_than_its_default_is_flagged(sm
     rows, _, _ = measure_t2(volumes, labels, atlas, QuantSettings())
     assert not any(REFERENCE_SUBSTITUTED in r.qc_flags for r in rows if r.muscle in ("quadriceps", "tibialis_anterior"))
     table = [replace(lab, reference="marrow_humerus") if lab.key == "quadriceps" else lab for lab in atlas.table]
-    moved = Atlas("humerus", Path("."), atlas.template, atlas.labels, table)
+    moved = Atlas(id="humerus", path=Path("."), template=atlas.template, labels=atlas.labels, table=table)
     rows, _, _ = measure_t2(volumes, labels, moved, QuantSettings())
     quad = next(r for r in rows if (r.muscle, r.side) == ("quadriceps", "left"))
     assert REFERENCE_SUBSTITUTED in quad.qc_flags and "marrow_humerus" not in quad.references

@@ -33,7 +33,7 @@ def simulated():
     sim = simulate_cohort(seed=1)
     subjects = sim.subjects.assign(female=(sim.subjects["sex"] == "F").astype(float),
                                    patient=(sim.subjects["group"] == "patient").astype(float))
-    return sim, compute(Cohort(subjects, sim.observations, VISITS))
+    return sim, compute(Cohort(subjects=subjects, observations=sim.observations, visits=VISITS))
 
 
 def coverage(frame: pd.DataFrame, value: str, low: str, high: str, truth: dict) -> float:
