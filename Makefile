@@ -1,5 +1,7 @@
 # myonode — set-up, tests, demo, service, benchmarks. Everything installs itself.
-#   make test    venv + locked packages + Debian tools the tests talk to, then pytest
+#   make test    venv + locked packages + Debian tools the tests talk to, then lint and all of pytest
+#   make test-fast  the same without the tests marked slow (a loop of about two minutes)
+#   make lint    ruff (code) and mypy (types)
 #   make demo    venv + locked packages, then the demo on the embedded default
 #   make serve   run the node with ./settings.toml
 #   make bench   run the benchmarks in bench/ (JSON on stdout)
@@ -15,7 +17,7 @@ DEBS := dcmtk:/usr/bin/storescu dicom3tools:/usr/bin/dciodvfy orthanc:/usr/sbin/
         chromium:/usr/bin/chromium poppler-utils:/usr/bin/pdftoppm \
         libpango-1.0-0:/usr/share/doc/libpango-1.0-0 libpangoft2-1.0-0:/usr/share/doc/libpangoft2-1.0-0
 
-.PHONY: install debs test demo serve bench lock clean
+.PHONY: install debs lint test test-fast demo serve bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +37,15 @@ debs:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else echo "missing debian packages (run as root to install):$$missing" >&2; exit 1; fi
 
-test: install debs
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: install debs lint
 	MYONODE_TEST_REQUIRE=postgres,redis $(BIN)/python -m pytest
+
+test-fast: install debs lint
+	MYONODE_TEST_REQUIRE=postgres,redis $(BIN)/python -m pytest -m "not slow"
 
 demo: install
 	$(BIN)/myonode demo

@@ -37,8 +37,10 @@ from node.work.atlases import ensure_default_atlas
 from phantom.anatomy import LABELS
 from phantom.rescan import scan_rescan
 from quant.atlas import load_atlas
-from quant.pipeline import MeasurementRow, QuantSettings, measure_t2, quantify
+from quant.params import QuantParams
+from quant.pipeline import MeasurementRow, measure_t2, quantify
 from quant.volumes import StationVolume, load_series
+from storage.vocabulary import Modality
 
 LEG = {"quadriceps", "hamstrings", "tibialis_anterior", "gastrocnemius_soleus"}
 VALUE = {(lab.key, lab.side): lab.value for lab in LABELS}
@@ -86,7 +88,7 @@ def main() -> None:
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="myonode-accuracy-"))
     atlas = load_atlas(args.atlas or ensure_default_atlas(3))
-    settings = QuantSettings()
+    settings = QuantParams()
     dices: dict[str, list[float]] = {}
     errors: dict[str, list[float]] = {}
     pairs: dict[str, list[tuple[float, float]]] = {}
@@ -106,7 +108,7 @@ def main() -> None:
                 dices.setdefault(key, []).append(d)
             rel = {}
             for row in q.rows:
-                if row.modality != "T2":
+                if row.modality is not Modality.REL_T2:
                     continue
                 key = f"{row.muscle}:{row.side}"
                 t = truth_ratio(row, truth)
@@ -117,7 +119,7 @@ def main() -> None:
                 scaled = [StationVolume(image=v.image * (1.25 if i % 2 else 0.75), series_uid=v.series_uid, station_key=v.station_key, b_value=None, sop_uids=[], frame_numbers=[])
                           for i, v in enumerate(t2)]
                 again, _, _ = measure_t2(scaled, q.subject_labels, atlas, settings)
-                base = {(r.muscle, r.side): r.value for r in q.rows if r.modality == "T2"}
+                base = {(r.muscle, r.side): r.value for r in q.rows if r.modality is Modality.REL_T2}
                 gain_change = max(abs(r.value / base[(r.muscle, r.side)] - 1) for r in again) * 100
         for key in set(values[0]) & set(values[1]):
             pairs.setdefault(key, []).append((values[0][key], values[1][key]))

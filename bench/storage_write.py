@@ -23,7 +23,7 @@ from storage.migrate import upgrade
 STUDY = "1.2.826.0.1.3680043.10.1"
 
 
-def bench(size: int, count: int, with_index: bool) -> dict[str, float]:
+def bench(size: int, count: int, *, with_index: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR", "var")) as tmp:
         store = FileStore(Path(tmp))
         factory = None
@@ -57,10 +57,10 @@ def main() -> None:
         "benchmark": "storage_write",
         "date": datetime.now(UTC).date().isoformat(),
         "machine": f"{platform.node()} {os.cpu_count()} cpu {platform.machine()}",
-        "small_file_only": bench(64 * 1024, 300, False),
-        "small_file_and_index": bench(64 * 1024, 300, True),
-        "full_file_only": bench(512 * 512 * 2 + 1200, 200, False),
-        "full_file_and_index": bench(512 * 512 * 2 + 1200, 200, True),
+        "small_file_only": bench(64 * 1024, 300, with_index=False),
+        "small_file_and_index": bench(64 * 1024, 300, with_index=True),
+        "full_file_only": bench(512 * 512 * 2 + 1200, 200, with_index=False),
+        "full_file_and_index": bench(512 * 512 * 2 + 1200, 200, with_index=True),
     }
     print(json.dumps(results, indent=2))
 

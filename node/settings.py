@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from quant.params import QuantParams, RegionParams
 from storage.vocabulary import Group
 
 ENV_PREFIX = "MYONODE_"
@@ -254,26 +255,42 @@ class AtlasSettings(_Section):
     default_subjects: int = Field(default=3, ge=1, le=20)
 
 
-class QuantSettings(_Section):
-    """How a visit is measured: erosion, registration grids, reference marrow per station, QC."""
+_QUANT, _REGION = QuantParams(), RegionParams()  # the defaults live in quant.params, once
 
-    erosion_mm: float = Field(default=3.0, ge=0)
-    min_voxels: int = Field(default=20, ge=1)
-    small_roi_voxels: int = Field(default=100, ge=1)
-    registration_mm: float = Field(default=4.0, gt=0)
-    label_mm: float = Field(default=2.0, gt=0)
-    grid_mm: float = Field(default=40.0, gt=0)
-    iterations: int = Field(default=200, ge=10)
+
+class QuantSettings(_Section):
+    """How a visit is measured: erosion, registration grids, reference marrow per station, QC.
+
+    The defaults are :class:`quant.params.QuantParams`'s; :meth:`params` hands the validated
+    values to the pipeline."""
+
+    erosion_mm: float = Field(default=_QUANT.erosion_mm, ge=0)
+    min_voxels: int = Field(default=_QUANT.min_voxels, ge=1)
+    small_roi_voxels: int = Field(default=_QUANT.small_roi_voxels, ge=1)
+    registration_mm: float = Field(default=_QUANT.registration_mm, gt=0)
+    label_mm: float = Field(default=_QUANT.label_mm, gt=0)
+    grid_mm: float = Field(default=_QUANT.grid_mm, gt=0)
+    iterations: int = Field(default=_QUANT.iterations, ge=10)
     # T2 station index (1 = head) → marrow key of the atlas, overriding the per-muscle default
     reference: dict[int, str] = Field(default_factory=dict)
-    reference_range: tuple[float, float] = (0.35, 1.25)
+    reference_range: tuple[float, float] = _QUANT.reference_range
     # regional refinement of the atlas's small parts (the hands), quant/regional.py
-    refine_regions: bool = True
-    region_margin_mm: float = Field(default=15.0, gt=0)
-    region_mm: float = Field(default=1.0, gt=0)
-    region_grid_mm: float = Field(default=12.0, gt=0)
-    region_iterations: int = Field(default=300, ge=10)
+    refine_regions: bool = _QUANT.refine_regions
+    region_margin_mm: float = Field(default=_REGION.margin_mm, gt=0)
+    region_mm: float = Field(default=_REGION.spacing_mm, gt=0)
+    region_grid_mm: float = Field(default=_REGION.grid_mm, gt=0)
+    region_iterations: int = Field(default=_REGION.iterations, ge=10)
     qc_dir: Path = Path("var/qc")
+
+    def params(self) -> QuantParams:
+        """The pipeline's parameters from these settings."""
+        return QuantParams(erosion_mm=self.erosion_mm, min_voxels=self.min_voxels,
+                           small_roi_voxels=self.small_roi_voxels, registration_mm=self.registration_mm,
+                           label_mm=self.label_mm, grid_mm=self.grid_mm, iterations=self.iterations,
+                           reference=dict(self.reference), reference_range=self.reference_range,
+                           refine_regions=self.refine_regions,
+                           regions=RegionParams(margin_mm=self.region_margin_mm, spacing_mm=self.region_mm,
+                                                grid_mm=self.region_grid_mm, iterations=self.region_iterations))
 
 
 class Destination(_Section):
@@ -322,12 +339,19 @@ class ScheduleSettings(_Section):
         return expr
 
 
+VisitData = Literal["imaging", "clinical", "ephys"]
+
+
+def _all_visit_data() -> list[VisitData]:
+    return ["imaging", "clinical", "ephys"]
+
+
 class ReportSettings(_Section):
     """Where cohort reports are written, and which visits count as complete for them."""
 
     out: Path = Path("var/reports")
-    require: list[Literal["imaging", "clinical", "ephys"]] = Field(
-        default_factory=lambda: ["imaging", "clinical", "ephys"],
+    require: list[VisitData] = Field(
+        default_factory=_all_visit_data,
         description="a visit enters the statistics when these are in: processed imaging, imported clinical "
                     "and electrophysiology data",
     )

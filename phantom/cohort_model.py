@@ -193,7 +193,8 @@ def _subjects(rng: np.random.Generator, patients: int, controls: int) -> list[di
 def _latent(rng: np.random.Generator, subjects: list[dict], eff: Effects) -> list[_Patient]:
     keys = sorted(_MR_SIDES)
     patients = [s for s in subjects if s["group"] == "patient"]
-    norm = {k: np.mean([onset_weight(p["onset_site"], p["onset_side"], *k, eff) for p in patients]) if patients else 1.0
+    norm = {k: float(np.mean([onset_weight(p["onset_site"], p["onset_side"], *k, eff) for p in patients]))
+            if patients else 1.0
             for k in keys}
     sigma = float(np.sqrt(np.log1p(eff.involvement_cv ** 2)))
     out = []
@@ -294,9 +295,9 @@ def simulate_cohort(seed: int = 1, patients: int = 29, controls: int = 22,
                 value = max(0.0, value + change + rng.normal(0, 0.05 * value + 0.1))
                 rows.append((*row, "dynamometry", mk, side, round(float(value), 3)))
             for (measure, mk), value in ephys.items():
-                pair = getattr(eff, f"{measure.lower()}_change").get(mk) if patient else None
+                ephys_pair: Pair | None = getattr(eff, f"{measure.lower()}_change").get(mk) if patient else None
                 noise = {"MUNIX": 8.0, "MUSIX": 0.05 * value, "CMAP": 0.05 * value}[measure]
-                value = max(0.0, value + _change(pair, visit) + rng.normal(0, noise))
+                value = max(0.0, value + _change(ephys_pair, visit) + rng.normal(0, noise))
                 rows.append((*row, measure, mk, least, round(float(value), 3)))
     obs = pd.DataFrame(rows, columns=["subject_id", "visit", "days", "measure", "muscle", "side", "value"])
     truth = {
@@ -319,6 +320,8 @@ def _least_affected_side(p: _Patient) -> str:
 def _mrc_grade(p: _Patient, group: str, side: str, frac: float, u: np.ndarray, eff: Effects) -> int:
     """MRC grade 0–5 at time fraction ``frac``; fixed uniforms ``u`` make weakness only progress."""
     mr = next((m.key for m in MUSCLES if m.mrc == group), MRC_PROXY.get(group))
+    if mr is None:
+        raise ValueError(f"MRC group {group!r} has no MR muscle and no entry in MRC_PROXY")
     sides = (side,) if side != "none" else ("left", "right")
     keys = [(mr, s) if (mr, s) in _MR_SIDES else (mr, "none") for s in sides]
     if p.group != "patient":

@@ -31,7 +31,14 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.sequence import Sequence
-from pydicom.uid import PYDICOM_ROOT_UID, EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import (
+    PYDICOM_ROOT_UID,
+    UID,
+    EnhancedMRImageStorage,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    generate_uid,
+)
 from pydicom.valuerep import format_number_as_ds
 
 from phantom.geometry import Station
@@ -320,8 +327,8 @@ def _series_attributes(series: _Series, common: Dataset, sop_class: str) -> Data
 
 def _file_meta(sop_class: str, sop_uid: str) -> FileMetaDataset:
     fm = FileMetaDataset()
-    fm.MediaStorageSOPClassUID = sop_class
-    fm.MediaStorageSOPInstanceUID = sop_uid
+    fm.MediaStorageSOPClassUID = UID(sop_class)
+    fm.MediaStorageSOPInstanceUID = UID(sop_uid)
     fm.TransferSyntaxUID = ExplicitVRLittleEndian
     fm.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     fm.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
@@ -549,7 +556,8 @@ class _Dimensions:
     def of(images: tuple[_Image, ...]) -> _Dimensions:
         stations = sorted({p.station.index for p in images})
         b_values = [p.image.b_value for p in images]
-        by_b = None if None in b_values else {b: n + 1 for n, b in enumerate(sorted(set(b_values)))}
+        known = [b for b in b_values if b is not None]
+        by_b = None if len(known) < len(b_values) else {b: n + 1 for n, b in enumerate(sorted(set(known)))}
         return _Dimensions(stacks={s: n + 1 for n, s in enumerate(stations)}, b_values=by_b)
 
     def sequence(self, organization_uid: str) -> Sequence:

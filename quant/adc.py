@@ -21,7 +21,7 @@ corners are not air (small field of view, ghosting).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import cast, overload
 
 import numpy as np
 import SimpleITK as sitk
@@ -32,8 +32,6 @@ from quant.volumes import StationVolume
 CORNER_FRACTION = 0.125  # of the rows and of the columns
 NOISE_FLOOR_FACTOR = 3.0
 GEOMETRY_TOLERANCE = 1e-4  # mm / direction cosines: b-value volumes of a station share one grid
-
-Signal = TypeVar("Signal", np.ndarray, sitk.Image)
 
 
 def estimate_noise_floor(signal: np.ndarray) -> float:
@@ -63,8 +61,18 @@ def _adc_array(s_low: np.ndarray, s_high: np.ndarray, b_low: float, b_high: floa
     return adc
 
 
-def adc_map(s_low: Signal, s_high: Signal, b_low: float, b_high: float,
-            noise_floor: float | None = None) -> Signal:
+@overload
+def adc_map(s_low: np.ndarray, s_high: np.ndarray, b_low: float, b_high: float,
+            noise_floor: float | None = None) -> np.ndarray: ...
+
+
+@overload
+def adc_map(s_low: sitk.Image, s_high: sitk.Image, b_low: float, b_high: float,
+            noise_floor: float | None = None) -> sitk.Image: ...
+
+
+def adc_map(s_low: np.ndarray | sitk.Image, s_high: np.ndarray | sitk.Image, b_low: float, b_high: float,
+            noise_floor: float | None = None) -> np.ndarray | sitk.Image:
     """ADC map (mm²/s, float32) from signals at b_low < b_high (s/mm²); NaN where masked (see module doc).
 
     Arrays in, array out; SimpleITK images in (same grid), image out with S_low's geometry.
@@ -73,12 +81,12 @@ def adc_map(s_low: Signal, s_high: Signal, b_low: float, b_high: float,
     if not b_high > b_low:
         raise ValueError(f"b_high ({b_high}) must exceed b_low ({b_low}) s/mm²")
     if isinstance(s_low, sitk.Image):
-        adc = _adc_array(sitk.GetArrayViewFromImage(s_low), sitk.GetArrayViewFromImage(s_high),
+        adc = _adc_array(sitk.GetArrayViewFromImage(s_low), sitk.GetArrayViewFromImage(cast(sitk.Image, s_high)),
                          b_low, b_high, noise_floor)
         image = sitk.GetImageFromArray(adc)
         image.CopyInformation(s_low)
         return image
-    return _adc_array(s_low, s_high, b_low, b_high, noise_floor)
+    return _adc_array(s_low, cast(np.ndarray, s_high), b_low, b_high, noise_floor)
 
 
 def _check_same_grid(a: StationVolume, b: StationVolume) -> None:

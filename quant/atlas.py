@@ -83,9 +83,6 @@ class Atlas:
     def marrows(self) -> list[AtlasLabel]:
         return [lab for lab in self.table if lab.is_marrow]
 
-    def by_value(self) -> dict[int, AtlasLabel]:
-        return {lab.value: lab for lab in self.table}
-
 
 def load_atlas(path: Path) -> Atlas:
     """Read and check an atlas folder."""
@@ -184,7 +181,7 @@ def majority_vote(label_arrays: Sequence[np.ndarray]) -> np.ndarray:
     return best
 
 
-def build_atlas(samples: Sequence[tuple[sitk.Image, sitk.Image]], deformable: bool = True) -> tuple[sitk.Image, sitk.Image]:
+def build_atlas(samples: Sequence[tuple[sitk.Image, sitk.Image]], *, deformable: bool = True) -> tuple[sitk.Image, sitk.Image]:
     """A population template and label volume from contoured subjects ``(t2, labels)``.
 
     Every subject is registered to the first (affine + B-spline, elastix); templates are
@@ -193,7 +190,7 @@ def build_atlas(samples: Sequence[tuple[sitk.Image, sitk.Image]], deformable: bo
     ref_t2, ref_labels = samples[0]
     t2_sum = sitk.GetArrayFromImage(ref_t2).astype(np.float64)
     label_arrays = [sitk.GetArrayFromImage(ref_labels)]
-    maps = registration_maps(deformable)
+    maps = registration_maps(deformable=deformable)
     for t2, labels in samples[1:]:
         transform = register(ref_t2, t2, maps)
         t2_sum += sitk.GetArrayFromImage(resample(t2, transform, ref_t2))

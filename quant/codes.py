@@ -28,7 +28,7 @@ from highdicom.sr import CodedConcept
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from storage.vocabulary import MUSCLES
+from storage.vocabulary import MUSCLES, Modality
 
 PRIVATE_SCHEME = "99MYONODE"
 PRIVATE_SCHEME_NAME = "myonode muscle MRI codes"
@@ -105,8 +105,8 @@ MILLILITRE = CodedConcept("ml", "UCUM", "milliliter")
 MM2_PER_S = CodedConcept("mm2/s", "UCUM", "square millimeter per second")
 
 # Quality control: one concept per modality measured, one value per flag of quant.pipeline.QC_FLAGS
-QC_FLAG = {"T2": _private("QC-FLAG-T2", "Relative T2 quality control flag"),
-           "ADC": _private("QC-FLAG-ADC", "ADC quality control flag")}
+QC_FLAG = {Modality.REL_T2: _private("QC-FLAG-T2", "Relative T2 quality control flag"),
+           Modality.ADC: _private("QC-FLAG-ADC", "ADC quality control flag")}
 QC_VALUES: dict[str, CodedConcept] = {
     "roi_too_small": _private("QC-ROI-SMALL", "ROI too small"),
     "touches_field_edge": _private("QC-FOV-EDGE", "ROI touches the field of view edge"),

@@ -37,7 +37,7 @@ from quant import codes as C
 from quant.atlas import AtlasLabel
 from quant.pipeline import MeasurementRow, normalised, summary_mean
 from quant.stitch import stitch
-from storage.vocabulary import MUSCLE_BY_KEY, MUSCLES
+from storage.vocabulary import MUSCLE_BY_KEY, MUSCLES, Modality
 
 MANUFACTURER = "myonode"
 MODEL = "myonode quantification"
@@ -213,7 +213,7 @@ def derived_t2_series(stitched: sitk.Image, source: Sequence[Dataset], ctx: Resu
     derivation = ("Stations stitched with feathered overlaps, each scaled to a common bright-fat level "
                   f"(display only: measurements use the native stations); myonode {ctx.myonode_version}, "
                   f"pipeline {ctx.pipeline_version}")
-    out = []
+    out: list[Dataset] = []
     for k in range(stored.shape[0]):
         ds = hd.SOPClass(
             study_instance_uid=first.StudyInstanceUID, series_instance_uid=series_uid,
@@ -238,7 +238,7 @@ def derived_t2_series(stitched: sitk.Image, source: Sequence[Dataset], ctx: Resu
         position = np.asarray(stitched.TransformIndexToPhysicalPoint((0, 0, k)))
         level = float(position @ d[:, 2])
         hit = (extents[:, 0] < level + spacing[2] / 2) & (extents[:, 1] > level - spacing[2] / 2)
-        ds.SourceImageSequence = [_source_item(source[i]) for i in np.flatnonzero(hit)]
+        ds.SourceImageSequence = [_source_item(source[int(i)]) for i in np.flatnonzero(hit)]
         ds.ImagePositionPatient = [round(float(v), 4) for v in position]
         ds.ImageOrientationPatient = [round(float(v), 6) for v in (*d[:, 0], *d[:, 1])]
         ds.PixelSpacing = [round(spacing[1], 6), round(spacing[0], 6)]
@@ -374,7 +374,7 @@ def _check_rows(rows: Sequence[MeasurementRow]) -> None:
     seen = set()
     for r in rows:
         key = (r.modality, r.muscle, r.side)
-        if r.modality not in ("T2", "ADC"):
+        if not isinstance(r.modality, Modality):
             raise ValueError(f"measurement {r.muscle} {r.side}: unknown modality {r.modality!r}")
         if r.muscle not in MUSCLE_BY_KEY or r.side not in MUSCLE_BY_KEY[r.muscle].sides:
             raise ValueError(f"measurement {r.modality}: {r.muscle} {r.side} is not a muscle × side of the catalogue")
@@ -436,7 +436,7 @@ def measurement_report(rows: Sequence[MeasurementRow], seg: hd.seg.Segmentation,
                  | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations] = []
     for muscle in MUSCLES:
         for side in muscle.sides:
-            t2, adc = by_key.get(("T2", muscle.key, side)), by_key.get(("ADC", muscle.key, side))
+            t2, adc = by_key.get((Modality.REL_T2, muscle.key, side)), by_key.get((Modality.ADC, muscle.key, side))
             if t2 is None and adc is None:
                 continue
             ident = tracking_id(muscle.key, side)
@@ -490,7 +490,7 @@ def build_results(rows: Sequence[MeasurementRow], t2_stations: Sequence[sitk.Ima
 
     The derived series (and so the SEG) is stitched on a grid of the first station's
     orientation with an in-plane spacing of at least ``DISPLAY_MM``: the subject labels come
-    from a 2 mm grid (``QuantSettings.label_mm``), so a finer SEG would add bytes (×4), not
+    from a 2 mm grid (``QuantParams.label_mm``), so a finer SEG would add bytes (×4), not
     detail. ``t2_headers``: every T2 header of the visit (the derived images cite those of
     their slab as sources).
     """

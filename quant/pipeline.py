@@ -14,7 +14,7 @@ station from its b-value pair, and measure ADC per axial muscle. No I/O here: th
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,12 +22,13 @@ import SimpleITK as sitk
 
 from quant.adc import by_station, estimate_noise_floor, station_adc
 from quant.atlas import Atlas
-from quant.regional import RegionSettings, refine_region
+from quant.params import QuantParams
+from quant.regional import refine_region
 from quant.register import Transform, register, registration_maps, warp_labels
 from quant.roistats import RoiStat, erode_labels, pooled_mean, relative_t2, roi_stats, touches_edge
 from quant.stitch import stitch
 from quant.volumes import StationVolume, centre_z, head_first
-from storage.vocabulary import MUSCLE_BY_KEY
+from storage.vocabulary import MUSCLE_BY_KEY, Modality
 
 PIPELINE_VERSION = "1.0"
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
@@ -42,29 +43,11 @@ REFERENCE_SUBSTITUTED = "reference_substituted"
 QC_FLAGS = (ROI_TOO_SMALL, TOUCHES_FIELD_EDGE, REFERENCE_OUT_OF_RANGE, REFERENCE_SUBSTITUTED)
 
 
-@dataclass(frozen=True, kw_only=True)
-class QuantSettings:
-    """How a visit is measured (``[quant]`` in settings.toml)."""
-
-    erosion_mm: float = 3.0  # ROI erosion against partial volume (bench/accuracy.py: 1.5 mm leaves a +3.6 % bias)
-    min_voxels: int = 20  # fewer eroded voxels than this in a station: not measured there
-    small_roi_voxels: int = 100  # fewer in total: flagged roi_too_small
-    registration_mm: float = 4.0  # isotropic grid the stitched images are registered on
-    label_mm: float = 2.0  # isotropic grid of the subject's label volume
-    grid_mm: float = 40.0  # B-spline control point spacing
-    iterations: int = 200
-    reference: Mapping[int, str] = field(default_factory=dict)  # T2 station index (1 = head) → marrow key
-    # plausible reference marrow mean as a fraction of the station's bright-fat level (99.5th percentile)
-    reference_range: tuple[float, float] = (0.35, 1.25)
-    refine_regions: bool = True  # register the atlas's regions (hands) again locally (quant.regional)
-    regions: RegionSettings = RegionSettings()
-
-
 @dataclass(kw_only=True)
 class MeasurementRow:
     muscle: str
     side: str
-    modality: str  # "T2" (relative T2, ratio) | "ADC" (mm²/s)
+    modality: Modality  # relative T2 (ratio) | ADC (mm²/s)
     value: float
     mean_signal: float
     sd: float
@@ -163,7 +146,7 @@ def label_volumes_ml(labels: sitk.Image) -> np.ndarray:
     return counts * float(np.prod(labels.GetSpacing())) / 1000.0
 
 
-def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, settings: QuantSettings,
+def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, settings: QuantParams,
              progress: Callable[[str], None] | None = None) -> VisitQuant:
     """Measure one visit: relative T2 for every atlas muscle, ADC for the axial ones (DESIGN.md)."""
     say = progress or (lambda _step: None)
@@ -184,7 +167,7 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
     stitched = stitch_on(t2_images, reg_grid, scales)
     lap("stitch")
     say("register atlas")
-    maps = registration_maps(True, settings.grid_mm, settings.iterations)
+    maps = registration_maps(deformable=True, grid_mm=settings.grid_mm, iterations=settings.iterations)
     atlas_tf = register(stitched, atlas.template, maps)
     lap("register")
     label_grid = union_grid(t2_images, settings.label_mm)
@@ -222,7 +205,7 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
         b0_images = [lo.image for lo, _ in pairs]
         dwi_grid = union_grid(b0_images, settings.registration_mm)
         stitched_b0 = stitch_on(b0_images, dwi_grid)
-        dwi_tf = register(stitched_b0, stitched, registration_maps(False, iterations=settings.iterations))
+        dwi_tf = register(stitched_b0, stitched, registration_maps(deformable=False, iterations=settings.iterations))
         transforms["t2_to_dwi"] = dwi_tf
         lap("register_dwi")
         say("measure ADC")
@@ -244,7 +227,7 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
                 warnings.append(f"{m.name}: not measurable on DWI")
                 continue
             flags = [ROI_TOO_SMALL] if res.n < settings.small_roi_voxels else []
-            rows.append(MeasurementRow(muscle=m.key, side=m.side, modality="ADC", value=res.value, mean_signal=res.mean_signal, sd=res.sd, reference_value=None, voxel_count=res.n,
+            rows.append(MeasurementRow(muscle=m.key, side=m.side, modality=Modality.ADC, value=res.value, mean_signal=res.mean_signal, sd=res.sd, reference_value=None, voxel_count=res.n,
                                        volume_ml=float(volumes_ml[m.value]), stations=res.stations, qc_flags=flags))
         lap("measure_adc")
     elif dwi:
@@ -254,7 +237,7 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
 
 
 def measure_t2(t2: list[StationVolume], subject_labels: sitk.Image, atlas: Atlas,
-               settings: QuantSettings, volumes_ml: np.ndarray | None = None
+               settings: QuantParams, volumes_ml: np.ndarray | None = None
                ) -> tuple[list[MeasurementRow], list[sitk.Image], list[str]]:
     """Relative T2 of every atlas muscle on the native T2 stations, given the subject's labels.
 
@@ -305,7 +288,7 @@ def measure_t2(t2: list[StationVolume], subject_labels: sitk.Image, atlas: Atlas
         if m.reference and any(r != m.reference and s not in settings.reference
                                for s, r in zip(res.stations, res.references)):
             flags.append(REFERENCE_SUBSTITUTED)
-        rows.append(MeasurementRow(muscle=m.key, side=m.side, modality="T2", value=res.value, mean_signal=res.mean_signal, sd=res.sd, reference_value=res.reference_mean,
+        rows.append(MeasurementRow(muscle=m.key, side=m.side, modality=Modality.REL_T2, value=res.value, mean_signal=res.mean_signal, sd=res.sd, reference_value=res.reference_mean,
                                    voxel_count=res.n, volume_ml=float(volumes_ml[m.value]), stations=res.stations, qc_flags=flags, references=res.references))
     return rows, station_labels, warnings
 
@@ -325,5 +308,5 @@ def _as_image(arr: np.ndarray, like: sitk.Image) -> sitk.Image:
 
 def summary_mean(rows: list[MeasurementRow]) -> float | None:
     """The paper's summary measure: mean relative T2 over all measured muscles (both sides)."""
-    values = [r.value for r in rows if r.modality == "T2"]
+    values = [r.value for r in rows if r.modality is Modality.REL_T2]
     return float(np.mean(values)) if values else None

@@ -41,7 +41,7 @@ def _colours(labels: Sequence[AtlasLabel]) -> ListedColormap:
 
 
 def _overlay(ax: plt.Axes, image: np.ndarray, labels: np.ndarray, muscles: dict[int, str], cmap: ListedColormap,
-             aspect: float, names: bool = True) -> None:
+             aspect: float, *, names: bool = True) -> None:
     vmax = float(np.percentile(image, 99.5)) or 1.0
     ax.imshow(image, cmap="gray", vmin=0, vmax=vmax, aspect=aspect, interpolation="nearest")
     shown = np.where(np.isin(labels, list(muscles)), labels, 0)

@@ -26,20 +26,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from quant.atlas import AtlasRegion
+from quant.params import RegionParams
 from quant.register import Transform, register, registration_maps, resample, warp_labels
 
 _OUTSIDE = -1.0  # stations are magnitude images (≥ 0): below zero marks "no station here"
-
-
-@dataclass(frozen=True, kw_only=True)
-class RegionSettings:
-    """How a region is refined (``[quant] region_*`` in settings.toml)."""
-
-    margin_mm: float = 15.0  # around the whole-body result's labels of the region
-    spacing_mm: float = 1.0  # fine grid of the local registration (or the stations' finest pixel, if coarser)
-    grid_mm: float = 12.0  # B-spline control point spacing
-    iterations: int = 300
-    resolutions: int = 3
 
 
 @dataclass(kw_only=True)
@@ -119,7 +109,7 @@ def label_block(labels: sitk.Image, lo: np.ndarray, hi: np.ndarray) -> sitk.Imag
 
 
 def refine_region(stations: Sequence[sitk.Image], scales: Sequence[float], subject_labels: sitk.Image,
-                  atlas_tf: Transform, region: AtlasRegion, settings: RegionSettings = RegionSettings()
+                  atlas_tf: Transform, region: AtlasRegion, settings: RegionParams = RegionParams()
                   ) -> RegionResult | None:
     """Register one atlas region locally and paste its refined labels (module docstring); None when the
     whole-body result has none of the region's labels or no station covers them (e.g. the hand is
@@ -138,7 +128,7 @@ def refine_region(stations: Sequence[sitk.Image], scales: Sequence[float], subje
         return None  # no station covers the part
     moving = resample(region.template, atlas_tf, grid)
     moving_labels = warp_labels(region.labels, atlas_tf, grid)
-    maps = registration_maps(True, settings.grid_mm, settings.iterations, settings.resolutions, initialise=False)
+    maps = registration_maps(deformable=True, grid_mm=settings.grid_mm, iterations=settings.iterations, resolutions=settings.resolutions, initialise=False)
     local = register(fixed, moving, maps)
     refined = warp_labels(moving_labels, local, block)
     labels, changed = paste(subject_labels, refined, region.refine)

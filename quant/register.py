@@ -56,7 +56,7 @@ def _parameter_object(maps: list[ParameterMap]) -> Any:
     return po
 
 
-def registration_maps(deformable: bool, grid_mm: float = 40.0, iterations: int = 200,
+def registration_maps(*, deformable: bool, grid_mm: float = 40.0, iterations: int = 200,
                       resolutions: int = 4, samples: int = 4096, initialise: bool = True) -> list[ParameterMap]:
     """Affine (and B-spline) parameter maps tuned for whole-body T2 at ~4 mm.
 
@@ -106,7 +106,7 @@ def register(fixed: sitk.Image, moving: sitk.Image, maps: list[ParameterMap],
     return Transform(maps=tuple(out))
 
 
-def _onto(maps: tuple[ParameterMap, ...], reference: sitk.Image, nearest: bool) -> list[ParameterMap]:
+def _onto(maps: tuple[ParameterMap, ...], reference: sitk.Image, *, nearest: bool) -> list[ParameterMap]:
     """The transform's maps with the output grid set to ``reference`` (and NN resampling for labels)."""
     out = []
     size = [str(v) for v in reference.GetSize()]
@@ -124,11 +124,11 @@ def _onto(maps: tuple[ParameterMap, ...], reference: sitk.Image, nearest: bool) 
     return out
 
 
-def resample(image: sitk.Image, transform: Transform, reference: sitk.Image, nearest: bool = False) -> sitk.Image:
+def resample(image: sitk.Image, transform: Transform, reference: sitk.Image, *, nearest: bool = False) -> sitk.Image:
     """``image`` (in the transform's moving space) resampled onto ``reference``'s grid with transformix."""
     itk = _itk()
     tf = itk.TransformixFilter.New(to_itk(image))
-    tf.SetTransformParameterObject(_parameter_object(_onto(transform.maps, reference, nearest)))
+    tf.SetTransformParameterObject(_parameter_object(_onto(transform.maps, reference, nearest=nearest)))
     tf.SetLogToConsole(False)
     tf.UpdateLargestPossibleRegion()
     arr = _itk().array_from_image(tf.GetOutput())

@@ -58,10 +58,6 @@ class _Grid:
     size: np.ndarray  # voxels per axis (x, y, z)
 
 
-def _direction_matrix(image: sitk.Image) -> np.ndarray:
-    return np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-
-
 def _box(image: sitk.Image, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Lowest and highest grid coordinates (mm, along the columns of ``direction``) of an image's voxel extent."""
     size = np.asarray(image.GetSize(), dtype=float)

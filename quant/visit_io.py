@@ -87,10 +87,9 @@ def write_measurements(s: Session, visit_id: int, rows: list[MeasurementRow], pi
                        atlas_id: str) -> int:
     """Replace the visit's measurements with ``rows`` (in the caller's transaction); returns the count."""
     s.execute(delete(m.Measurement).where(m.Measurement.visit_fk == visit_id))
-    modality = {"T2": m.Modality.REL_T2, "ADC": m.Modality.ADC}
     for r in rows:
         s.add(m.Measurement(
-            visit_fk=visit_id, modality=modality[r.modality], muscle=r.muscle, side=m.Side(r.side), value=r.value,
+            visit_fk=visit_id, modality=r.modality, muscle=r.muscle, side=m.Side(r.side), value=r.value,
             mean_signal=r.mean_signal, sd=r.sd, reference_value=r.reference_value, voxel_count=r.voxel_count,
             volume_ml=r.volume_ml, stations=r.stations, references=r.references, qc_flags=r.qc_flags,
             pipeline_version=pipeline_version, atlas_id=atlas_id))

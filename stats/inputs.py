@@ -53,7 +53,7 @@ def _rows(path: Path, columns: list[str], optional: tuple[str, ...] = ()) -> lis
         raise InputError(f"{path}: cannot read: {exc}") from exc
 
 
-def _number(path: Path, line: int, column: str, text: str, allow_empty: bool = False) -> float:
+def _number(path: Path, line: int, column: str, text: str, *, allow_empty: bool = False) -> float:
     if text == "" and allow_empty:
         return math.nan
     try:

@@ -53,7 +53,7 @@ def _est(v: float, lo: float, hi: float, digits: int = 1) -> str:
     return f"{_num(v, digits)}{ci}"
 
 
-def _cell(text: str, p: float | None = None, sig: str | None = None, num: bool = True) -> dict[str, str]:
+def _cell(text: str, p: float | None = None, sig: str | None = None, *, num: bool = True) -> dict[str, str]:
     bold = p is not None and not math.isnan(p) and p < 0.05
     return {"text": text + ("*" if sig == "true" else ""), "cls": " ".join(c for c in ("num" if num else "", "sig" if bold else "") if c)}
 
@@ -63,7 +63,7 @@ def _paper_order(frame: pd.DataFrame, value: str) -> pd.DataFrame:
     return frame.assign(_s=frame["p"] >= 0.05, _v=-frame[value].fillna(-1e9)).sort_values(["_s", "_v"])
 
 
-def _between(frame: pd.DataFrame, title: str, with_prop: bool) -> dict[str, Any]:
+def _between(frame: pd.DataFrame, title: str, *, with_prop: bool) -> dict[str, Any]:
     header = ["Muscle", "Measure", "% difference patients vs controls (95% CI)", "p"]
     header += ["Proportion weak, MRC < 5 (95% CI)"] if with_prop else []
     rows = []
@@ -79,7 +79,7 @@ def _between(frame: pd.DataFrame, title: str, with_prop: bool) -> dict[str, Any]
     return {"title": title, "header": header, "rows": rows}
 
 
-def _longitudinal(frame: pd.DataFrame, title: str, percent: bool) -> dict[str, Any]:
+def _longitudinal(frame: pd.DataFrame, title: str, *, percent: bool) -> dict[str, Any]:
     visits = list(dict.fromkeys(frame["visit"]))
     header = ["Group", "Measure", "Muscle"]
     for v in visits:
@@ -103,7 +103,7 @@ def _longitudinal(frame: pd.DataFrame, title: str, percent: bool) -> dict[str, A
     return {"title": title, "header": header, "rows": rows}
 
 
-def _simple(frame: pd.DataFrame, title: str, columns: list[tuple[str, str]], estimate: bool = True) -> dict[str, Any]:
+def _simple(frame: pd.DataFrame, title: str, columns: list[tuple[str, str]], *, estimate: bool = True) -> dict[str, Any]:
     header = [h for h, _ in columns] + (["Coefficient (95% CI)", "p"] if estimate else ["p"])
     rows = []
     for _, r in frame.iterrows():
@@ -127,14 +127,14 @@ def render_html(result: RunResult, obs: pd.DataFrame, subjects: pd.DataFrame, in
         visit_counts.append({"label": v, "patients": at[at["group"] == "patient"]["subject_id"].nunique(),
                              "controls": at[at["group"] == "control"]["subject_id"].nunique()})
     tables = [
-        _between(f["table1"], "Table 1 — relative T2-signal, patients vs controls at baseline", True),
-        _between(f["table1_adc"], "Table 1 (ADC) — apparent diffusion coefficient at baseline", False),
-        _between(f["table2"], "Table 2 — electrophysiology at baseline (side tested)", False),
+        _between(f["table1"], "Table 1 — relative T2-signal, patients vs controls at baseline", with_prop=True),
+        _between(f["table1_adc"], "Table 1 (ADC) — apparent diffusion coefficient at baseline", with_prop=False),
+        _between(f["table2"], "Table 2 — electrophysiology at baseline (side tested)", with_prop=False),
         _simple(f["table3"], "Table 3 — associations with relative T2 (patients, baseline)",
                 [("Measure", "measure"), ("Muscle", "muscle"), ("n", "n")]),
-        _longitudinal(f["table4"], "Table 4 — clinical and electrophysiological change", False),
-        _longitudinal(f["table5"], "Table 5 — change in relative T2-signal", True),
-        _longitudinal(f["table5_adc"], "Table 5 (ADC) — change in ADC", True),
+        _longitudinal(f["table4"], "Table 4 — clinical and electrophysiological change", percent=False),
+        _longitudinal(f["table5"], "Table 5 — change in relative T2-signal", percent=True),
+        _longitudinal(f["table5_adc"], "Table 5 (ADC) — change in ADC", percent=True),
         _simple(f["predictors"], "Baseline relative T2 as predictor of MRC change",
                 [("Subset", "subset"), ("Visit", "visit"), ("Muscle", "muscle"), ("n", "n")]),
         _simple(f["mrc_wilcoxon"].assign(side=f["mrc_wilcoxon"]["side"]),

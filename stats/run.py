@@ -48,14 +48,13 @@ def compute(cohort: Cohort) -> RunResult:
     result = RunResult(frames={})
     notes: list[str] = []
     steps = {
-        "table1": lambda: tables.table_between(obs, subjects, ("relT2",), visits[0], with_proportion=True),
-        "table1_adc": lambda: tables.table_between(obs, subjects, ("ADC",), visits[0], with_proportion=False),
-        "table2": lambda: tables.table_between(obs, subjects, tables.EPHYS, visits[0], with_proportion=False),
+        "table1": lambda: tables.table1(obs, subjects, visits[0]),
+        "table1_adc": lambda: tables.table1_adc(obs, subjects, visits[0]),
+        "table2": lambda: tables.table2(obs, subjects, visits[0]),
         "table3": lambda: tables.table3(by_side, subjects, visits[0]),
-        "table4": lambda: tables.longitudinal(obs, subjects, ("ALSFRS-R", "MRC_sum", "dynamometry", *tables.EPHYS,
-                                                              "weight"), visits, False, notes),
-        "table5": lambda: tables.longitudinal(obs, subjects, ("relT2",), visits, True, notes),
-        "table5_adc": lambda: tables.longitudinal(obs, subjects, ("ADC",), visits, True, notes),
+        "table4": lambda: tables.table4(obs, subjects, visits, notes),
+        "table5": lambda: tables.table5(obs, subjects, visits, notes),
+        "table5_adc": lambda: tables.table5_adc(obs, subjects, visits, notes),
         "predictors": lambda: tables.predictors(obs, subjects, visits),
         "mrc_wilcoxon": lambda: tables.mrc_wilcoxon(obs, subjects, visits),
         "demographics": lambda: tables.demographics(obs, subjects, visits),

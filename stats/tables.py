@@ -160,8 +160,10 @@ def association(y: np.ndarray, x: np.ndarray, age: np.ndarray, female: np.ndarra
 # --- tables ------------------------------------------------------------------------------
 
 
-def table_between(obs: pd.DataFrame, subjects: pd.DataFrame, measures: tuple[str, ...], baseline: str,
+def table_between(obs: pd.DataFrame, subjects: pd.DataFrame, measures: tuple[str, ...], baseline: str, *,
                   with_proportion: bool) -> pd.DataFrame:
+    """Patients vs controls at ``baseline`` for each of ``measures`` × muscle × side (% difference,
+    Fieller CI, p, BH); ``with_proportion`` adds the proportion of weak (MRC < 5) patient muscles."""
     base = _with_subjects(obs[(obs["visit"] == baseline) & obs["measure"].isin(measures)], subjects)
     mrc = obs[(obs["visit"] == baseline) & (obs["measure"] == "MRC")].merge(
         subjects[["subject_id", "group"]], on="subject_id")
@@ -194,7 +196,39 @@ def table_between(obs: pd.DataFrame, subjects: pd.DataFrame, measures: tuple[str
     return frame[order]
 
 
+def table1(obs: pd.DataFrame, subjects: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Table 1: relative T2 of patients vs controls at baseline, with the proportion of weak muscles."""
+    return table_between(obs, subjects, ("relT2",), baseline, with_proportion=True)
+
+
+def table1_adc(obs: pd.DataFrame, subjects: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Table 1 for ADC (the paper reports it in the text)."""
+    return table_between(obs, subjects, ("ADC",), baseline, with_proportion=False)
+
+
+def table2(obs: pd.DataFrame, subjects: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Table 2: electrophysiology (CMAP, MUNIX, MUSIX) of patients vs controls at baseline."""
+    return table_between(obs, subjects, EPHYS, baseline, with_proportion=False)
+
+
+def table4(obs: pd.DataFrame, subjects: pd.DataFrame, visits: list[str], notes: list[str]) -> pd.DataFrame:
+    """Table 4: change of the clinical and electrophysiological measures over the visits."""
+    return longitudinal(obs, subjects, ("ALSFRS-R", "MRC_sum", "dynamometry", *EPHYS, "weight"), visits,
+                        percent=False, notes=notes)
+
+
+def table5(obs: pd.DataFrame, subjects: pd.DataFrame, visits: list[str], notes: list[str]) -> pd.DataFrame:
+    """Table 5: change of relative T2 over the visits, also as % of baseline."""
+    return longitudinal(obs, subjects, ("relT2",), visits, percent=True, notes=notes)
+
+
+def table5_adc(obs: pd.DataFrame, subjects: pd.DataFrame, visits: list[str], notes: list[str]) -> pd.DataFrame:
+    """Table 5 for ADC."""
+    return longitudinal(obs, subjects, ("ADC",), visits, percent=True, notes=notes)
+
+
 def table3(obs: pd.DataFrame, subjects: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Table 3: association of dynamometry and MUNIX with relative T2 of the same muscle and side (patients)."""
     base = obs[obs["visit"] == baseline]
     patients = subjects[subjects["group"] == "patient"].set_index("subject_id")
     rel = base[base["measure"] == "relT2"].set_index(["subject_id", "muscle", "side"])["value"]
@@ -225,8 +259,10 @@ def table3(obs: pd.DataFrame, subjects: pd.DataFrame, baseline: str) -> pd.DataF
     return _bh(frame, [])
 
 
-def longitudinal(obs: pd.DataFrame, subjects: pd.DataFrame, measures: tuple[str, ...], visits: list[str],
+def longitudinal(obs: pd.DataFrame, subjects: pd.DataFrame, measures: tuple[str, ...], visits: list[str], *,
                  percent: bool, notes: list[str]) -> pd.DataFrame:
+    """Change from the first visit, per group × measure × muscle × side, by a random-intercept model;
+    ``percent`` adds the change as % of baseline (Fieller); model notes are appended to ``notes``."""
     data = _with_subjects(obs[obs["measure"].isin(measures)], subjects).dropna(subset=["value"])
     rows = []
     for group in ("patient", "control"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -34,7 +33,7 @@ app.add_typer(report_app, name="report")
 import_app = typer.Typer(help="Import the study team's spreadsheets (one transaction per file).", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 
-from node.cli.imaging import atlas_app, phantom_app, process  # noqa: E402
+from node.cli.imaging import _check_size, atlas_app, phantom_app, process  # noqa: E402
 
 app.add_typer(phantom_app, name="phantom")
 app.add_typer(atlas_app, name="atlas")
@@ -254,7 +253,8 @@ def demo(
 
     patients = max(1, round(subjects * 0.6)) if subjects != 51 else 29
     try:
-        run_demo(folder.resolve(), console, size=size, patients=patients, controls=max(1, subjects - patients))
+        run_demo(folder.resolve(), console, size=_check_size(size), patients=patients,
+                 controls=max(1, subjects - patients))
     except DemoError as exc:
         err_console.print(f"demo failed: {exc}", markup=False)
         raise typer.Exit(1) from None
@@ -424,4 +424,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

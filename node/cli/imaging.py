@@ -10,11 +10,14 @@ import json
 from datetime import date
 from datetime import time as dtime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    from phantom.geometry import Size
 
 phantom_app = typer.Typer(help="The synthetic 3 T scanner: subjects, rescans, cohorts with known truth.",
                           no_args_is_help=True)
@@ -29,8 +32,9 @@ OneSeries = Annotated[bool, typer.Option("--one-series", help="all stations of a
 Derived = Annotated[bool, typer.Option("--scanner-derived", help="also send the scanner's trace and ADC images")]
 
 
-def _check_size(size: str) -> str:
-    if size not in ("full", "small"):
+def _check_size(size: str) -> Size:
+    sizes: tuple[Size, ...] = ("full", "small")
+    if size not in sizes:
         err_console.print(f"error: --size must be full or small (got {size!r})")
         raise typer.Exit(2)
     return size
@@ -91,7 +95,7 @@ def phantom_cohort(
         raise typer.Exit(2) from None
 
     with console.status(f"scanning {patients} patients and {controls} controls …"):
-        files = write_cohort(out, patients, controls, seed, _check_size(size),  # type: ignore[arg-type]
+        files = write_cohort(out, patients, controls, seed, _check_size(size),
                              DicomOptions(enhanced=enhanced, one_series=one_series), effects=planted)
     visits_table(files).to_csv(out / "visits.csv", index=False)
     console.print(f"{len(files.visits)} visits under {out / 'visits'}; {files.subjects_csv.name}, "
@@ -109,7 +113,7 @@ def phantom_rescan(
     """A scan–rescan pair: same subject and disease state, new position on the table, new coil gains, new noise."""
     from phantom.rescan import scan_rescan
 
-    scan, rescan = scan_rescan(out, seed, _check_size(size), patient_id)  # type: ignore[arg-type]
+    scan, rescan = scan_rescan(out, seed, _check_size(size), patient_id)
     console.print(f"scan {scan.truth_path.parent}, rescan {rescan.truth_path.parent}", highlight=False)
 
 

@@ -22,12 +22,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -39,6 +41,9 @@ from storage import models as m
 from storage.database import make_engine
 from storage.filestore import FileStore
 from storage.migrate import upgrade
+
+if TYPE_CHECKING:
+    from phantom.geometry import Size
 
 DEMO_SETTINGS = """\
 # Settings of the demo (written by `myonode demo`); relative paths are relative to this folder.
@@ -82,7 +87,7 @@ class DemoError(RuntimeError):
     """A demo step failed; the message says which and why."""
 
 
-def prepare_demo_folder(folder: Path, port: int = 11112, fresh: bool = True, stable_age_s: int = 3,
+def prepare_demo_folder(folder: Path, port: int = 11112, *, fresh: bool = True, stable_age_s: int = 3,
                         small: bool = True, pacs: tuple[str, int] | None = None) -> Settings:
     """Create ``folder`` with demo settings and an upgraded SQLite database; returns the loaded settings."""
     if fresh and folder.exists():
@@ -119,7 +124,7 @@ def push_visit(folder: Path, ae_title: str, port: int) -> None:
         raise DemoError(f"storescu failed for {folder}: {proc.stderr.strip()[-500:]}")
 
 
-def _wait(progress: Progress, tasks: dict[str, int], poll: Callable[[], dict[str, tuple[int, int]]],
+def _wait(progress: Progress, tasks: dict[str, TaskID], poll: Callable[[], dict[str, tuple[int, int]]],
           done: Callable[[dict[str, tuple[int, int]]], bool], timeout_s: float) -> dict[str, tuple[int, int]]:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -133,7 +138,7 @@ def _wait(progress: Progress, tasks: dict[str, int], poll: Callable[[], dict[str
         time.sleep(1.0)
 
 
-def run_demo(folder: Path, console: Console, size: str = "small", patients: int = 6, controls: int = 4) -> DemoSummary:
+def run_demo(folder: Path, console: Console, size: Size = "small", patients: int = 6, controls: int = 4) -> DemoSummary:
     """Run the demo (see the module docstring)."""
     from node.demo.orthanc import start_orthanc
     from node.service import start_node

@@ -15,10 +15,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
+from pynetdicom.dimse_primitives import N_ACTION
 from pynetdicom.events import Event
 from pynetdicom.sop_class import StorageCommitmentPushModel
 from sqlalchemy import select
@@ -37,7 +38,7 @@ CLASS_INSTANCE_CONFLICT = int(Status.CLASS_INSTANCE_CONFLICT)
 
 
 def commitment_result(
-    s: Session, store: FileStore, references: list[tuple[str, str]], verify_files: bool = True
+    s: Session, store: FileStore, references: list[tuple[str, str]], *, verify_files: bool = True
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str, int]]]:
     """Split (SOP class, SOP instance) pairs into committed and failed (with a failure reason)."""
     committed, failed = [], []
@@ -111,7 +112,7 @@ def handle_n_action(
 ) -> tuple[int, None]:
     """N-ACTION Request Storage Commitment: answer at once, report on a new association shortly after."""
     try:
-        if event.request.ActionTypeID != 1:
+        if cast(N_ACTION, event.request).ActionTypeID != 1:  # bound to EVT_N_ACTION only
             return int(Status.NO_SUCH_ACTION_TYPE), None
         calling = str(event.assoc.requestor.ae_title).strip()
         peer = next((p for p in peers if p.ae_title.strip() == calling), None)

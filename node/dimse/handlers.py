@@ -16,12 +16,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -62,7 +63,7 @@ def handle_store(event: Event, ingestor: Ingestor) -> int | Dataset:
             event.encoded_dataset(include_meta=True),
             calling_ae=calling,
             peer_address=address,
-            expected_sop_uid=str(event.request.AffectedSOPInstanceUID),
+            expected_sop_uid=str(cast(C_STORE, event.request).AffectedSOPInstanceUID),  # EVT_C_STORE's request
         )
     except Exception as exc:  # the ingestor never raises; this guards the network layer regardless
         log.exception("C-STORE failed unexpectedly")

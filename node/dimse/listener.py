@@ -159,7 +159,7 @@ def start_listener(
         server_class=GuardedAssociationServer,
     )
     assert isinstance(server, GuardedAssociationServer)
-    server.host_allowed = settings.host_allowed  # type: ignore[method-assign]
+    server.host_allowed = settings.host_allowed
     server.handshake_timeout = settings.network_timeout_s
     thread = threading.Thread(target=server.serve_forever, name="myonode-listener", daemon=True)
     thread.start()

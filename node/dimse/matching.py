@@ -15,7 +15,7 @@ NO_WILDCARD_VRS = {"UI", "DA", "TM", "DT", "IS", "DS", "US", "UL", "SS", "SL", "
 
 
 @lru_cache(maxsize=512)
-def _wildcard(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+def _wildcard(pattern: str, *, ignore_case: bool) -> re.Pattern[str]:
     regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
     return re.compile(regex, re.IGNORECASE | re.DOTALL if ignore_case else re.DOTALL)
 
@@ -52,7 +52,7 @@ def matches(vr: str, query: str | None, actual: str | None) -> bool:
     if vr == "TM":
         return _norm_time(query) == _norm_time(actual)
     if vr not in NO_WILDCARD_VRS and ("*" in query or "?" in query):
-        return _wildcard(query, vr == "PN").fullmatch(actual) is not None
+        return _wildcard(query, ignore_case=vr == "PN").fullmatch(actual) is not None
     if vr == "PN":
         return query.upper() == actual.upper()
     if vr in {"IS", "US", "UL", "SS", "SL"}:

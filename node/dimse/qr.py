@@ -43,14 +43,14 @@ def level_of(identifier: Dataset) -> Level:
     level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
     if level not in LEVELS:
         raise QueryError(f"QueryRetrieveLevel {level!r} is not one of {', '.join(LEVELS)}")
-    return level  # type: ignore[return-value]
+    return level
 
 
 def _s(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def _latest_instances() -> Select[tuple[int]]:
+def _latest_instances() -> Select[int]:
     """Ids of the newest version of every SOP instance."""
     newest = (
         select(m.Instance.sop_instance_uid, func.max(m.Instance.version).label("v"))
@@ -125,12 +125,14 @@ def _response(identifier: Dataset, record: dict[str, str], level: Level, retriev
             continue
         value = record.get(elem.keyword, "")
         vr = dictionary_VR(elem.keyword)
+        tag = tag_for_keyword(elem.keyword)
+        assert tag is not None  # dictionary_VR just looked the same keyword up (it raises for unknown ones)
         if vr == "SQ":
             setattr(ds, elem.keyword, [])
         elif vr in ("IS", "US", "UL") and value == "":
-            ds.add_new(tag_for_keyword(elem.keyword), vr, None)
+            ds.add_new(tag, vr, None)
         else:
-            ds.add_new(tag_for_keyword(elem.keyword), vr, value.split("\\") if "\\" in value else value)
+            ds.add_new(tag, vr, value.split("\\") if "\\" in value else value)
     ds.QueryRetrieveLevel = level
     ds.RetrieveAETitle = retrieve_ae
     if "SpecificCharacterSet" in identifier:

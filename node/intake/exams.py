@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime
+from typing import cast
 
 from sqlalchemy import func, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.intake.completeness import InstanceFacts, decide
@@ -63,11 +65,11 @@ def check_visits(sessions: sessionmaker[Session], settings: Settings, jobs: JobQ
             if not decision.ready:
                 continue
             # Conditional update: a late instance (or another watcher) changing the state wins.
-            taken = s.execute(
+            taken = cast(CursorResult, s.execute(  # an UPDATE's result is a CursorResult
                 update(m.Visit)
                 .where(m.Visit.id == visit_id, m.Visit.state == m.VisitState.RECEIVING)
                 .values(state=m.VisitState.QUEUED, incomplete=decision.incomplete, updated_at=now)
-            ).rowcount
+            )).rowcount
             if taken != 1:
                 continue
             job = jobs.create(s, "process_visit", f"visit:{visit_id}")

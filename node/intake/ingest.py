@@ -250,11 +250,10 @@ class Ingestor:
         if cached is not None:
             return cached
         row = conn.execute(self._q_series, {"uid": h.series_uid}).one_or_none()
-        if row is None:
-            row = self._create_series(conn, h, now)
+        series = (row[0], row[1]) if row is not None else self._create_series(conn, h, now)
         if len(self._series_cache) > 10_000:
             self._series_cache.clear()
-        return row[0], row[1]
+        return series
 
     def _create_series(self, conn: Connection, h: Header, now: datetime) -> tuple[int, m.SeriesKind]:
         """Patient (if new), study (if new) and series rows for the first instance of a series."""
@@ -294,7 +293,7 @@ class Ingestor:
 
     def _index(
         self, conn: Connection, h: Header, stored: StoredFile, version: int, calling_ae: str | None, peer: str | None,
-        conflict: bool, replaced: list[int],
+        *, conflict: bool, replaced: list[int],
     ) -> tuple[int, int, m.SeriesKind]:
         """Insert the instance row, update its series and re-open its visit; returns the instance id.
 

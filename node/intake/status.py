@@ -32,8 +32,8 @@ class NodeStatus:
     instances: int
     bytes_stored: int
     conflicts: int
-    jobs: dict[str, int]
-    outbox: dict[str, int]
+    jobs: dict[m.JobState, int]
+    outbox: dict[m.OutboxState, int]
     unknown_patients: list[str]
 
 

@@ -18,12 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 from huey import RedisHuey, SqliteHuey, crontab
 from huey.api import Huey
 from huey.consumer import Consumer
 from sqlalchemy import select, update
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.settings import QueueSettings, Settings
@@ -166,12 +167,12 @@ class JobQueue:
         """Take the job if it is queued: one conditional UPDATE, so concurrent workers cannot both win."""
         now = datetime.now(UTC)
         with transaction(self.ctx.sessions) as s:
-            taken = s.execute(
+            taken = cast(CursorResult, s.execute(  # an UPDATE's result is a CursorResult
                 update(m.Job)
                 .where(m.Job.id == job_id, m.Job.state == m.JobState.QUEUED)
                 .values(state=m.JobState.RUNNING, attempts=m.Job.attempts + 1, lease_owner=worker_id(),
                         lease_expires_at=now + LEASE, started_at=now, finished_at=None, updated_at=now)
-            ).rowcount
+            )).rowcount
             if taken != 1:
                 return None  # done, failed, missing, or running elsewhere: a duplicate dispatch
             job = s.get(m.Job, job_id)
@@ -206,7 +207,7 @@ class JobQueue:
             job.lease_owner, job.lease_expires_at = None, None
             job.finished_at = datetime.now(UTC)
 
-    def start_consumers(self, workers: int, periodic: bool = True) -> None:
+    def start_consumers(self, workers: int, *, periodic: bool = True) -> None:
         """Consumer threads in this process; ``periodic`` also runs the ``[schedule]`` tasks. Huey's own
         ``start()`` would install signal handlers, which belong to ``myonode serve``, so the threads are
         started here."""

@@ -14,10 +14,12 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom import AE
 from sqlalchemy import select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.dimse.transcode import TranscodeError, accepted_syntaxes, for_peer, proposal
@@ -116,10 +118,10 @@ def deliver_due(
         batches[dest].append((item_id, path, sop, ts or ImplicitVRLittleEndian))
     sent = failed = gave_up = 0
     for name, items in batches.items():
-        dest = by_name.get(name)
+        destination = by_name.get(name)
         outcome = (
-            _send(dest, calling_ae, items, store, timeout)
-            if dest is not None
+            _send(destination, calling_ae, items, store, timeout)
+            if destination is not None
             else {item_id: f"destination {name!r} is no longer in [forward]" for item_id, *_ in items}
         )
         with transaction(sessions) as s:
@@ -148,7 +150,7 @@ def retry(s: Session, item_ids: list[int] | None = None) -> int:
     """Make failed (or the given) items due now again, attempts reset; returns how many."""
     q = update(m.OutboxItem).values(state=m.OutboxState.PENDING, attempts=0, next_try_at=datetime.now(UTC))
     q = q.where(m.OutboxItem.id.in_(item_ids)) if item_ids else q.where(m.OutboxItem.state == m.OutboxState.FAILED)
-    return s.execute(q).rowcount or 0
+    return cast(CursorResult, s.execute(q)).rowcount or 0  # an UPDATE's result is a CursorResult
 
 
 class Forwarder(threading.Thread):

@@ -33,9 +33,8 @@ from node.work.atlases import resolve_atlas
 from node.work.outbox import enqueue
 from quant.atlas import AtlasLabel
 from quant.dicom_out import ResultContext, build_results
-from quant.pipeline import PIPELINE_VERSION, QuantSettings, VisitQuant, quantify
+from quant.pipeline import PIPELINE_VERSION, VisitQuant, quantify
 from quant.qc import write_qc
-from quant.regional import RegionSettings
 from quant.visit_io import load_visit, write_measurements
 from quant.volumes import head_first
 from storage import models as m
@@ -53,16 +52,6 @@ class ProcessOutcome:
     results: list[str] = field(default_factory=list)  # SOP Instance UIDs of the DICOM results stored
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-
-
-def quant_settings(settings: Settings) -> QuantSettings:
-    q = settings.quant
-    return QuantSettings(erosion_mm=q.erosion_mm, min_voxels=q.min_voxels, small_roi_voxels=q.small_roi_voxels,
-                         registration_mm=q.registration_mm, label_mm=q.label_mm, grid_mm=q.grid_mm,
-                         iterations=q.iterations, reference=dict(q.reference), reference_range=q.reference_range,
-                         refine_regions=q.refine_regions,
-                         regions=RegionSettings(margin_mm=q.region_margin_mm, spacing_mm=q.region_mm,
-                                                grid_mm=q.region_grid_mm, iterations=q.region_iterations))
 
 
 def _set_state(sessions: sessionmaker[Session], visit_id: int, state: m.VisitState) -> None:
@@ -164,7 +153,7 @@ def process_visit(settings: Settings, sessions: sessionmaker[Session], store: Fi
             visit_input = load_visit(s, store, visit_id)
             replaces = previous_results(s, store, visit_id)
         t_load = time.perf_counter() - t0
-        q = quantify(visit_input.t2, visit_input.dwi, atlas, quant_settings(settings), progress)
+        q = quantify(visit_input.t2, visit_input.dwi, atlas, settings.quant.params(), progress)
         t1 = time.perf_counter()
         qc_dir = _write_qc_atomically(settings.quant.qc_dir, visit_id, q, atlas.table)
         t2 = time.perf_counter()

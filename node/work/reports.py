@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import traceback
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from storage.filestore import FileStore
 log = logging.getLogger(__name__)
 
 
-def visit_completeness(s: Session, require: list[str]) -> tuple[set[int], list[dict[str, str]]]:
+def visit_completeness(s: Session, require: Collection[str]) -> tuple[set[int], list[dict[str, str]]]:
     """(ids of complete visits, rows describing what each incomplete visit lacks)."""
     sources = {
         (vid, src.value)
@@ -94,7 +95,7 @@ def qc_entries(s: Session, qc_root: Path, report_dir: Path) -> list[dict[str, An
     return entries
 
 
-def run_report(settings: Settings, force: bool = False) -> m.StatsRun | None:
+def run_report(settings: Settings, *, force: bool = False) -> m.StatsRun | None:
     """Run the statistics and the report if the complete visits changed (or ``force``); None when skipped."""
     engine = make_engine(settings.storage.database_url)
     sessions = session_factory(engine)
@@ -135,11 +136,11 @@ def run_report(settings: Settings, force: bool = False) -> m.StatsRun | None:
         error = "".join(traceback.format_exception_only(exc)).strip()
         log.exception("cohort report run %d failed", run_id)
         with transaction(sessions) as s:
-            row = s.get(m.StatsRun, run_id)
+            row = s.get_one(m.StatsRun, run_id)
             row.state, row.error, row.finished_at = m.RunState.FAILED, error[:4000], datetime.now(UTC)
         return row
     with transaction(sessions) as s:
-        row = s.get(m.StatsRun, run_id)
+        row = s.get_one(m.StatsRun, run_id)
         row.state, row.output_dir, row.finished_at = m.RunState.DONE, str(folder), datetime.now(UTC)
     log.info("cohort report run %d written to %s", run_id, folder)
     if settings.report.send_pdf_to_pacs:

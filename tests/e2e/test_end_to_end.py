@@ -29,6 +29,8 @@ from stats.importer import import_observations, import_subjects
 from storage import models as m
 from storage.database import transaction
 
+pytestmark = pytest.mark.slow
+
 
 def wait_for(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,21 +10,7 @@ import pytest
 from node.demo.ports import free_port
 from node.service import Node, start_node
 from node.settings import Settings, load_settings
-
-PEER_AES = ["STORESCU", "ECHOSCU", "FINDSCU", "GETSCU", "MOVESCU", "PEER", "ORTHANC"]
-
-
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} not installed: `make test` installs it (Debian package dcmtk)")
-    return path
-
-
-def dcmtk(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run a dcmtk tool and return its result (stdout+stderr merged into stdout)."""
-    return subprocess.run([need(tool), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout, check=False)
+from tests.support.dcmtk import PEER_AES
 
 
 @pytest.fixture

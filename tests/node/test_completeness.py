@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from dicom_factory import AXIAL, CORONAL, mr_image
 from pydicom.uid import generate_uid
 
 from node.intake.classify import b_values, is_derived, station_key
 from node.intake.completeness import InstanceFacts, count_stations, decide
 from node.settings import ProtocolSettings
+from tests.support.dicom_factory import AXIAL, CORONAL, mr_image
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 PROTOCOL = ProtocolSettings(t2_stations=2, dwi_stations=2, stable_age_s=60, incomplete_deadline_s=3600)
@@ -19,7 +19,7 @@ def t2(station: int) -> InstanceFacts:
     return InstanceFacts(kind="t2", station_key=f"t2-{station}", b_values=(), derived=False)
 
 
-def dwi(station: int, b: float, derived: bool = False) -> InstanceFacts:
+def dwi(station: int, b: float, *, derived: bool = False) -> InstanceFacts:
     return InstanceFacts(kind="dwi", station_key=f"dwi-{station}", b_values=(b,), derived=derived)
 
 
@@ -90,9 +90,8 @@ def test_station_key_uses_acquisition_number_for_axial_stations_in_one_series() 
 
 def test_enhanced_mr_facts() -> None:
     """Enhanced MR: orientation from the shared groups, b-values and position from the per-frame groups."""
-    from dicom_factory import enhanced_mr
-
     from node.intake.classify import orientation
+    from tests.support.dicom_factory import enhanced_mr
 
     ds = enhanced_mr(study_uid=generate_uid(), series_uid=generate_uid())
     assert orientation(ds) == "axial" and b_values(ds) == [0.0, 1000.0] and station_key(ds) is not None

@@ -7,8 +7,6 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from conftest import dcmtk  # type: ignore[import-not-found]
-from dicom_factory import AXIAL, CORONAL, mr_image
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
@@ -18,6 +16,8 @@ from node.service import Node
 from node.work.jobs import HANDLERS
 from storage import models as m
 from storage.database import transaction
+from tests.support.dcmtk import dcmtk
+from tests.support.dicom_factory import AXIAL, CORONAL, mr_image
 
 PROTOCOL = "t2_stations = 2\ndwi_stations = 2\nstable_age_s = 0.3\n"
 

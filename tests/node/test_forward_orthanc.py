@@ -7,8 +7,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import dcmtk  # type: ignore[import-not-found]
-from dicom_factory import write_series
 from pydicom import dcmread
 from sqlalchemy import select
 
@@ -18,6 +16,10 @@ from node.service import Node
 from node.work.outbox import backoff, deliver_due, enqueue, retry
 from storage import models as m
 from storage.database import transaction
+from tests.support.dcmtk import dcmtk
+from tests.support.dicom_factory import write_series
+
+pytestmark = pytest.mark.slow
 
 
 def store_series(node: Node, folder: Path, n: int = 3) -> list[Path]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from conftest import dcmtk  # type: ignore[import-not-found]
+import pytest
 from pydicom import dcmread
 from pydicom.uid import UID
 from pynetdicom import AE
@@ -22,6 +22,9 @@ from sqlalchemy import select
 
 from node.service import Node
 from storage import models as m
+from tests.support.dcmtk import dcmtk
+
+pytestmark = pytest.mark.slow
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 

@@ -4,13 +4,13 @@ when the measurement transaction after it fails, so Q/R never serves results the
 from __future__ import annotations
 
 import pytest
-from dicom_factory import CORONAL, mr_image
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
 from node.service import Node
 from node.work.processing import discard_results, store_results
 from storage import models as m
+from tests.support.dicom_factory import CORONAL, mr_image
 
 
 def count(node: Node, model: type, **where: object) -> int:

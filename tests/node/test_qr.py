@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import dcmtk  # type: ignore[import-not-found]
-from dicom_factory import write_series
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from node.demo.ports import free_port
 from node.service import Node
+from tests.support.dcmtk import dcmtk
+from tests.support.dicom_factory import write_series
 
 
 @pytest.fixture

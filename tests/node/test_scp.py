@@ -12,8 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import dcmtk  # type: ignore[import-not-found]
-from dicom_factory import mr_image, write_series
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 from pynetdicom import AE
@@ -23,6 +21,8 @@ from sqlalchemy import select
 from node.service import Node
 from storage import filestore as filestore_module
 from storage import models as m
+from tests.support.dcmtk import dcmtk
+from tests.support.dicom_factory import mr_image, write_series
 
 
 def echo(node: Node, calling: str = "ECHOSCU", called: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -227,7 +227,7 @@ def test_association_limit(running_node) -> None:
 
 def test_enhanced_mr_from_storescu_is_indexed_as_dwi(node: Node, tmp_path: Path) -> None:
     """A multi-frame Enhanced MR DWI instance is stored and its frames' b-values are indexed."""
-    from dicom_factory import enhanced_mr
+    from tests.support.dicom_factory import enhanced_mr
 
     path = tmp_path / "enhanced.dcm"
     enhanced_mr(study_uid=generate_uid(), series_uid=generate_uid()).save_as(path, enforce_file_format=True)

@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import dcmtk, need  # type: ignore[import-not-found]
-from dicom_factory import write_series
 from pydicom import dcmread
 from sqlalchemy import select
 
@@ -21,6 +19,8 @@ from node.demo.ports import free_port
 from storage import models as m
 from storage.database import make_engine, session_factory
 from storage.filestore import FileStore
+from tests.support.dcmtk import dcmtk, need
+from tests.support.dicom_factory import write_series
 
 MYONODE = str(Path(sys.executable).parent / "myonode")
 
@@ -60,6 +60,7 @@ def acknowledged_files(storescu_output: str) -> list[str]:
     return acked
 
 
+@pytest.mark.slow
 def test_sigkill_mid_transfer_keeps_every_acknowledged_instance(tmp_path: Path) -> None:
     port = free_port()
     settings = write_settings(tmp_path, port)

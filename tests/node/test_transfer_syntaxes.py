@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import dcmtk  # type: ignore[import-not-found]
-from dicom_factory import write_series
 from pydicom import dcmread
 from sqlalchemy import select
 
 from node.service import Node
 from storage import models as m
+from tests.support.dcmtk import dcmtk
+from tests.support.dicom_factory import write_series
 
 # (dcmtk converter and arguments, expected transfer syntax UID, storescu option proposing it)
 CONVERSIONS = {

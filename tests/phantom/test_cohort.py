@@ -44,6 +44,7 @@ def test_effects_file_overrides_and_rejects_unknown_keys(tmp_path: Path) -> None
         load_effects(path)
 
 
+@pytest.mark.slow
 def test_written_cohort_imports_and_has_truth_per_visit(tmp_path: Path) -> None:
     """subjects.csv, clinical.csv and ephys.csv pass the importers' validation; every visit has its
     DICOM folder, truth.json and true labels."""
@@ -70,15 +71,15 @@ def test_onset_site_and_side_drive_involvement(big: SimulatedCohort) -> None:
     side; over all patients each muscle's involvement averages 1 so Table 1's means stay the paper's."""
     subjects = big.subjects.set_index("subject_id")
 
-    def mean_w(site: str, muscle: str, same_side: bool) -> float:
+    def mean_w(site: str, muscle: str, *, same_side: bool) -> float:
         vals = [w[(muscle, side if same_side else ("left" if side == "right" else "right"))]
                 for sid, w in big.involvement.items()
                 if subjects.loc[sid, "onset_site"] == site for side in [subjects.loc[sid, "onset_side"]]]
         return float(np.mean(vals))
 
-    fdi_ul, fdi_ll = mean_w("upper_limb", "first_dorsal_interosseous", True), mean_w("lower_limb", "first_dorsal_interosseous", True)
+    fdi_ul, fdi_ll = mean_w("upper_limb", "first_dorsal_interosseous", same_side=True), mean_w("lower_limb", "first_dorsal_interosseous", same_side=True)
     assert fdi_ul / fdi_ll == pytest.approx(2.0, rel=0.2)
-    ta_same, ta_other = mean_w("lower_limb", "tibialis_anterior", True), mean_w("lower_limb", "tibialis_anterior", False)
+    ta_same, ta_other = mean_w("lower_limb", "tibialis_anterior", same_side=True), mean_w("lower_limb", "tibialis_anterior", same_side=False)
     assert ta_same / ta_other == pytest.approx(1.5, rel=0.2)
     overall = np.mean([w[("quadriceps", "left")] for w in big.involvement.values()])
     assert overall == pytest.approx(1.0, rel=0.08)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from pydicom.uid import generate_uid
-from series_factory import AXIAL, classic_series, stack
 
 from quant.adc import adc_map, estimate_noise_floor, station_adc, stitched_adc
 from quant.volumes import station_volumes
+from tests.support.series_factory import AXIAL, classic_series, stack
 
 TRUE_ADC = np.linspace(0.5e-3, 3.0e-3, 24).reshape(2, 3, 4)  # mm²/s, muscle ≈ 1.5e-3
 S0 = 1000.0

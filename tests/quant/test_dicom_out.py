@@ -42,7 +42,7 @@ from quant.dicom_out import (
     tracking_uid,
 )
 from quant.pipeline import QC_FLAGS, MeasurementRow, summary_mean
-from storage.vocabulary import MUSCLES
+from storage.vocabulary import MUSCLES, Modality
 
 VENV_BIN = Path(sys.executable).parent
 WHEN = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
@@ -143,15 +143,15 @@ def make_visit() -> Visit:
     for value, muscle, side in TABLE[:4]:
         mean, sd, n = _stats(t2_arr[lab == value])
         flags = ["touches_field_edge"] if value == 1 else []
-        rows.append(MeasurementRow(muscle=muscle, side=side, modality="T2", value=mean / reference, mean_signal=mean, sd=sd, reference_value=reference, voxel_count=n, volume_ml=n * voxel_ml, stations=[1],
+        rows.append(MeasurementRow(muscle=muscle, side=side, modality=Modality.REL_T2, value=mean / reference, mean_signal=mean, sd=sd, reference_value=reference, voxel_count=n, volume_ml=n * voxel_ml, stations=[1],
                                    qc_flags=flags, references=["humerus"]))
         inside = adc_arr[(adc_labels == value) & np.isfinite(adc_arr)]
         if inside.size:
             mean, sd, n = _stats(inside)
-            rows.append(MeasurementRow(muscle=muscle, side=side, modality="ADC", value=mean, mean_signal=mean, sd=sd, reference_value=None, voxel_count=n, volume_ml=n * voxel_ml, stations=[1],
+            rows.append(MeasurementRow(muscle=muscle, side=side, modality=Modality.ADC, value=mean, mean_signal=mean, sd=sd, reference_value=None, voxel_count=n, volume_ml=n * voxel_ml, stations=[1],
                                        qc_flags=["roi_too_small"] if n < 100 else []))
     # measured on the native stations but absent from the SEG's grid: a group without a segment
-    rows.append(MeasurementRow(muscle="tongue", side="none", modality="T2", value=1.1, mean_signal=330.0, sd=12.0, reference_value=300.0, voxel_count=25, volume_ml=0.4, stations=[1], qc_flags=["roi_too_small"]))
+    rows.append(MeasurementRow(muscle="tongue", side="none", modality=Modality.REL_T2, value=1.1, mean_signal=330.0, sd=12.0, reference_value=300.0, voxel_count=25, volume_ml=0.4, stations=[1], qc_flags=["roi_too_small"]))
     study, frame = generate_uid(), generate_uid()
     sources = _source_headers(study, frame, t2)
     dwi = []
@@ -362,7 +362,7 @@ def test_dcmqi_converts_the_seg_to_masks_equal_to_the_labels(visit: Visit, first
 
 
 def _expected(row: MeasurementRow) -> dict[tuple[str, str | None], float]:
-    if row.modality == "ADC":
+    if row.modality is Modality.ADC:
         return {("Apparent Diffusion Coefficient", "Mean"): row.value,
                 ("Apparent Diffusion Coefficient", "Standard Deviation"): row.sd}
     out = {("T2-weighted signal intensity", "Mean"): row.mean_signal,
@@ -386,7 +386,7 @@ def test_highdicom_reads_back_every_measurement_equal_to_its_row(visit: Visit, f
     for row in visit.rows:
         key = f"{row.muscle}_{row.side}"
         expected.setdefault(key, {}).update(_expected(row))
-        flags.setdefault(key, set()).update((f"{'ADC' if row.modality == 'ADC' else 'Relative T2'} quality control "
+        flags.setdefault(key, set()).update((f"{'ADC' if row.modality is Modality.ADC else 'Relative T2'} quality control "
                                              "flag", C.QC_VALUES[f].meaning) for f in row.qc_flags)
     assert set(groups) == set(expected) | {"summary_mean"}
     for key, values in expected.items():
@@ -495,7 +495,7 @@ def test_bad_input_is_refused_with_a_message_naming_it(visit: Visit, first) -> N
     with pytest.raises(ValueError, match="grid"):
         segmentation(res.stitched_t2, shifted, TABLE, ctx)
     row = visit.rows[0]
-    bad = MeasurementRow(muscle=row.muscle, side=row.side, modality="T2", value=1.0, mean_signal=1.0, sd=1.0, reference_value=1.0, voxel_count=10, volume_ml=1.0, stations=[1], qc_flags=["cosmic_rays"])
+    bad = MeasurementRow(muscle=row.muscle, side=row.side, modality=Modality.REL_T2, value=1.0, mean_signal=1.0, sd=1.0, reference_value=1.0, voxel_count=10, volume_ml=1.0, stations=[1], qc_flags=["cosmic_rays"])
     with pytest.raises(ValueError, match=re.escape("['cosmic_rays']")):
         measurement_report([bad], res.seg, res.stitched_t2, None, ctx)
 

@@ -8,7 +8,8 @@ import pytest
 import SimpleITK as sitk
 
 from quant.atlas import AtlasRegion
-from quant.regional import RegionSettings, box_grid, label_block, label_box, paste, refine_region, subject_patch
+from quant.params import RegionParams
+from quant.regional import box_grid, label_block, label_box, paste, refine_region, subject_patch
 from quant.register import register, registration_maps, warp_labels
 
 FAT, MUSCLES, OTHER = 6, (3, 4, 5), 7
@@ -86,6 +87,7 @@ def test_subject_patch_applies_each_stations_scale_and_averages_overlaps() -> No
     assert patch[12, 0, 0] == pytest.approx(200.0) and patch[20, 0, 0] == 0.0
 
 
+@pytest.mark.slow
 def test_refinement_corrects_a_misplaced_hand() -> None:
     """The subject's hand is 4–5 mm off and 8 % larger than the atlas's; a coarse whole-body (affine,
     4 mm, few iterations) result leaves the small muscles at Dice < 0.8; the regional registration
@@ -97,11 +99,11 @@ def test_refinement_corrects_a_misplaced_hand() -> None:
     station.SetSpacing((1.0, 1.0, 1.0))
     coarse = box_grid(np.full(3, -70.0), np.full(3, 70.0), 4.0)
     fixed, moving = (sitk.Resample(t2(x), coarse, sitk.Transform(), sitk.sitkLinear) for x in (truth, atlas_labels))
-    global_tf = register(fixed, moving, registration_maps(False, iterations=2, resolutions=1, initialise=False))
+    global_tf = register(fixed, moving, registration_maps(deformable=False, iterations=2, resolutions=1, initialise=False))
     subject = warp_labels(atlas_labels, global_tf, grid(2.0))
     before = {v: dice(subject, truth, v) for v in MUSCLES}
     assert min(before.values()) < 0.8
-    result = refine_region([station], [1.0], subject, global_tf, region, RegionSettings(iterations=150))
+    result = refine_region([station], [1.0], subject, global_tf, region, RegionParams(iterations=150))
     after = {v: dice(result.labels, truth, v) for v in MUSCLES}
     assert min(after.values()) >= 0.85, (before, after)
     assert result.changed_voxels > 0
@@ -109,6 +111,7 @@ def test_refinement_corrects_a_misplaced_hand() -> None:
     assert np.array_equal(old == OTHER, new == OTHER)
 
 
+@pytest.mark.slow
 def test_a_part_no_station_covers_is_left_alone() -> None:
     """The whole-body result put the hand where no station has data: nothing to register against, so no
     refinement (None) rather than an elastix failure."""
@@ -118,5 +121,5 @@ def test_a_part_no_station_covers_is_left_alone() -> None:
     far.SetOrigin((0.0, 0.0, 1000.0))
     coarse = box_grid(np.full(3, -70.0), np.full(3, 70.0), 4.0)
     image = sitk.Resample(t2(atlas_labels), coarse, sitk.Transform(), sitk.sitkLinear)
-    identity_like = register(image, image, registration_maps(False, iterations=2, resolutions=1, initialise=False))
+    identity_like = register(image, image, registration_maps(deformable=False, iterations=2, resolutions=1, initialise=False))
     assert refine_region([far], [1.0], atlas_labels, identity_like, region) is None

@@ -15,7 +15,8 @@ from phantom.contrast import MuscleState
 from phantom.geometry import truth_grid
 from phantom.scanner import ScanSettings, acquire
 from quant.atlas import Atlas
-from quant.pipeline import REFERENCE_SUBSTITUTED, QuantSettings, measure_t2
+from quant.params import QuantParams
+from quant.pipeline import REFERENCE_SUBSTITUTED, measure_t2
 from quant.roistats import RoiStat, erode_labels, erosion_footprint, relative_t2, roi_stats, touches_edge
 from quant.volumes import StationVolume
 
@@ -88,7 +89,7 @@ def test_relative_t2_does_not_change_with_a_station_gain(small_visit) -> None:
     """A coil-loading gain of ×1.25 on one station and ×0.75 on another changes no relative T2 (the
     reason bone-marrow normalisation exists)."""
     volumes, labels, atlas = small_visit
-    settings = QuantSettings(erosion_mm=3.0)
+    settings = QuantParams(erosion_mm=3.0)
     before, _, _ = measure_t2(volumes, labels, atlas, settings)
     scaled = [StationVolume(image=v.image * (1.25 if i == 3 else 0.75 if i == 4 else 1.0), series_uid=v.series_uid, station_key=v.station_key,
                             b_value=None, sop_uids=[], frame_numbers=[]) for i, v in enumerate(volumes)]
@@ -108,11 +109,11 @@ def test_a_muscle_measured_against_another_marrow_than_its_default_is_flagged(sm
     bone its stations do not hold (humerus), another marrow is used and the row says so — its relative
     T2 is not comparable with visits measured against the default."""
     volumes, labels, atlas = small_visit
-    rows, _, _ = measure_t2(volumes, labels, atlas, QuantSettings())
+    rows, _, _ = measure_t2(volumes, labels, atlas, QuantParams())
     assert not any(REFERENCE_SUBSTITUTED in r.qc_flags for r in rows if r.muscle in ("quadriceps", "tibialis_anterior"))
     table = [replace(lab, reference="marrow_humerus") if lab.key == "quadriceps" else lab for lab in atlas.table]
     moved = Atlas(id="humerus", path=Path("."), template=atlas.template, labels=atlas.labels, table=table)
-    rows, _, _ = measure_t2(volumes, labels, moved, QuantSettings())
+    rows, _, _ = measure_t2(volumes, labels, moved, QuantParams())
     quad = next(r for r in rows if (r.muscle, r.side) == ("quadriceps", "left"))
     assert REFERENCE_SUBSTITUTED in quad.qc_flags and "marrow_humerus" not in quad.references
     ta = next(r for r in rows if (r.muscle, r.side) == ("tibialis_anterior", "left"))

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
-from series_factory import AXIAL, CORONAL, classic_series, enhanced_series, normal, stack
 
 from node.intake.classify import is_derived, station_key
 from quant.volumes import StationVolume, VolumeError, is_derived_image_type, load_series, station_volumes
+from tests.support.series_factory import AXIAL, CORONAL, classic_series, enhanced_series, normal, stack
 
 ROWS, COLUMNS = 5, 7  # non-square, so row/column mix-ups show
 

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from load_db import load_cohort  # type: ignore[import-not-found]
 from sqlalchemy import select
 
 from node.settings import load_settings
@@ -18,6 +17,9 @@ from phantom.cohort_model import simulate_cohort
 from storage import models as m
 from storage.database import make_engine, session_factory, transaction
 from storage.migrate import upgrade
+from tests.support.load_db import load_cohort
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from dicom_factory import mr_image
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import EnhancedMRImageStorage, generate_uid
+
+from tests.support.dicom_factory import mr_image
 
 CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)  # normal = row × column = +y (posterior)
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # normal = +z (superior)
