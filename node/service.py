@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from node.dimse.commitment import commitment_handler
 from node.dimse.listener import Listener, qr_handlers, start_listener
-from node.intake.exams import ExamWatcher
 from node.intake.ingest import Ingestor
 from node.settings import Settings
+from node.work.exams import ExamWatcher
 from node.work.jobs import JobContext, JobQueue
 from node.work.outbox import Forwarder
 from storage.database import make_engine, session_factory

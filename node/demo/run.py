@@ -34,9 +34,11 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from node.demo.ports import free_port
 from node.settings import Settings, load_settings
+from node.work.jobs import PROCESS_VISIT, target_visit
 from storage import models as m
 from storage.database import make_engine
 from storage.filestore import FileStore
@@ -117,6 +119,7 @@ class DemoSummary:
 
 
 def push_visit(folder: Path, ae_title: str, port: int) -> None:
+    # (one call of dcmtk storescu per visit: it scans the folder and sends it on one association)
     """dcmtk storescu sends one visit's folder like the scanner (Nagle off, as a scanner's stack has it)."""
     cmd = ["storescu", "-aet", "PHILIPS_WB", "-aec", ae_title, "+sd", "+r", "-nh", "127.0.0.1", str(port), str(folder)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TCP_NODELAY": "1"}, timeout=600, check=False)
@@ -124,13 +127,101 @@ def push_visit(folder: Path, ae_title: str, port: int) -> None:
         raise DemoError(f"storescu failed for {folder}: {proc.stderr.strip()[-500:]}")
 
 
-def _wait(progress: Progress, tasks: dict[str, TaskID], poll: Callable[[], dict[str, tuple[int, int]]],
+@dataclass(frozen=True, kw_only=True)
+class FinishedVisit:
+    """A visit whose processing job ended (done, or failed for good), as the demo reports it."""
+
+    job_id: int
+    label: str  # "PH0001 baseline"
+    state: m.JobState
+    seconds: float | None
+    measurements: int
+    error: str | None
+
+
+def finished_visits(s: Session) -> list[FinishedVisit]:
+    """Every visit processing job that has ended, oldest first."""
+    jobs = s.scalars(select(m.Job).where(m.Job.kind == PROCESS_VISIT,
+                                         m.Job.state.in_((m.JobState.DONE, m.JobState.FAILED)))
+                     .order_by(m.Job.finished_at, m.Job.id)).all()
+    out = []
+    for job in jobs:
+        visit_id = target_visit(job.target)
+        visit = s.get(m.Visit, visit_id) if visit_id is not None else None
+        label = f"{visit.subject.subject_id} {visit.label}" if visit is not None else f"job {job.id} ({job.target})"
+        count = s.scalar(select(func.count()).select_from(m.Measurement)
+                         .where(m.Measurement.visit_fk == visit.id)) if visit is not None else 0
+        seconds = ((job.finished_at - job.started_at).total_seconds()
+                   if job.finished_at and job.started_at else None)
+        out.append(FinishedVisit(job_id=job.id, label=label, state=job.state, seconds=seconds,
+                                 measurements=count or 0, error=job.last_error))
+    return out
+
+
+def describe(visit: FinishedVisit, index: int, total: int) -> str:
+    """One readable line for a finished visit (what the demo prints when it is not on a terminal)."""
+    took = f" in {visit.seconds:.0f} s" if visit.seconds is not None else ""
+    if visit.state is m.JobState.DONE:
+        return f"processed {index}/{total}: {visit.label}{took}, {visit.measurements} measurements"
+    return f"FAILED {index}/{total}: {visit.label}{took}: {visit.error}"
+
+
+class _Lines:
+    """Progress as plain lines (a log, CI, a pipe): one per pushed and per processed visit, and the outbox."""
+
+    def __init__(self, console: Console) -> None:
+        self.console, self.seen, self.forwarded = console, 0, (-1, -1)
+
+    def pushed(self, i: int, total: int, label: str, seconds: float) -> None:
+        self.console.print(f"pushed {i}/{total}: {label} in {seconds:.1f} s", highlight=False)
+
+    def update(self, state: dict[str, tuple[int, int]], finished: list[FinishedVisit]) -> None:
+        total = state["processed"][1]
+        for k, visit in enumerate(finished[self.seen:], start=self.seen + 1):
+            self.console.print(describe(visit, k, total), highlight=False)
+        self.seen = len(finished)
+        if state["forwarded"] != self.forwarded and state["forwarded"][1]:
+            self.forwarded = state["forwarded"]
+            self.console.print(f"forwarded to the PACS: {state['forwarded'][0]} of {state['forwarded'][1]} results",
+                               highlight=False)
+
+    def __enter__(self) -> _Lines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _Bars:
+    """Progress as bars on a terminal."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=console)
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> _Bars:
+        self.progress.__enter__()
+        self.tasks = {name: self.progress.add_task(name, total=None) for name in ("pushed", "processed", "forwarded")}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def pushed(self, i: int, total: int, label: str, seconds: float) -> None:
+        self.progress.update(self.tasks["pushed"], completed=i, total=total)
+
+    def update(self, state: dict[str, tuple[int, int]], finished: list[FinishedVisit]) -> None:
+        for name, (n, total) in state.items():
+            self.progress.update(self.tasks[name], completed=n, total=max(total, 1))
+
+
+def _wait(shown: _Lines | _Bars, poll: Callable[[], tuple[dict[str, tuple[int, int]], list[FinishedVisit]]],
           done: Callable[[dict[str, tuple[int, int]]], bool], timeout_s: float) -> dict[str, tuple[int, int]]:
     deadline = time.monotonic() + timeout_s
     while True:
-        state = poll()
-        for name, (n, total) in state.items():
-            progress.update(tasks[name], completed=n, total=max(total, 1))
+        state, finished = poll()
+        shown.update(state, finished)
         if done(state):
             return state
         if time.monotonic() > deadline:
@@ -176,39 +267,39 @@ def run_demo(folder: Path, console: Console, size: Size = "small", patients: int
         visits_labels = [w.label for w in settings.visits.windows]
         with transaction(node.sessions) as s:
             import_subjects(s, cohort.subjects_csv)
-        with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console) as progress:
-            tasks = {name: progress.add_task(name, total=None) for name in ("pushed", "processed", "forwarded")}
+        with (_Bars(console) if console.is_terminal else _Lines(console)) as shown:
             for i, visit in enumerate(cohort.visits, start=1):
+                start = time.monotonic()
                 push_visit(visit.dicom_dir, settings.node.ae_title, port)
-                progress.update(tasks["pushed"], completed=i, total=len(cohort.visits))
+                shown.pushed(i, len(cohort.visits), f"{visit.subject_id} {visit.visit}", time.monotonic() - start)
             with transaction(node.sessions) as s:
                 import_observations(s, cohort.clinical_csv, "clinical", visits_labels)
                 import_observations(s, cohort.ephys_csv, "ephys", visits_labels)
 
-            def poll() -> dict[str, tuple[int, int]]:
+            def poll() -> tuple[dict[str, tuple[int, int]], list[FinishedVisit]]:
                 with node.sessions() as s:
-                    jobs = dict(s.execute(select(m.Job.state, func.count()).where(m.Job.kind == "process_visit")
+                    ended = finished_visits(s)
+                    jobs = dict(s.execute(select(m.Job.state, func.count()).where(m.Job.kind == PROCESS_VISIT)
                                           .group_by(m.Job.state)).all())
                     out = dict(s.execute(select(m.OutboxItem.state, func.count()).group_by(m.OutboxItem.state)).all())
                 # a visit is finished when its job is done, or failed for good (retries exhausted)
                 finished = jobs.get(m.JobState.DONE, 0) + jobs.get(m.JobState.FAILED, 0)
                 return {"pushed": (len(cohort.visits), len(cohort.visits)),
                         "processed": (finished, len(cohort.visits)),
-                        "forwarded": (out.get(m.OutboxState.SENT, 0), sum(out.values()) if orthanc else 0)}
+                        "forwarded": (out.get(m.OutboxState.SENT, 0), sum(out.values()) if orthanc else 0)}, ended
 
             def done(state: dict[str, tuple[int, int]]) -> bool:
                 n, total = state["processed"]
                 sent, queued = state["forwarded"]
                 return n >= total and (orthanc is None or sent >= queued)
 
-            _wait(progress, tasks, poll, done, timeout_s=3600)
+            _wait(shown, poll, done, timeout_s=3600)
         with node.sessions() as s:
             failed = s.scalars(select(m.Job).where(m.Job.state == m.JobState.FAILED)).all()
             if failed:
                 raise DemoError("processing failed: " + "; ".join(f"{j.target}: {j.last_error}" for j in failed))
             durations = [(j.finished_at - j.started_at).total_seconds() for j in
-                         s.scalars(select(m.Job).where(m.Job.kind == "process_visit", m.Job.state == m.JobState.DONE))
+                         s.scalars(select(m.Job).where(m.Job.kind == PROCESS_VISIT, m.Job.state == m.JobState.DONE))
                          if j.finished_at and j.started_at]
             n_visits = s.scalar(select(func.count()).select_from(m.Visit)) or 0
             forwarded = s.scalar(select(func.count()).select_from(m.OutboxItem)

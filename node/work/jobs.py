@@ -49,6 +49,19 @@ class JobContext:
 
 Handler = Callable[[JobContext, str], None]
 
+PROCESS_VISIT = "process_visit"  # the job kind that quantifies one visit; its target is visit_target(id)
+
+
+def visit_target(visit_id: int) -> str:
+    """The target of a visit's processing job."""
+    return f"visit:{visit_id}"
+
+
+def target_visit(target: str) -> int | None:
+    """The visit id of a processing job's target; None when the target names no visit."""
+    number = target.removeprefix("visit:")
+    return int(number) if target.startswith("visit:") and number.isdigit() else None
+
 
 def process_visit_job(ctx: JobContext, target: str) -> None:
     """``process_visit``: quantify the visit (measurements, QC pictures, DICOM results to store and PACS)."""
@@ -56,10 +69,13 @@ def process_visit_job(ctx: JobContext, target: str) -> None:
         process_visit,  # imaging stack loaded only by workers that process
     )
 
-    process_visit(ctx.settings, ctx.sessions, ctx.store, int(target.removeprefix("visit:")))
+    visit_id = target_visit(target)
+    if visit_id is None:
+        raise ValueError(f"{PROCESS_VISIT}: target {target!r} names no visit (expected 'visit:<id>')")
+    process_visit(ctx.settings, ctx.sessions, ctx.store, visit_id)
 
 
-HANDLERS: dict[str, Handler] = {"process_visit": process_visit_job}
+HANDLERS: dict[str, Handler] = {PROCESS_VISIT: process_visit_job}
 
 
 def make_huey(queue: QueueSettings) -> Huey:

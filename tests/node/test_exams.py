@@ -10,9 +10,9 @@ import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
-from node.intake.exams import check_visits
 from node.intake.status import node_status
 from node.service import Node
+from node.work.exams import check_visits
 from node.work.jobs import HANDLERS
 from storage import models as m
 from storage.database import transaction

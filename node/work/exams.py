@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from node.intake.completeness import InstanceFacts, decide
 from node.intake.visits import assign_study
 from node.settings import Settings
-from node.work.jobs import JobQueue
+from node.work.jobs import PROCESS_VISIT, JobQueue, visit_target
 from storage import models as m
 from storage.database import transaction
 
@@ -72,7 +72,7 @@ def check_visits(sessions: sessionmaker[Session], settings: Settings, jobs: JobQ
             )).rowcount
             if taken != 1:
                 continue
-            job = jobs.create(s, "process_visit", f"visit:{visit_id}")
+            job = jobs.create(s, PROCESS_VISIT, visit_target(visit_id))
             queued.append(job.id)
             log.info("visit %d ready: %s%s", visit_id, decision.describe(settings.protocol),
                      " — processing what arrived, flagged incomplete" if decision.incomplete else "")
