@@ -89,7 +89,7 @@ class DemoError(RuntimeError):
     """A demo step failed; the message says which and why."""
 
 
-def prepare_demo_folder(folder: Path, port: int = 11112, *, fresh: bool = True, stable_age_s: int = 3,
+def prepare_demo_folder(folder: Path, port: int = 11112, *, fresh: bool = True, stable_age_s: int = 8,
                         small: bool = True, pacs: tuple[str, int] | None = None) -> Settings:
     """Create ``folder`` with demo settings and an upgraded SQLite database; returns the loaded settings."""
     if fresh and folder.exists():
@@ -158,12 +158,12 @@ def finished_visits(s: Session) -> list[FinishedVisit]:
     return out
 
 
-def describe(visit: FinishedVisit, index: int, total: int) -> str:
+def describe(visit: FinishedVisit, done: int, total: int) -> str:
     """One readable line for a finished visit (what the demo prints when it is not on a terminal)."""
     took = f" in {visit.seconds:.0f} s" if visit.seconds is not None else ""
     if visit.state is m.JobState.DONE:
-        return f"processed {index}/{total}: {visit.label}{took}, {visit.measurements} measurements"
-    return f"FAILED {index}/{total}: {visit.label}{took}: {visit.error}"
+        return f"processed {visit.label}{took}: {visit.measurements} measurements ({done} of {total} visits done)"
+    return f"FAILED {visit.label}{took}: {visit.error} ({done} of {total} visits done)"
 
 
 class _Lines:
@@ -176,9 +176,9 @@ class _Lines:
         self.console.print(f"pushed {i}/{total}: {label} in {seconds:.1f} s", highlight=False)
 
     def update(self, state: dict[str, tuple[int, int]], finished: list[FinishedVisit]) -> None:
-        total = state["processed"][1]
-        for k, visit in enumerate(finished[self.seen:], start=self.seen + 1):
-            self.console.print(describe(visit, k, total), highlight=False)
+        done, total = state["processed"]
+        for visit in finished[self.seen:]:
+            self.console.print(describe(visit, done, total), highlight=False)
         self.seen = len(finished)
         if state["forwarded"] != self.forwarded and state["forwarded"][1]:
             self.forwarded = state["forwarded"]
@@ -267,26 +267,30 @@ def run_demo(folder: Path, console: Console, size: Size = "small", patients: int
         visits_labels = [w.label for w in settings.visits.windows]
         with transaction(node.sessions) as s:
             import_subjects(s, cohort.subjects_csv)
+        pushed = 0
+
+        def poll() -> tuple[dict[str, tuple[int, int]], list[FinishedVisit]]:
+            with node.sessions() as s:
+                ended = finished_visits(s)
+                jobs = s.execute(select(m.Job.target, m.Job.state).where(m.Job.kind == PROCESS_VISIT)).all()
+                out = dict(s.execute(select(m.OutboxItem.state, func.count()).group_by(m.OutboxItem.state)).all())
+            # a visit is finished when its last job is done, or failed for good (retries exhausted)
+            pending = {t for t, state in jobs if state in (m.JobState.QUEUED, m.JobState.RUNNING)}
+            finished = len({t for t, state in jobs if state in (m.JobState.DONE, m.JobState.FAILED)} - pending)
+            return {"pushed": (pushed, len(cohort.visits)),
+                    "processed": (finished, len(cohort.visits)),
+                    "forwarded": (out.get(m.OutboxState.SENT, 0), sum(out.values()) if orthanc else 0)}, ended
+
         with (_Bars(console) if console.is_terminal else _Lines(console)) as shown:
             for i, visit in enumerate(cohort.visits, start=1):
                 start = time.monotonic()
                 push_visit(visit.dicom_dir, settings.node.ae_title, port)
+                pushed = i
                 shown.pushed(i, len(cohort.visits), f"{visit.subject_id} {visit.visit}", time.monotonic() - start)
+                shown.update(*poll())
             with transaction(node.sessions) as s:
                 import_observations(s, cohort.clinical_csv, "clinical", visits_labels)
                 import_observations(s, cohort.ephys_csv, "ephys", visits_labels)
-
-            def poll() -> tuple[dict[str, tuple[int, int]], list[FinishedVisit]]:
-                with node.sessions() as s:
-                    ended = finished_visits(s)
-                    jobs = dict(s.execute(select(m.Job.state, func.count()).where(m.Job.kind == PROCESS_VISIT)
-                                          .group_by(m.Job.state)).all())
-                    out = dict(s.execute(select(m.OutboxItem.state, func.count()).group_by(m.OutboxItem.state)).all())
-                # a visit is finished when its job is done, or failed for good (retries exhausted)
-                finished = jobs.get(m.JobState.DONE, 0) + jobs.get(m.JobState.FAILED, 0)
-                return {"pushed": (len(cohort.visits), len(cohort.visits)),
-                        "processed": (finished, len(cohort.visits)),
-                        "forwarded": (out.get(m.OutboxState.SENT, 0), sum(out.values()) if orthanc else 0)}, ended
 
             def done(state: dict[str, tuple[int, int]]) -> bool:
                 n, total = state["processed"]

@@ -81,6 +81,20 @@ QR_SOP_CLASSES: tuple[UID, ...] = (
 NATIVE_SYNTAXES: tuple[UID, ...] = (
     ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian,
 )
+# Compressions that lose nothing (PS3.5 8.2, 10): JPEG lossless processes 14 (and selection value 1, and the
+# retired lossless processes 15, 28, 29), JPEG-LS lossless, JPEG 2000 (and Part 2, HTJ2K) lossless only, RLE.
+LOSSLESS_COMPRESSED: frozenset[str] = frozenset({
+    "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.58", "1.2.840.10008.1.2.4.65", "1.2.840.10008.1.2.4.66",
+    "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.92",
+    "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.5",
+})
+
+
+def is_lossy(syntax: str) -> bool:
+    """Whether ``syntax`` is (or may be) a lossy compression: compressed and not one of LOSSLESS_COMPRESSED."""
+    return UID(syntax).is_compressed and syntax not in LOSSLESS_COMPRESSED
+
+
 # Every transfer syntax pydicom names, the native ones first.
 TRANSFER_SYNTAXES: tuple[UID, ...] = (
     *NATIVE_SYNTAXES, *(ts for ts in AllTransferSyntaxes if ts not in NATIVE_SYNTAXES),

@@ -33,6 +33,7 @@ from node.dimse.conformance import (
     TRANSFER_SYNTAXES,
     storage_sop_classes,
 )
+from node.dimse.negotiation import handle_requested
 from node.intake.ingest import Ingestor
 from node.settings import Destination, NodeSettings
 from storage.filestore import FileStore
@@ -146,6 +147,7 @@ def start_listener(
         configure_ae(ae)
     refused: list[str] = []
     handlers: list[Handler] = [
+        (evt.EVT_REQUESTED, handle_requested),
         (evt.EVT_C_ECHO, h.handle_echo),
         (evt.EVT_C_STORE, h.handle_store, [ingestor]),
         (evt.EVT_REJECTED, h.handle_rejected, [refused]),

@@ -72,6 +72,11 @@ def check_visits(sessions: sessionmaker[Session], settings: Settings, jobs: JobQ
             )).rowcount
             if taken != 1:
                 continue
+            waiting = s.scalar(select(m.Job.id).where(m.Job.kind == PROCESS_VISIT, m.Job.target == visit_target(visit_id),
+                                                      m.Job.state == m.JobState.QUEUED).limit(1))
+            if waiting is not None:  # re-opened before its job started: that job will read everything
+                log.info("visit %d ready again; job %d, still queued, processes it", visit_id, waiting)
+                continue
             job = jobs.create(s, PROCESS_VISIT, visit_target(visit_id))
             queued.append(job.id)
             log.info("visit %d ready: %s%s", visit_id, decision.describe(settings.protocol),

@@ -10,12 +10,14 @@ A failure marks the visit ``failed`` with the error on the job row; the job retr
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -141,9 +143,29 @@ def discard_results(sessions: sessionmaker[Session], store: FileStore, instance_
     return len(paths)
 
 
+@contextmanager
+def visit_lock(qc_root: Path, visit_id: int) -> Iterator[None]:
+    """Exclusive processing of one visit across the node's worker threads and processes (an flock on
+    ``qc_root/.visit-N.lock``): a visit re-opened by a late instance while its first job still runs is
+    processed again after it, never at the same time (both would write the same QC folder and rows)."""
+    qc_root.mkdir(parents=True, exist_ok=True)
+    with open(qc_root / f".visit-{visit_id}.lock", "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def process_visit(settings: Settings, sessions: sessionmaker[Session], store: FileStore, visit_id: int,
                   progress: Callable[[str], None] | None = None) -> ProcessOutcome:
-    """Quantify one visit end to end (see the module docstring)."""
+    """Quantify one visit end to end (see the module docstring), one run per visit at a time."""
+    with visit_lock(settings.quant.qc_dir, visit_id):
+        return _process_visit(settings, sessions, store, visit_id, progress)
+
+
+def _process_visit(settings: Settings, sessions: sessionmaker[Session], store: FileStore, visit_id: int,
+                   progress: Callable[[str], None] | None) -> ProcessOutcome:
     _set_state(sessions, visit_id, m.VisitState.PROCESSING)
     stored: list[tuple[str, Dataset, int]] = []
     try:

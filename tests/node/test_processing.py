@@ -3,12 +3,16 @@ when the measurement transaction after it fails, so Q/R never serves results the
 
 from __future__ import annotations
 
+import threading
+import time
+from pathlib import Path
+
 import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
 from node.service import Node
-from node.work.processing import discard_results, store_results
+from node.work.processing import discard_results, store_results, visit_lock
 from storage import models as m
 from tests.support.dicom_factory import CORONAL, mr_image
 
@@ -49,3 +53,34 @@ def test_a_result_the_node_refuses_takes_back_the_ones_before_it(node: Node) -> 
         store_results(node.settings, node.sessions, node.store, [("sr", good), ("seg", bad)])
     assert count(node, m.Instance, sop_instance_uid=str(good.SOPInstanceUID)) == 0
     assert count(node, m.Series, series_instance_uid=series) == 0
+
+
+def test_one_visit_is_processed_by_one_worker_at_a_time(tmp_path: Path) -> None:
+    """A visit re-opened while its first job runs waits for it (two runs would share a QC folder and rows)."""
+    order: list[str] = []
+    first_in = threading.Event()
+
+    def first() -> None:
+        with visit_lock(tmp_path, 7):
+            order.append("first start")
+            first_in.set()
+            time.sleep(0.3)
+            order.append("first end")
+
+    def second() -> None:
+        first_in.wait(5)
+        with visit_lock(tmp_path, 7):
+            order.append("second start")
+
+    def other_visit() -> None:
+        first_in.wait(5)
+        with visit_lock(tmp_path, 8):
+            order.append("other visit")
+
+    threads = [threading.Thread(target=f) for f in (first, second, other_visit)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert order.index("second start") > order.index("first end")
+    assert order.index("other visit") < order.index("first end")  # other visits are not held up
