@@ -237,7 +237,11 @@ def status(config: ConfigOption = None, limit: Annotated[int, typer.Option(help=
     console.print(table)
     jobs = ", ".join(f"{k.value} {v}" for k, v in sorted(st.jobs.items())) or "none"
     outbox = ", ".join(f"{k.value} {v}" for k, v in sorted(st.outbox.items())) or "empty"
-    console.print(f"jobs: {jobs}\noutbox: {outbox}")
+    kinds = ", ".join(f"{k.value} {n} series / {i} instances" for k, (n, i) in sorted(st.kinds.items())) or "none"
+    console.print(f"jobs: {jobs}\noutbox: {outbox}\nby classification: {kinds}", highlight=False)
+    if st.other_classes:
+        console.print("other (stored, served, never processed): "
+                      + ", ".join(f"{name} {n}" for name, n in st.other_classes.items()), highlight=False)
     if st.unknown_patients:
         console.print(f"patients not mapped to a study subject: {', '.join(st.unknown_patients)}", highlight=False)
 

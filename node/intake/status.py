@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from pydicom.uid import UID
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -35,6 +36,8 @@ class NodeStatus:
     jobs: dict[m.JobState, int]
     outbox: dict[m.OutboxState, int]
     unknown_patients: list[str]
+    kinds: dict[m.SeriesKind, tuple[int, int]]  # (series, instances) per classification
+    other_classes: dict[str, int]  # instances classified "other", per SOP class (its name where known)
 
 
 def node_status(s: Session, limit: int = 50) -> NodeStatus:
@@ -84,4 +87,16 @@ def node_status(s: Session, limit: int = 50) -> NodeStatus:
         jobs=dict(s.execute(select(m.Job.state, func.count()).group_by(m.Job.state)).all()),
         outbox=dict(s.execute(select(m.OutboxItem.state, func.count()).group_by(m.OutboxItem.state)).all()),
         unknown_patients=list(unknown),
+        kinds={kind: (int(n_series), int(n_instances)) for kind, n_series, n_instances in s.execute(
+            select(m.Series.kind, func.count(func.distinct(m.Series.id)), func.count(m.Instance.id))
+            .join(m.Instance, m.Instance.series_fk == m.Series.id, isouter=True).group_by(m.Series.kind))},
+        other_classes={_sop_name(uid): int(n) for uid, n in s.execute(
+            select(m.Instance.sop_class_uid, func.count()).join(m.Series, m.Instance.series_fk == m.Series.id)
+            .where(m.Series.kind == m.SeriesKind.OTHER).group_by(m.Instance.sop_class_uid)
+            .order_by(func.count().desc()))},
     )
+
+
+def _sop_name(uid: str) -> str:
+    name = UID(uid).name
+    return name if name and name != uid else uid

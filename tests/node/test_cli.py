@@ -99,3 +99,20 @@ def test_echo_command_reports_unreachable_peer() -> None:
 def test_worker_refuses_sqlite_queue(settings_file: Path) -> None:
     out = run("worker", "--config", str(settings_file))
     assert out.returncode == 2 and 'backend = "redis"' in out.stderr
+
+
+def test_status_lists_what_is_not_processed_by_kind_and_sop_class(node, tmp_path: Path) -> None:
+    """A CT image and an RT plan from other vendors (pydicom's test files) are stored and counted as other."""
+    import pydicom
+
+    from tests.support.dcmtk import dcmtk
+
+    files = Path(pydicom.__file__).parent / "data" / "test_files"
+    for name in ("CT_small.dcm", "rtplan.dcm"):
+        sent = dcmtk("storescu", "-aet", "STORESCU", "-aec", "MYONODE", "127.0.0.1", str(node.listener.port),
+                     str(files / name))
+        assert sent.returncode == 0, sent.stdout
+    status = run("status", "--config", str(node.settings.source))
+    assert status.returncode == 0, status.stderr
+    assert "other 2 series / 2 instances" in status.stdout
+    assert "CT Image Storage 1" in status.stdout and "RT Plan Storage 1" in status.stdout
