@@ -53,6 +53,19 @@ def validate_uid(uid: str, field: str = "UID") -> str:
     return uid
 
 
+def file_component(uid: str) -> str:
+    """The file or folder name for ``uid``: the UID itself when it is valid, else ``uid-`` and the first
+    40 hex digits of its SHA-256 — UIDs seen in the field break the grammar (leading zeros, letters,
+    trailing spaces) and must neither be refused nor reach the file system as they are. The index keeps
+    the original UID; only the name is derived."""
+    if not uid:
+        raise InvalidUIDError("UID is empty")
+    try:
+        return validate_uid(uid)
+    except InvalidUIDError:
+        return "uid-" + hashlib.sha256(uid.encode("utf-8", "surrogateescape")).hexdigest()[:40]
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -82,14 +95,14 @@ class FileStore:
         self.dicom_root = self.root / "dicom"
 
     def path_for(self, study_uid: str, series_uid: str, sop_uid: str, version: int = 1) -> Path:
-        """The file of an instance; versions after the first (re-sent, different content) get ``.vN``."""
-        validate_uid(study_uid, "StudyInstanceUID")
-        validate_uid(series_uid, "SeriesInstanceUID")
-        validate_uid(sop_uid, "SOPInstanceUID")
+        """The file of an instance; versions after the first (re-sent, different content) get ``.vN``.
+
+        Names come from :func:`file_component` (a hash for a UID that breaks the grammar)."""
+        study, series, sop = (file_component(u) for u in (study_uid, series_uid, sop_uid))
         if version < 1:
             raise ValueError(f"version must be >= 1, got {version}")
-        name = f"{sop_uid}.dcm" if version == 1 else f"{sop_uid}.v{version}.dcm"
-        return self.dicom_root / study_uid / series_uid / name
+        name = f"{sop}.dcm" if version == 1 else f"{sop}.v{version}.dcm"
+        return self.dicom_root / study / series / name
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the root, as stored in the index (so the root can move)."""

@@ -31,7 +31,7 @@ from node.dimse.status import Status
 from node.intake.classify import b_values, classify_series, is_derived, station_key
 from node.settings import SeriesRule
 from storage import models as m
-from storage.filestore import FileStore, InvalidUIDError, StoredFile, validate_uid
+from storage.filestore import UID_MAX_LENGTH, FileStore, InvalidUIDError, StoredFile, validate_uid
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +81,8 @@ def read_header(data: bytes, expected_sop_uid: str | None = None) -> Header:
         ds = dcmread(BytesIO(data), stop_before_pixels=True)
     except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError) as exc:
         raise BadDatasetError(f"not a readable DICOM data set: {exc}") from exc
-    try:
-        sop_class = validate_uid(str(ds.get("SOPClassUID", "")), "SOPClassUID")
-        sop_uid = validate_uid(str(ds.get("SOPInstanceUID", "")), "SOPInstanceUID")
-        study = validate_uid(str(ds.get("StudyInstanceUID", "")), "StudyInstanceUID")
-        series = validate_uid(str(ds.get("SeriesInstanceUID", "")), "SeriesInstanceUID")
-    except InvalidUIDError as exc:
-        raise BadDatasetError(str(exc)) from exc
+    sop_class, sop_uid, study, series = (_uid(ds, keyword) for keyword in (
+        "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"))
     if expected_sop_uid is not None and sop_uid != expected_sop_uid:
         raise BadDatasetError(
             f"SOPInstanceUID {sop_uid} in the data set differs from {expected_sop_uid} in the request"
@@ -95,6 +90,22 @@ def read_header(data: bytes, expected_sop_uid: str | None = None) -> Header:
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else None
     return Header(sop_class_uid=sop_class, sop_instance_uid=sop_uid, study_uid=study, series_uid=series, transfer_syntax_uid=ts, dataset=ds)
+
+
+def _uid(ds: Dataset, keyword: str) -> str:
+    """A UID that names the file, as sent. One breaking the UID grammar (leading zeros, letters, trailing
+    spaces: all seen in the field) is kept with a warning; the store derives a safe file name from it.
+    Refused: none at all, or one longer than the index holds (64 characters, PS3.5 §9.1)."""
+    uid = str(ds.get(keyword, "") or "")
+    if not uid.strip():
+        raise BadDatasetError(f"{keyword} is missing or empty")
+    if len(uid) > UID_MAX_LENGTH:
+        raise BadDatasetError(f"{keyword} {uid[:80]!r} is longer than {UID_MAX_LENGTH} characters")
+    try:
+        validate_uid(uid, keyword)
+    except InvalidUIDError as exc:
+        log.warning("%s; stored as sent, under a file name derived from its hash", exc)
+    return uid
 
 
 def _da(value: object) -> date | None:

@@ -236,3 +236,28 @@ def test_enhanced_mr_from_storescu_is_indexed_as_dwi(node: Node, tmp_path: Path)
     assert row.sop_class_uid == "1.2.840.10008.5.1.4.1.1.4.1" and row.b_values == [0.0, 1000.0]
     with node.sessions() as s:
         assert s.scalars(select(m.Series)).one().kind is m.SeriesKind.DWI
+
+
+def test_uids_breaking_the_grammar_are_stored_found_and_given_back_unchanged(node: Node, tmp_path: Path) -> None:
+    """Leading zeros and a trailing letter, as some modalities write them: stored under a hashed file name,
+    indexed and answered with the UIDs exactly as sent."""
+    study, series, sop = "1.2.826.0.1.3680043.2.0123.1", "1.2.826.0.1.3680043.2.0123.1.01", "1.2.3.0045.7a"
+    path = tmp_path / "odd.dcm"
+    mr_image(study_uid=study, series_uid=series, sop_uid=sop).save_as(path, enforce_file_format=True)
+    sent = dcmtk("storescu", "-aet", "STORESCU", "-aec", "MYONODE", "127.0.0.1", str(node.listener.port), str(path))
+    assert sent.returncode == 0, sent.stdout
+    with node.sessions() as s:
+        row = s.scalars(select(m.Instance).where(m.Instance.sop_instance_uid == sop)).one()
+    assert row.file_path.endswith(filestore_module.file_component(sop) + ".dcm") and "uid-" in row.file_path
+    found = dcmtk("findscu", "-S", "-aet", "FINDSCU", "-aec", "MYONODE", "-k", "QueryRetrieveLevel=IMAGE",
+                  "-k", f"StudyInstanceUID={study}", "-k", f"SeriesInstanceUID={series}", "-k", "SOPInstanceUID",
+                  "127.0.0.1", str(node.listener.port))
+    assert found.stdout.count("Find Response:") == 1 and sop in found.stdout, found.stdout
+    out = tmp_path / "get"
+    out.mkdir()
+    got = dcmtk("getscu", "-aet", "GETSCU", "-aec", "MYONODE", "-k", "QueryRetrieveLevel=IMAGE",
+                "-k", f"StudyInstanceUID={study}", "-k", f"SeriesInstanceUID={series}", "-k", f"SOPInstanceUID={sop}",
+                "-od", str(out), "127.0.0.1", str(node.listener.port))
+    assert got.returncode == 0, got.stdout
+    back = dcmread(next(out.iterdir()))
+    assert (back.StudyInstanceUID, back.SeriesInstanceUID, back.SOPInstanceUID) == (study, series, sop)

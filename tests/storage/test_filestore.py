@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from storage import filestore as fs_module
-from storage.filestore import FileExistsInStoreError, FileStore, InvalidUIDError, validate_uid
+from storage.filestore import FileExistsInStoreError, FileStore, InvalidUIDError, file_component, validate_uid
 
 STUDY, SERIES, SOP = "1.2.826.0.1.3680043.2.1", "1.2.826.0.1.3680043.2.1.7", "1.2.826.0.1.3680043.2.1.7.42"
 
@@ -44,14 +44,22 @@ def test_versions_get_their_own_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad",
-    ["../../etc", "1.2/../../3", "..", "/abs/1.2", "1.2.03", "1..2", "1.2.", "", "1.2.x", "1" * 65, "1.2\x00.3", " 1.2"],
+    "odd",
+    ["../../etc", "1.2/../../3", "..", "/abs/1.2", "1.2.03", "1..2", "1.2.", "1.2.x", "1" * 65, "1.2\x00.3", " 1.2"],
 )
-def test_invalid_uid_refused(tmp_path: Path, bad: str) -> None:
-    """A UID that is not a valid DICOM UID — including path traversal — is refused, naming the field."""
+def test_uid_breaking_the_grammar_names_a_file_by_its_hash_inside_the_store(tmp_path: Path, odd: str) -> None:
+    """Odd UIDs (seen in the field) are stored, never used as a path: no traversal, one name per UID."""
     store = FileStore(tmp_path)
-    with pytest.raises(InvalidUIDError, match="SOPInstanceUID"):
-        store.write(STUDY, SERIES, bad, b"x")
+    written = store.write(STUDY, SERIES, odd, b"x")
+    assert written.path.is_relative_to(store.dicom_root / STUDY / SERIES)
+    assert written.path.name == file_component(odd) + ".dcm" and written.path.name.startswith("uid-")
+    assert file_component(odd) != file_component(odd + "1")
+    assert store.write(odd, odd, SOP, b"y").path.parent.parent.parent == store.dicom_root
+
+
+def test_an_empty_uid_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidUIDError, match="empty"):
+        FileStore(tmp_path).write(STUDY, SERIES, "", b"x")
     assert _files(tmp_path) == []
 
 
