@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import signal
+import subprocess
+import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,13 +40,49 @@ class Node:
     listener: Listener
     watcher: ExamWatcher
     forwarder: Forwarder
+    worker_processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    stopped: bool = False
 
     def stop(self) -> None:
+        """Stop everything (a second call does nothing)."""
+        if self.stopped:
+            return
+        self.stopped = True
         self.listener.stop()
         self.watcher.stop()
         self.forwarder.stop()
+        stop_worker_processes(self.worker_processes)
         self.jobs.stop_consumers()
         self.engine.dispose()
+
+
+def _die_with_parent() -> None:
+    """In a worker process before exec: SIGTERM when the node that started it dies, even by SIGKILL (Linux)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def start_worker_processes(settings: Settings) -> list[subprocess.Popen[bytes]]:
+    """``[queue] processes`` × ``myonode worker`` on the node's settings file (their output is the node's)."""
+    if settings.queue.processes == 0:
+        return []
+    if settings.source is None:
+        raise ValueError("[queue] processes needs settings read from a file (the workers read the same file)")
+    command = [sys.executable, "-m", "node.cli", "worker", "--config", str(settings.source)]
+    return [subprocess.Popen(command, preexec_fn=_die_with_parent) for _ in range(settings.queue.processes)]
+
+
+def stop_worker_processes(processes: list[subprocess.Popen[bytes]], timeout_s: float = 10.0) -> None:
+    """SIGTERM (Huey stops at once; a job it was running is re-queued by the next start's recovery)."""
+    for proc in processes:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in processes:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def open_jobs(settings: Settings) -> tuple[Engine, JobQueue]:
@@ -65,6 +104,7 @@ def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
     # The node always consumes (and is the one process that runs the [schedule] tasks); with the
     # Redis queue, `myonode worker` processes elsewhere consume too.
     jobs.start_consumers(settings.queue.workers)
+    workers = start_worker_processes(settings)
     recovered = jobs.recover()
     if recovered:
         log.info("re-dispatched %d unfinished job(s)", len(recovered))
@@ -79,7 +119,8 @@ def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
     watcher.start()
     forwarder = Forwarder(sessions, store, settings.forward, settings.node.ae_title)
     forwarder.start()
-    return Node(settings=settings, engine=engine, sessions=sessions, store=store, ingestor=ingestor, jobs=jobs, listener=listener, watcher=watcher, forwarder=forwarder)
+    return Node(settings=settings, engine=engine, sessions=sessions, store=store, ingestor=ingestor, jobs=jobs,
+                listener=listener, watcher=watcher, forwarder=forwarder, worker_processes=workers)
 
 
 def serve_forever(settings: Settings) -> None:
@@ -97,10 +138,11 @@ def serve_forever(settings: Settings) -> None:
 
 
 def work_forever(settings: Settings) -> None:
-    """`myonode worker`: Huey consumers for the Redis queue, until SIGINT/SIGTERM."""
-    if settings.queue.backend != "redis":
-        raise ValueError("myonode worker needs [queue] backend = \"redis\"; the sqlite queue runs inside serve")
+    """`myonode worker`: Huey consumers until SIGINT/SIGTERM — on the Redis queue anywhere, or on the SQLite
+    queue on the node's own host (the queue file is local). One consumer thread per process: more
+    processes, not threads, make more processing run at once."""
     engine, jobs = open_jobs(settings)
     upgrade(engine)
-    consumer = jobs.huey.create_consumer(workers=settings.queue.workers, worker_type="thread", periodic=False)
+    consumer = jobs.huey.create_consumer(workers=max(1, settings.queue.workers) if settings.queue.backend == "redis"
+                                         else 1, worker_type="thread", periodic=False)
     consumer.run()

@@ -132,11 +132,22 @@ class StorageSettings(_Section):
 
 
 class QueueSettings(_Section):
-    """The Huey task queue: SQLite inside the service, or Redis for workers elsewhere."""
+    """The Huey task queue: SQLite on this host, or Redis for workers elsewhere too.
+
+    ``workers``: consumer threads inside ``myonode serve``; ``processes``: worker processes serve
+    starts beside them (each ``myonode worker``, its own interpreter: processing then never holds
+    the GIL the DICOM listener needs, and a 2-core machine uses both cores)."""
 
     backend: Literal["sqlite", "redis"] = "sqlite"
     url: str = "sqlite:///var/queue.db"
-    workers: int = Field(default=2, ge=1, le=64)
+    workers: int = Field(default=2, ge=0, le=64)
+    processes: int = Field(default=0, ge=0, le=16)
+
+    @model_validator(mode="after")
+    def _someone_works(self) -> QueueSettings:
+        if self.workers + self.processes < 1:
+            raise ValueError("workers and processes are both 0: no job would ever run")
+        return self
 
     @model_validator(mode="after")
     def _scheme(self) -> QueueSettings:

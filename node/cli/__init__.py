@@ -142,7 +142,7 @@ def worker(
     config: ConfigOption = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
-    """Run job consumers for the Redis queue (any number of machines); the SQLite queue runs inside serve."""
+    """Run job consumers: on the Redis queue (any number of machines) or the SQLite queue (the node's host)."""
     import logging
 
     from node.service import work_forever

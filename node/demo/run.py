@@ -61,7 +61,9 @@ database_url = "sqlite:///myonode.db"
 [queue]
 backend = "sqlite"
 url = "sqlite:///queue.db"
-workers = 2
+# processing in two worker processes, the listener alone in the node: both cores busy, pushes never starved
+workers = 0
+processes = 2
 
 [protocol]
 stable_age_s = {stable_age}
@@ -74,7 +76,7 @@ out = "reports"
 {peers}"""
 
 # The small phantom is drawn on a 4 mm truth grid: a finer subject label grid would add time, not accuracy.
-SMALL_QUANT = "label_mm = 4.0\n"
+SMALL_QUANT = "label_mm = 4.0\nregion_mm = 2.0\n"
 
 PEER = """
 [[{section}]]

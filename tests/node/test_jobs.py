@@ -113,3 +113,29 @@ def test_cohort_report_is_scheduled_by_the_settings_cron(tmp_path: Path) -> None
 
     assert due(datetime(2026, 11, 24, 3, 15))  # a Tuesday
     assert not due(datetime(2026, 11, 24, 3, 16)) and not due(datetime(2026, 11, 22, 3, 15))  # Sunday
+
+
+def test_serve_runs_jobs_in_its_worker_processes_and_stops_them(running_node) -> None:
+    """[queue] processes: with no consumer thread in the node, a job still runs — in a `myonode worker` process
+    the node started — and stopping the node stops that process."""
+    import time
+
+    from sqlalchemy import select
+
+    from node.work.jobs import PROCESS_VISIT, visit_target
+    from storage import models as m
+
+    node = running_node(queue='backend = "sqlite"\nurl = "sqlite:///queue.db"\nworkers = 0\nprocesses = 1\n')
+    assert len(node.worker_processes) == 1
+    job_id = node.jobs.submit(PROCESS_VISIT, visit_target(999), max_attempts=1)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        with node.sessions() as s:
+            job = s.scalars(select(m.Job).where(m.Job.id == job_id)).one()
+        if job.state is m.JobState.FAILED:
+            break
+        time.sleep(0.2)
+    assert job.state is m.JobState.FAILED and "visit 999 does not exist" in (job.last_error or "")
+    worker = node.worker_processes[0]
+    node.stop()
+    assert worker.poll() is not None
