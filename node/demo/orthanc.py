@@ -31,6 +31,11 @@ class Orthanc:
             text = rsp.read()
         return json.loads(text) if text else None
 
+    def rest_bytes(self, path: str) -> bytes:
+        """A GET of ``path`` as raw bytes (e.g. ``/instances/{id}/file``)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=120) as rsp:
+            return bytes(rsp.read())
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -40,8 +45,10 @@ class Orthanc:
             self.process.wait()
 
 
-def start_orthanc(folder: Path, modalities: dict[str, tuple[str, str, int]], ae_title: str = "ORTHANC") -> Orthanc:
-    """Start Orthanc with its own storage in ``folder``; ``modalities`` are the DICOM peers it knows."""
+def start_orthanc(folder: Path, modalities: dict[str, tuple[str, str, int]], ae_title: str = "ORTHANC",
+                  config: dict[str, Any] | None = None) -> Orthanc:
+    """Start Orthanc with its own storage in ``folder``; ``modalities`` are the DICOM peers it knows;
+    ``config``: more Orthanc configuration options (e.g. ``AcceptedTransferSyntaxes``)."""
     binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
     if not Path(binary).exists():
         raise FileNotFoundError("Orthanc is not installed (Debian package orthanc; `make test` installs it)")
@@ -53,6 +60,7 @@ def start_orthanc(folder: Path, modalities: dict[str, tuple[str, str, int]], ae_
         "AuthenticationEnabled": False, "DicomCheckCalledAet": False, "Plugins": [],
         "DicomModalities": {name: list(v) for name, v in modalities.items()},
         "DicomAlwaysAllowStore": True, "DicomAlwaysAllowEcho": True, "StableAge": 1,
+        **(config or {}),
     }
     (folder / "orthanc.json").write_text(json.dumps(config, indent=1))
     with open(folder / "orthanc.log", "wb") as log:  # the child keeps its own descriptor

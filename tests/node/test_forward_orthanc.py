@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 from sqlalchemy import select
 
 from node.demo.orthanc import start_orthanc
@@ -139,3 +142,35 @@ def test_storage_commitment_with_orthanc_as_scu(node_and_orthanc, tmp_path: Path
     assert sorted(x["SOPInstanceUID"] for x in report["Success"]) == sorted(h[1] for h in held)
     assert [x["SOPInstanceUID"] for x in report["Failures"]] == [never_sent[1]]
     assert report["Failures"][0]["FailureReason"] == 0x0112
+
+
+def test_forwarding_to_a_pacs_that_takes_only_uncompressed_decodes_on_the_way(running_node, tmp_path: Path) -> None:
+    """Stored as RLE lossless (as a compressing modality sent it), forwarded to an Orthanc that accepts
+    only uncompressed syntaxes: Orthanc gets explicit little endian with the very same pixels."""
+    orthanc = start_orthanc(tmp_path / "orthanc", {}, config={
+        "AcceptedTransferSyntaxes": ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"]})
+    try:
+        dest = f'name = "orthanc"\nae_title = "ORTHANC"\nhost = "127.0.0.1"\nport = {orthanc.dicom_port}\n'
+        node = running_node(forward=f"backoff_initial_s = 1\n[[forward.destinations]]\n{dest}")
+        (plain,) = write_series(tmp_path / "in", 1)
+        compressed = tmp_path / "rle.dcm"
+        ds = dcmread(plain)
+        want = ds.pixel_array.copy()
+        ds.compress(RLELossless, generate_instance_uid=False)
+        ds.save_as(compressed, enforce_file_format=True)
+        sent = dcmtk("storescu", "-xr", "-aet", "STORESCU", "-aec", "MYONODE", "127.0.0.1", str(node.listener.port),
+                     str(compressed))
+        assert sent.returncode == 0, sent.stdout
+        with transaction(node.sessions) as s:
+            (instance,) = s.scalars(select(m.Instance)).all()
+            assert instance.transfer_syntax_uid == RLELossless  # kept as received
+            enqueue(s, [instance.id], node.settings.forward.destinations)
+        node.forwarder.wake.set()
+        wait_for(lambda: len(orthanc.rest("/instances")) == 1)
+        (oid,) = orthanc.rest("/instances")
+        got = dcmread(io.BytesIO(orthanc.rest_bytes(f"/instances/{oid}/file")))
+        assert got.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert got.SOPInstanceUID == ds.SOPInstanceUID
+        np.testing.assert_array_equal(got.pixel_array, want)
+    finally:
+        orthanc.stop()

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import random
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.uid import ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
 
 from node.intake.classify import is_derived, station_key
 from quant.volumes import StationVolume, VolumeError, is_derived_image_type, load_series, station_volumes
@@ -280,3 +289,27 @@ def test_abutting_axial_stations_without_acquisition_numbers_form_one_volume() -
                                  series_uid=uid)
     with pytest.raises(VolumeError, match="irregular slice step"):
         station_volumes([*upper, *overlapping])
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless, JPEGLosslessSV1])
+def test_a_station_sent_compressed_reads_as_the_same_volume(tmp_path: Path, syntax: str) -> None:
+    """A site whose scanner compresses losslessly: the pipeline decodes the stations through pydicom's
+    pixel handlers (the same as the node's transcoding) and gets the very same volume."""
+    pixels = np.random.default_rng(3).integers(0, 4000, (4, 64, 48), dtype=np.uint16)
+    positions = stack((0.0, 0.0, -50.0), CORONAL, 4, 5.0)
+    paths = []
+    for i, ds in enumerate(classic_series(pixels, positions, rescale=(2.0, -10.0))):
+        if syntax == JPEGLosslessSV1:  # pydicom writes no JPEG lossless: DCMTK's dcmcjpeg does, as a scanner would
+            plain = tmp_path / f"plain{i}.dcm"
+            ds.save_as(plain, enforce_file_format=True)
+            paths.append(tmp_path / f"IM{i}.dcm")
+            subprocess.run(["dcmcjpeg", "+e1", str(plain), str(paths[-1])], check=True, capture_output=True)
+            continue
+        ds.compress(syntax, generate_instance_uid=False)
+        paths.append(tmp_path / f"IM{i}.dcm")
+        ds.save_as(paths[-1], enforce_file_format=True)
+    assert {str(pydicom.dcmread(p).file_meta.TransferSyntaxUID) for p in paths} == {syntax}
+
+    (volume,) = load_series(paths)
+
+    np.testing.assert_array_equal(array(volume), pixels.astype(np.float32) * 2.0 - 10.0)
