@@ -68,7 +68,8 @@ def start_worker_processes(settings: Settings) -> list[subprocess.Popen[bytes]]:
         return []
     if settings.source is None:
         raise ValueError("[queue] processes needs settings read from a file (the workers read the same file)")
-    command = [sys.executable, "-m", "node.cli", "worker", "--config", str(settings.source)]
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())  # the node's own log level
+    command = [sys.executable, "-m", "node.cli", "worker", "--config", str(settings.source), "--log-level", level]
     return [subprocess.Popen(command, preexec_fn=_die_with_parent) for _ in range(settings.queue.processes)]
 
 

@@ -149,6 +149,8 @@ def worker(
 
     settings = _settings(config)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # highdicom narrates every attribute it copies at INFO
+    logging.getLogger("highdicom").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         work_forever(settings)
     except ValueError as exc:
