@@ -182,10 +182,10 @@ class _Lines:
         for visit in finished[self.seen:]:
             self.console.print(describe(visit, done, total), highlight=False)
         self.seen = len(finished)
-        if state["forwarded"] != self.forwarded and state["forwarded"][1]:
+        sent, queued = state["forwarded"]
+        if queued and sent == queued and state["forwarded"] != self.forwarded:  # a line each time it catches up
             self.forwarded = state["forwarded"]
-            self.console.print(f"forwarded to the PACS: {state['forwarded'][0]} of {state['forwarded'][1]} results",
-                               highlight=False)
+            self.console.print(f"forwarded to the PACS: all {sent} result objects so far", highlight=False)
 
     def __enter__(self) -> _Lines:
         return self
