@@ -96,9 +96,29 @@ def test_echo_command_reports_unreachable_peer() -> None:
     assert bad.returncode == 2 and "AE@host:port" in bad.stderr
 
 
-def test_worker_refuses_sqlite_queue(settings_file: Path) -> None:
-    out = run("worker", "--config", str(settings_file))
-    assert out.returncode == 2 and 'backend = "redis"' in out.stderr
+def test_worker_on_the_sqlite_queue_starts_and_stops_on_sigterm(settings_file: Path) -> None:
+    """`myonode worker` consumes the node's own SQLite queue (serve starts it so, [queue] processes) and ends at
+    once on SIGTERM, the signal serve stops it with."""
+    import signal
+    import time
+
+    assert run("db", "upgrade", "--config", str(settings_file)).returncode == 0
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MYONODE_")}
+    proc = subprocess.Popen([MYONODE, "worker", "--config", str(settings_file)], stderr=subprocess.PIPE, text=True,
+                            env=base, cwd=settings_file.parent)
+    try:
+        assert proc.stderr is not None
+        seen = ""
+        deadline = time.monotonic() + 60
+        while "periodic tasks are" not in seen.lower() and time.monotonic() < deadline and proc.poll() is None:
+            seen += proc.stderr.readline()
+        assert "consumer started with 1 thread" in seen.lower(), seen
+        time.sleep(1.0)  # Huey installs its signal handlers just after logging its start
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def test_status_lists_what_is_not_processed_by_kind_and_sop_class(node, tmp_path: Path) -> None:
