@@ -166,9 +166,11 @@ def _big_to_little(ds: Dataset) -> None:
         width = _WORD_BYTES[elem.VR]
         elem.value = np.frombuffer(elem.value, dtype=f">u{width}").astype(f"<u{width}").tobytes()
     if "PixelData" in ds:
-        arr = ds.pixel_array
+        arr = ds.pixel_array  # colour comes back pixel-interleaved, whatever the planar configuration was
         ds.PixelData = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<"))).tobytes()
         ds["PixelData"].VR = "OW" if int(ds.BitsAllocated) > 8 else "OB"
+        if int(ds.get("SamplesPerPixel", 1)) > 1:
+            ds.PlanarConfiguration = 0
     ds.set_original_encoding(False, True, ds.original_character_set)
     for item in _items(ds):
         item.set_original_encoding(False, True, item.original_character_set)

@@ -27,6 +27,7 @@ from pynetdicom import AE
 from sqlalchemy import select
 
 from node.demo.orthanc import start_orthanc
+from node.dimse.conformance import is_lossy
 from node.service import Node
 from storage import models as m
 from tests.support.dcmtk import dcmtk
@@ -107,7 +108,7 @@ def push(port: int, ae_title: str, path: Path) -> str | None:
 def get(port: int, ae_title: str, original: pydicom.Dataset, out: Path, *prefer: str) -> tuple[Path | None, str]:
     """C-GET one instance with getscu (options ``prefer``); (the file received or None, getscu's output)."""
     out.mkdir(parents=True)
-    got = dcmtk("getscu", *prefer, "-aet", "GETSCU", "-aec", ae_title, "-k", "QueryRetrieveLevel=IMAGE",
+    got = dcmtk("getscu", "-v", *prefer, "-aet", "GETSCU", "-aec", ae_title, "-k", "QueryRetrieveLevel=IMAGE",
                 "-k", f"StudyInstanceUID={original.StudyInstanceUID}",
                 "-k", f"SeriesInstanceUID={original.SeriesInstanceUID}",
                 "-k", f"SOPInstanceUID={original.SOPInstanceUID}", "-od", str(out), "127.0.0.1", str(port))
@@ -154,7 +155,11 @@ def test_real_world_files_are_taken_like_orthanc_and_given_back_uncompressed(nod
                 np.testing.assert_array_equal(received.pixel_array, want, err_msg=path.name)
                 compared += 1
             syntax = str(original.file_meta.TransferSyntaxUID)
-            if UID(syntax).is_compressed and syntax in DCMTK_OPTION and "PixelData" in original:
+            # A lossless stored syntax comes back as stored when the peer prefers it. (A peer preferring a lossy
+            # one gets uncompressed: at negotiation the node cannot know each instance is stored lossy, and
+            # it never writes lossy — node/dimse/negotiation.py.)
+            if UID(syntax).is_compressed and not is_lossy(syntax) and syntax in DCMTK_OPTION \
+                    and "PixelData" in original:
                 same, _ = get(node.listener.port, "MYONODE", original, tmp_path / "get-stored" / uid,
                               f"+{DCMTK_OPTION[syntax]}")
                 assert same is not None, path.name
@@ -173,13 +178,14 @@ def test_real_world_files_are_taken_like_orthanc_and_given_back_uncompressed(nod
             "retrieved_as_stored": as_stored, "pixels_compared": compared,
         }
         print("interop corpus:", json.dumps(figures))
-        # What myonode cannot give uncompressed, no decoder here can read (pydicom's plugins and DCMTK's):
-        # a damaged stream — and Orthanc cannot give it either.
+        # 2026-12-03: both took 114 of 116 (neither SC_rgb_jpeg.dcm nor liver_1frame.dcm got past the pushing
+        # SCU); myonode gave 113 of them uncompressed, Orthanc 108. What myonode cannot give uncompressed, no
+        # decoder here can read (pydicom's plugins and DCMTK's): a damaged stream — and Orthanc cannot either.
         for path in not_uncompressed:
             assert _pixels(originals[path]) is None, path.name
             assert path not in orthanc_taken or path in orthanc_not_uncompressed, path.name
         assert len(not_uncompressed) <= 1, figures
-        assert compared > 20 and as_stored > 5
+        assert compared > 20 and as_stored >= 3
     finally:
         orthanc.stop()
     echo = dcmtk("echoscu", "-aet", "ECHOSCU", "-aec", "MYONODE", "127.0.0.1", str(node.listener.port))
