@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
-UID_MAX_LENGTH = 64
+UID_MAX_LENGTH = 64  # PS3.5 §9.1
+INDEXED_UID_MAX_LENGTH = 128  # what the index columns hold (storage.models.UID)
 PARTIAL_SUFFIX = ".part"
 PARTIAL_PREFIX = ".incoming-"
 

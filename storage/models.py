@@ -48,7 +48,7 @@ from storage.vocabulary import (
     Side,
 )
 
-UID = String(64)
+UID = String(128)  # a valid UID has at most 64 characters; the field has longer ones (migration 0004)
 AE = String(16)
 
 

@@ -31,7 +31,14 @@ from node.dimse.status import Status
 from node.intake.classify import b_values, classify_series, is_derived, station_key
 from node.settings import SeriesRule
 from storage import models as m
-from storage.filestore import UID_MAX_LENGTH, FileStore, InvalidUIDError, StoredFile, validate_uid
+from storage.filestore import (
+    INDEXED_UID_MAX_LENGTH,
+    UID_MAX_LENGTH,
+    FileStore,
+    InvalidUIDError,
+    StoredFile,
+    validate_uid,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +90,10 @@ def read_header(data: bytes, expected_sop_uid: str | None = None) -> Header:
         raise BadDatasetError(f"not a readable DICOM data set: {exc}") from exc
     sop_class, sop_uid, study, series = (_uid(ds, keyword) for keyword in (
         "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"))
-    if expected_sop_uid is not None and sop_uid != expected_sop_uid:
+    # An over-long UID does not fit the request's Affected SOP Instance UID (64 characters, PS3.7): DCMTK
+    # truncates it there. A request UID that is the data set's cut at 64 is the same instance.
+    truncated = len(sop_uid) > UID_MAX_LENGTH and expected_sop_uid == sop_uid[:UID_MAX_LENGTH]
+    if expected_sop_uid is not None and sop_uid != expected_sop_uid and not truncated:
         raise BadDatasetError(
             f"SOPInstanceUID {sop_uid} in the data set differs from {expected_sop_uid} in the request"
         )
@@ -95,12 +105,12 @@ def read_header(data: bytes, expected_sop_uid: str | None = None) -> Header:
 def _uid(ds: Dataset, keyword: str) -> str:
     """A UID that names the file, as sent. One breaking the UID grammar (leading zeros, letters, trailing
     spaces: all seen in the field) is kept with a warning; the store derives a safe file name from it.
-    Refused: none at all, or one longer than the index holds (64 characters, PS3.5 §9.1)."""
+    Refused: none at all, or one longer than the index holds (128 characters; a valid UID has 64)."""
     uid = str(ds.get(keyword, "") or "")
     if not uid.strip():
         raise BadDatasetError(f"{keyword} is missing or empty")
-    if len(uid) > UID_MAX_LENGTH:
-        raise BadDatasetError(f"{keyword} {uid[:80]!r} is longer than {UID_MAX_LENGTH} characters")
+    if len(uid) > INDEXED_UID_MAX_LENGTH:
+        raise BadDatasetError(f"{keyword} {uid[:80]!r}… is longer than {INDEXED_UID_MAX_LENGTH} characters")
     try:
         validate_uid(uid, keyword)
     except InvalidUIDError as exc:

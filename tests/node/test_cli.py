@@ -68,7 +68,7 @@ def test_db_upgrade_then_status(settings_file: Path) -> None:
     before = run("db", "status", "--config", str(settings_file))
     assert before.returncode == 1 and "none (empty)" in before.stdout
     up = run("db", "upgrade", "--config", str(settings_file))
-    assert up.returncode == 0 and "empty -> 0003" in up.stdout
+    assert up.returncode == 0 and "empty -> 0004" in up.stdout
     assert (settings_file.parent / "var" / "myonode.db").is_file()
     status = run("db", "status", "--config", str(settings_file))
     assert status.returncode == 0 and "up to date" in status.stdout

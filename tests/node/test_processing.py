@@ -48,7 +48,7 @@ def test_a_result_the_node_refuses_takes_back_the_ones_before_it(node: Node) -> 
     study, series = generate_uid(), generate_uid()
     good = mr_image(study_uid=study, series_uid=series, orientation=CORONAL, position=(0.0, 0.0, 0.0))
     bad = mr_image(study_uid=study, series_uid=series, orientation=CORONAL, position=(0.0, 0.0, -5.0))
-    bad.SeriesInstanceUID = "1." + "2" * 70  # longer than a UID may be: refused
+    bad.SeriesInstanceUID = "1." + "2" * 140  # longer than the index holds: refused
     with pytest.raises(RuntimeError, match=rf"result seg {bad.SOPInstanceUID} not stored"):
         store_results(node.settings, node.sessions, node.store, [("sr", good), ("seg", bad)])
     assert count(node, m.Instance, sop_instance_uid=str(good.SOPInstanceUID)) == 0

@@ -239,25 +239,35 @@ def test_enhanced_mr_from_storescu_is_indexed_as_dwi(node: Node, tmp_path: Path)
 
 
 def test_uids_breaking_the_grammar_are_stored_found_and_given_back_unchanged(node: Node, tmp_path: Path) -> None:
-    """Leading zeros and a trailing letter, as some modalities write them: stored under a hashed file name,
-    indexed and answered with the UIDs exactly as sent."""
-    study, series, sop = "1.2.826.0.1.3680043.2.0123.1", "1.2.826.0.1.3680043.2.0123.1.01", "1.2.3.0045.7a"
-    path = tmp_path / "odd.dcm"
-    mr_image(study_uid=study, series_uid=series, sop_uid=sop).save_as(path, enforce_file_format=True)
-    sent = dcmtk("storescu", "-aet", "STORESCU", "-aec", "MYONODE", "127.0.0.1", str(node.listener.port), str(path))
+    """Leading zeros, a letter, more than 64 characters, as some modalities write them: stored under hashed file
+    names, indexed and answered with the UIDs exactly as sent. An over-long one cannot go out again by DIMSE
+    (pynetdicom refuses more than 64 characters in the C-STORE request): that sub-operation fails, named."""
+    study, series = "1.2.826.0.1.3680043.2.0123.1", "1.2.826.0.1.3680043.2.0123.1.01"
+    odd, long = "1.2.3.0045.7a", "1.2.3.0045" + ".12345" * 12  # 13 and 82 characters
+    paths = []
+    for k, sop in enumerate((odd, long)):
+        paths.append(tmp_path / f"odd{k}.dcm")
+        mr_image(study_uid=study, series_uid=series, sop_uid=sop, instance_number=k + 1).save_as(
+            paths[-1], enforce_file_format=True)
+    sent = dcmtk("storescu", "-aet", "STORESCU", "-aec", "MYONODE", "127.0.0.1", str(node.listener.port),
+                 *map(str, paths))  # storescu cuts the long one to 64 in the request: the same instance
     assert sent.returncode == 0, sent.stdout
     with node.sessions() as s:
-        row = s.scalars(select(m.Instance).where(m.Instance.sop_instance_uid == sop)).one()
-    assert row.file_path.endswith(filestore_module.file_component(sop) + ".dcm") and "uid-" in row.file_path
+        rows = {r.sop_instance_uid: r for r in s.scalars(select(m.Instance))}
+    assert set(rows) == {odd, long}
+    assert all(rows[u].file_path.endswith(filestore_module.file_component(u) + ".dcm") for u in rows)
+    assert all("uid-" in r.file_path for r in rows.values())
     found = dcmtk("findscu", "-S", "-aet", "FINDSCU", "-aec", "MYONODE", "-k", "QueryRetrieveLevel=IMAGE",
                   "-k", f"StudyInstanceUID={study}", "-k", f"SeriesInstanceUID={series}", "-k", "SOPInstanceUID",
                   "127.0.0.1", str(node.listener.port))
-    assert found.stdout.count("Find Response:") == 1 and sop in found.stdout, found.stdout
+    assert found.stdout.count("Find Response:") == 2 and odd in found.stdout, found.stdout
     out = tmp_path / "get"
     out.mkdir()
-    got = dcmtk("getscu", "-aet", "GETSCU", "-aec", "MYONODE", "-k", "QueryRetrieveLevel=IMAGE",
-                "-k", f"StudyInstanceUID={study}", "-k", f"SeriesInstanceUID={series}", "-k", f"SOPInstanceUID={sop}",
+    got = dcmtk("getscu", "-v", "-aet", "GETSCU", "-aec", "MYONODE", "-k", "QueryRetrieveLevel=SERIES",
+                "-k", f"StudyInstanceUID={study}", "-k", f"SeriesInstanceUID={series}",
                 "-od", str(out), "127.0.0.1", str(node.listener.port))
-    assert got.returncode == 0, got.stdout
-    back = dcmread(next(out.iterdir()))
-    assert (back.StudyInstanceUID, back.SeriesInstanceUID, back.SOPInstanceUID) == (study, series, sop)
+    assert "Number of Completed Suboperations : 1" in got.stdout and "Number of Failed Suboperations    : 1" \
+        in got.stdout, got.stdout
+    (back,) = [dcmread(p) for p in out.iterdir()]
+    assert (back.StudyInstanceUID, back.SeriesInstanceUID, back.SOPInstanceUID) == (study, series, odd)
+    assert dcmtk("echoscu", "-aet", "ECHOSCU", "-aec", "MYONODE", "127.0.0.1", str(node.listener.port)).returncode == 0
