@@ -76,7 +76,7 @@ out = "reports"
 {peers}"""
 
 # The small phantom is drawn on a 4 mm truth grid: a finer subject label grid would add time, not accuracy.
-SMALL_QUANT = "label_mm = 4.0\nregion_mm = 2.0\n"
+SMALL_QUANT = "label_mm = 4.0\n"
 
 PEER = """
 [[{section}]]
