@@ -33,7 +33,6 @@ from node.dimse.conformance import is_lossy
 log = logging.getLogger(__name__)
 
 
-
 def preferred(proposed: Sequence[str], supported: Sequence[str], *, retrieving: bool) -> list[str]:
     """``supported`` re-ordered so that pynetdicom's first match is the syntax we want from ``proposed``.
 
