@@ -22,6 +22,8 @@ from storage.filestore import FileStore
 from tests.support.dcmtk import dcmtk, need
 from tests.support.dicom_factory import write_series
 
+pytestmark = pytest.mark.slow  # each test starts `myonode serve` as a process
+
 MYONODE = str(Path(sys.executable).parent / "myonode")
 
 
@@ -60,7 +62,6 @@ def acknowledged_files(storescu_output: str) -> list[str]:
     return acked
 
 
-@pytest.mark.slow
 def test_sigkill_mid_transfer_keeps_every_acknowledged_instance(tmp_path: Path) -> None:
     port = free_port()
     settings = write_settings(tmp_path, port)

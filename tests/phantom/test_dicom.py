@@ -322,6 +322,7 @@ def test_philips_tags_and_node_classification(written: Callable[[DicomOptions], 
                         ("WB_DWIBS_AX", "dwi", (1000.0,), True), ("WB_DWIBS_AX", "dwi", (), True)}
 
 
+@pytest.mark.slow
 def test_one_series_keeps_stations_apart(written: Callable[[DicomOptions], list[Path]]) -> None:
     """All stations of a sequence in one series: Acquisition Number differs per station (classic) and
     node.intake.classify.station_key separates 6 T2 and 8 DWI stations; quant reads 6 T2 and 8 × 2 DWI volumes
@@ -359,6 +360,7 @@ def test_study_time_point_and_acquisition_times(written: Callable[[DicomOptions]
     assert ordered == sorted(ordered) and len(set(ordered)) == len(ordered) == 14
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [CLASSIC, ENHANCED], ids=["classic", "enhanced"])
 def test_same_inputs_give_byte_identical_files(tmp_path: Path, images: VisitImages, options: DicomOptions) -> None:
     """Every UID and time follows from the visit (seed, study date and time): two writes are byte-identical."""

@@ -74,6 +74,7 @@ def test_bad_row_imports_nothing(files: Path) -> None:
     assert counts(files)[2:] == (0, 0)
 
 
+@pytest.mark.slow
 def test_wrong_source_and_unknown_column_refused(files: Path) -> None:
     myonode(files, "import", "subjects", str(files / "subjects.csv"))
     (files / "ephys.csv").write_text("subject_id,visit,days,measure,muscle,side,value\n"
