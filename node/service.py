@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,7 +41,7 @@ class Node:
     listener: Listener
     watcher: ExamWatcher
     forwarder: Forwarder
-    worker_processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    worker_processes: WorkerProcesses
     stopped: bool = False
 
     def stop(self) -> None:
@@ -51,7 +52,7 @@ class Node:
         self.listener.stop()
         self.watcher.stop()
         self.forwarder.stop()
-        stop_worker_processes(self.worker_processes)
+        self.worker_processes.stop()
         self.jobs.stop_consumers()
         self.engine.dispose()
 
@@ -62,28 +63,56 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def start_worker_processes(settings: Settings) -> list[subprocess.Popen[bytes]]:
-    """``[queue] processes`` × ``myonode worker`` on the node's settings file (their output is the node's)."""
-    if settings.queue.processes == 0:
-        return []
-    if settings.source is None:
-        raise ValueError("[queue] processes needs settings read from a file (the workers read the same file)")
-    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())  # the node's own log level
-    command = [sys.executable, "-m", "node.cli", "worker", "--config", str(settings.source), "--log-level", level]
-    return [subprocess.Popen(command, preexec_fn=_die_with_parent) for _ in range(settings.queue.processes)]
+class WorkerProcesses(threading.Thread):
+    """``[queue] processes`` × ``myonode worker`` on the node's settings file (their output is the node's),
+    watched: one that exits is logged with its exit code and started again (at most once per
+    ``restart_after_s``), so a crashed worker never leaves jobs waiting for ever."""
 
+    def __init__(self, settings: Settings, restart_after_s: float = 10.0, interval_s: float = 1.0) -> None:
+        super().__init__(name="myonode-worker-processes", daemon=True)
+        if settings.queue.processes and settings.source is None:
+            raise ValueError("[queue] processes needs settings read from a file (the workers read the same file)")
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())  # the node's own log level
+        self.command = [sys.executable, "-m", "node.cli", "worker", "--config", str(settings.source),
+                        "--log-level", level]
+        self.restart_after_s, self.interval_s = restart_after_s, interval_s
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.processes = [self._spawn() for _ in range(settings.queue.processes)]
+        self.started_at = [time.monotonic()] * len(self.processes)
+        self.restarts = 0
 
-def stop_worker_processes(processes: list[subprocess.Popen[bytes]], timeout_s: float = 10.0) -> None:
-    """SIGTERM (Huey stops at once; a job it was running is re-queued by the next start's recovery)."""
-    for proc in processes:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in processes:
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.command, preexec_fn=_die_with_parent)
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval_s):
+            with self.lock:
+                for i, proc in enumerate(self.processes):
+                    code = proc.poll()
+                    if code is None or self.stopping.is_set():
+                        continue
+                    if time.monotonic() - self.started_at[i] < self.restart_after_s:
+                        continue  # not in a tight loop: a worker that dies at once is restarted every few seconds
+                    log.error("worker process %d exited with %s; starting it again", proc.pid, code)
+                    self.processes[i], self.started_at[i] = self._spawn(), time.monotonic()
+                    self.restarts += 1
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM (Huey stops at once; a job it was running is re-queued by the next start's recovery)."""
+        self.stopping.set()
+        with self.lock:
+            for proc in self.processes:
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc in self.processes:
+                try:
+                    proc.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        if self.is_alive():
+            self.join(timeout=5)
 
 
 def open_jobs(settings: Settings) -> tuple[Engine, JobQueue]:
@@ -105,7 +134,8 @@ def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
     # The node always consumes (and is the one process that runs the [schedule] tasks); with the
     # Redis queue, `myonode worker` processes elsewhere consume too.
     jobs.start_consumers(settings.queue.workers)
-    workers = start_worker_processes(settings)
+    workers = WorkerProcesses(settings)
+    workers.start()
     recovered = jobs.recover()
     if recovered:
         log.info("re-dispatched %d unfinished job(s)", len(recovered))

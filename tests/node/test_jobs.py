@@ -126,7 +126,7 @@ def test_serve_runs_jobs_in_its_worker_processes_and_stops_them(running_node) ->
     from storage import models as m
 
     node = running_node(queue='backend = "sqlite"\nurl = "sqlite:///queue.db"\nworkers = 0\nprocesses = 1\n')
-    assert len(node.worker_processes) == 1
+    assert len(node.worker_processes.processes) == 1
     job_id = node.jobs.submit(PROCESS_VISIT, visit_target(999), max_attempts=1)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -136,6 +136,37 @@ def test_serve_runs_jobs_in_its_worker_processes_and_stops_them(running_node) ->
             break
         time.sleep(0.2)
     assert job.state is m.JobState.FAILED and "visit 999 does not exist" in (job.last_error or "")
-    worker = node.worker_processes[0]
+    worker = node.worker_processes.processes[0]
     node.stop()
     assert worker.poll() is not None
+
+
+def test_a_worker_process_that_dies_is_started_again(running_node) -> None:
+    """A killed `myonode worker` (out of memory, a crash) is replaced, and jobs still run."""
+    import signal
+    import time
+
+    from sqlalchemy import select
+
+    from node.work.jobs import PROCESS_VISIT, visit_target
+    from storage import models as m
+
+    node = running_node(queue='backend = "sqlite"\nurl = "sqlite:///queue.db"\nworkers = 0\nprocesses = 1\n')
+    supervisor = node.worker_processes
+    supervisor.restart_after_s = 0.5
+    first = supervisor.processes[0]
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    deadline = time.monotonic() + 30
+    while supervisor.processes[0] is first and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert supervisor.processes[0] is not first and supervisor.restarts == 1
+    job_id = node.jobs.submit(PROCESS_VISIT, visit_target(998), max_attempts=1)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        with node.sessions() as s:
+            state = s.scalars(select(m.Job.state).where(m.Job.id == job_id)).one()
+        if state is m.JobState.FAILED:
+            break
+        time.sleep(0.2)
+    assert state is m.JobState.FAILED  # run (and failed: visit 998 does not exist) by the new worker
