@@ -27,13 +27,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
-from dicom_factory import AXIAL, CORONAL, mr_image  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
 from node.demo.orthanc import start_orthanc  # noqa: E402
 from node.demo.ports import free_port  # noqa: E402
+from tests.support.dicom_factory import AXIAL, CORONAL, mr_image  # noqa: E402
 
 # Debian's dcmtk (also inside Orthanc) leaves Nagle's algorithm on unless TCP_NODELAY=1 is set,
 # which costs every small DIMSE message a delayed-ACK wait (~40 ms); every peer here runs with it

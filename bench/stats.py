@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # This file is named like the `stats` package: take its own folder off the path first.
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "stats")]
+sys.path.insert(0, str(REPO))
 
 from phantom.cohort_model import simulate_cohort  # noqa: E402
 from stats import tables  # noqa: E402
