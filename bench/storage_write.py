@@ -7,6 +7,7 @@ C-STORE SCP can reach on this disk.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -52,6 +53,8 @@ def bench(size: int, count: int, *, with_index: bool) -> dict[str, float]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None,
+                            epilog="BENCH_DIR: where the temporary store goes (default var)").parse_args()
     Path(os.environ.get("BENCH_DIR", "var")).mkdir(parents=True, exist_ok=True)
     results = {
         "benchmark": "storage_write",
