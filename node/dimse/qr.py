@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Literal
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
@@ -121,12 +121,14 @@ def _response(identifier: Dataset, record: dict[str, str], level: Level, retriev
     """The identifier's requested keys, filled from ``record`` (empty when we do not hold the value)."""
     ds = Dataset()
     for elem in identifier:
-        if elem.keyword in ("QueryRetrieveLevel", "") or (elem.tag.group == 0x0008 and elem.tag.element == 0x0005):
+        tag = elem.tag
+        if elem.keyword == "QueryRetrieveLevel" or tag.is_private or tag == 0x00080005:
+            continue
+        try:
+            vr = dictionary_VR(tag)  # by tag: repeating groups (60xx overlays, 50xx curves) have no keyword
+        except KeyError:  # a standard-looking tag no dictionary knows: nothing to answer with
             continue
         value = record.get(elem.keyword, "")
-        vr = dictionary_VR(elem.keyword)
-        tag = tag_for_keyword(elem.keyword)
-        assert tag is not None  # dictionary_VR just looked the same keyword up (it raises for unknown ones)
         if vr == "SQ":
             setattr(ds, elem.keyword, [])
         elif vr in ("IS", "US", "UL") and value == "":

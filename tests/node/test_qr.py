@@ -76,6 +76,14 @@ def test_find_series_and_image_levels(populated, tmp_path: Path) -> None:
     assert {i.SOPInstanceUID for i in images} == {dcmread(p).SOPInstanceUID for p in f["t2"]}
 
 
+def test_find_with_a_repeating_group_key_answers_it_empty(populated, tmp_path: Path) -> None:
+    """A key the index does not hold, from a repeating group (overlay rows, 6000,0010), is returned empty."""
+    node, f = populated
+    images = findscu(node, tmp_path / "q", "QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={f['study']}",
+                     f"SeriesInstanceUID={f['t2_series']}", "SOPInstanceUID", "(6000,0010)")
+    assert len(images) == 3 and all((0x6000, 0x0010) in i for i in images)
+
+
 def test_get_series_with_getscu(populated, tmp_path: Path) -> None:
     """getscu retrieves a series over its own association; the files equal what was stored."""
     node, f = populated
