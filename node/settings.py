@@ -76,6 +76,9 @@ class NodeSettings(_Section):
         default="all", description='storage SOP classes accepted: "all", or a list of SOP Class UIDs or keywords'
     )
 
+    # pynetdicom's association threads poll; 1.0 is its own interval (node/dimse/reactor.py)
+    reactor_poll_ms: float = Field(default=0.2, gt=0, le=10)
+
     @field_validator("allowed_hosts")
     @classmethod
     def _networks(cls, hosts: list[str]) -> list[str]:

@@ -28,6 +28,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.dimse import handlers as h
+from node.dimse import reactor
 from node.dimse.conformance import (
     QR_SOP_CLASSES,
     TRANSFER_SYNTAXES,
@@ -142,12 +143,14 @@ def start_listener(
     configure_ae: Callable[[AE], None] | None = None,
 ) -> Listener:
     """Start listening in background threads; returns when the port is bound."""
+    reactor.install(settings.reactor_poll_ms)
     ae = make_ae(settings)
     if configure_ae is not None:
         configure_ae(ae)
     refused: list[str] = []
     handlers: list[Handler] = [
         (evt.EVT_REQUESTED, handle_requested),
+        (evt.EVT_REQUESTED, reactor.handle_requested, [settings.reactor_poll_ms]),
         (evt.EVT_C_ECHO, h.handle_echo),
         (evt.EVT_C_STORE, h.handle_store, [ingestor]),
         (evt.EVT_REJECTED, h.handle_rejected, [refused]),
