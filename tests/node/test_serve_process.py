@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import signal
@@ -159,3 +160,30 @@ def test_tls_client_certificate_required(tmp_path: Path) -> None:
     finally:
         node.send_signal(signal.SIGINT)
         assert node.wait(timeout=30) == 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_an_idle_node_uses_almost_no_cpu(tmp_path: Path) -> None:
+    """Started and left alone (no association open), `myonode serve` and its worker processes barely wake:
+    the watcher, forwarder and queue consumers sleep between rounds; the reactors poll only inside associations."""
+    port = free_port()
+    settings = write_settings(tmp_path, port)
+    settings.write_text(settings.read_text() + '[queue]\nurl = "sqlite:///queue.db"\nworkers = 2\nprocesses = 1\n')
+    proc = start_serve(settings, port)
+    try:
+        time.sleep(3)  # past start-up (imports, migrations, the worker process's own start)
+        children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        pids = [proc.pid, *children]
+        before = sum(_cpu_seconds(p) for p in pids)
+        time.sleep(10)
+        used = sum(_cpu_seconds(p) for p in pids) - before
+        print(f"idle node: {used:.3f} CPU-seconds in 10 s")
+        assert used < 0.5, f"{used:.2f} CPU-seconds in 10 s idle (node and {len(children)} worker process)"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
