@@ -86,6 +86,8 @@ class WorkerProcesses(threading.Thread):
         return subprocess.Popen(self.command, preexec_fn=_die_with_parent)
 
     def run(self) -> None:
+        if not self.processes:  # [queue] processes = 0: nothing to watch, no wake-ups
+            return
         while not self.stopping.wait(self.interval_s):
             with self.lock:
                 for i, proc in enumerate(self.processes):
@@ -174,6 +176,7 @@ def work_forever(settings: Settings) -> None:
     processes, not threads, make more processing run at once."""
     engine, jobs = open_jobs(settings)
     upgrade(engine)
-    consumer = jobs.huey.create_consumer(workers=max(1, settings.queue.workers) if settings.queue.backend == "redis"
-                                         else 1, worker_type="thread", periodic=False)
+    # a Redis worker elsewhere runs [queue] workers threads; one beside serve on the SQLite queue runs one
+    threads = max(1, settings.queue.workers) if settings.queue.backend == "redis" else 1
+    consumer = jobs.huey.create_consumer(workers=threads, worker_type="thread", periodic=False)
     consumer.run()

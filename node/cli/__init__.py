@@ -121,19 +121,26 @@ def db_status(config: ConfigOption = None) -> None:
         raise typer.Exit(1)
 
 
+def _configure_logging(level: str) -> None:
+    """The log format of `serve` and `worker`; pynetdicom (every PDU) and highdicom (every attribute it copies)
+    speak at WARNING and up, whatever the level asked for."""
+    import logging
+
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("pynetdicom", "highdicom"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
 @app.command()
 def serve(
     config: ConfigOption = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
     """Run the DICOM node (listener, storage, index) until stopped with Ctrl-C or SIGTERM."""
-    import logging
-
     from node.service import serve_forever
 
     settings = _settings(config)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, logging.getLogger().level))
+    _configure_logging(log_level)
     serve_forever(settings)
 
 
@@ -143,14 +150,10 @@ def worker(
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
     """Run job consumers: on the Redis queue (any number of machines) or the SQLite queue (the node's host)."""
-    import logging
-
     from node.service import work_forever
 
     settings = _settings(config)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # highdicom narrates every attribute it copies at INFO
-    logging.getLogger("highdicom").setLevel(max(logging.WARNING, logging.getLogger().level))
+    _configure_logging(log_level)
     try:
         work_forever(settings)
     except ValueError as exc:

@@ -54,6 +54,10 @@ LOSSLESS_TARGETS = (JPEG2000Lossless, JPEGLSLossless, RLELossless)
 MAX_PROPOSED_CONTEXTS = 128  # PS3.8: presentation context IDs are the odd numbers 1-255
 
 
+# What pydicom's pixel handlers raise for a syntax no installed plugin handles, or for bad pixel data.
+PIXEL_HANDLER_ERRORS = (NotImplementedError, RuntimeError, ValueError, AttributeError, KeyError, TypeError)
+
+
 class Conversion(enum.Enum):
     """What is done to a stored instance before it is sent."""
 
@@ -105,8 +109,7 @@ def decode_to(ds: Dataset, target: str, path: Path | None = None) -> Dataset:
             ds.decompress(generate_instance_uid=False)
         elif source == ExplicitVRBigEndian:
             _big_to_little(ds)
-    # What pydicom's pixel handlers raise for a syntax no installed plugin decodes, or bad pixel data.
-    except (NotImplementedError, RuntimeError, ValueError, AttributeError, KeyError, TypeError) as exc:
+    except PIXEL_HANDLER_ERRORS as exc:
         decoded = dcmtk_decode(path, source) if path is not None else None
         if decoded is None:
             raise TranscodeError(f"cannot decode {source.name} ({source}) pixel data: {exc}") from exc
@@ -212,7 +215,7 @@ def encode_to(ds: Dataset, target: str) -> Dataset:
         raise TranscodeError(f"the node does not encode {syntax.name}: only {', '.join(UID(t).name for t in LOSSLESS_TARGETS)}")
     try:
         ds.compress(syntax, generate_instance_uid=False)
-    except (NotImplementedError, RuntimeError, ValueError, AttributeError, KeyError, TypeError) as exc:
+    except PIXEL_HANDLER_ERRORS as exc:
         raise TranscodeError(f"cannot encode the pixel data as {syntax.name}: {exc}") from exc
     return ds
 

@@ -90,13 +90,8 @@ def node_status(s: Session, limit: int = 50) -> NodeStatus:
         kinds={kind: (int(n_series), int(n_instances)) for kind, n_series, n_instances in s.execute(
             select(m.Series.kind, func.count(func.distinct(m.Series.id)), func.count(m.Instance.id))
             .join(m.Instance, m.Instance.series_fk == m.Series.id, isouter=True).group_by(m.Series.kind))},
-        other_classes={_sop_name(uid): int(n) for uid, n in s.execute(
+        other_classes={UID(uid).name: int(n) for uid, n in s.execute(  # name: the UID itself when unknown
             select(m.Instance.sop_class_uid, func.count()).join(m.Series, m.Instance.series_fk == m.Series.id)
             .where(m.Series.kind == m.SeriesKind.OTHER).group_by(m.Instance.sop_class_uid)
             .order_by(func.count().desc()))},
     )
-
-
-def _sop_name(uid: str) -> str:
-    name = UID(uid).name
-    return name if name and name != uid else uid
