@@ -1,4 +1,8 @@
-"""`myonode serve`: the long-running node — store, index, listener, exam watcher, jobs, forwarder."""
+"""`myonode serve`: the long-running node — store, journal and indexer, listeners, exam watcher, jobs, forwarder.
+
+Processes: ``serve`` itself (indexer, one listener, watcher, forwarder, job consumers), ``[node]
+listener_processes - 1`` × ``myonode listen`` on the same port, and ``[queue] processes`` ×
+``myonode worker``; the children are watched and restarted, and die with serve (PDEATHSIG)."""
 
 from __future__ import annotations
 
@@ -10,12 +14,15 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.dimse.commitment import commitment_handler
-from node.dimse.listener import Listener, qr_handlers, start_listener
+from node.dimse.listener import Handler, Listener, qr_handlers, start_listener
+from node.dimse.slots import AssociationSlots
+from node.intake.indexer import Indexer, Receiver
 from node.intake.ingest import Ingestor
 from node.settings import Settings
 from node.work.exams import ExamWatcher
@@ -23,6 +30,7 @@ from node.work.jobs import JobContext, JobQueue
 from node.work.outbox import Forwarder
 from storage.database import make_engine, session_factory
 from storage.filestore import FileStore
+from storage.journal import Journal
 from storage.migrate import upgrade
 
 log = logging.getLogger(__name__)
@@ -37,19 +45,30 @@ class Node:
     sessions: sessionmaker[Session]
     store: FileStore
     ingestor: Ingestor
+    journal: Journal
+    receiver: Receiver
+    indexer: Indexer
     jobs: JobQueue
     listener: Listener
+    listener_processes: ChildProcesses
     watcher: ExamWatcher
     forwarder: Forwarder
-    worker_processes: WorkerProcesses
+    worker_processes: ChildProcesses
     stopped: bool = False
 
+    def settle(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every instance acknowledged so far is indexed (see :class:`Receiver`)."""
+        return self.receiver.settle(timeout_s)
+
     def stop(self) -> None:
-        """Stop everything (a second call does nothing)."""
+        """Stop everything (a second call does nothing); what was acknowledged is indexed first."""
         if self.stopped:
             return
         self.stopped = True
         self.listener.stop()
+        self.listener_processes.stop()
+        self.indexer.stop()
+        self.receiver.close()
         self.watcher.stop()
         self.forwarder.stop()
         self.worker_processes.stop()
@@ -63,22 +82,24 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-class WorkerProcesses(threading.Thread):
-    """``[queue] processes`` × ``myonode worker`` on the node's settings file (their output is the node's),
+class ChildProcesses(threading.Thread):
+    """``count`` × ``myonode <command>`` on the node's settings file (their output is the node's),
     watched: one that exits is logged with its exit code and started again (at most once per
-    ``restart_after_s``), so a crashed worker never leaves jobs waiting for ever."""
+    ``restart_after_s``), so a crashed worker or listener never stays away."""
 
-    def __init__(self, settings: Settings, restart_after_s: float = 10.0, interval_s: float = 1.0) -> None:
-        super().__init__(name="myonode-worker-processes", daemon=True)
-        if settings.queue.processes and settings.source is None:
-            raise ValueError("[queue] processes needs settings read from a file (the workers read the same file)")
+    def __init__(self, settings: Settings, command: str, count: int, *, setting: str,
+                 restart_after_s: float = 10.0, interval_s: float = 1.0) -> None:
+        super().__init__(name=f"myonode-{command}-processes", daemon=True)
+        if count and settings.source is None:
+            raise ValueError(f"{setting} needs settings read from a file (the {command} processes read the same file)")
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())  # the node's own log level
-        self.command = [sys.executable, "-m", "node.cli", "worker", "--config", str(settings.source),
+        self.what = command
+        self.command = [sys.executable, "-m", "node.cli", command, "--config", str(settings.source),
                         "--log-level", level]
         self.restart_after_s, self.interval_s = restart_after_s, interval_s
         self.stopping = threading.Event()
         self.lock = threading.Lock()
-        self.processes = [self._spawn() for _ in range(settings.queue.processes)]
+        self.processes = [self._spawn() for _ in range(count)]
         self.started_at = [time.monotonic()] * len(self.processes)
         self.restarts = 0
 
@@ -86,7 +107,7 @@ class WorkerProcesses(threading.Thread):
         return subprocess.Popen(self.command, preexec_fn=_die_with_parent)
 
     def run(self) -> None:
-        if not self.processes:  # [queue] processes = 0: nothing to watch, no wake-ups
+        if not self.processes:  # none asked for: nothing to watch, no wake-ups
             return
         while not self.stopping.wait(self.interval_s):
             with self.lock:
@@ -96,12 +117,13 @@ class WorkerProcesses(threading.Thread):
                         continue
                     if time.monotonic() - self.started_at[i] < self.restart_after_s:
                         continue  # not in a tight loop: a worker that dies at once is restarted every few seconds
-                    log.error("worker process %d exited with %s; starting it again", proc.pid, code)
+                    log.error("%s process %d exited with %s; starting it again", self.what, proc.pid, code)
                     self.processes[i], self.started_at[i] = self._spawn(), time.monotonic()
                     self.restarts += 1
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM (Huey stops at once; a job it was running is re-queued by the next start's recovery)."""
+        """SIGTERM (Huey stops at once, a job it was running re-queued by the next start's recovery; a listener
+        ends its associations)."""
         self.stopping.set()
         with self.lock:
             for proc in self.processes:
@@ -136,24 +158,43 @@ def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
     # The node always consumes (and is the one process that runs the [schedule] tasks); with the
     # Redis queue, `myonode worker` processes elsewhere consume too.
     jobs.start_consumers(settings.queue.workers)
-    workers = WorkerProcesses(settings)
+    workers = ChildProcesses(settings, "worker", settings.queue.processes, setting="[queue] processes")
     workers.start()
     recovered = jobs.recover()
     if recovered:
         log.info("re-dispatched %d unfinished job(s)", len(recovered))
     ingestor = Ingestor(store, sessions, settings.protocol.rules, settings.storage.resend_policy)
-    peers = [*settings.qr.move_destinations, *settings.forward.destinations]
-    handlers = [
-        *qr_handlers(settings.node, store, sessions, settings.qr.move_destinations),
-        commitment_handler(settings.node.ae_title, sessions, store, peers),
-    ]
-    listener = start_listener(settings.node, ingestor, extra_handlers=handlers)
+    journal = Journal(settings.storage.root)
+    # before listening: what a crash left in the journal is indexed, so queries see it
+    indexer = Indexer(ingestor, journal, keep_s=settings.storage.journal_keep_hours * 3600).start_and_wait()
+    receiver = Receiver(journal)
+    listener = start_listener(settings.node, receiver, association_slots(settings),
+                              extra_handlers=reader_handlers(settings, store, sessions, receiver))
+    listeners = ChildProcesses(settings, "listen", settings.node.listener_processes - 1,
+                               setting="[node] listener_processes")
+    listeners.start()
     watcher = ExamWatcher(sessions, settings, jobs, interval_s=watch_interval_s)
     watcher.start()
     forwarder = Forwarder(sessions, store, settings.forward, settings.node.ae_title)
     forwarder.start()
-    return Node(settings=settings, engine=engine, sessions=sessions, store=store, ingestor=ingestor, jobs=jobs,
-                listener=listener, watcher=watcher, forwarder=forwarder, worker_processes=workers)
+    return Node(settings=settings, engine=engine, sessions=sessions, store=store, ingestor=ingestor, journal=journal,
+                receiver=receiver, indexer=indexer, jobs=jobs, listener=listener, listener_processes=listeners,
+                watcher=watcher, forwarder=forwarder, worker_processes=workers)
+
+
+def association_slots(settings: Settings) -> AssociationSlots:
+    """The ``[node] max_associations`` slots every listener process of this store shares."""
+    return AssociationSlots(Path(settings.storage.root).resolve() / "run", settings.node.max_associations)
+
+
+def reader_handlers(settings: Settings, store: FileStore, sessions: sessionmaker[Session],
+                    receiver: Receiver) -> list[Handler]:
+    """Q/R and storage commitment, each seeing every instance acknowledged before its request."""
+    peers = [*settings.qr.move_destinations, *settings.forward.destinations]
+    return [
+        *qr_handlers(settings.node, store, sessions, receiver.settle, settings.qr.move_destinations),
+        commitment_handler(settings.node.ae_title, sessions, store, peers, receiver.settle),
+    ]
 
 
 def serve_forever(settings: Settings) -> None:
@@ -168,6 +209,29 @@ def serve_forever(settings: Settings) -> None:
     finally:
         log.info("stopping")
         node.stop()
+
+
+def listen_forever(settings: Settings) -> None:
+    """`myonode listen`: one more listener on serve's port (``[node] listener_processes``), until SIGTERM.
+
+    It journals what it receives (serve's indexer indexes it) and answers Q/R and storage commitment
+    from the shared index; it runs no jobs."""
+    if settings.node.listener_processes < 2:
+        raise ValueError("myonode listen runs beside serve when [node] listener_processes is 2 or more")
+    engine = make_engine(settings.storage.database_url)
+    store, sessions = FileStore(settings.storage.root), session_factory(engine)
+    receiver = Receiver(Journal(settings.storage.root))
+    listener = start_listener(settings.node, receiver, association_slots(settings),
+                              extra_handlers=reader_handlers(settings, store, sessions, receiver))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stop.wait()
+    finally:
+        listener.stop()
+        receiver.close()
+        engine.dispose()
 
 
 def work_forever(settings: Settings) -> None:

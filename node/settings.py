@@ -78,6 +78,9 @@ class NodeSettings(_Section):
 
     # pynetdicom's association threads poll; 1.0 is its own interval (node/dimse/reactor.py)
     reactor_poll_ms: float = Field(default=0.2, gt=0, le=10)
+    # processes accepting associations on the port (SO_REUSEPORT): serve itself and listener_processes - 1
+    # `myonode listen` children; more than 1 spreads many associations over the cores
+    listener_processes: int = Field(default=1, ge=1, le=16)
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -120,6 +123,9 @@ class StorageSettings(_Section):
     root: Path = Path("var/store")
     database_url: str = "sqlite:///var/myonode.db"
     resend_policy: Literal["keep_first", "replace", "keep_both"] = "keep_both"
+    # indexed journal entries are kept (as a second name of the stored file) this long, so that a start
+    # after an index lost its last transactions re-indexes them (storage/journal.py)
+    journal_keep_hours: float = Field(default=24.0, ge=0)
 
     @field_validator("database_url")
     @classmethod

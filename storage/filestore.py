@@ -67,7 +67,8 @@ def file_component(uid: str) -> str:
         return "uid-" + hashlib.sha256(uid.encode("utf-8", "surrogateescape")).hexdigest()[:40]
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a folder, so the names created, renamed or removed in it survive a power cut."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -85,7 +86,7 @@ def _makedirs_durable(path: Path) -> None:
     for d in reversed(missing):
         with contextlib.suppress(FileExistsError):
             d.mkdir()
-        _fsync_dir(d.parent)
+        fsync_dir(d.parent)
 
 
 class FileStore:
@@ -148,11 +149,30 @@ class FileStore:
                 except FileExistsError:
                     raise FileExistsInStoreError(f"{final} already exists in the store") from None
                 tmp.unlink()
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         return StoredFile(path=final, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+    def adopt(self, source: Path, study_uid: str, series_uid: str, sop_uid: str, *, version: int,
+              sha256: str) -> StoredFile:
+        """Give the durable file ``source`` (a journal entry) its place in the store as a second name.
+
+        A hard link, made atomically over whatever stale file (never indexed) has that name. The
+        folder is *not* fsync'd: the caller fsyncs each folder of a batch once, before it commits
+        the index rows (:func:`fsync_dir`)."""
+        final = self.path_for(study_uid, series_uid, sop_uid, version)
+        _makedirs_durable(final.parent)
+        tmp = final.with_name(f"{PARTIAL_PREFIX}{final.name}{PARTIAL_SUFFIX}")
+        tmp.unlink(missing_ok=True)
+        os.link(source, tmp)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return StoredFile(path=final, size_bytes=final.stat().st_size, sha256=sha256)
 
     def read(self, relative: str) -> bytes:
         return self.absolute(relative).read_bytes()

@@ -213,7 +213,7 @@ class Instance(Base):
     derived: Mapped[bool] = mapped_column(Boolean, default=False)
     file_path: Mapped[str] = mapped_column(Text)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)  # the journal reconciles by content
     calling_ae: Mapped[str | None] = mapped_column(AE)
     peer_address: Mapped[str | None] = mapped_column(String(64))
     conflict: Mapped[bool] = mapped_column(Boolean, default=False)

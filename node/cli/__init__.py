@@ -145,6 +145,23 @@ def serve(
 
 
 @app.command()
+def listen(
+    config: ConfigOption = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+) -> None:
+    """Accept associations on serve's port beside it (serve starts these when [node] listener_processes > 1)."""
+    from node.service import listen_forever
+
+    settings = _settings(config)
+    _configure_logging(log_level)
+    try:
+        listen_forever(settings)
+    except ValueError as exc:
+        err_console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
 def worker(
     config: ConfigOption = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",

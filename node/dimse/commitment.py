@@ -108,9 +108,12 @@ def send_report(ae_title: str, peer: Destination, event_type: int, info: Dataset
 
 def handle_n_action(
     event: Event, ae_title: str, sessions: sessionmaker[Session], store: FileStore, peers: list[Destination],
-    report_delay_s: float,
+    settle: Callable[[], bool], report_delay_s: float,
 ) -> tuple[int, None]:
-    """N-ACTION Request Storage Commitment: answer at once, report on a new association shortly after."""
+    """N-ACTION Request Storage Commitment: answer at once, report on a new association shortly after.
+
+    ``settle`` first, so every instance acknowledged before the request (journaled, maybe not yet
+    indexed) counts as held."""
     try:
         if cast(N_ACTION, event.request).ActionTypeID != 1:  # bound to EVT_N_ACTION only
             return int(Status.NO_SUCH_ACTION_TYPE), None
@@ -123,6 +126,7 @@ def handle_n_action(
         references = [(str(i.ReferencedSOPClassUID), str(i.ReferencedSOPInstanceUID))
                       for i in request.get("ReferencedSOPSequence", [])]
         transaction_uid = str(request.TransactionUID)
+        settle()
         with sessions() as s:
             committed, failed = commitment_result(s, store, references)
     except Exception:
@@ -145,7 +149,7 @@ def handle_n_action(
 
 def commitment_handler(
     ae_title: str, sessions: sessionmaker[Session], store: FileStore, peers: list[Destination],
-    report_delay_s: float = 0.5,
+    settle: Callable[[], bool], report_delay_s: float = 0.5,
 ) -> tuple[Any, Callable[..., tuple[int, None]], list[Any]]:
     """The EVT_N_ACTION binding for the listener."""
-    return evt.EVT_N_ACTION, handle_n_action, [ae_title, sessions, store, peers, report_delay_s]
+    return evt.EVT_N_ACTION, handle_n_action, [ae_title, sessions, store, peers, settle, report_delay_s]

@@ -14,7 +14,7 @@ its SOP Instance UID in the final response) while the others go on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from node.dimse.qr import QueryError, find, retrieve_files
 from node.dimse.status import Status
 from node.dimse.transcode import TranscodeError, accepted_syntaxes, for_peer, proposal
-from node.intake.ingest import Ingestor
+from node.intake.indexer import Receiver
 from node.settings import Destination
 from storage import models as m
 from storage.filestore import FileStore
@@ -55,17 +55,17 @@ def handle_echo(event: Event) -> int:
     return int(Status.SUCCESS)
 
 
-def handle_store(event: Event, ingestor: Ingestor) -> int | Dataset:
-    """C-STORE: the instance is acknowledged only when :meth:`Ingestor.ingest` says it is durable."""
+def handle_store(event: Event, receiver: Receiver) -> int | Dataset:
+    """C-STORE: the instance is acknowledged only when :meth:`Receiver.receive` says it is durable."""
     try:
         calling, address = peer_of(event)
-        outcome = ingestor.ingest(
+        outcome = receiver.receive(
             event.encoded_dataset(include_meta=True),
             calling_ae=calling,
             peer_address=address,
             expected_sop_uid=str(cast(C_STORE, event.request).AffectedSOPInstanceUID),  # EVT_C_STORE's request
         )
-    except Exception as exc:  # the ingestor never raises; this guards the network layer regardless
+    except Exception as exc:  # the receiver never raises; this guards the network layer regardless
         log.exception("C-STORE failed unexpectedly")
         return failure(Status.PROCESSING_FAILURE, f"internal error: {exc.__class__.__name__}")
     if outcome.ok:
@@ -77,9 +77,11 @@ def handle_store(event: Event, ingestor: Ingestor) -> int | Dataset:
     return status
 
 
-def handle_find(event: Event, sessions: sessionmaker[Session], ae_title: str) -> Iterator[tuple[Any, Any]]:
-    """C-FIND over the index (see :mod:`node.dimse.qr`)."""
+def handle_find(event: Event, sessions: sessionmaker[Session], settle: Callable[[], bool],
+                ae_title: str) -> Iterator[tuple[Any, Any]]:
+    """C-FIND over the index (see :mod:`node.dimse.qr`), once every instance acknowledged before it is indexed."""
     try:
+        settle()
         with sessions() as s:
             results = list(find(s, event.identifier, ae_title))
     except QueryError as exc:
@@ -96,8 +98,10 @@ def handle_find(event: Event, sessions: sessionmaker[Session], ae_title: str) ->
         yield int(Status.PENDING), ds
 
 
-def _matched(event: Event, sessions: sessionmaker[Session]) -> tuple[list[m.Instance], Dataset | None]:
+def _matched(event: Event, sessions: sessionmaker[Session],
+             settle: Callable[[], bool]) -> tuple[list[m.Instance], Dataset | None]:
     try:
+        settle()
         with sessions() as s:
             return retrieve_files(s, event.identifier), None
     except QueryError as exc:
@@ -133,9 +137,10 @@ def _send_matched(event: Event, rows: list[m.Instance], store: FileStore,
         yield int(Status.PENDING), ds
 
 
-def handle_get(event: Event, sessions: sessionmaker[Session], store: FileStore) -> Iterator[Any]:
+def handle_get(event: Event, sessions: sessionmaker[Session], settle: Callable[[], bool],
+               store: FileStore) -> Iterator[Any]:
     """C-GET: the matches are sent back on the same association (the requestor is the storage SCP)."""
-    rows, error = _matched(event, sessions)
+    rows, error = _matched(event, sessions, settle)
     if error is not None:
         yield 0
         yield error, None
@@ -159,7 +164,7 @@ class _SubAssociation:
         return self.assoc
 
 
-def handle_move(event: Event, sessions: sessionmaker[Session], store: FileStore,
+def handle_move(event: Event, sessions: sessionmaker[Session], settle: Callable[[], bool], store: FileStore,
                 destinations: list[Destination]) -> Iterator[Any]:
     """C-MOVE to a destination named in ``[qr] move_destinations``; anything else is refused (0xA801)."""
     wanted = str(event.move_destination).strip()
@@ -168,7 +173,7 @@ def handle_move(event: Event, sessions: sessionmaker[Session], store: FileStore,
         log.warning("C-MOVE to unknown destination %r refused (not in [qr] move_destinations)", wanted)
         yield None, None
         return
-    rows, error = _matched(event, sessions)
+    rows, error = _matched(event, sessions, settle)
     sub = _SubAssociation()
     if error is not None:
         yield dest.host, dest.port

@@ -29,13 +29,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from node.dimse import handlers as h
 from node.dimse import reactor
+from node.dimse import slots as slots_
 from node.dimse.conformance import (
     QR_SOP_CLASSES,
     TRANSFER_SYNTAXES,
     storage_sop_classes,
 )
 from node.dimse.negotiation import handle_requested
-from node.intake.ingest import Ingestor
+from node.dimse.slots import AssociationSlots
+from node.intake.indexer import Receiver
 from node.settings import Destination, NodeSettings
 from storage.filestore import FileStore
 
@@ -62,6 +64,7 @@ class GuardedAssociationServer(ThreadedAssociationServer):
 
     host_allowed: Callable[[str], bool] = staticmethod(lambda _addr: True)
     handshake_timeout: float = 30.0
+    reuse_port: bool = False
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         sock, address = self.socket.accept()  # type: ignore[union-attr]
@@ -69,6 +72,12 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         # Without TCP_NODELAY each small DIMSE response waits for the peer's delayed ACK (~40 ms).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock, address
+
+    def server_bind(self) -> None:
+        if self.reuse_port:
+            # several listener processes on one port; the kernel spreads connections over them
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # type: ignore[union-attr]
+        super().server_bind()
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         host = client_address[0]
@@ -86,6 +95,12 @@ class GuardedAssociationServer(ThreadedAssociationServer):
                 self.shutdown_request(request)
                 return
         super().process_request_thread(request, client_address)
+
+
+class SharedPortServer(GuardedAssociationServer):
+    """The same, binding with ``SO_REUSEPORT``: one of ``[node] listener_processes`` on the port."""
+
+    reuse_port = True
 
 
 @dataclass(kw_only=True)
@@ -126,33 +141,39 @@ def make_ae(settings: NodeSettings) -> AE:
 
 
 def qr_handlers(
-    settings: NodeSettings, store: FileStore, sessions: sessionmaker[Session], move_destinations: list[Destination]
+    settings: NodeSettings, store: FileStore, sessions: sessionmaker[Session], settle: Callable[[], bool],
+    move_destinations: list[Destination],
 ) -> list[Handler]:
     """C-FIND, C-GET and C-MOVE handlers over the index, bound with their state."""
     return [
-        (evt.EVT_C_FIND, h.handle_find, [sessions, settings.ae_title]),
-        (evt.EVT_C_GET, h.handle_get, [sessions, store]),
-        (evt.EVT_C_MOVE, h.handle_move, [sessions, store, move_destinations]),
+        (evt.EVT_C_FIND, h.handle_find, [sessions, settle, settings.ae_title]),
+        (evt.EVT_C_GET, h.handle_get, [sessions, settle, store]),
+        (evt.EVT_C_MOVE, h.handle_move, [sessions, settle, store, move_destinations]),
     ]
 
 
 def start_listener(
     settings: NodeSettings,
-    ingestor: Ingestor,
+    receiver: Receiver,
+    slots: AssociationSlots,
     extra_handlers: list[Handler] | None = None,
     configure_ae: Callable[[AE], None] | None = None,
 ) -> Listener:
-    """Start listening in background threads; returns when the port is bound."""
+    """Start listening in background threads; returns when the port is bound.
+
+    ``slots`` holds ``[node] max_associations`` across all listener processes on the port."""
     reactor.install(settings.reactor_poll_ms)
     ae = make_ae(settings)
     if configure_ae is not None:
         configure_ae(ae)
     refused: list[str] = []
     handlers: list[Handler] = [
+        (evt.EVT_REQUESTED, slots_.handle_requested, [slots]),
+        (evt.EVT_CONN_CLOSE, slots_.handle_closed, [slots]),
         (evt.EVT_REQUESTED, handle_requested),
         (evt.EVT_REQUESTED, reactor.handle_requested, [settings.reactor_poll_ms]),
         (evt.EVT_C_ECHO, h.handle_echo),
-        (evt.EVT_C_STORE, h.handle_store, [ingestor]),
+        (evt.EVT_C_STORE, h.handle_store, [receiver]),
         (evt.EVT_REJECTED, h.handle_rejected, [refused]),
         (evt.EVT_ABORTED, h.handle_aborted),
         *(extra_handlers or []),
@@ -161,7 +182,7 @@ def start_listener(
         (settings.bind_host, settings.port),
         ssl_context=tls_context(settings),
         evt_handlers=handlers,
-        server_class=GuardedAssociationServer,
+        server_class=SharedPortServer if settings.listener_processes > 1 else GuardedAssociationServer,
     )
     assert isinstance(server, GuardedAssociationServer)
     server.host_allowed = settings.host_allowed

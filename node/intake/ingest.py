@@ -13,11 +13,12 @@ import errno
 import hashlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from io import BytesIO
+from pathlib import Path
 from typing import Literal
 
 from pydicom import dcmread
@@ -37,8 +38,10 @@ from storage.filestore import (
     FileStore,
     InvalidUIDError,
     StoredFile,
+    fsync_dir,
     validate_uid,
 )
+from storage.journal import Journal, JournalEntry
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ CANNOT_UNDERSTAND = Status.CANNOT_UNDERSTAND
 PROCESSING_FAILURE = Status.PROCESSING_FAILURE
 
 ResendPolicy = Literal["keep_first", "replace", "keep_both"]
-Action = Literal["stored", "duplicate", "kept_first", "replaced", "new_version", "failed"]
+Action = Literal["journaled", "stored", "duplicate", "kept_first", "replaced", "new_version", "failed"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,8 +141,57 @@ def _text(ds: Dataset, keyword: str, limit: int) -> str | None:
     return None if value in (None, "") else str(value)[:limit]
 
 
+@dataclass(frozen=True, kw_only=True)
+class StoredVersion:
+    """An indexed version of a SOP Instance UID (what :func:`plan` decides from)."""
+
+    id: int
+    version: int
+    sha256: str
+    file_path: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """What to do with one received instance, given the versions already indexed."""
+
+    action: Action
+    version: int | None = None  # the version to store (None: nothing is stored)
+    existing_id: int | None = None  # the indexed row that stands for it when nothing is stored
+    replaced: tuple[StoredVersion, ...] = ()
+    conflict: bool = False
+
+
+def plan(versions: Sequence[StoredVersion], sha256: str, policy: ResendPolicy) -> Plan:
+    """The re-send rule, in one place: an identical re-send is a duplicate; different content is kept
+    first, replaces, or becomes a new flagged version, as ``policy`` says."""
+    if any(v.sha256 == sha256 for v in versions):
+        return Plan(action="duplicate", existing_id=versions[-1].id)
+    if not versions:
+        return Plan(action="stored", version=1)
+    if policy == "keep_first":
+        return Plan(action="kept_first", existing_id=versions[0].id)
+    version = max(v.version for v in versions) + 1
+    if policy == "replace":
+        return Plan(action="replaced", version=version, replaced=tuple(versions))
+    return Plan(action="new_version", version=version, conflict=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Received:
+    """A journal entry read back for indexing."""
+
+    entry: JournalEntry
+    header: Header
+    sha256: str
+
+
 class Ingestor:
-    """Stores received instances durably and indexes them (thread-safe within one process)."""
+    """Stores received instances durably and indexes them (thread-safe within one process).
+
+    Two ways in: :meth:`ingest` writes and indexes one instance before it returns (the pipeline's
+    results, imports); :meth:`index_journal` indexes a batch of journal entries that a receiver
+    has already made durable and acknowledged (``node.intake.indexer``), in one transaction."""
 
     def __init__(
         self,
@@ -181,6 +233,10 @@ class Ingestor:
             .values(state=m.VisitState.RECEIVING, updated_at=bindparam("now"))
         )
 
+    def _versions(self, conn: Connection, sop_uid: str) -> list[StoredVersion]:
+        return [StoredVersion(id=r.id, version=r.version, sha256=r.sha256, file_path=r.file_path)
+                for r in conn.execute(self._q_versions, {"sop": sop_uid})]
+
     def ingest(
         self,
         data: bytes,
@@ -212,25 +268,21 @@ class Ingestor:
         sha = hashlib.sha256(data).hexdigest()
         with self._claim(h.sop_instance_uid):
             with self._lock, self.engine.connect() as conn:
-                versions = conn.execute(self._q_versions, {"sop": h.sop_instance_uid}).all()
-            if any(v.sha256 == sha for v in versions):
-                return StoreOutcome(status=SUCCESS, action="duplicate", instance_id=versions[-1].id, series_uid=h.series_uid)
-            if versions and self.policy == "keep_first":
-                log.warning("re-sent %s with different content: kept the first (policy keep_first)", h.sop_instance_uid)
-                return StoreOutcome(status=SUCCESS, action="kept_first", instance_id=versions[0].id, series_uid=h.series_uid)
-            version = (versions[-1].version + 1) if versions else 1
-            # Outside the index lock, so associations write and fsync in parallel. A file can
-            # exist without a row after a crash between rename and commit: it was never
+                versions = self._versions(conn, h.sop_instance_uid)
+            decided = plan(versions, sha, self.policy)
+            if decided.version is None:
+                return self._not_stored(h, decided)
+            # Outside the index lock, so writers write and fsync in parallel. A file can exist
+            # without a row after a crash between rename and commit: it was never
             # acknowledged, so it is replaced.
-            stored = self.store.write(h.study_uid, h.series_uid, h.sop_instance_uid, data, version=version, replace=True)
-            replaced = [v.id for v in versions] if versions and self.policy == "replace" else []
+            stored = self.store.write(h.study_uid, h.series_uid, h.sop_instance_uid, data,
+                                      version=decided.version, replace=True)
             try:
                 for attempt in (1, 2):
                     try:
+                        pending: dict[str, tuple[int, m.SeriesKind]] = {}
                         with self._lock, self.engine.begin() as conn:
-                            instance_id, series_id, kind = self._index(
-                                conn, h, stored, version, calling_ae, peer,
-                                conflict=bool(versions) and not replaced, replaced=replaced)
+                            instance_id = self._index(conn, h, stored, decided, calling_ae, peer, pending)
                         break
                     except IntegrityError:
                         if attempt == 2:
@@ -239,17 +291,92 @@ class Ingestor:
             except BaseException:
                 stored.path.unlink(missing_ok=True)
                 raise
-            self._series_cache[h.series_uid] = (series_id, kind)
-        for v in versions if replaced else []:
+            self._series_cache.update(pending)
+        self._after_commit(h, decided)
+        return StoreOutcome(status=SUCCESS, action=decided.action, instance_id=instance_id, series_uid=h.series_uid)
+
+    def _not_stored(self, h: Header, decided: Plan) -> StoreOutcome:
+        if decided.action == "kept_first":
+            log.warning("re-sent %s with different content: kept the first (policy keep_first)", h.sop_instance_uid)
+        return StoreOutcome(status=SUCCESS, action=decided.action, instance_id=decided.existing_id,
+                            series_uid=h.series_uid)
+
+    def _after_commit(self, h: Header, decided: Plan) -> None:
+        for v in decided.replaced:
             self.store.absolute(v.file_path).unlink(missing_ok=True)
-        if not versions:
-            action: Action = "stored"
-        elif replaced:
-            action = "replaced"
-        else:
-            action = "new_version"
-            log.warning("re-sent %s with different content: stored as version %d, flagged", h.sop_instance_uid, version)
-        return StoreOutcome(status=SUCCESS, action=action, instance_id=instance_id, series_uid=h.series_uid)
+        if decided.action == "new_version":
+            log.warning("re-sent %s with different content: stored as version %d, flagged",
+                        h.sop_instance_uid, decided.version)
+
+    def index_journal(self, entries: Sequence[JournalEntry], journal: Journal) -> list[StoreOutcome]:
+        """Index journal entries (already durable and acknowledged) in one transaction, oldest first.
+
+        Each entry is hard-linked into its place in the store, each folder touched fsync'd once,
+        the rows committed, and only then the entries marked done — so a crash at any point
+        leaves every entry either indexed or still in the journal. An entry that is not a
+        readable DICOM instance (it was, when it was acknowledged) is set aside in ``failed/``.
+        Raises on a database error, with nothing committed and every entry still pending."""
+        received: list[Received] = []
+        outcomes: list[StoreOutcome] = []
+        for entry in entries:
+            try:
+                data = entry.path.read_bytes()
+                received.append(Received(entry=entry, header=read_header(data),
+                                         sha256=hashlib.sha256(data).hexdigest()))
+            except BadDatasetError as exc:
+                where = journal.fail(entry, f"not indexable: {exc}")
+                log.error("journal entry %s cannot be indexed, set aside as %s: %s", entry.path.name, where, exc)
+                outcomes.append(StoreOutcome(status=CANNOT_UNDERSTAND, action="failed", comment=str(exc)[:1024]))
+        if not received:
+            return outcomes
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    decisions = self._index_batch(received)
+                    break
+                except IntegrityError:
+                    if attempt == 2:
+                        raise
+                    self._series_cache.clear()
+        # Committed. Superseded files go first, then the entries leave the journal: whoever waits for
+        # the journal to drain (Receiver.settle) then sees the store as the index describes it.
+        for r, (decided, outcome) in zip(received, decisions):
+            self._after_commit(r.header, decided)
+            for v in decided.replaced:
+                journal.forget(v.sha256)
+            journal.done(r.entry, sha256=r.sha256 if decided.version is not None else None)
+            outcomes.append(outcome)
+        journal.sync()
+        return outcomes
+
+    def _index_batch(self, received: Sequence[Received]) -> list[tuple[Plan, StoreOutcome]]:
+        pending: dict[str, tuple[int, m.SeriesKind]] = {}
+        placed: list[Path] = []
+        decisions: list[tuple[Plan, StoreOutcome]] = []
+        try:
+            with self.engine.begin() as conn:
+                for r in received:
+                    h = r.header
+                    decided = plan(self._versions(conn, h.sop_instance_uid), r.sha256, self.policy)
+                    if decided.version is None:
+                        decisions.append((decided, self._not_stored(h, decided)))
+                        continue
+                    stored = self.store.adopt(r.entry.path, h.study_uid, h.series_uid, h.sop_instance_uid,
+                                              version=decided.version, sha256=r.sha256)
+                    placed.append(stored.path)
+                    instance_id = self._index(conn, h, stored, decided, r.entry.calling_ae, r.entry.peer_address,
+                                              pending)
+                    decisions.append((decided, StoreOutcome(status=SUCCESS, action=decided.action,
+                                                            instance_id=instance_id, series_uid=h.series_uid)))
+                for folder in {p.parent for p in placed}:
+                    fsync_dir(folder)
+        except BaseException:
+            # Each placed name is a version no row has (a new version number): safe to remove.
+            for path in placed:
+                path.unlink(missing_ok=True)
+            raise
+        self._series_cache.update(pending)
+        return decisions
 
     @contextmanager
     def _claim(self, sop_uid: str) -> Iterator[None]:
@@ -265,15 +392,19 @@ class Ingestor:
                 self._in_flight.discard(sop_uid)
                 self._in_flight_changed.notify_all()
 
-    def _series_id(self, conn: Connection, h: Header, now: datetime) -> tuple[int, m.SeriesKind]:
-        """The series row of ``h`` (cached by UID; patient, study and series created on first sight)."""
-        cached = self._series_cache.get(h.series_uid)
+    def _series_id(self, conn: Connection, h: Header, now: datetime,
+                   pending: dict[str, tuple[int, m.SeriesKind]]) -> tuple[int, m.SeriesKind]:
+        """The series row of ``h`` (cached by UID; patient, study and series created on first sight).
+
+        ``pending`` holds what this transaction found or created; it joins the cache after the commit."""
+        cached = pending.get(h.series_uid) or self._series_cache.get(h.series_uid)
         if cached is not None:
             return cached
         row = conn.execute(self._q_series, {"uid": h.series_uid}).one_or_none()
         series = (row[0], row[1]) if row is not None else self._create_series(conn, h, now)
         if len(self._series_cache) > 10_000:
             self._series_cache.clear()
+        pending[h.series_uid] = series
         return series
 
     def _create_series(self, conn: Connection, h: Header, now: datetime) -> tuple[int, m.SeriesKind]:
@@ -313,26 +444,27 @@ class Ingestor:
             return series.id, series.kind
 
     def _index(
-        self, conn: Connection, h: Header, stored: StoredFile, version: int, calling_ae: str | None, peer: str | None,
-        *, conflict: bool, replaced: list[int],
-    ) -> tuple[int, int, m.SeriesKind]:
+        self, conn: Connection, h: Header, stored: StoredFile, decided: Plan, calling_ae: str | None,
+        peer: str | None, pending: dict[str, tuple[int, m.SeriesKind]],
+    ) -> int:
         """Insert the instance row, update its series and re-open its visit; returns the instance id.
 
         Core statements rather than ORM objects: this runs once per received instance.
         """
         ds = h.dataset
         now = datetime.now(UTC)
-        series_id, kind = self._series_id(conn, h, now)
+        series_id, kind = self._series_id(conn, h, now, pending)
+        replaced = [v.id for v in decided.replaced]
         instance_id = conn.execute(
             self._q_insert,
             dict(
-                series_fk=series_id, sop_instance_uid=h.sop_instance_uid, version=version,
+                series_fk=series_id, sop_instance_uid=h.sop_instance_uid, version=decided.version,
                 sop_class_uid=h.sop_class_uid, transfer_syntax_uid=h.transfer_syntax_uid,
                 instance_number=_int(ds.get("InstanceNumber")),
                 content_date=_text(ds, "ContentDate", 8), content_time=_text(ds, "ContentTime", 16),
                 station_key=station_key(ds), b_values=b_values(ds), derived=is_derived(ds),
                 file_path=self.store.relative(stored.path), size_bytes=stored.size_bytes, sha256=stored.sha256,
-                calling_ae=(calling_ae or None) and calling_ae[:16], peer_address=peer, conflict=conflict,
+                calling_ae=(calling_ae or None) and calling_ae[:16], peer_address=peer, conflict=decided.conflict,
                 received_at=now,
             ),
         ).scalar_one()
@@ -343,4 +475,4 @@ class Ingestor:
             reopened = conn.execute(self._q_reopen, {"sid": series_id, "now": now}).rowcount
             if reopened:
                 log.info("late instance %s re-opened its visit for processing", h.sop_instance_uid)
-        return instance_id, series_id, kind
+        return instance_id

@@ -63,6 +63,7 @@ def test_two_subjects_from_scanner_to_pacs_and_report(tmp_path: Path) -> None:
         imaged = select(m.Visit.state).where(m.Visit.id.in_(select(m.Study.visit_fk)))  # the import adds later visits
 
         def processed() -> bool:
+            node.settle()
             with node.sessions() as s:
                 states = s.scalars(imaged).all()
                 pending = s.scalar(select(func.count()).select_from(m.OutboxItem)
@@ -71,6 +72,8 @@ def test_two_subjects_from_scanner_to_pacs_and_report(tmp_path: Path) -> None:
             return len(states) == 2 and all(st is m.VisitState.PROCESSED for st in states) and pending == 0
 
         wait_for(processed, 600, "both visits processed and their results forwarded")
+
+        node.settle()
 
         with node.sessions() as s:
             kinds = s.execute(select(m.ResultObject.kind, func.count()).group_by(m.ResultObject.kind)).all()
@@ -104,6 +107,7 @@ def test_two_subjects_from_scanner_to_pacs_and_report(tmp_path: Path) -> None:
         checked = 0
         for path in sr_paths:
             sr = hd.sr.srread(path)
+            node.settle()
             with node.sessions() as s:
                 visit_id = s.scalar(select(m.Study.visit_fk).where(m.Study.study_instance_uid == sr.StudyInstanceUID))
             for group in sr.content.get_volumetric_roi_measurement_groups():
@@ -115,6 +119,7 @@ def test_two_subjects_from_scanner_to_pacs_and_report(tmp_path: Path) -> None:
 
         # accuracy at small size against the phantom's truth (4 mm truth grid, 3.1 × 10 mm T2 voxels):
         # leg muscles Dice ≥ 0.75 and relative T2 within 5 % of the noise-free station ratio (full size: bench/accuracy.py)
+        node.settle()
         with node.sessions() as s:
             visit_of = dict(s.execute(select(m.Subject.subject_id, m.Visit.id).join(m.Visit)
                                       .where(m.Visit.label == "baseline")).all())
@@ -153,6 +158,7 @@ def test_two_subjects_from_scanner_to_pacs_and_report(tmp_path: Path) -> None:
         # a second push of the same files changes nothing
         push_visit(baselines[0].dicom_dir, settings.node.ae_title, port)
         time.sleep(settings.protocol.stable_age_s + 3)
+        node.settle()
         with node.sessions() as s:
             assert s.scalar(select(func.count()).select_from(m.Instance)) == n_instances
             assert s.scalar(select(func.count()).select_from(m.Job)) == n_jobs

@@ -75,6 +75,7 @@ def settle(node: Node) -> list[int]:
 
 
 def visit_states(node: Node) -> list[tuple[str, str, bool]]:
+    node.settle()
     with node.sessions() as s:
         return [(v.label, v.state.value, v.incomplete) for v in s.scalars(select(m.Visit).order_by(m.Visit.id))]
 
@@ -124,6 +125,7 @@ def test_complete_visit_queued_exactly_once_and_reopened_by_late_instance(runnin
     # the job row is finished in its own transaction just after the handler has updated the visit
     deadline = time.monotonic() + 20
     while True:
+        node.settle()
         with node.sessions() as s:
             jobs = s.scalars(select(m.Job).order_by(m.Job.id)).all()
         if all(j.state is m.JobState.DONE for j in jobs) or time.monotonic() > deadline:
@@ -140,6 +142,7 @@ def test_visit_from_days_since_baseline_and_unknown_patients_listed(running_node
     Scanner(node, tmp_path / "c", "WALK-IN-7").t2_station(0)
     settle(node)
     assert [v[0] for v in visit_states(node)] == ["baseline", "m4"]
+    node.settle()
     with node.sessions() as s:
         st = node_status(s)
     assert st.unknown_patients == ["WALK-IN-7"]

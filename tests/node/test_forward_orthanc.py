@@ -69,6 +69,7 @@ def test_forward_to_orthanc(node_and_orthanc, tmp_path: Path) -> None:
     assert sops == {dcmread(p).SOPInstanceUID for p in paths}
 
     def all_sent() -> bool:
+        node.settle()
         with node.sessions() as s:
             return all(i.state is m.OutboxState.SENT for i in s.scalars(select(m.OutboxItem)))
 
@@ -102,6 +103,7 @@ def test_unreachable_destination_backs_off_then_gives_up(running_node, tmp_path:
     for attempt, delay in enumerate(expected_delays, start=1):
         report = deliver_due(node.sessions, node.store, node.settings.forward, "MYONODE", now=now, timeout=2)
         assert (report.sent, report.failed) == (0, 1)
+        node.settle()
         with node.sessions() as s:
             item = s.scalars(select(m.OutboxItem)).one()
         assert item.attempts == attempt and item.state is m.OutboxState.PENDING
@@ -115,6 +117,7 @@ def test_unreachable_destination_backs_off_then_gives_up(running_node, tmp_path:
     with transaction(node.sessions) as s:
         assert s.scalars(select(m.OutboxItem)).one().state is m.OutboxState.FAILED
         assert retry(s) == 1
+    node.settle()
     with node.sessions() as s:
         item = s.scalars(select(m.OutboxItem)).one()
         assert (item.state, item.attempts) == (m.OutboxState.PENDING, 0)

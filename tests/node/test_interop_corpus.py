@@ -124,6 +124,7 @@ def test_real_world_files_are_taken_like_orthanc_and_given_back_uncompressed(nod
     try:
         ours = {p: push(node.listener.port, "MYONODE", p) for p in files}
         theirs = {p: push(orthanc.dicom_port, orthanc.ae_title, p) for p in files}
+        node.settle()
         with node.sessions() as s:
             stored = {r.sop_instance_uid: r for r in s.scalars(select(m.Instance))}
         originals = {p: dcmread(p) for p in files}

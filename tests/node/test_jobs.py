@@ -130,6 +130,7 @@ def test_serve_runs_jobs_in_its_worker_processes_and_stops_them(running_node) ->
     job_id = node.jobs.submit(PROCESS_VISIT, visit_target(999), max_attempts=1)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
+        node.settle()
         with node.sessions() as s:
             job = s.scalars(select(m.Job).where(m.Job.id == job_id)).one()
         if job.state is m.JobState.FAILED:
@@ -164,6 +165,7 @@ def test_a_worker_process_that_dies_is_started_again(running_node) -> None:
     job_id = node.jobs.submit(PROCESS_VISIT, visit_target(998), max_attempts=1)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
+        node.settle()
         with node.sessions() as s:
             state = s.scalars(select(m.Job.state).where(m.Job.id == job_id)).one()
         if state is m.JobState.FAILED:

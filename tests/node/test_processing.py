@@ -18,6 +18,7 @@ from tests.support.dicom_factory import CORONAL, mr_image
 
 
 def count(node: Node, model: type, **where: object) -> int:
+    node.settle()
     with node.sessions() as s:
         query = select(func.count()).select_from(model)
         for key, value in where.items():
@@ -32,6 +33,7 @@ def test_discarded_results_leave_no_rows_files_or_empty_series(node: Node) -> No
     results = [mr_image(study_uid=study, series_uid=result_series, orientation=CORONAL, position=(0.0, 0.0, -5.0 * k))
                for k in range(3)]
     taken = store_results(node.settings, node.sessions, node.store, [("stitched_t2", ds) for ds in results])
+    node.settle()
     with node.sessions() as s:
         paths = [node.store.absolute(s.get(m.Instance, i).file_path) for _, _, i in taken]
     assert all(p.is_file() for p in paths) and count(node, m.Series, series_instance_uid=result_series) == 1

@@ -36,6 +36,7 @@ def storescu(node: Node, *paths: Path, extra: tuple[str, ...] = ()) -> subproces
 
 
 def instances(node: Node) -> list[m.Instance]:
+    node.settle()
     with node.sessions() as s:
         return list(s.scalars(select(m.Instance).order_by(m.Instance.sop_instance_uid, m.Instance.version)))
 
@@ -80,6 +81,7 @@ def test_store_series_from_storescu(node: Node, tmp_path: Path) -> None:
         assert stored.PixelData == sent[row.sop_instance_uid].PixelData
         assert row.calling_ae == "STORESCU" and row.peer_address == "127.0.0.1"
         assert row.size_bytes == node.store.absolute(row.file_path).stat().st_size
+    node.settle()
     with node.sessions() as s:
         series = s.scalars(select(m.Series)).one()
         assert series.n_instances == 5 and series.kind is m.SeriesKind.T2
@@ -94,6 +96,7 @@ def test_concurrent_associations(node: Node, tmp_path: Path) -> None:
         results = list(pool.map(lambda b: storescu(node, *b), batches))
     assert all(r.returncode == 0 for r in results), [r.stdout for r in results if r.returncode]
     assert len(instances(node)) == 24
+    node.settle()
     with node.sessions() as s:
         assert len(s.scalars(select(m.Study)).all()) == 1
         assert sorted(x.n_instances for x in s.scalars(select(m.Series))) == [6, 6, 6, 6]
@@ -138,22 +141,27 @@ def test_resend_policies(running_node, tmp_path: Path, policy: str) -> None:
 
 
 def test_disk_full_returns_failure_then_retry_succeeds(node: Node, tmp_path: Path, monkeypatch) -> None:
-    """ENOSPC during the write answers 0xA700 (out of resources); nothing is indexed; the retry stores it."""
-    real_fsync = os.fsync
+    """ENOSPC while the journal entry is flushed answers 0xA700 (out of resources); nothing is kept or
+    indexed; the retry stores it."""
     failures = {"left": 1}
 
-    def fsync(fd: int) -> None:
-        if failures["left"] and os.path.isfile(f"/proc/self/fd/{fd}"):
-            failures["left"] -= 1
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_fsync(fd)
+    def failing(real):
+        def sync(fd: int) -> None:
+            if failures["left"] and os.path.isfile(f"/proc/self/fd/{fd}"):
+                failures["left"] -= 1
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real(fd)
+        return sync
 
-    monkeypatch.setattr(filestore_module.os, "fsync", fsync)
+    monkeypatch.setattr(filestore_module.os, "fsync", failing(os.fsync))
+    monkeypatch.setattr(filestore_module.os, "fdatasync", failing(os.fdatasync))
     path = write_series(tmp_path / "in", 1)[0]
     out = storescu(node, path)
     assert "Received Store Response (Refused: OutOfResources)" in out.stdout, out.stdout
     assert instances(node) == []
     assert not [p for p in node.store.dicom_root.rglob("*") if p.is_file()]
+    assert node.journal.pending() == []
+    assert not [p for p in node.journal.folder.iterdir() if p.is_file() and p.name.endswith((".dcm", ".part"))]
     assert storescu(node, path).returncode == 0
     assert len(instances(node)) == 1
 
@@ -234,6 +242,7 @@ def test_enhanced_mr_from_storescu_is_indexed_as_dwi(node: Node, tmp_path: Path)
     assert storescu(node, path).returncode == 0
     row = instances(node)[0]
     assert row.sop_class_uid == "1.2.840.10008.5.1.4.1.1.4.1" and row.b_values == [0.0, 1000.0]
+    node.settle()
     with node.sessions() as s:
         assert s.scalars(select(m.Series)).one().kind is m.SeriesKind.DWI
 
@@ -252,6 +261,7 @@ def test_uids_breaking_the_grammar_are_stored_found_and_given_back_unchanged(nod
     sent = dcmtk("storescu", "-aet", "STORESCU", "-aec", "MYONODE", "127.0.0.1", str(node.listener.port),
                  *map(str, paths))  # storescu cuts the long one to 64 in the request: the same instance
     assert sent.returncode == 0, sent.stdout
+    node.settle()
     with node.sessions() as s:
         rows = {r.sop_instance_uid: r for r in s.scalars(select(m.Instance))}
     assert set(rows) == {odd, long}

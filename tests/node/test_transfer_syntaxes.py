@@ -34,6 +34,7 @@ def test_store_transfer_syntax(node: Node, tmp_path: Path, name: str) -> None:
     sent = dcmtk("storescu", propose, "-R", "-aet", "STORESCU", "-aec", "MYONODE", "127.0.0.1", str(node.listener.port),
                  str(converted))
     assert sent.returncode == 0, sent.stdout
+    node.settle()
     with node.sessions() as s:
         row = s.scalars(select(m.Instance)).one()
     assert row.transfer_syntax_uid == uid

@@ -1,0 +1,215 @@
+"""The journaled ingest path: a receiver that acknowledges once an instance is durable, one indexer.
+
+The promise (README, "Durability"): a C-STORE is acknowledged only after the instance's bytes
+are fsync'd in the journal and the journal folder fsync'd (:meth:`storage.journal.Journal.write`),
+so ``kill -9`` or a power cut can lose nothing acknowledged; the index row follows within
+milliseconds, written by one :class:`Indexer` per store that commits whatever has
+accumulated — from every association and every listener process — in one transaction.
+
+- :class:`Receiver` is what a C-STORE handler (or STOW-RS) calls, in any process: validate
+  the header (a bad data set is refused, nothing kept), write the journal entry, wake the
+  indexer with one datagram on an abstract Unix socket named after the store, answer.
+- :class:`Indexer` (a thread of ``myonode serve``; an ``flock`` keeps it to one per store)
+  indexes entries oldest first, in batches, through :meth:`Ingestor.index_journal`. On start
+  it indexes what a crash left in the journal and reconciles the entries it keeps for
+  ``[storage] journal_keep_hours`` with the index, re-indexing any whose row is missing (an
+  index restored from an older file, a lost transaction). A database error leaves the
+  entries where they are and is retried with back-off; nothing is acknowledged twice or lost.
+- Readers that must see every acknowledged instance (C-FIND, C-GET, C-MOVE, storage
+  commitment) first call :meth:`Receiver.settle`: it waits until the entries pending at that
+  moment are indexed (a few milliseconds; at most ``timeout_s``, then they answer with what
+  is indexed and log it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import select
+import socket
+import threading
+import time
+
+from sqlalchemy import select as sql_select
+from sqlalchemy.exc import SQLAlchemyError
+
+from node.intake.ingest import (
+    CANNOT_UNDERSTAND,
+    OUT_OF_RESOURCES,
+    SUCCESS,
+    BadDatasetError,
+    Ingestor,
+    StoreOutcome,
+    read_header,
+)
+from storage import models as m
+from storage.journal import Journal
+
+log = logging.getLogger(__name__)
+
+SETTLE_TIMEOUT_S = 10.0
+
+
+def wake_address(journal: Journal) -> bytes:
+    """The indexer's abstract Unix socket (Linux): no file, gone with the process, one per store."""
+    return b"\0myonode-indexer-" + hashlib.sha256(str(journal.folder).encode()).hexdigest()[:24].encode()
+
+
+class Receiver:
+    """Validate, journal durably, wake the indexer, answer (thread-safe; one per process)."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._address = wake_address(journal)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.setblocking(False)
+
+    def receive(
+        self, data: bytes, *, calling_ae: str | None, peer_address: str | None, expected_sop_uid: str | None,
+    ) -> StoreOutcome:
+        """Make ``data`` durable in the journal and say so; never raises."""
+        try:
+            header = read_header(data, expected_sop_uid)
+        except BadDatasetError as exc:
+            log.warning("refused instance from %s (%s): %s", calling_ae, peer_address, exc)
+            return StoreOutcome(status=CANNOT_UNDERSTAND, action="failed", comment=str(exc)[:1024])
+        try:
+            self.journal.write(data, calling_ae=calling_ae, peer_address=peer_address)
+        except OSError as exc:
+            reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"storage error: {exc}"
+            log.error("could not store %s: %s", header.sop_instance_uid, reason)
+            return StoreOutcome(status=OUT_OF_RESOURCES, action="failed", comment=f"Out of resources: {reason}"[:1024])
+        self.wake()
+        return StoreOutcome(status=SUCCESS, action="journaled", series_uid=header.series_uid)
+
+    def wake(self) -> None:
+        """Tell the indexer there is work (lost if no indexer runs: it looks anyway when it starts)."""
+        with contextlib.suppress(OSError):  # no indexer listening, or its socket buffer full: it is awake
+            self._sock.sendto(b"1", self._address)
+
+    def settle(self, timeout_s: float = SETTLE_TIMEOUT_S) -> bool:
+        """Wait until every instance acknowledged before this call is indexed; False if it took too long."""
+        done = self.journal.wait_drained(timeout_s=timeout_s)
+        if not done:
+            log.warning("the index is more than %.0f s behind the journal; answering with what is indexed", timeout_s)
+        return done
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class Indexer(threading.Thread):
+    """Indexes journal entries as they arrive (one per store, across processes; see the module docstring)."""
+
+    def __init__(self, ingestor: Ingestor, journal: Journal, *, keep_s: float, batch_max: int = 512,
+                 idle_s: float = 1.0) -> None:
+        super().__init__(name="myonode-indexer", daemon=True)
+        self.ingestor, self.journal = ingestor, journal
+        self.keep_s, self.batch_max, self.idle_s = keep_s, batch_max, idle_s
+        self.stopping = threading.Event()
+        self.ready = threading.Event()  # set once the lock is held, the socket bound and the start-up work done
+        self.indexed = 0  # entries indexed since start
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._lock_file: int | None = None
+        self._last_prune = 0.0
+
+    def start_and_wait(self, timeout_s: float = 60.0) -> Indexer:
+        self.start()
+        if not self.ready.wait(timeout_s):
+            raise RuntimeError(f"the indexer of {self.journal.folder} did not start within {timeout_s:.0f} s "
+                               "(another myonode serve on the same store holds its lock?)")
+        return self
+
+    def _acquire(self) -> bool:
+        fd = os.open(self.journal.folder / ".indexer.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        while not self.stopping.is_set():
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock_file = fd
+                return True
+            except BlockingIOError:
+                log.warning("another indexer holds %s; waiting", self.journal.folder / ".indexer.lock")
+                self.stopping.wait(1.0)
+        os.close(fd)
+        return False
+
+    def run(self) -> None:
+        if not self._acquire():
+            return
+        try:
+            self._sock.bind(wake_address(self.journal))
+            for path in self.journal.sweep_partials():
+                log.warning("removed %s, a journal write a crash interrupted (never acknowledged)", path)
+            left = len(self.journal.pending())
+            if left:
+                log.info("indexing %d journal entr%s left by the last run", left, "y" if left == 1 else "ies")
+            self.drain()
+            self.reconcile()
+            self.ready.set()
+            backoff = 0.0
+            while not self.stopping.is_set():
+                if backoff:
+                    self.stopping.wait(backoff)
+                else:
+                    readable, _, _ = select.select([self._sock], [], [], self.idle_s)
+                    if readable:
+                        self._empty_socket()
+                backoff = 0.0 if self.drain() else min(30.0, max(0.5, backoff * 2))
+                if time.monotonic() - self._last_prune > 3600:
+                    self._last_prune = time.monotonic()
+                    self.journal.prune(older_than_s=self.keep_s)
+            self.drain()  # stopping: what the listeners acknowledged until now
+        finally:
+            self.ready.set()
+            self._sock.close()
+            if self._lock_file is not None:
+                os.close(self._lock_file)  # releases the flock
+
+    def _empty_socket(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                self._sock.recv(64, socket.MSG_DONTWAIT)
+
+    def drain(self) -> bool:
+        """Index everything pending now; False (logged, entries kept) when the database failed."""
+        while True:
+            entries = self.journal.pending(self.batch_max)
+            if not entries:
+                return True
+            try:
+                self.ingestor.index_journal(entries, self.journal)
+            except (SQLAlchemyError, OSError) as exc:
+                log.error("indexing %d journal entr%s failed, kept for a retry: %s",
+                          len(entries), "y" if len(entries) == 1 else "ies", exc)
+                return False
+            self.indexed += len(entries)
+
+    def reconcile(self) -> int:
+        """Index again the kept entries whose rows the index lacks; returns how many."""
+        kept = {e.sha256: e for e in self.journal.kept(newer_than_s=self.keep_s) if e.sha256}
+        if not kept:
+            return 0
+        present: set[str] = set()
+        shas = list(kept)
+        with self.ingestor.sessions() as s:
+            for i in range(0, len(shas), 500):
+                present.update(s.scalars(sql_select(m.Instance.sha256).where(m.Instance.sha256.in_(shas[i:i + 500]))))
+        missing = [kept[sha] for sha in shas if sha not in present]
+        if missing:
+            log.warning("the index lacks %d instance(s) the journal acknowledged (an older or damaged index?): "
+                        "indexing them again", len(missing))
+            for i in range(0, len(missing), self.batch_max):
+                self.ingestor.index_journal(missing[i:i + self.batch_max], self.journal)
+        return len(missing)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Index what is pending, then stop."""
+        self.stopping.set()
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(b"0", wake_address(self.journal))
+        if self.is_alive():
+            self.join(timeout=timeout_s)
