@@ -1,11 +1,16 @@
 """Ingest throughput: dcmtk storescu pushes the same files into myonode, dcmtk storescp and Orthanc.
 
-Two file sets: a visit-shaped set (6 coronal T2 stations × 50 slices of 512×512 and 8 axial
-DWI stations × 50 slices × 2 b-values of 192×192, 16-bit) and many small instances (64×64).
-Each receiver runs on loopback, one after another, and gets one storescu association.
-myonode fsyncs and indexes every instance before acknowledging it; storescp and Orthanc
-run with their defaults; "pynetdicom_null" is a bare pynetdicom SCP that acknowledges
-without storing, the ceiling for any receiver built on pynetdicom. Prints JSON: instances/s, MB/s and myonode's ratio to each.
+Three file sets: a visit-shaped set (6 coronal T2 stations × 50 slices of 512×512 and 8 axial
+DWI stations × 50 slices × 2 b-values of 192×192, 16-bit) and many small instances (64×64),
+each sent by one storescu association; and "concurrent", 20 storescu processes at once, each
+with its own 40 instances of 128×128. Each receiver runs on loopback, one after another.
+myonode acknowledges every instance once it is fsync'd in its journal (README, Durability) and
+runs as configured by default ("myonode", one listener process) and with
+``[node] listener_processes = 2`` ("myonode_2proc"); storescp and Orthanc run with their
+defaults; "pynetdicom_null" is a bare pynetdicom SCP that acknowledges without storing, with
+pynetdicom's own reactor timing, and "pynetdicom_ceiling" the same with myonode's reactor
+adapter (node/dimse/reactor.py): the ceiling of any receiver built on pynetdicom.
+Prints JSON: instances/s, MB/s, and myonode's ratios to Orthanc and to the ceiling.
 
     python bench/ingest.py [--small N] [--quick]
 """
@@ -23,7 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,23 +99,43 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing listening on {port}")
 
 
-def push(port: int, called: str, files: list[Path]) -> float:
-    """Seconds storescu needs to send ``files`` over one association (fails loudly on any error)."""
+def concurrent_files(folder: Path, associations: int, each: int) -> list[list[Path]]:
+    """``associations`` folders of ``each`` 128×128 instances (one series per folder)."""
+    groups = []
+    for a in range(associations):
+        study, series = generate_uid(), generate_uid()
+        sub = folder / f"a{a:02d}"
+        sub.mkdir(parents=True)
+        paths = []
+        for i in range(each):
+            ds = mr_image(study_uid=study, series_uid=series, size=128, seed=a * each + i, instance_number=i + 1,
+                          position=(0.0, float(i), 0.0))
+            paths.append(sub / f"{i:05d}.dcm")
+            ds.save_as(paths[-1], enforce_file_format=True)
+        groups.append(paths)
+    return groups
+
+
+def push(port: int, called: str, groups: list[list[Path]]) -> float:
+    """Seconds until one storescu per group (all at once) has sent its files over its own association."""
     start = time.perf_counter()
-    # storescu scans directories itself (+sd); one association for the whole set.
-    out = subprocess.run(["storescu", "-aet", "BENCH", "-aec", called, "+sd", "+r", "127.0.0.1", str(port),
-                          str(files[0].parent)], capture_output=True, text=True, env=DCMTK_ENV, check=False)
+    # storescu scans directories itself (+sd): one association per folder.
+    procs = [subprocess.Popen(["storescu", "-aet", "BENCH", "-aec", called, "+sd", "+r", "127.0.0.1", str(port),
+                               str(files[0].parent)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=DCMTK_ENV) for files in groups]
+    outputs = [p.communicate() for p in procs]
     elapsed = time.perf_counter() - start
-    if out.returncode != 0 or "Failed" in out.stderr:
-        raise RuntimeError(f"storescu to {called} failed: {out.stderr[-1000:]}")
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        if proc.returncode != 0 or "Failed" in err:
+            raise RuntimeError(f"storescu to {called} failed: {err[-1000:]}")
     return elapsed
 
 
-def run_myonode(work: Path, sets: dict[str, list[Path]]) -> dict[str, float]:
+def run_myonode(work: Path, sets: dict[str, list[list[Path]]], listener_processes: int = 1) -> dict[str, float]:
     port = free_port()
     (work / "settings.toml").write_text(
-        f'[node]\nport = {port}\n[storage]\nroot = "store"\ndatabase_url = "sqlite:///myonode.db"\n'
-        '[queue]\nurl = "sqlite:///queue.db"\n')
+        f'[node]\nport = {port}\nmax_associations = 32\nlistener_processes = {listener_processes}\n'
+        '[storage]\nroot = "store"\ndatabase_url = "sqlite:///myonode.db"\n[queue]\nurl = "sqlite:///queue.db"\n')
     proc = subprocess.Popen([str(Path(sys.executable).parent / "myonode"), "serve", "--config",
                              str(work / "settings.toml"), "--log-level", "WARNING"])
     try:
@@ -131,20 +158,27 @@ class Server(ThreadedAssociationServer):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock, address
 
+if sys.argv[2] == "adapter":
+    from node.dimse import reactor
+    reactor.install(0.2)
+    handlers = [(evt.EVT_REQUESTED, reactor.handle_requested, [0.2])]
+else:
+    handlers = []
 ae = AE("NULLSCP")
 ae.maximum_pdu_size = 262144
+ae.maximum_associations = 32
 for sop_class in storage_sop_classes("all"):
     ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
 handler = lambda event: (event.encoded_dataset(), 0x0000)[1]
-ae.make_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[(evt.EVT_C_STORE, handler)],
+ae.make_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[(evt.EVT_C_STORE, handler), *handlers],
                server_class=Server).serve_forever()
 """
 
 
-def run_pynetdicom_null(work: Path, sets: dict[str, list[Path]]) -> dict[str, float]:
-    """pynetdicom receiving and acknowledging without storing: the ceiling of any pynetdicom SCP."""
+def run_pynetdicom_null(work: Path, sets: dict[str, list[list[Path]]], timing: str = "stock") -> dict[str, float]:
+    """pynetdicom receiving and acknowledging without storing (``timing``: "stock" or "adapter")."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", NULL_SCP, str(port)], cwd=REPO)
+    proc = subprocess.Popen([sys.executable, "-c", NULL_SCP, str(port), timing], cwd=REPO)
     try:
         wait_port(port)
         return {name: push(port, "NULLSCP", files) for name, files in sets.items()}
@@ -153,7 +187,7 @@ def run_pynetdicom_null(work: Path, sets: dict[str, list[Path]]) -> dict[str, fl
         proc.wait(timeout=30)
 
 
-def run_storescp(work: Path, sets: dict[str, list[Path]]) -> dict[str, float]:
+def run_storescp(work: Path, sets: dict[str, list[list[Path]]]) -> dict[str, float]:
     port = free_port()
     out = work / "out"
     out.mkdir()
@@ -167,7 +201,7 @@ def run_storescp(work: Path, sets: dict[str, list[Path]]) -> dict[str, float]:
         proc.wait(timeout=30)
 
 
-def run_orthanc(work: Path, sets: dict[str, list[Path]]) -> dict[str, float]:
+def run_orthanc(work: Path, sets: dict[str, list[list[Path]]]) -> dict[str, float]:
     orthanc = start_orthanc(work / "orthanc", {})
     try:
         return {name: push(orthanc.dicom_port, orthanc.ae_title, files) for name, files in sets.items()}
@@ -188,12 +222,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=base) as tmp:
         root = Path(tmp)
         stations = (2, 2, 20) if args.quick else (6, 8, 50)
-        sets = {"visit": visit_files(root / "files" / "visit", *stations),
-                "small": small_files(root / "files" / "small", args.small)}
-        sizes = {name: sum(p.stat().st_size for p in files) for name, files in sets.items()}
+        sets = {"visit": [visit_files(root / "files" / "visit", *stations)],
+                "small": [small_files(root / "files" / "small", args.small)],
+                "concurrent": concurrent_files(root / "files" / "concurrent", 20, 20 if args.quick else 40)}
+        sizes = {name: sum(p.stat().st_size for g in groups for p in g) for name, groups in sets.items()}
+        counts = {name: sum(len(g) for g in groups) for name, groups in sets.items()}
         results: dict[str, dict[str, float]] = {}
-        receivers = (("myonode", run_myonode), ("pynetdicom_null", run_pynetdicom_null),
-                     ("storescp", run_storescp), ("orthanc", run_orthanc))
+        receivers: tuple[tuple[str, Callable[[Path, dict[str, list[list[Path]]]], dict[str, float]]], ...] = (
+            ("myonode", run_myonode), ("myonode_2proc", partial(run_myonode, listener_processes=2)),
+            ("pynetdicom_null", run_pynetdicom_null),
+            ("pynetdicom_ceiling", partial(run_pynetdicom_null, timing="adapter")),
+            ("storescp", run_storescp), ("orthanc", run_orthanc))
         for name, runner in receivers:
             work = root / name
             work.mkdir()
@@ -202,17 +241,18 @@ def main() -> None:
         "benchmark": "ingest",
         "date": datetime.now(UTC).date().isoformat(),
         "machine": f"{platform.node()} {os.cpu_count()} cpu {platform.machine()}",
-        "sets": {name: {"instances": len(files), "megabytes": round(sizes[name] / 1e6, 1)}
-                 for name, files in sets.items()},
+        "sets": {name: {"instances": counts[name], "associations": len(groups),
+                        "megabytes": round(sizes[name] / 1e6, 1)} for name, groups in sets.items()},
     }
     for name in sets:
         row: dict[str, object] = {}
         for receiver, times in results.items():
             row[receiver] = {"seconds": round(times[name], 2),
-                             "instances_per_s": round(len(sets[name]) / times[name], 1),
+                             "instances_per_s": round(counts[name] / times[name], 1),
                              "mb_per_s": round(sizes[name] / 1e6 / times[name], 1)}
-        row["myonode_vs_storescp"] = round(results["storescp"][name] / results["myonode"][name], 2)
-        row["myonode_vs_orthanc"] = round(results["orthanc"][name] / results["myonode"][name], 2)
+        for ours in ("myonode", "myonode_2proc"):
+            for peer in ("orthanc", "pynetdicom_ceiling", "storescp"):
+                row[f"{ours}_vs_{peer}"] = round(results[peer][name] / results[ours][name], 2)
         report[name] = row
     print(json.dumps(report, indent=2))
 

@@ -8,7 +8,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,34 +21,9 @@ from storage.database import make_engine, session_factory
 from storage.filestore import FileStore
 from tests.support.dcmtk import dcmtk, need
 from tests.support.dicom_factory import write_series
+from tests.support.serve import start_serve, write_settings
 
 pytestmark = pytest.mark.slow  # each test starts `myonode serve` as a process
-
-MYONODE = str(Path(sys.executable).parent / "myonode")
-
-
-def write_settings(folder: Path, port: int, node_extra: str = "") -> Path:
-    path = folder / "settings.toml"
-    path.write_text(
-        f'[node]\nport = {port}\nallowed_calling_ae_titles = ["STORESCU", "ECHOSCU"]\n{node_extra}\n'
-        '[storage]\nroot = "store"\ndatabase_url = "sqlite:///myonode.db"\n'
-    )
-    return path
-
-
-def start_serve(settings: Path, port: int, tls_args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
-    with open(settings.parent / "serve.log", "ab") as log:  # the child keeps its own descriptor
-        proc = subprocess.Popen([MYONODE, "serve", "--config", str(settings)], stdout=log, stderr=log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if dcmtk("echoscu", *tls_args, "-aet", "ECHOSCU", "-aec", "MYONODE", "127.0.0.1", str(port)).returncode == 0:
-            return proc
-        if proc.poll() is not None:
-            raise AssertionError((settings.parent / "serve.log").read_text())
-        time.sleep(0.3)
-    proc.kill()
-    raise AssertionError("node did not start: " + (settings.parent / "serve.log").read_text())
-
 
 def acknowledged_files(storescu_output: str) -> list[str]:
     """Files storescu sent and got a Success response for, from its verbose log, in order."""
@@ -84,7 +58,7 @@ def test_sigkill_mid_transfer_keeps_every_acknowledged_instance(tmp_path: Path) 
     node.wait()
     output, _ = sender.communicate(timeout=60)
     acked = acknowledged_files(output)
-    # Rows are committed before their acknowledgement goes out, so a few indexed ones may be unacknowledged.
+    # An instance is journaled before its acknowledgement goes out, so a few stored ones may be unacknowledged.
     assert 20 <= len(acked) < 150, output[-2000:]
 
     node = start_serve(settings, port)  # restart: upgrades, sweeps partial writes, serves
@@ -170,10 +144,12 @@ def _cpu_seconds(pid: int) -> float:
 
 def test_an_idle_node_uses_almost_no_cpu(tmp_path: Path) -> None:
     """Started and left alone (no association open), `myonode serve` and its worker processes barely wake:
-    the watcher, forwarder and queue consumers sleep between rounds; the reactors poll only inside associations."""
+    the watcher, forwarder, indexer and queue consumers sleep between rounds; the reactors poll only inside
+    associations; a second listener process waits in accept()."""
     port = free_port()
     settings = write_settings(tmp_path, port)
-    settings.write_text(settings.read_text() + '[queue]\nurl = "sqlite:///queue.db"\nworkers = 2\nprocesses = 1\n')
+    settings.write_text(settings.read_text().replace("[node]\n", "[node]\nlistener_processes = 2\n")
+                        + '[queue]\nurl = "sqlite:///queue.db"\nworkers = 2\nprocesses = 1\n')
     proc = start_serve(settings, port)
     try:
         time.sleep(3)  # past start-up (imports, migrations, the worker process's own start)
@@ -183,7 +159,7 @@ def test_an_idle_node_uses_almost_no_cpu(tmp_path: Path) -> None:
         time.sleep(10)
         used = sum(_cpu_seconds(p) for p in pids) - before
         print(f"idle node: {used:.3f} CPU-seconds in 10 s")
-        assert used < 0.5, f"{used:.2f} CPU-seconds in 10 s idle (node and {len(children)} worker process)"
+        assert used < 0.5, f"{used:.2f} CPU-seconds in 10 s idle (node and {len(children)} child processes)"
     finally:
         proc.terminate()
         proc.wait(timeout=30)
