@@ -160,8 +160,8 @@ class Server(ThreadedAssociationServer):
 
 if sys.argv[2] == "adapter":
     from node.dimse import reactor
-    reactor.install(0.2)
-    handlers = [(evt.EVT_REQUESTED, reactor.handle_requested, [0.2])]
+    reactor.install(float(sys.argv[3]) if len(sys.argv) > 3 else 0.2)
+    handlers = [(evt.EVT_REQUESTED, reactor.handle_requested, [float(sys.argv[3]) if len(sys.argv) > 3 else 0.2])]
 else:
     handlers = []
 ae = AE("NULLSCP")

@@ -167,7 +167,7 @@ def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
     journal = Journal(settings.storage.root)
     # before listening: what a crash left in the journal is indexed, so queries see it
     indexer = Indexer(ingestor, journal, keep_s=settings.storage.journal_keep_hours * 3600).start_and_wait()
-    receiver = Receiver(journal)
+    receiver = Receiver(journal, indexer.headers)
     listener = start_listener(settings.node, receiver, association_slots(settings),
                               extra_handlers=reader_handlers(settings, store, sessions, receiver))
     listeners = ChildProcesses(settings, "listen", settings.node.listener_processes - 1,

@@ -108,7 +108,8 @@ class FileStore:
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the root, as stored in the index (so the root can move)."""
-        return path.resolve().relative_to(self.root).as_posix()
+        plain = path.is_absolute() and ".." not in path.parts  # as path_for builds them: no file system lookups
+        return (path if plain else path.resolve()).relative_to(self.root).as_posix()
 
     def absolute(self, relative: str) -> Path:
         """The absolute path of an indexed relative path; refuses anything outside the root."""
@@ -159,20 +160,23 @@ class FileStore:
               sha256: str) -> StoredFile:
         """Give the durable file ``source`` (a journal entry) its place in the store as a second name.
 
-        A hard link, made atomically over whatever stale file (never indexed) has that name. The
-        folder is *not* fsync'd: the caller fsyncs each folder of a batch once, before it commits
-        the index rows (:func:`fsync_dir`)."""
+        A hard link, made atomically over whatever stale file (never indexed) has that name. Not
+        fsync'd: the journal keeps ``source`` under another name until the index's reconciliation
+        no longer needs it (``storage.journal``), and re-links what a power cut took."""
         final = self.path_for(study_uid, series_uid, sop_uid, version)
         _makedirs_durable(final.parent)
-        tmp = final.with_name(f"{PARTIAL_PREFIX}{final.name}{PARTIAL_SUFFIX}")
-        tmp.unlink(missing_ok=True)
-        os.link(source, tmp)
         try:
-            os.replace(tmp, final)
-        except BaseException:
+            os.link(source, final)
+        except FileExistsError:
+            tmp = final.with_name(f"{PARTIAL_PREFIX}{final.name}{PARTIAL_SUFFIX}")
             tmp.unlink(missing_ok=True)
-            raise
-        return StoredFile(path=final, size_bytes=final.stat().st_size, sha256=sha256)
+            os.link(source, tmp)
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        return StoredFile(path=final, size_bytes=source.stat().st_size, sha256=sha256)
 
     def read(self, relative: str) -> bytes:
         return self.absolute(relative).read_bytes()

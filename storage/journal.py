@@ -116,8 +116,8 @@ class Journal:
     def done(self, entry: JournalEntry, *, sha256: str | None) -> None:
         """``entry`` is indexed: keep it as ``indexed/<sha256>…`` (``sha256`` None: nothing was stored, remove it).
 
-        The folder is not fsync'd here (:meth:`sync`, once per batch): if the rename is lost, the
-        entry is indexed again, which finds the same content already there."""
+        The folder is not fsync'd: if a crash loses the rename, the entry is indexed again, which
+        finds the same content already indexed and removes it."""
         if sha256 is None:
             entry.path.unlink(missing_ok=True)
             return
@@ -128,10 +128,6 @@ class Journal:
         that a later reconciliation does not bring it back."""
         for path in self.indexed.glob(f"{sha256}.*{ENTRY_SUFFIX}"):
             path.unlink(missing_ok=True)
-
-    def sync(self) -> None:
-        fsync_dir(self.folder)
-        fsync_dir(self.indexed)
 
     def fail(self, entry: JournalEntry, reason: str) -> Path:
         """Set ``entry`` aside in ``failed/`` with ``<name>.reason`` beside it; returns its new path."""

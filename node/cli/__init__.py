@@ -242,6 +242,7 @@ def status(config: ConfigOption = None, limit: Annotated[int, typer.Option(help=
     """What was received, what is pending, processing, done or failed; patients not mapped to a subject."""
     from node.intake.status import node_status
     from storage.database import make_engine, session_factory
+    from storage.journal import Journal
 
     settings = _settings(config)
     with session_factory(make_engine(settings.storage.database_url))() as session:
@@ -266,6 +267,11 @@ def status(config: ConfigOption = None, limit: Annotated[int, typer.Option(help=
                       + ", ".join(f"{name} {n}" for name, n in st.other_classes.items()), highlight=False)
     if st.unknown_patients:
         console.print(f"patients not mapped to a study subject: {', '.join(st.unknown_patients)}", highlight=False)
+    journal = Journal(settings.storage.root)
+    pending, failures = len(journal.pending()), journal.failures()
+    console.print(f"journal: {pending} received, not yet indexed; {len(failures)} set aside", highlight=False)
+    for path, reason in failures:
+        console.print(f"  set aside: {path}: {reason}", highlight=False)
 
 
 @app.command()

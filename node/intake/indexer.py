@@ -42,6 +42,7 @@ from node.intake.ingest import (
     OUT_OF_RESOURCES,
     SUCCESS,
     BadDatasetError,
+    Header,
     Ingestor,
     StoreOutcome,
     read_header,
@@ -62,8 +63,10 @@ def wake_address(journal: Journal) -> bytes:
 class Receiver:
     """Validate, journal durably, wake the indexer, answer (thread-safe; one per process)."""
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, headers: dict[str, Header] | None = None) -> None:
+        """``headers``: where to leave the parsed header of each entry for an indexer in this process."""
         self.journal = journal
+        self.headers = headers
         self._address = wake_address(journal)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
@@ -78,11 +81,13 @@ class Receiver:
             log.warning("refused instance from %s (%s): %s", calling_ae, peer_address, exc)
             return StoreOutcome(status=CANNOT_UNDERSTAND, action="failed", comment=str(exc)[:1024])
         try:
-            self.journal.write(data, calling_ae=calling_ae, peer_address=peer_address)
+            entry = self.journal.write(data, calling_ae=calling_ae, peer_address=peer_address)
         except OSError as exc:
             reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"storage error: {exc}"
             log.error("could not store %s: %s", header.sop_instance_uid, reason)
             return StoreOutcome(status=OUT_OF_RESOURCES, action="failed", comment=f"Out of resources: {reason}"[:1024])
+        if self.headers is not None:
+            self.headers[entry.path.name] = header
         self.wake()
         return StoreOutcome(status=SUCCESS, action="journaled", series_uid=header.series_uid)
 
@@ -110,6 +115,7 @@ class Indexer(threading.Thread):
         super().__init__(name="myonode-indexer", daemon=True)
         self.ingestor, self.journal = ingestor, journal
         self.keep_s, self.batch_max, self.idle_s = keep_s, batch_max, idle_s
+        self.headers: dict[str, Header] = {}  # from this process's Receiver: not parsed twice
         self.stopping = threading.Event()
         self.ready = threading.Event()  # set once the lock is held, the socket bound and the start-up work done
         self.indexed = 0  # entries indexed since start
@@ -181,7 +187,7 @@ class Indexer(threading.Thread):
             if not entries:
                 return True
             try:
-                self.ingestor.index_journal(entries, self.journal)
+                self.ingestor.index_journal(entries, self.journal, self.headers)
             except (SQLAlchemyError, OSError) as exc:
                 log.error("indexing %d journal entr%s failed, kept for a retry: %s",
                           len(entries), "y" if len(entries) == 1 else "ies", exc)
@@ -189,22 +195,38 @@ class Indexer(threading.Thread):
             self.indexed += len(entries)
 
     def reconcile(self) -> int:
-        """Index again the kept entries whose rows the index lacks; returns how many."""
+        """Put back what the disk did not keep of recent indexing; returns how many instances needed it.
+
+        For every kept entry (indexed within ``keep_s``): no row with its SHA-256 — the index lost
+        the transaction (power cut, an older database file put back) — index it again; a row whose
+        file is missing — the disk lost the link — link the kept entry there again."""
         kept = {e.sha256: e for e in self.journal.kept(newer_than_s=self.keep_s) if e.sha256}
         if not kept:
             return 0
-        present: set[str] = set()
+        files: dict[str, list[str]] = {}
         shas = list(kept)
         with self.ingestor.sessions() as s:
             for i in range(0, len(shas), 500):
-                present.update(s.scalars(sql_select(m.Instance.sha256).where(m.Instance.sha256.in_(shas[i:i + 500]))))
-        missing = [kept[sha] for sha in shas if sha not in present]
+                for sha, path in s.execute(sql_select(m.Instance.sha256, m.Instance.file_path)
+                                           .where(m.Instance.sha256.in_(shas[i:i + 500]))):
+                    files.setdefault(sha, []).append(path)
+        missing = [kept[sha] for sha in shas if sha not in files]
+        relinked = 0
+        for sha, paths in files.items():
+            for relative in paths:
+                target = self.ingestor.store.absolute(relative)
+                if not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.link(kept[sha].path, target)
+                    relinked += 1
+        if relinked:
+            log.warning("%d indexed file(s) were missing from the store; linked again from the journal", relinked)
         if missing:
             log.warning("the index lacks %d instance(s) the journal acknowledged (an older or damaged index?): "
                         "indexing them again", len(missing))
             for i in range(0, len(missing), self.batch_max):
                 self.ingestor.index_journal(missing[i:i + self.batch_max], self.journal)
-        return len(missing)
+        return len(missing) + relinked
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Index what is pending, then stop."""

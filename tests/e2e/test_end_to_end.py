@@ -51,11 +51,13 @@ def test_two_subjects_from_scanner_to_pacs_and_report(tmp_path: Path) -> None:
     assert len(baselines) == 2
     node = start_node(settings)
     try:
+        node.settle()
         with transaction(node.sessions) as s:
             import_subjects(s, cohort.subjects_csv)
         for visit in baselines:
             push_visit(visit.dicom_dir, settings.node.ae_title, port)
         labels = [w.label for w in settings.visits.windows]
+        node.settle()
         with transaction(node.sessions) as s:
             import_observations(s, cohort.clinical_csv, "clinical", labels)
             import_observations(s, cohort.ephys_csv, "ephys", labels)

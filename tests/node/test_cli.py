@@ -83,6 +83,7 @@ def test_status_jobs_outbox_on_empty_node(settings_file: Path) -> None:
     assert run("db", "upgrade", "--config", str(settings_file)).returncode == 0
     status = run("status", "--config", str(settings_file))
     assert status.returncode == 0 and "0 instances stored" in status.stdout and "jobs: none" in status.stdout
+    assert "journal: 0 received, not yet indexed; 0 set aside" in status.stdout
     jobs = run("jobs", "list", "--config", str(settings_file))
     assert jobs.returncode == 0 and "kind" in jobs.stdout
     missing = run("jobs", "retry", "42", "--config", str(settings_file))

@@ -58,6 +58,7 @@ class Scanner:
 
 
 def register(node: Node, subject_id: str, patient_id: str, group: m.Group = m.Group.PATIENT) -> None:
+    node.settle()
     with transaction(node.sessions) as s:
         s.add(m.Subject(subject_id=subject_id, group=group,
                         patient_ids=[m.SubjectPatientId(patient_id=patient_id)]))

@@ -59,6 +59,7 @@ def test_forward_to_orthanc(node_and_orthanc, tmp_path: Path) -> None:
     """Queued instances reach Orthanc through the node's forwarder; the rows end as sent."""
     node, orthanc = node_and_orthanc
     paths = store_series(node, tmp_path / "in")
+    node.settle()
     with transaction(node.sessions) as s:
         ids = list(s.scalars(select(m.Instance.id)))
         assert enqueue(s, ids, node.settings.forward.destinations) == 3
@@ -96,6 +97,7 @@ def test_unreachable_destination_backs_off_then_gives_up(running_node, tmp_path:
                                 f'ae_title = "DOWN"\nhost = "127.0.0.1"\nport = {dead_port}\n')
     node.forwarder.stop()  # drive delivery by hand, with a controlled clock
     store_series(node, tmp_path / "in", 1)
+    node.settle()
     with transaction(node.sessions) as s:
         enqueue(s, list(s.scalars(select(m.Instance.id))), node.settings.forward.destinations)
     now = datetime.now(UTC)
@@ -114,6 +116,7 @@ def test_unreachable_destination_backs_off_then_gives_up(running_node, tmp_path:
         now = item.next_try_at
     report = deliver_due(node.sessions, node.store, node.settings.forward, "MYONODE", now=now, timeout=2)
     assert report.gave_up == 1
+    node.settle()
     with transaction(node.sessions) as s:
         assert s.scalars(select(m.OutboxItem)).one().state is m.OutboxState.FAILED
         assert retry(s) == 1
@@ -164,6 +167,7 @@ def test_forwarding_to_a_pacs_that_takes_only_uncompressed_decodes_on_the_way(ru
         sent = dcmtk("storescu", "-xr", "-aet", "STORESCU", "-aec", "MYONODE", "127.0.0.1", str(node.listener.port),
                      str(compressed))
         assert sent.returncode == 0, sent.stdout
+        node.settle()
         with transaction(node.sessions) as s:
             (instance,) = s.scalars(select(m.Instance)).all()
             assert instance.transfer_syntax_uid == RLELossless  # kept as received
