@@ -135,7 +135,8 @@ def run_myonode(work: Path, sets: dict[str, list[list[Path]]], listener_processe
     port = free_port()
     (work / "settings.toml").write_text(
         f'[node]\nport = {port}\nmax_associations = 32\nlistener_processes = {listener_processes}\n'
-        '[storage]\nroot = "store"\ndatabase_url = "sqlite:///myonode.db"\n[queue]\nurl = "sqlite:///queue.db"\n')
+        '[storage]\nroot = "store"\ndatabase_url = "sqlite:///myonode.db"\n[queue]\nurl = "sqlite:///queue.db"\n'
+        '[web]\nenabled = false\n')
     proc = subprocess.Popen([str(Path(sys.executable).parent / "myonode"), "serve", "--config",
                              str(work / "settings.toml"), "--log-level", "WARNING"])
     try:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,7 +25,10 @@ from node.dimse.listener import Handler, Listener, qr_handlers, start_listener
 from node.dimse.slots import AssociationSlots
 from node.intake.indexer import Indexer, Receiver
 from node.intake.ingest import Ingestor
+from node.intake.metrics import IngestMetrics
 from node.settings import Settings
+from node.web.app import WebContext, create_app
+from node.web.server import WebServer
 from node.work.exams import ExamWatcher
 from node.work.jobs import JobContext, JobQueue
 from node.work.outbox import Forwarder
@@ -54,6 +58,7 @@ class Node:
     watcher: ExamWatcher
     forwarder: Forwarder
     worker_processes: ChildProcesses
+    web: WebServer | None
     stopped: bool = False
 
     def settle(self, timeout_s: float = 10.0) -> bool:
@@ -65,6 +70,8 @@ class Node:
         if self.stopped:
             return
         self.stopped = True
+        if self.web is not None:
+            self.web.stop()
         self.listener.stop()
         self.listener_processes.stop()
         self.indexer.stop()
@@ -165,9 +172,12 @@ def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
         log.info("re-dispatched %d unfinished job(s)", len(recovered))
     ingestor = Ingestor(store, sessions, settings.protocol.rules, settings.storage.resend_policy)
     journal = Journal(settings.storage.root)
+    registry = CollectorRegistry()
+    metrics = IngestMetrics(registry)
     # before listening: what a crash left in the journal is indexed, so queries see it
-    indexer = Indexer(ingestor, journal, keep_s=settings.storage.journal_keep_hours * 3600).start_and_wait()
-    receiver = Receiver(journal, indexer.headers)
+    indexer = Indexer(ingestor, journal, keep_s=settings.storage.journal_keep_hours * 3600,
+                      metrics=metrics).start_and_wait()
+    receiver = Receiver(journal, indexer.headers, metrics)
     listener = start_listener(settings.node, receiver, association_slots(settings),
                               extra_handlers=reader_handlers(settings, store, sessions, receiver))
     listeners = ChildProcesses(settings, "listen", settings.node.listener_processes - 1,
@@ -177,9 +187,15 @@ def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
     watcher.start()
     forwarder = Forwarder(sessions, store, settings.forward, settings.node.ae_title)
     forwarder.start()
+    web = None
+    if settings.web.enabled:
+        ctx = WebContext(settings=settings, sessions=sessions, store=store, receiver=receiver, jobs=jobs,
+                         registry=registry, refused=listener.refused,
+                         active_associations=lambda: len(listener.ae.active_associations))
+        web = WebServer(create_app(ctx), settings.web).start_and_wait()
     return Node(settings=settings, engine=engine, sessions=sessions, store=store, ingestor=ingestor, journal=journal,
                 receiver=receiver, indexer=indexer, jobs=jobs, listener=listener, listener_processes=listeners,
-                watcher=watcher, forwarder=forwarder, worker_processes=workers)
+                watcher=watcher, forwarder=forwarder, worker_processes=workers, web=web)
 
 
 def association_slots(settings: Settings) -> AssociationSlots:
@@ -230,6 +246,33 @@ def listen_forever(settings: Settings) -> None:
         stop.wait()
     finally:
         listener.stop()
+        receiver.close()
+        engine.dispose()
+
+
+def web_forever(settings: Settings) -> None:
+    """`myonode web`: the console, DICOMweb and /metrics alone, on serve's database and store (no DICOM listener,
+    no job consumers). STOW-RS journals as C-STORE does; this process's indexer takes over when no serve runs."""
+    import uvicorn
+
+    from node.web.server import config
+
+    engine = make_engine(settings.storage.database_url)
+    upgrade(engine)
+    sessions, store = session_factory(engine), FileStore(settings.storage.root)
+    registry = CollectorRegistry()
+    metrics = IngestMetrics(registry)
+    journal = Journal(settings.storage.root)
+    indexer = Indexer(Ingestor(store, sessions, settings.protocol.rules, settings.storage.resend_policy), journal,
+                      keep_s=settings.storage.journal_keep_hours * 3600, metrics=metrics)
+    indexer.start()  # waits for serve's indexer lock when serve runs
+    receiver = Receiver(journal, indexer.headers, metrics)
+    jobs = JobQueue(JobContext(settings=settings, sessions=sessions, store=store))
+    ctx = WebContext(settings=settings, sessions=sessions, store=store, receiver=receiver, jobs=jobs, registry=registry)
+    try:
+        uvicorn.Server(config(create_app(ctx), settings.web)).run()
+    finally:
+        indexer.stop()
         receiver.close()
         engine.dispose()
 

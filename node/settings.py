@@ -378,6 +378,33 @@ class ReportSettings(_Section):
     send_pdf_to_pacs: bool = False
 
 
+class WebSettings(_Section):
+    """The web console, DICOMweb and /metrics (node/web): off the network unless bound elsewhere.
+
+    ``session_secret`` signs the session cookie (empty: a random one is made once and kept in
+    ``<storage root>/run/web-secret``, mode 0600). ``root_path``: the prefix a reverse proxy
+    serves the console under (e.g. "/myonode"); behind one, set ``forwarded_allow_ips`` to the
+    proxy's address so the client address in the audit log is the real one."""
+
+    enabled: bool = True
+    bind_host: str = "127.0.0.1"
+    port: Port = 8080
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    session_secret: str = ""
+    session_max_age_s: int = Field(default=8 * 3600, ge=60)
+    root_path: str = ""
+    forwarded_allow_ips: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
+            raise ValueError(f"root_path {self.root_path!r} must start with / and not end with one")
+        return self
+
+
 class Settings(_Section):
     """All of settings.toml. ``base_dir`` is the folder relative paths were resolved against."""
 
@@ -392,6 +419,7 @@ class Settings(_Section):
     qr: QRSettings = Field(default_factory=QRSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     source: Path | None = Field(default=None, exclude=True)
 
     def masked(self) -> dict[str, Any]:
@@ -399,6 +427,8 @@ class Settings(_Section):
         data = self.model_dump(mode="json")
         data["storage"]["database_url"] = mask_url(self.storage.database_url)
         data["queue"]["url"] = mask_url(self.queue.url)
+        if self.web.session_secret:
+            data["web"]["session_secret"] = "***"
         return data
 
 
@@ -436,8 +466,10 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     atlas = settings.atlas.model_copy(update={"path": path(settings.atlas.path)})
     report = settings.report.model_copy(update={"out": path(settings.report.out)})
     quant = settings.quant.model_copy(update={"qc_dir": path(settings.quant.qc_dir)})
+    web = settings.web.model_copy(update={k: path(getattr(settings.web, k)) for k in ("tls_cert", "tls_key")})
     return settings.model_copy(
-        update={"node": node, "storage": storage, "queue": queue, "atlas": atlas, "report": report, "quant": quant}
+        update={"node": node, "storage": storage, "queue": queue, "atlas": atlas, "report": report, "quant": quant,
+                "web": web}
     )
 
 

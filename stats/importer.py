@@ -76,6 +76,22 @@ def import_subjects(s: Session, path: Path) -> ImportSummary:
     return ImportSummary(added=added, updated=updated, unchanged=unchanged)
 
 
+def link_patient_id(s: Session, *, subject_id: str, patient_id: str) -> m.Subject:
+    """Let DICOM Patient ID ``patient_id`` belong to subject ``subject_id`` — the rule of
+    :func:`import_subjects`: a Patient ID belongs to one subject only, and the subject must exist."""
+    subject = s.scalars(select(m.Subject).where(m.Subject.subject_id == subject_id)).one_or_none()
+    if subject is None:
+        raise InputError(f"subject {subject_id!r} does not exist (import it with myonode import subjects)")
+    owner = s.scalars(select(m.SubjectPatientId).where(m.SubjectPatientId.patient_id == patient_id,
+                                                       m.SubjectPatientId.issuer == "")).one_or_none()
+    if owner is not None and owner.subject_fk != subject.id:
+        raise InputError(f"Patient ID {patient_id!r} already belongs to subject {owner.subject.subject_id!r}")
+    if owner is None:
+        subject.patient_ids.append(m.SubjectPatientId(patient_id=patient_id))
+        s.flush()
+    return subject
+
+
 def _is_tidy(path: Path) -> bool:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:

@@ -113,6 +113,16 @@ class RunState(str, enum.Enum):
     FAILED = "failed"
 
 
+class Role(str, enum.Enum):
+    """What a web console / DICOMweb account may do: ``viewer`` reads, ``operator`` also changes state."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+
+    def allows(self, needed: Role) -> bool:
+        return needed is Role.VIEWER or self is Role.OPERATOR
+
+
 # Deterministic constraint names, so Alembic migrations are the same on every backend.
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -412,3 +422,35 @@ class StatsRun(Base):
     output_dir: Mapped[str | None] = mapped_column(Text)
     forced: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+# --- people ----------------------------------------------------------------------------
+
+
+class User(Base):
+    """An account of the web console and DICOMweb (the password kept as an Argon2id hash)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[Role] = mapped_column(_enum(Role, "user_role"))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]
+
+
+class AuditEvent(Base):
+    """Who did what, when, from where — every state-changing action of the console, DICOMweb and the CLI."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_at", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(255))
+    detail: Mapped[str | None] = mapped_column(Text)
+    remote: Mapped[str | None] = mapped_column(String(64))

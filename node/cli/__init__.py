@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import sys
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -12,6 +15,9 @@ from rich.table import Table
 
 from node import __version__
 from node.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 app = typer.Typer(
     help="myonode: scanner-side DICOM processing node for whole-body muscle MRI.",
@@ -26,6 +32,9 @@ app.add_typer(jobs_app, name="jobs")
 outbox_app = typer.Typer(help="Results waiting to be forwarded to PACS.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(outbox_app, name="outbox")
+users_app = typer.Typer(help="Accounts of the web console and DICOMweb (roles viewer, operator).",
+                        no_args_is_help=True)
+app.add_typer(users_app, name="users")
 stats_app = typer.Typer(help="Cohort statistics: the paper's Tables 1-5, predictors, MRC tests.", no_args_is_help=True)
 app.add_typer(stats_app, name="stats")
 report_app = typer.Typer(help="The cohort report: run it now, list past runs.", no_args_is_help=True)
@@ -142,6 +151,111 @@ def serve(
     settings = _settings(config)
     _configure_logging(log_level)
     serve_forever(settings)
+
+
+@app.command()
+def web(
+    config: ConfigOption = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+) -> None:
+    """Serve the web console, DICOMweb and /metrics alone, on the node's database and store ([web] settings)."""
+    from node.service import web_forever
+
+    settings = _settings(config)
+    _configure_logging(log_level)
+    web_forever(settings)
+
+
+def _password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return str(typer.prompt("password", hide_input=True, confirmation_prompt=True))
+
+
+def _account_session(config: Path | None) -> AbstractContextManager[Session]:
+    from storage.database import make_engine, session_factory, transaction
+    from storage.migrate import upgrade
+
+    engine = make_engine(_settings(config).storage.database_url)
+    upgrade(engine)
+    return transaction(session_factory(engine))
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="account name")],
+    role: Annotated[str, typer.Option(help="viewer (reads) or operator (also retries, assigns, stores)")] = "viewer",
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from stdin")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Add an account (the password is asked for twice unless --password-stdin)."""
+    from node.web.accounts import AccountError, add_user, audit
+    from storage import models as m
+
+    try:
+        chosen = m.Role(role)
+    except ValueError:
+        err_console.print(f"error: role {role!r}: use viewer or operator", markup=False)
+        raise typer.Exit(2) from None
+    password = _password(password_stdin)
+    try:
+        with _account_session(config) as s:
+            add_user(s, name=name, password=password, role=chosen)
+            audit(s, actor=f"cli:{getpass.getuser()}", action="account added", target=name, detail=chosen.value)
+    except AccountError as exc:
+        err_console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    console.print(f"account {name} ({chosen.value}) added")
+
+
+@users_app.command("password")
+def users_password(
+    name: Annotated[str, typer.Argument(help="account name")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from stdin")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Set an account's password."""
+    from node.web.accounts import AccountError, audit, set_password
+
+    password = _password(password_stdin)
+    try:
+        with _account_session(config) as s:
+            set_password(s, name=name, password=password)
+            audit(s, actor=f"cli:{getpass.getuser()}", action="password set", target=name)
+    except AccountError as exc:
+        err_console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    console.print(f"password of {name} set")
+
+
+@users_app.command("disable")
+def users_disable(name: Annotated[str, typer.Argument(help="account name")], config: ConfigOption = None) -> None:
+    """Disable an account (it can no longer sign in; its audit records stay)."""
+    from node.web.accounts import AccountError, audit, get_user
+
+    try:
+        with _account_session(config) as s:
+            get_user(s, name).disabled = True
+            audit(s, actor=f"cli:{getpass.getuser()}", action="account disabled", target=name)
+    except AccountError as exc:
+        err_console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    console.print(f"account {name} disabled")
+
+
+@users_app.command("list")
+def users_list(config: ConfigOption = None) -> None:
+    """The accounts, their roles and last sign-in."""
+    from sqlalchemy import select
+
+    from storage import models as m
+
+    table = Table("account", "role", "disabled", "created", "last sign-in")
+    with _account_session(config) as s:
+        for u in s.scalars(select(m.User).order_by(m.User.name)):
+            table.add_row(u.name, u.role.value, "yes" if u.disabled else "", u.created_at.strftime("%Y-%m-%d"),
+                          u.last_login_at.strftime("%Y-%m-%d %H:%M") if u.last_login_at else "-")
+    console.print(table)
 
 
 @app.command()

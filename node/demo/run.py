@@ -45,6 +45,7 @@ from storage.filestore import FileStore
 from storage.migrate import upgrade
 
 if TYPE_CHECKING:
+    from node.service import Node
     from phantom.geometry import Size
 
 DEMO_SETTINGS = """\
@@ -73,6 +74,9 @@ qc_dir = "qc"
 {quant}
 [report]
 out = "reports"
+
+[web]
+port = {web_port}
 {peers}"""
 
 # The small phantom is drawn on a 4 mm truth grid: a finer subject label grid would add time, not accuracy.
@@ -92,7 +96,8 @@ class DemoError(RuntimeError):
 
 
 def prepare_demo_folder(folder: Path, port: int = 11112, *, fresh: bool = True, stable_age_s: int = 8,
-                        small: bool = True, pacs: tuple[str, int] | None = None) -> Settings:
+                        small: bool = True, pacs: tuple[str, int] | None = None,
+                        web_port: int | None = None) -> Settings:
     """Create ``folder`` with demo settings and an upgraded SQLite database; returns the loaded settings."""
     if fresh and folder.exists():
         shutil.rmtree(folder)
@@ -103,7 +108,7 @@ def prepare_demo_folder(folder: Path, port: int = 11112, *, fresh: bool = True, 
                         for section in ("forward.destinations", "qr.move_destinations"))
     path = folder / "settings.toml"
     path.write_text(DEMO_SETTINGS.format(port=port, stable_age=stable_age_s, quant=SMALL_QUANT if small else "",
-                                         peers=peers), encoding="utf-8")
+                                         peers=peers, web_port=web_port or free_port()), encoding="utf-8")
     settings = load_settings(path, environ={})
     upgrade(make_engine(settings.storage.database_url))
     FileStore(settings.storage.root).dicom_root.mkdir(parents=True, exist_ok=True)
@@ -266,6 +271,9 @@ def run_demo(folder: Path, console: Console, size: Size = "small", patients: int
         console.print(f"phantom: {len(cohort.visits)} visits in {folder / 'phantom'}")
         node = start_node(settings)
         console.print(f"node: {settings.node.ae_title} on 127.0.0.1:{port}")
+        password = _demo_account(node)
+        console.print(f"web console: http://127.0.0.1:{node.web.port if node.web else '-'}/ "
+                      f"(account demo, password {password}); DICOMweb under /dicomweb, metrics at /metrics")
         visits_labels = [w.label for w in settings.visits.windows]
         with transaction(node.sessions) as s:
             import_subjects(s, cohort.subjects_csv)
@@ -327,6 +335,23 @@ def run_demo(folder: Path, console: Console, size: Size = "small", patients: int
         if orthanc is not None:
             orthanc.stop()
         console.print("node and PACS stopped.")
+
+
+def _demo_account(node: Node) -> str:
+    """An operator account ``demo`` with a fresh password, for the demo's console."""
+    import secrets
+
+    from node.web.accounts import AccountError, add_user, get_user, set_password
+    from storage.database import transaction
+
+    password = secrets.token_urlsafe(12)
+    with transaction(node.sessions) as s:
+        try:
+            get_user(s, "demo")
+            set_password(s, name="demo", password=password)
+        except AccountError:
+            add_user(s, name="demo", password=password, role=m.Role.OPERATOR)
+    return password
 
 
 def _print_summary(console: Console, settings: Settings, report: Path, visits: int, durations: list[float],

@@ -47,6 +47,7 @@ from node.intake.ingest import (
     StoreOutcome,
     read_header,
 )
+from node.intake.metrics import IngestMetrics
 from storage import models as m
 from storage.journal import Journal
 
@@ -63,18 +64,36 @@ def wake_address(journal: Journal) -> bytes:
 class Receiver:
     """Validate, journal durably, wake the indexer, answer (thread-safe; one per process)."""
 
-    def __init__(self, journal: Journal, headers: dict[str, Header] | None = None) -> None:
+    def __init__(self, journal: Journal, headers: dict[str, Header] | None = None,
+                 metrics: IngestMetrics | None = None) -> None:
         """``headers``: where to leave the parsed header of each entry for an indexer in this process."""
         self.journal = journal
         self.headers = headers
+        self.metrics = metrics
         self._address = wake_address(journal)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
 
     def receive(
         self, data: bytes, *, calling_ae: str | None, peer_address: str | None, expected_sop_uid: str | None,
+        via: str = "dimse",
     ) -> StoreOutcome:
-        """Make ``data`` durable in the journal and say so; never raises."""
+        """Make ``data`` durable in the journal and say so; never raises. ``via``: "dimse" or "dicomweb"."""
+        started = time.perf_counter()
+        outcome = self._receive(data, calling_ae=calling_ae, peer_address=peer_address,
+                                expected_sop_uid=expected_sop_uid)
+        if self.metrics is not None:
+            if outcome.ok:
+                self.metrics.instances.labels(via).inc()
+                self.metrics.bytes.labels(via).inc(len(data))
+                self.metrics.store_seconds.labels(via).observe(time.perf_counter() - started)
+            else:
+                self.metrics.refused.labels(via, f"0x{outcome.status:04X}").inc()
+        return outcome
+
+    def _receive(
+        self, data: bytes, *, calling_ae: str | None, peer_address: str | None, expected_sop_uid: str | None,
+    ) -> StoreOutcome:
         try:
             header = read_header(data, expected_sop_uid)
         except BadDatasetError as exc:
@@ -111,10 +130,11 @@ class Indexer(threading.Thread):
     """Indexes journal entries as they arrive (one per store, across processes; see the module docstring)."""
 
     def __init__(self, ingestor: Ingestor, journal: Journal, *, keep_s: float, batch_max: int = 512,
-                 idle_s: float = 1.0) -> None:
+                 idle_s: float = 1.0, metrics: IngestMetrics | None = None) -> None:
         super().__init__(name="myonode-indexer", daemon=True)
         self.ingestor, self.journal = ingestor, journal
         self.keep_s, self.batch_max, self.idle_s = keep_s, batch_max, idle_s
+        self.metrics = metrics
         self.headers: dict[str, Header] = {}  # from this process's Receiver: not parsed twice
         self.stopping = threading.Event()
         self.ready = threading.Event()  # set once the lock is held, the socket bound and the start-up work done
@@ -193,6 +213,8 @@ class Indexer(threading.Thread):
                           len(entries), "y" if len(entries) == 1 else "ies", exc)
                 return False
             self.indexed += len(entries)
+            if self.metrics is not None:
+                self.metrics.indexed.inc(len(entries))
 
     def reconcile(self) -> int:
         """Put back what the disk did not keep of recent indexing; returns how many instances needed it.

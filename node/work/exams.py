@@ -31,17 +31,20 @@ def assign_unassigned(s: Session, settings: Settings) -> int:
     return n
 
 
-def _facts(s: Session, visit_id: int) -> tuple[list[InstanceFacts], datetime | None, datetime | None]:
+def exam_facts(s: Session, *, visit_id: int | None = None,
+               study_id: int | None = None) -> tuple[list[InstanceFacts], datetime | None, datetime | None]:
+    """What completeness decides from, for a visit (all its studies) or one study: facts, first and last arrival."""
+    which = m.Study.visit_fk == visit_id if visit_id is not None else m.Study.id == study_id
     rows = s.execute(
         select(m.Series.kind, m.Instance.station_key, m.Instance.b_values, m.Instance.derived)
         .join(m.Instance, m.Instance.series_fk == m.Series.id)
         .join(m.Study, m.Series.study_fk == m.Study.id)
-        .where(m.Study.visit_fk == visit_id)
+        .where(which)
     ).all()
     first, last = s.execute(
         select(func.min(m.Series.first_received_at), func.max(m.Series.last_received_at))
         .join(m.Study, m.Series.study_fk == m.Study.id)
-        .where(m.Study.visit_fk == visit_id, m.Series.kind != m.SeriesKind.RESULT)
+        .where(which, m.Series.kind != m.SeriesKind.RESULT)
     ).one()
     facts = [InstanceFacts(kind=kind.value, station_key=key, b_values=tuple(b or ()), derived=bool(derived)) for kind, key, b, derived in rows]
     return facts, first, last
@@ -58,7 +61,7 @@ def check_visits(sessions: sessionmaker[Session], settings: Settings, jobs: JobQ
         receiving = list(s.scalars(select(m.Visit.id).where(m.Visit.state == m.VisitState.RECEIVING)))
     for visit_id in receiving:
         with transaction(sessions) as s:
-            facts, first, last = _facts(s, visit_id)
+            facts, first, last = exam_facts(s, visit_id=visit_id)
             if first is None or last is None:
                 continue
             decision = decide(facts, settings.protocol, now, first, last)

@@ -25,6 +25,8 @@ def node_settings(tmp_path: Path) -> Callable[..., Settings]:
             f'acse_timeout_s = 5\nnetwork_timeout_s = 10\n{node_extra}\n'
             f'[storage]\nroot = "store"\ndatabase_url = "sqlite:///myonode.db"\n{storage_extra}\n'
         ).replace("'", '"')
+        sections.setdefault("web", "")
+        sections["web"] = f"port = {free_port()}\n" + sections["web"]
         for section, body in sections.items():
             text += f"[{section}]\n{body}\n"
         path = tmp_path / "settings.toml"

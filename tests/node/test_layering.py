@@ -1,4 +1,4 @@
-"""The rule written in node/__init__.py holds: imports run cli → service → work → dimse → intake → settings."""
+"""The rule written in node/__init__.py holds: imports run cli → service → web → work → dimse → intake → settings."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import node
 
 ROOT = Path(node.__file__).parent
 # Lower rank may not import higher rank. The leaves every room may read: node.dimse.status, node.dimse.conformance.
-RANK = {"settings": 0, "intake": 1, "dimse": 2, "work": 3, "service": 4, "cli": 5, "demo": 5}
+RANK = {"settings": 0, "intake": 1, "dimse": 2, "work": 3, "web": 4, "service": 5, "cli": 6, "demo": 6}
 LEAVES = {"node.dimse.status", "node.dimse.conformance"}
 
 

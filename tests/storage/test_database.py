@@ -72,7 +72,10 @@ def _one_of_everything(session) -> dict[str, object]:
     outbox = m.OutboxItem(destination="pacs", instance=instance, attempts=2, next_try_at=T0, last_error="refused")
     run = m.StatsRun(input_digest="cd" * 32, output_dir="var/reports/2026-03-02", state=m.RunState.DONE,
                      finished_at=T0)
-    session.add_all([patient, subject, study, series, instance, measurement, observation, result, job, outbox, run])
+    user = m.User(name="physicist", password_hash="$argon2id$v=19$m=65536,t=3,p=4$x$y", role=m.Role.OPERATOR)
+    event = m.AuditEvent(actor="physicist", action="job retry", target="job 1", remote="127.0.0.1")
+    session.add_all([patient, subject, study, series, instance, measurement, observation, result, job, outbox, run,
+                     user, event])
     return {"visit": visit}
 
 

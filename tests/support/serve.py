@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from node.demo.ports import free_port
 from tests.support.dcmtk import PEER_AES, dcmtk
 
 MYONODE = str(Path(sys.executable).parent / "myonode")
@@ -18,7 +19,8 @@ def write_settings(folder: Path, port: int, node_extra: str = "", extra: str = "
     aes = ", ".join(f'"{ae}"' for ae in PEER_AES)
     path.write_text(
         f'[node]\nport = {port}\nallowed_calling_ae_titles = [{aes}]\n{node_extra}\n'
-        '[storage]\nroot = "store"\ndatabase_url = "sqlite:///myonode.db"\n' + extra
+        '[storage]\nroot = "store"\ndatabase_url = "sqlite:///myonode.db"\n'
+        f'[web]\nport = {free_port()}\n' + extra
     )
     return path
 

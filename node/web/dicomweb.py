@@ -1,0 +1,482 @@
+"""DICOMweb (PS3.18) on the node's own index, store and ingest path.
+
+- **QIDO-RS** ``GET /dicomweb/studies``, ``…/studies/{study}/series``, ``…/series``,
+  ``…/studies/{study}/series/{series}/instances``, ``…/studies/{study}/instances``, ``…/instances``:
+  the query parameters become a C-FIND identifier and go through the same matching as C-FIND
+  (:func:`node.dimse.qr.find`: wildcards, ranges, lists, the newest version of a re-sent instance);
+  ``limit``, ``offset`` and ``includefield`` as PS3.18 §8.3.4 says; ``application/dicom+json``.
+- **WADO-RS** ``GET …/studies/{study}[/series/{series}[/instances/{instance}]]``: the instances as
+  ``multipart/related; type="application/dicom"``, in the transfer syntax the ``Accept`` header asks
+  for (``transfer-syntax=*``: as stored; none named: Explicit VR Little Endian, PS3.18 §8.7.3.5.2),
+  transcoded exactly as C-GET does (:func:`node.dimse.transcode.for_peer`: never lossy);
+  ``…/metadata`` (dicom+json, bulk data by URI), ``…/instances/{instance}/frames/{list}`` (native
+  pixels, ``application/octet-stream``), ``…/bulkdata/{tag}``.
+- **STOW-RS** ``POST /dicomweb/studies[/{study}]``: every part through
+  :meth:`node.intake.indexer.Receiver.receive` — the same header check, journal and durability
+  promise as C-STORE, then the same indexer, exam watcher and pipeline.
+
+Who may: QIDO/WADO need a ``viewer`` account, STOW an ``operator`` (HTTP Basic or a console
+session) — accounts are DICOMweb's allow-list, as calling AE titles are DIMSE's.
+Multipart bodies are framed here (RFC 2046): Starlette reads only multipart/form-data, and the
+standard library's ``email`` parser is not binary-safe for DICOM parts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Iterable
+from io import BytesIO
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
+from pydicom.uid import ExplicitVRLittleEndian
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from node.dimse.qr import IMAGE_KEYS, PATIENT_KEYS, SERIES_KEYS, STUDY_KEYS, QueryError, find, retrieve_files
+from node.dimse.transcode import PIXEL_HANDLER_ERRORS, TranscodeError, for_peer
+from node.web.accounts import audit
+from node.web.app import Access, Handler, RouteSpec, WebContext, client_address
+from storage import models as m
+
+log = logging.getLogger(__name__)
+
+DICOM_JSON = "application/dicom+json"
+READ = Access(role=m.Role.VIEWER, basic=True)
+WRITE = Access(role=m.Role.OPERATOR, basic=True)
+AS_STORED = "*"
+# PS3.18 Table 6.6.1-3 failure reasons used here
+FAILURE_PROCESSING, FAILURE_STUDY_MISMATCH = 0x0110, 0xA900
+LEVEL_KEYS = {"STUDY": (*PATIENT_KEYS, *STUDY_KEYS), "SERIES": (*SERIES_KEYS, "StudyInstanceUID"),
+              "IMAGE": (*IMAGE_KEYS, "StudyInstanceUID", "SeriesInstanceUID")}
+PAGING = {"limit", "offset", "fuzzymatching", "includefield"}
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def _ctx(request: Request) -> WebContext:
+    ctx: WebContext = request.state.ctx
+    return ctx
+
+
+def base_url(request: Request) -> str:
+    return f"{str(request.base_url).rstrip('/')}{request.scope.get('root_path', '')}/dicomweb"
+
+
+# --- QIDO-RS -------------------------------------------------------------------------------
+
+
+def _keyword(name: str) -> str:
+    """A query parameter name (keyword or tag, PS3.18 §8.3.4.1) as a keyword; raises BadRequest."""
+    try:
+        tag = Tag(int(name, 16)) if len(name) == 8 and all(c in "0123456789abcdefABCDEF" for c in name) else Tag(name)
+    except (ValueError, TypeError, OverflowError):
+        raise BadRequest(f"query parameter {name!r} is neither a DICOM keyword nor a tag") from None
+    keyword = keyword_for_tag(tag)
+    if not keyword:
+        raise BadRequest(f"query parameter {name!r}: no such attribute")
+    return keyword
+
+
+def identifier_for(level: str, params: Iterable[tuple[str, str]], fixed: dict[str, str]) -> tuple[Dataset, int, int]:
+    """The C-FIND identifier for a QIDO-RS request, with (limit, offset)."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for keyword in LEVEL_KEYS[level]:
+        setattr(ds, keyword, "")
+    limit, offset = 0, 0
+    for name, value in params:
+        if name == "limit":
+            limit = _count(name, value)
+        elif name == "offset":
+            offset = _count(name, value)
+        elif name == "includefield":
+            for field_name in value.split(","):
+                if field_name.strip() and field_name.strip() != "all":
+                    setattr(ds, _keyword(field_name.strip()), "")
+        elif name in PAGING:
+            continue
+        else:
+            setattr(ds, _keyword(name), value)
+    for keyword, value in fixed.items():
+        setattr(ds, keyword, value)
+    return ds, limit, offset
+
+
+def _count(name: str, value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number, got {value!r}") from None
+    if n < 0:
+        raise BadRequest(f"{name} must not be negative")
+    return n
+
+
+def _qido(level: str, fixed_keys: tuple[str, ...]) -> Handler:
+    async def search(request: Request) -> Response:
+        ctx = _ctx(request)
+        fixed = {k: request.path_params[p] for k, p in zip(fixed_keys, ("study", "series"), strict=False)}
+        try:
+            identifier, limit, offset = identifier_for(level, request.query_params.multi_items(), fixed)
+        except BadRequest as exc:
+            return PlainTextResponse(str(exc), status_code=400)
+
+        def run() -> list[dict[str, Any]]:
+            ctx.receiver.settle()  # as C-FIND: every instance acknowledged before the request is found
+            with ctx.sessions() as s:
+                found = list(find(s, identifier, ctx.settings.node.ae_title))
+            found = found[offset:offset + limit] if limit else found[offset:]
+            out = []
+            for ds in found:
+                del ds.QueryRetrieveLevel
+                ds.RetrieveURL = _retrieve_url(request, ds, level)
+                out.append(ds.to_json_dict())
+            return out
+
+        try:
+            results = await run_in_threadpool(run)
+        except QueryError as exc:
+            return PlainTextResponse(str(exc), status_code=400)
+        if not results:
+            return Response(status_code=204)
+        return Response(json.dumps(results), media_type=DICOM_JSON)
+
+    search.__name__ = f"qido_{level.lower()}_{'_'.join(k.lower() for k in fixed_keys) or 'all'}"
+    return search
+
+
+def _retrieve_url(request: Request, ds: Dataset, level: str) -> str:
+    url = f"{base_url(request)}/studies/{ds.get('StudyInstanceUID', '')}"
+    if level in ("SERIES", "IMAGE"):
+        url += f"/series/{ds.get('SeriesInstanceUID', '')}"
+    if level == "IMAGE":
+        url += f"/instances/{ds.get('SOPInstanceUID', '')}"
+    return url
+
+
+# --- WADO-RS -------------------------------------------------------------------------------
+
+
+def requested_syntaxes(accept: str) -> list[str]:
+    """Transfer syntaxes an ``Accept`` header asks for, in its order (``*``: as stored); none named: Explicit
+    VR Little Endian. Raises BadRequest when it accepts no ``application/dicom``."""
+    wanted: list[str] = []
+    acceptable = False
+    for media_range in (r.strip() for r in accept.split(",") if r.strip()):
+        parts = [p.strip() for p in media_range.split(";")]
+        params = dict((k.strip().lower(), v.strip().strip('"')) for k, _, v in (p.partition("=") for p in parts[1:]))
+        kind = parts[0].lower()
+        inner = params.get("type", "application/dicom").lower() if kind == "multipart/related" else kind
+        if kind in ("*/*", "multipart/*") or inner in ("application/dicom", "application/*", "*/*"):
+            acceptable = True
+            if "transfer-syntax" in params:
+                wanted.append(params["transfer-syntax"])
+    if not accept.strip():
+        acceptable = True
+    if not acceptable:
+        raise BadRequest(f"WADO-RS here gives multipart/related; type=\"application/dicom\", not {accept!r}")
+    return wanted or [ExplicitVRLittleEndian]
+
+
+def multipart(parts: Iterable[tuple[bytes, str]]) -> tuple[bytes, str]:
+    """A multipart/related body of (content, content type) parts; returns (body, boundary)."""
+    boundary = secrets.token_hex(16)
+    out = BytesIO()
+    for content, content_type in parts:
+        out.write(f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode())
+        out.write(content)
+        out.write(b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), boundary
+
+
+def _encoded(ds: Dataset) -> bytes:
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _rows(ctx: WebContext, path_params: dict[str, str]) -> list[m.Instance]:
+    identifier = Dataset()
+    if "instance" in path_params:
+        identifier.QueryRetrieveLevel, identifier.SOPInstanceUID = "IMAGE", path_params["instance"]
+    elif "series" in path_params:
+        identifier.QueryRetrieveLevel, identifier.SeriesInstanceUID = "SERIES", path_params["series"]
+    else:
+        identifier.QueryRetrieveLevel, identifier.StudyInstanceUID = "STUDY", path_params["study"]
+    ctx.receiver.settle()
+    with ctx.sessions() as s:
+        rows = retrieve_files(s, identifier)
+        for r in rows:
+            s.expunge(r)
+    # the path's higher-level UIDs must hold too (an instance of another study is not found)
+    return [r for r in rows if _under(ctx, r, path_params)]
+
+
+def _under(ctx: WebContext, row: m.Instance, path_params: dict[str, str]) -> bool:
+    with ctx.sessions() as s:
+        series = s.get(m.Series, row.series_fk)
+        if series is None:
+            return False
+        if "series" in path_params and series.series_instance_uid != path_params["series"]:
+            return False
+        return series.study.study_instance_uid == path_params["study"]
+
+
+async def retrieve(request: Request) -> Response:
+    ctx = _ctx(request)
+    try:
+        wanted = requested_syntaxes(request.headers.get("accept", ""))
+    except BadRequest as exc:
+        return PlainTextResponse(str(exc), status_code=406)
+
+    def run() -> list[tuple[bytes, str]] | str:
+        rows = _rows(ctx, dict(request.path_params))
+        if not rows:
+            return "not found"
+        parts = []
+        for row in rows:
+            path = ctx.store.absolute(row.file_path)
+            if AS_STORED in wanted:
+                data, syntax = path.read_bytes(), row.transfer_syntax_uid or ExplicitVRLittleEndian
+            else:
+                try:
+                    ds = for_peer(path, wanted)
+                except TranscodeError as exc:
+                    return f"{row.sop_instance_uid}: {exc}"
+                data, syntax = _encoded(ds), str(ds.file_meta.TransferSyntaxUID)
+            parts.append((data, f"application/dicom; transfer-syntax={syntax}"))
+        return parts
+
+    result = await run_in_threadpool(run)
+    if result == "not found":
+        return PlainTextResponse("no such study, series or instance", status_code=404)
+    if isinstance(result, str):
+        return PlainTextResponse(result, status_code=406)
+    body, boundary = multipart(result)
+    return Response(body, media_type=f'multipart/related; type="application/dicom"; boundary={boundary}')
+
+
+def _bulk_uri(request: Request, row: m.Instance, study: str, series: str) -> Any:
+    def handler(elem: DataElement) -> str:
+        return (f"{base_url(request)}/studies/{study}/series/{series}/instances/{row.sop_instance_uid}"
+                f"/bulkdata/{elem.tag:08X}")
+    return handler
+
+
+async def metadata(request: Request) -> Response:
+    ctx = _ctx(request)
+
+    def run() -> list[dict[str, Any]]:
+        out = []
+        for row in _rows(ctx, dict(request.path_params)):
+            ds = dcmread(ctx.store.absolute(row.file_path))
+            study, series = str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))
+            out.append(ds.to_json_dict(bulk_data_threshold=0,  # every binary value by URI, pixel data above all
+                                       bulk_data_element_handler=_bulk_uri(request, row, study, series)))
+        return out
+
+    results = await run_in_threadpool(run)
+    if not results:
+        return PlainTextResponse("no such study, series or instance", status_code=404)
+    return Response(json.dumps(results), media_type=DICOM_JSON)
+
+
+async def bulkdata(request: Request) -> Response:
+    ctx = _ctx(request)
+    try:
+        tag = Tag(request.path_params["tag"])
+    except (ValueError, TypeError, OverflowError):
+        return PlainTextResponse("not a tag", status_code=400)
+
+    def run() -> bytes | None:
+        rows = _rows(ctx, dict(request.path_params))
+        if not rows:
+            return None
+        ds = dcmread(ctx.store.absolute(rows[0].file_path))
+        elem = ds.get(tag)
+        return None if elem is None or not isinstance(elem.value, bytes) else elem.value
+
+    value = await run_in_threadpool(run)
+    if value is None:
+        return PlainTextResponse("no such bulk data", status_code=404)
+    body, boundary = multipart([(value, "application/octet-stream")])
+    return Response(body, media_type=f'multipart/related; type="application/octet-stream"; boundary={boundary}')
+
+
+async def frames(request: Request) -> Response:
+    ctx = _ctx(request)
+    try:
+        numbers = [int(n) for n in request.path_params["frames"].split(",")]
+    except ValueError:
+        return PlainTextResponse("frame numbers are whole numbers separated by commas", status_code=400)
+
+    def run() -> list[tuple[bytes, str]] | str:
+        rows = _rows(ctx, dict(request.path_params))
+        if not rows:
+            return "not found"
+        ds = dcmread(ctx.store.absolute(rows[0].file_path))
+        if "PixelData" not in ds:
+            return "not found"
+        try:
+            pixels = ds.pixel_array
+        except PIXEL_HANDLER_ERRORS as exc:
+            return f"cannot decode the pixel data: {exc}"
+        count = int(ds.get("NumberOfFrames", 1) or 1)
+        frames = [pixels] if count == 1 else list(pixels)
+        if any(n < 1 or n > count for n in numbers):
+            return f"frames are numbered 1 to {count}"
+        return [(frames[n - 1].tobytes(), "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1")
+                for n in numbers]
+
+    result = await run_in_threadpool(run)
+    if result == "not found":
+        return PlainTextResponse("no such instance or no pixel data", status_code=404)
+    if isinstance(result, str):
+        return PlainTextResponse(result, status_code=400)
+    body, boundary = multipart(result)
+    return Response(body, media_type=f'multipart/related; type="application/octet-stream"; boundary={boundary}')
+
+
+# --- STOW-RS -------------------------------------------------------------------------------
+
+
+def _params(header: str) -> tuple[str, dict[str, str]]:
+    kind, *rest = [p.strip() for p in header.split(";")]
+    params = {}
+    for item in rest:
+        name, _, value = item.partition("=")
+        params[name.strip().lower()] = value.strip().strip('"')
+    return kind.lower(), params
+
+
+def parts_of(content_type: str, body: bytes) -> list[bytes]:
+    """The ``application/dicom`` parts of a multipart/related body (RFC 2046 framing); raises BadRequest."""
+    kind, params = _params(content_type)
+    if kind != "multipart/related":
+        raise BadRequest(f"STOW-RS takes multipart/related; type=\"application/dicom\", not {content_type!r}")
+    boundary = params.get("boundary")
+    if not boundary:
+        raise BadRequest("the Content-Type has no boundary")
+    delimiter = b"--" + boundary.encode("latin-1")
+    chunks = body.split(b"\r\n" + delimiter)
+    if chunks and chunks[0].startswith(delimiter):  # no CRLF before the first delimiter
+        chunks[0] = chunks[0][len(delimiter):]
+    elif chunks:
+        chunks = chunks[1:]  # the preamble
+    out = []
+    for chunk in chunks:
+        if chunk.startswith(b"--"):  # the close delimiter
+            break
+        head, sep, content = chunk.partition(b"\r\n\r\n")
+        if not sep:
+            raise BadRequest("a part without headers and a blank line")
+        headers = dict(line.split(":", 1) for line in head.decode("latin-1").split("\r\n")[1:] if ":" in line)
+        part_type = _params(next((v for k, v in headers.items() if k.strip().lower() == "content-type"),
+                                 params.get("type", "application/dicom")))[0]
+        if part_type != "application/dicom":
+            raise BadRequest(f"a part of type {part_type!r}: only application/dicom instances are taken")
+        out.append(content)
+    if not out:
+        raise BadRequest("the body holds no instance")
+    return out
+
+
+def as_part10(data: bytes) -> bytes:
+    """A STOW-RS part as a PS3.10 file. Some clients (dicomweb-client, with pydicom's ``dcmwrite``) send the
+    file meta information without the 128-byte preamble and ``DICM``: those are put in front, the bytes
+    sent follow unchanged. A part without file meta has no transfer syntax and is refused by the receiver."""
+    if data[128:132] != b"DICM" and data[:2] == b"\x02\x00":
+        return bytes(128) + b"DICM" + data
+    return data
+
+
+def _reference(ds: Dataset | None, url: str | None, reason: int | None) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = str(ds.get("SOPClassUID", "")) if ds is not None else ""
+    item.ReferencedSOPInstanceUID = str(ds.get("SOPInstanceUID", "")) if ds is not None else ""
+    if url:
+        item.RetrieveURL = url
+    if reason is not None:
+        item.FailureReason = reason
+    return item
+
+
+async def store(request: Request) -> Response:
+    ctx = _ctx(request)
+    study_in_path = request.path_params.get("study")
+    body = await request.body()
+    try:
+        parts = parts_of(request.headers.get("content-type", ""), body)
+    except BadRequest as exc:
+        return PlainTextResponse(str(exc), status_code=400)
+    user = request.state.user
+
+    def run() -> Dataset:
+        stored, failed = [], []
+        for data in map(as_part10, parts):
+            try:
+                header = dcmread(BytesIO(data), stop_before_pixels=True)
+            except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError):
+                header = None
+            if study_in_path and header is not None and str(header.get("StudyInstanceUID", "")) != study_in_path:
+                failed.append(_reference(header, None, FAILURE_STUDY_MISMATCH))
+                continue
+            outcome = ctx.receiver.receive(data, calling_ae=None, peer_address=client_address(request),
+                                           expected_sop_uid=None, via="dicomweb")
+            if outcome.ok and header is not None:
+                url = (f"{base_url(request)}/studies/{header.StudyInstanceUID}/series/{header.SeriesInstanceUID}"
+                       f"/instances/{header.SOPInstanceUID}")
+                stored.append(_reference(header, url, None))
+            else:
+                failed.append(_reference(header, None, outcome.status if not outcome.ok else FAILURE_PROCESSING))
+        with ctx.sessions.begin() as s:
+            audit(s, actor=user.name, action="stow", target=f"study {study_in_path}" if study_in_path else None,
+                  detail=f"{len(stored)} stored, {len(failed)} failed", remote=client_address(request))
+        response = Dataset()
+        if stored:
+            response.ReferencedSOPSequence = stored
+        if failed:
+            response.FailedSOPSequence = failed
+        if study_in_path:
+            response.RetrieveURL = f"{base_url(request)}/studies/{study_in_path}"
+        return response
+
+    response = await run_in_threadpool(run)
+    n_ok, n_failed = len(response.get("ReferencedSOPSequence", [])), len(response.get("FailedSOPSequence", []))
+    status = 200 if not n_failed else (202 if n_ok else 409)
+    return JSONResponse(response.to_json_dict(), status_code=status, media_type=DICOM_JSON)
+
+
+STUDY, SERIES, INSTANCE = "/dicomweb/studies/{study}", "/dicomweb/studies/{study}/series/{series}", \
+    "/dicomweb/studies/{study}/series/{series}/instances/{instance}"
+
+ROUTES: list[RouteSpec] = [
+    ("/dicomweb/studies", _qido("STUDY", ()), ["GET"], READ),
+    (f"{STUDY}/series", _qido("SERIES", ("StudyInstanceUID",)), ["GET"], READ),
+    ("/dicomweb/series", _qido("SERIES", ()), ["GET"], READ),
+    (f"{SERIES}/instances", _qido("IMAGE", ("StudyInstanceUID", "SeriesInstanceUID")), ["GET"], READ),
+    (f"{STUDY}/instances", _qido("IMAGE", ("StudyInstanceUID",)), ["GET"], READ),
+    ("/dicomweb/instances", _qido("IMAGE", ()), ["GET"], READ),
+    (STUDY, retrieve, ["GET"], READ),
+    (SERIES, retrieve, ["GET"], READ),
+    (INSTANCE, retrieve, ["GET"], READ),
+    (f"{STUDY}/metadata", metadata, ["GET"], READ),
+    (f"{SERIES}/metadata", metadata, ["GET"], READ),
+    (f"{INSTANCE}/metadata", metadata, ["GET"], READ),
+    (f"{INSTANCE}/frames/{{frames}}", frames, ["GET"], READ),
+    (f"{INSTANCE}/bulkdata/{{tag}}", bulkdata, ["GET"], READ),
+    ("/dicomweb/studies", store, ["POST"], WRITE),
+    (STUDY, store, ["POST"], WRITE),
+]

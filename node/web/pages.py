@@ -1,0 +1,428 @@
+"""The console's pages: server-rendered (Jinja2), one handler per page, actions through the node's own code.
+
+Every action button posts a form (with the session's CSRF token) to a route that does what the
+CLI does — ``JobQueue.retry`` as ``myonode jobs retry``, ``outbox.retry`` as ``myonode outbox
+retry``, :func:`link_patient_id` with the rule of ``myonode import subjects`` — writes its audit
+record in the same transaction, and redirects back (post/redirect/get).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+from node import __version__
+from node.intake.completeness import decide, exam_gaps
+from node.intake.status import node_status
+from node.intake.visits import assign_study
+from node.web.accounts import audit, authenticate
+from node.web.app import HERE, Access, RouteSpec, WebContext, client_address, csrf_token
+from node.work.exams import exam_facts
+from node.work.jobs import target_visit, visit_target
+from node.work.outbox import retry as retry_outbox
+from stats.importer import InputError, link_patient_id
+from storage import models as m
+from storage.journal import Journal
+from storage.vocabulary import MUSCLE_BY_KEY
+
+templates = Jinja2Templates(directory=HERE / "templates")
+VIEWER, OPERATOR = Access(role=m.Role.VIEWER), Access(role=m.Role.OPERATOR)
+QC_PICTURES = ("t2_rois.png", "dwi_rois.png", "thumbnail.png")
+
+
+def render(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
+    user = request.state.user
+    base = {"user": user, "csrf": csrf_token(request) if user else "", "version": __version__,
+            "root": request.scope.get("root_path", ""), "ae_title": _ctx(request).settings.node.ae_title,
+            "message": request.query_params.get("message")}
+    return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
+
+
+def _ctx(request: Request) -> WebContext:
+    ctx: WebContext = request.state.ctx
+    return ctx
+
+
+def _back(request: Request, path: str, message: str | None = None) -> RedirectResponse:
+    suffix = f"?message={quote(message)}" if message else ""
+    return RedirectResponse(f"{request.scope.get('root_path', '')}{path}{suffix}", status_code=303)
+
+
+async def _read(request: Request, work: Callable[[Session], dict[str, Any]]) -> dict[str, Any]:
+    def run() -> dict[str, Any]:
+        with _ctx(request).sessions() as s:
+            return work(s)
+    return await run_in_threadpool(run)
+
+
+def _int(request: Request, name: str) -> int:
+    try:
+        return int(request.path_params[name])
+    except (KeyError, ValueError):
+        raise LookupError(f"{name} must be a number") from None
+
+
+# --- sign-in -----------------------------------------------------------------------------
+
+
+async def login_form(request: Request) -> Response:
+    return render(request, "login.html", next=request.query_params.get("next", "/"), error=None)
+
+
+async def login(request: Request) -> Response:
+    form = await request.form()
+    name, password = str(form.get("name", "")), str(form.get("password", ""))
+    target = str(form.get("next", "/"))
+    if not target.startswith("/") or target.startswith("//"):
+        target = "/"
+
+    def check() -> m.User | None:
+        with _ctx(request).sessions.begin() as s:
+            user = authenticate(s, name, password)
+            audit(s, actor=name or "-", action="login" if user else "login refused", remote=client_address(request))
+            if user is not None:
+                s.expunge(user)
+            return user
+
+    user = await run_in_threadpool(check)
+    if user is None:
+        return render(request, "login.html", next=target, error="wrong account name or password", status_code=401)
+    request.session.clear()
+    request.session["user"] = user.name
+    csrf_token(request)
+    return RedirectResponse(f"{request.scope.get('root_path', '')}{target}", status_code=303)
+
+
+async def logout(request: Request) -> Response:
+    def record() -> None:
+        with _ctx(request).sessions.begin() as s:
+            audit(s, actor=request.state.user.name, action="logout", remote=client_address(request))
+    await run_in_threadpool(record)
+    request.session.clear()
+    return _back(request, "/login")
+
+
+# --- dashboard ---------------------------------------------------------------------------
+
+
+async def dashboard(request: Request) -> Response:
+    ctx = _ctx(request)
+
+    def work(s: Session) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        today = datetime(now.year, now.month, now.day, tzinfo=UTC)
+        week = today - timedelta(days=today.weekday())
+
+        def received(since: datetime) -> tuple[int, int]:
+            row = s.execute(select(func.count(m.Instance.id), func.count(func.distinct(m.Series.study_fk)))
+                            .join(m.Series, m.Instance.series_fk == m.Series.id)
+                            .where(m.Instance.received_at >= since)).one()
+            return int(row[0]), int(row[1])
+
+        oldest = s.scalar(select(func.min(m.OutboxItem.created_at)).where(m.OutboxItem.state == m.OutboxState.PENDING))
+        last_run = s.scalars(select(m.StatsRun).order_by(m.StatsRun.started_at.desc()).limit(1)).one_or_none()
+        return {"status": node_status(s, limit=10), "today": received(today), "week": received(week),
+                "oldest_pending": oldest, "last_run": last_run}
+
+    data = await _read(request, work)
+    disk = shutil.disk_usage(ctx.store.root)
+    journal = Journal(ctx.store.root)
+    return render(request, "dashboard.html", **data, disk_free_gb=disk.free / 1e9, disk_total_gb=disk.total / 1e9,
+                  journal_pending=len(journal.pending()), journal_failed=len(journal.failures()),
+                  refused=list(reversed(ctx.refused[-20:])), active=ctx.active_associations())
+
+
+# --- studies and completeness ------------------------------------------------------------
+
+
+def _date(text: str | None) -> date | None:
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+async def studies(request: Request) -> Response:
+    q = request.query_params
+    patient, description = q.get("patient", "").strip(), q.get("description", "").strip()
+    since, until = _date(q.get("from")), _date(q.get("to"))
+
+    def work(s: Session) -> dict[str, Any]:
+        counts = (select(m.Series.study_fk, func.count(func.distinct(m.Series.id)).label("series"),
+                         func.sum(m.Series.n_instances).label("instances"),
+                         func.max(m.Series.last_received_at).label("last"))
+                  .group_by(m.Series.study_fk).subquery())
+        query = (select(m.Study, m.Patient, m.Visit, counts.c.series, counts.c.instances, counts.c.last)
+                 .join(m.Patient, m.Study.patient_fk == m.Patient.id)
+                 .join(counts, counts.c.study_fk == m.Study.id, isouter=True)
+                 .join(m.Visit, m.Study.visit_fk == m.Visit.id, isouter=True))
+        if patient:
+            like = f"%{patient.lower()}%"
+            query = query.where(or_(func.lower(m.Patient.patient_id).like(like),
+                                    func.lower(m.Patient.patient_name).like(like)))
+        if description:
+            query = query.where(func.lower(m.Study.study_description).like(f"%{description.lower()}%"))
+        if since:
+            query = query.where(m.Study.study_date >= since)
+        if until:
+            query = query.where(m.Study.study_date <= until)
+        rows = s.execute(query.order_by(counts.c.last.desc().nulls_last()).limit(200)).all()
+        return {"rows": rows}
+
+    data = await _read(request, work)
+    return render(request, "studies.html", **data, patient=patient, description=description,
+                  since=q.get("from", ""), until=q.get("to", ""))
+
+
+async def study(request: Request) -> Response:
+    ctx = _ctx(request)
+    study_id = _int(request, "study_id")
+
+    def work(s: Session) -> dict[str, Any]:
+        row = s.get(m.Study, study_id)
+        if row is None:
+            raise LookupError(f"no study {study_id}")
+        series = list(s.scalars(select(m.Series).where(m.Series.study_fk == study_id).order_by(m.Series.series_number)))
+        stations = dict(s.execute(select(m.Instance.series_fk, func.count(func.distinct(m.Instance.station_key)))
+                                  .where(m.Instance.series_fk.in_([x.id for x in series]))
+                                  .group_by(m.Instance.series_fk)).all())
+        facts, first, last = exam_facts(s, study_id=study_id)
+        protocol = ctx.settings.protocol
+        now = datetime.now(UTC)
+        gaps = exam_gaps(facts, protocol)
+        decision = decide(facts, protocol, now, first, last) if first and last else None
+        until_stable = max(0.0, protocol.stable_age_s - (now - last).total_seconds()) if last else None
+        until_deadline = max(0.0, protocol.incomplete_deadline_s - (now - first).total_seconds()) if first else None
+        return {"study": row, "patient": row.patient, "visit": row.visit, "series": series, "stations": stations,
+                "gaps": gaps, "decision": decision, "until_stable": until_stable, "until_deadline": until_deadline,
+                "protocol": protocol}
+
+    try:
+        data = await _read(request, work)
+    except LookupError as exc:
+        return PlainTextResponse(str(exc), status_code=404)
+    return render(request, "study.html", **data)
+
+
+# --- visits ------------------------------------------------------------------------------
+
+
+async def visits(request: Request) -> Response:
+    def work(s: Session) -> dict[str, Any]:
+        rows = s.execute(select(m.Visit, m.Subject).join(m.Subject).order_by(m.Visit.updated_at.desc()).limit(500)).all()
+        return {"rows": rows}
+    return render(request, "visits.html", **(await _read(request, work)))
+
+
+async def visit(request: Request) -> Response:
+    ctx = _ctx(request)
+    visit_id = _int(request, "visit_id")
+
+    def work(s: Session) -> dict[str, Any]:
+        row = s.get(m.Visit, visit_id)
+        if row is None:
+            raise LookupError(f"no visit {visit_id}")
+        measurements = list(s.scalars(select(m.Measurement).where(m.Measurement.visit_fk == visit_id)
+                                      .order_by(m.Measurement.modality, m.Measurement.muscle, m.Measurement.side)))
+        results = s.execute(
+            select(m.ResultObject, m.Study.study_instance_uid)
+            .join(m.Instance, m.ResultObject.instance_fk == m.Instance.id, isouter=True)
+            .join(m.Series, m.Instance.series_fk == m.Series.id, isouter=True)
+            .join(m.Study, m.Series.study_fk == m.Study.id, isouter=True)
+            .where(m.ResultObject.visit_fk == visit_id).order_by(m.ResultObject.created_at.desc())).all()
+        jobs = list(s.scalars(select(m.Job).where(m.Job.target == visit_target(visit_id)).order_by(m.Job.id.desc())))
+        return {"visit": row, "subject": row.subject, "studies": list(row.studies), "measurements": measurements,
+                "results": results, "jobs": jobs}
+
+    try:
+        data = await _read(request, work)
+    except LookupError as exc:
+        return PlainTextResponse(str(exc), status_code=404)
+    qc = Path(ctx.settings.quant.qc_dir) / f"visit-{visit_id}"
+    pictures = [name for name in QC_PICTURES if (qc / name).is_file()]
+    return render(request, "visit.html", **data, pictures=pictures, muscles=MUSCLE_BY_KEY)
+
+
+async def visit_picture(request: Request) -> Response:
+    name = request.path_params["name"]
+    if name not in QC_PICTURES:  # a fixed list: no path from the request reaches the file system
+        return PlainTextResponse("no such picture", status_code=404)
+    path = Path(_ctx(request).settings.quant.qc_dir) / f"visit-{_int(request, 'visit_id')}" / name
+    if not path.is_file():
+        return PlainTextResponse("no such picture", status_code=404)
+    return FileResponse(path, media_type="image/png")
+
+
+# --- jobs and outbox ---------------------------------------------------------------------
+
+
+async def jobs(request: Request) -> Response:
+    state = request.query_params.get("state")
+
+    def work(s: Session) -> dict[str, Any]:
+        query = select(m.Job).order_by(m.Job.id.desc()).limit(300)
+        if state in {x.value for x in m.JobState}:
+            query = query.where(m.Job.state == m.JobState(state))
+        rows = list(s.scalars(query))
+        return {"rows": rows, "visits": {j.id: target_visit(j.target) for j in rows}}
+
+    return render(request, "jobs.html", **(await _read(request, work)), state=state or "",
+                  states=[x.value for x in m.JobState], message=request.query_params.get("message"))
+
+
+async def job_retry(request: Request) -> Response:
+    ctx = _ctx(request)
+    job_id = _int(request, "job_id")
+
+    def act() -> str:
+        try:
+            ctx.jobs.retry(job_id)  # what `myonode jobs retry` does
+        except (LookupError, ValueError) as exc:
+            return str(exc)
+        with ctx.sessions.begin() as s:
+            audit(s, actor=request.state.user.name, action="job retry", target=f"job {job_id}",
+                  remote=client_address(request))
+        return f"job {job_id} queued again"
+
+    return _back(request, "/jobs", await run_in_threadpool(act))
+
+
+async def outbox(request: Request) -> Response:
+    def work(s: Session) -> dict[str, Any]:
+        rows = s.execute(select(m.OutboxItem, m.Instance.sop_instance_uid).join(m.Instance)
+                         .order_by(m.OutboxItem.id.desc()).limit(300)).all()
+        depth = dict(s.execute(select(m.OutboxItem.state, func.count()).group_by(m.OutboxItem.state)).all())
+        return {"rows": rows, "depth": depth}
+    return render(request, "outbox.html", **(await _read(request, work)), message=request.query_params.get("message"))
+
+
+async def outbox_retry(request: Request) -> Response:
+    ctx = _ctx(request)
+    item = request.path_params.get("item_id")
+    ids = None if item is None else [_int(request, "item_id")]
+
+    def act() -> str:
+        with ctx.sessions.begin() as s:
+            n = retry_outbox(s, ids)  # what `myonode outbox retry` does
+            audit(s, actor=request.state.user.name, action="outbox retry",
+                  target="failed items" if ids is None else f"outbox item {ids[0]}", detail=f"{n} queued again",
+                  remote=client_address(request))
+        return f"{n} outbox item(s) queued again"
+
+    return _back(request, "/outbox", await run_in_threadpool(act))
+
+
+# --- unknown patients --------------------------------------------------------------------
+
+
+async def patients(request: Request) -> Response:
+    def work(s: Session) -> dict[str, Any]:
+        known = select(m.SubjectPatientId.patient_id)
+        rows = s.execute(select(m.Patient, func.count(m.Study.id)).join(m.Study, isouter=True)
+                         .where(m.Patient.patient_id.not_in(known)).group_by(m.Patient.id)
+                         .order_by(m.Patient.patient_id)).all()
+        subjects = list(s.scalars(select(m.Subject.subject_id).order_by(m.Subject.subject_id)))
+        return {"rows": rows, "subjects": subjects}
+    return render(request, "patients.html", **(await _read(request, work)),
+                  message=request.query_params.get("message"))
+
+
+async def patient_assign(request: Request) -> Response:
+    ctx = _ctx(request)
+    patient_pk = _int(request, "patient_id")
+    subject_id = str((await request.form()).get("subject_id", "")).strip()
+
+    def act() -> str:
+        with ctx.sessions.begin() as s:
+            patient = s.get(m.Patient, patient_pk)
+            if patient is None:
+                return f"no patient {patient_pk}"
+            try:
+                link_patient_id(s, subject_id=subject_id, patient_id=patient.patient_id)
+            except InputError as exc:
+                return str(exc)
+            assigned = [a for a in (assign_study(s, st, ctx.settings.visits) for st in patient.studies) if a]
+            audit(s, actor=request.state.user.name, action="patient assigned", target=f"patient {patient.patient_id}",
+                  detail=f"subject {subject_id}; {len(assigned)} study(ies) assigned to visits",
+                  remote=client_address(request))
+            return (f"Patient ID {patient.patient_id} now belongs to subject {subject_id}; "
+                    f"{len(assigned)} of its studies assigned to a visit")
+
+    return _back(request, "/patients", await run_in_threadpool(act))
+
+
+# --- reports, settings, audit ------------------------------------------------------------
+
+
+async def reports(request: Request) -> Response:
+    def work(s: Session) -> dict[str, Any]:
+        runs = list(s.scalars(select(m.StatsRun).order_by(m.StatsRun.started_at.desc()).limit(100)))
+        files = {r.id: sorted(p.name for p in Path(r.output_dir).glob("report.*")) if r.output_dir and
+                 Path(r.output_dir).is_dir() else [] for r in runs}
+        return {"runs": runs, "files": files}
+    return render(request, "reports.html", **(await _read(request, work)))
+
+
+REPORT_FILES = {"report.html": "text/html", "report.pdf": "application/pdf"}
+
+
+async def report_file(request: Request) -> Response:
+    run_id, name = _int(request, "run_id"), request.path_params["name"]
+    if name not in REPORT_FILES:
+        return PlainTextResponse("no such report file", status_code=404)
+
+    def find(s: Session) -> dict[str, Any]:
+        run = s.get(m.StatsRun, run_id)
+        return {"dir": run.output_dir if run else None}
+
+    folder = (await _read(request, find))["dir"]
+    path = Path(folder) / name if folder else None
+    if path is None or not path.is_file():
+        return PlainTextResponse("no such report file", status_code=404)
+    return FileResponse(path, media_type=REPORT_FILES[name])
+
+
+async def settings_page(request: Request) -> Response:
+    import json
+    return render(request, "settings.html", settings=json.dumps(_ctx(request).settings.masked(), indent=2))
+
+
+async def audit_page(request: Request) -> Response:
+    def work(s: Session) -> dict[str, Any]:
+        return {"events": list(s.scalars(select(m.AuditEvent).order_by(m.AuditEvent.id.desc()).limit(500)))}
+    return render(request, "audit.html", **(await _read(request, work)))
+
+
+ROUTES: list[RouteSpec] = [
+    ("/login", login_form, ["GET"], Access(role=None)),
+    ("/login", login, ["POST"], Access(role=None)),
+    ("/logout", logout, ["POST"], VIEWER),
+    ("/", dashboard, ["GET"], VIEWER),
+    ("/studies", studies, ["GET"], VIEWER),
+    ("/studies/{study_id:int}", study, ["GET"], VIEWER),
+    ("/visits", visits, ["GET"], VIEWER),
+    ("/visits/{visit_id:int}", visit, ["GET"], VIEWER),
+    ("/visits/{visit_id:int}/qc/{name}", visit_picture, ["GET"], VIEWER),
+    ("/jobs", jobs, ["GET"], VIEWER),
+    ("/jobs/{job_id:int}/retry", job_retry, ["POST"], OPERATOR),
+    ("/outbox", outbox, ["GET"], VIEWER),
+    ("/outbox/retry", outbox_retry, ["POST"], OPERATOR),
+    ("/outbox/{item_id:int}/retry", outbox_retry, ["POST"], OPERATOR),
+    ("/patients", patients, ["GET"], VIEWER),
+    ("/patients/{patient_id:int}/assign", patient_assign, ["POST"], OPERATOR),
+    ("/reports", reports, ["GET"], VIEWER),
+    ("/reports/{run_id:int}/{name}", report_file, ["GET"], VIEWER),
+    ("/settings", settings_page, ["GET"], VIEWER),
+    ("/audit", audit_page, ["GET"], VIEWER),
+]
