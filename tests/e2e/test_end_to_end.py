@@ -5,6 +5,8 @@ Two phantom subjects' baseline visits (a patient and a control, small size) go i
 them (measurements, QC, SEG/SR/ADC map/stitched T2), serves the results by Q/R and forwards
 them to an Orthanc on loopback, which can also retrieve them with C-MOVE; the cohort report
 is built; the SR's values are the database's; a second push of the same files changes nothing.
+Then a person uses the web console in a real browser (Chromium): signs in, finds a study by
+patient, opens its visit and sees the QC mosaics, the measurements and the DICOM results.
 """
 
 from __future__ import annotations
@@ -17,17 +19,20 @@ from pathlib import Path
 import highdicom as hd
 import pytest
 import SimpleITK as sitk
+from selenium.webdriver.common.by import By
 from sqlalchemy import func, select
 
 from node.demo.orthanc import start_orthanc
 from node.demo.ports import free_port
 from node.demo.run import find_results, prepare_demo_folder, push_visit
-from node.service import start_node
+from node.service import Node, start_node
+from node.web.accounts import add_user
 from node.work.reports import run_report
 from phantom.cohort import write_cohort
 from stats.importer import import_observations, import_subjects
 from storage import models as m
 from storage.database import transaction
+from tests.support.browser import chromium, loaded_images, screenshot, sign_in, wait_for_text, wait_for_url
 
 pytestmark = pytest.mark.slow
 
@@ -165,6 +170,41 @@ def test_two_subjects_from_scanner_to_pacs_and_report(tmp_path: Path) -> None:
             assert s.scalar(select(func.count()).select_from(m.Instance)) == n_instances
             assert s.scalar(select(func.count()).select_from(m.Job)) == n_jobs
             assert all(st is m.VisitState.PROCESSED for st in s.scalars(imaged))
+
+        console_in_a_browser(node, tmp_path, baselines[0].subject_id)
     finally:
         node.stop()
         orthanc.stop()
+
+
+def console_in_a_browser(node: Node, tmp_path: Path, subject_id: str) -> None:
+    """Sign in, find the subject's study by Patient ID, open its visit: the QC mosaics load, the measurements show.
+    (Retry, assignment, access rules: tests/node/test_web_console.py and test_web.py.)"""
+    assert node.web is not None
+    base = f"http://127.0.0.1:{node.web.port}"
+    with transaction(node.sessions) as s:
+        add_user(s, name="physicist", password="a long operator password", role=m.Role.OPERATOR)
+        patient_id = s.scalars(select(m.SubjectPatientId.patient_id).join(m.Subject)
+                               .where(m.Subject.subject_id == subject_id)).first()
+    driver = chromium(tmp_path / "chromium")
+    try:
+        sign_in(driver, base, "physicist", "a long operator password")
+        assert "Dashboard" in driver.title
+        screenshot(driver, tmp_path / "console-dashboard.png")
+        driver.get(f"{base}/studies")
+        driver.find_element(By.ID, "patient").send_keys(patient_id)
+        driver.find_element(By.ID, "search").click()
+        wait_for_url(driver, "patient=")
+        rows = driver.find_elements(By.CSS_SELECTOR, "#studies tr td:first-child a")
+        assert [r.text for r in rows] == [patient_id]
+        rows[0].click()
+        wait_for_text(driver, "completeness", "Complete")
+        driver.find_element(By.PARTIAL_LINK_TEXT, "baseline").click()
+        wait_for_text(driver, "visit-state", "processed")
+        assert loaded_images(driver, "#qc") >= 2  # the T2 and DWI mosaics (and the thumbnail)
+        measurements = driver.find_elements(By.CSS_SELECTOR, "#measurements tr")[1:]
+        assert len(measurements) >= 30 and any("relT2" in r.text for r in measurements)
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#results tr")) >= 4  # SEG, SR, ADC map, stitched T2
+        screenshot(driver, tmp_path / "console-visit.png")
+    finally:
+        driver.quit()
