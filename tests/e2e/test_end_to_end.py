@@ -206,5 +206,9 @@ def console_in_a_browser(node: Node, tmp_path: Path, subject_id: str) -> None:
         assert len(measurements) >= 30 and any("relT2" in r.text for r in measurements)
         assert len(driver.find_elements(By.CSS_SELECTOR, "#results tr")) >= 4  # SEG, SR, ADC map, stitched T2
         screenshot(driver, tmp_path / "console-visit.png")
+        driver.get(f"{base}/reports")
+        driver.find_element(By.LINK_TEXT, "report.html").click()
+        wait_for_url(driver, "/report.html")
+        assert "Processing status" in driver.page_source and "Figure 3" in driver.page_source
     finally:
         driver.quit()

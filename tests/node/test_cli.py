@@ -139,3 +139,49 @@ def test_status_lists_what_is_not_processed_by_kind_and_sop_class(node, tmp_path
     assert status.returncode == 0, status.stderr
     assert "other 2 series / 2 instances" in status.stdout
     assert "CT Image Storage 1" in status.stdout and "RT Plan Storage 1" in status.stdout
+
+
+def test_users_add_list_disable_and_the_console_alone_signs_them_in(settings_file: Path) -> None:
+    """`myonode users` manages accounts (a short password or a bad role is refused); `myonode web` serves the
+    console on its own, and a disabled account can no longer sign in."""
+    import time
+
+    import httpx
+
+    from node.demo.ports import free_port
+
+    port = free_port()
+    settings_file.write_text(settings_file.read_text().replace("port = 8080", f"port = {port}"))
+    cfg = ("--config", str(settings_file))
+    short = subprocess.run([MYONODE, "users", "add", "ana", "--role", "operator", "--password-stdin", *cfg],
+                           input="short\n", capture_output=True, text=True, check=False)
+    assert short.returncode == 1 and "at least 10 characters" in short.stderr
+    bad_role = run("users", "add", "ana", "--role", "admin", "--password-stdin", *cfg)
+    assert bad_role.returncode == 2 and "use viewer or operator" in bad_role.stderr
+    added = subprocess.run([MYONODE, "users", "add", "ana", "--role", "operator", "--password-stdin", *cfg],
+                           input="a good long password\n", capture_output=True, text=True, check=False)
+    assert added.returncode == 0 and "account ana (operator) added" in added.stdout
+    again = subprocess.run([MYONODE, "users", "add", "ana", "--password-stdin", *cfg], input="another password\n",
+                           capture_output=True, text=True, check=False)
+    assert again.returncode == 1 and "exists already" in again.stderr
+    listing = run("users", "list", *cfg)
+    assert listing.returncode == 0 and "ana" in listing.stdout and "operator" in listing.stdout
+
+    web = subprocess.Popen([MYONODE, "web", *cfg], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and web.poll() is None, "myonode web did not start"
+                time.sleep(0.2)
+        login = httpx.post(f"http://127.0.0.1:{port}/login", data={"name": "ana", "password": "a good long password"})
+        assert login.status_code == 303
+        assert run("users", "disable", "ana", *cfg).returncode == 0
+        refused = httpx.post(f"http://127.0.0.1:{port}/login", data={"name": "ana", "password": "a good long password"})
+        assert refused.status_code == 401
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
