@@ -376,6 +376,15 @@ class ReportSettings(_Section):
                     "and electrophysiology data",
     )
     send_pdf_to_pacs: bool = False
+    # which measurements the statistics use: "all", "reviewed" (rejected ROIs and visits left out), or
+    # "auto" — "reviewed" once any visit has a review decision, else "all"
+    use: Literal["auto", "all", "reviewed"] = "auto"
+
+
+class ReviewSettings(_Section):
+    """Signing reviewed results: the Verifying Organization of a verified SR (empty: the node's AE title)."""
+
+    organisation: str = Field(default="", max_length=64)
 
 
 class WebSettings(_Section):
@@ -419,6 +428,7 @@ class Settings(_Section):
     qr: QRSettings = Field(default_factory=QRSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     source: Path | None = Field(default=None, exclude=True)
 

@@ -80,6 +80,20 @@ class ResultContext:
     replaces: Mapping[str, Sequence[Dataset]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Verifier:
+    """Who signs a measurement report (Verifying Observer Name, a DICOM person name, and Organization)."""
+
+    name: str
+    organisation: str
+
+    def __post_init__(self) -> None:
+        if not self.name.strip() or not self.organisation.strip():
+            raise ValueError("a verified report needs the verifying observer's name and organisation")
+        if len(self.organisation) > 64:
+            raise ValueError(f"Verifying Organization {self.organisation!r} is longer than 64 characters")
+
+
 @dataclass(kw_only=True)
 class VisitResults:
     stitched_t2: list[Dataset]
@@ -412,9 +426,14 @@ def _qc(t2: MeasurementRow | None, adc: MeasurementRow | None) -> list[hd.sr.Qua
             for r in (t2, adc) if r is not None for flag in sorted(set(r.qc_flags))]
 
 
-def measurement_report(rows: Sequence[MeasurementRow], seg: hd.seg.Segmentation, derived: Sequence[Dataset],
-                       adc_map: Dataset | None, ctx: ResultContext) -> hd.sr.Comprehensive3DSR:
+def measurement_report(rows: Sequence[MeasurementRow], seg: Dataset, derived: Sequence[Dataset],
+                       adc_map: Dataset | None, ctx: ResultContext,
+                       verifier: Verifier | None = None) -> hd.sr.Comprehensive3DSR:
     """TID 1500: one measurement group per measured muscle × side, and the summary mean.
+
+    ``verifier``: a reviewer signs the report — Verification Flag VERIFIED, the Verifying Observer
+    (name, organisation, date-time), final; it names the report it replaces as its predecessor
+    (``ctx.replaces["sr"]``), which stays stored and queryable.
 
     A group holds the T2 measurements (mean and SD of the T2-weighted signal, the bone marrow
     reference mean, relative T2), the volume and, for the axial muscles, mean and SD of the
@@ -473,8 +492,12 @@ def measurement_report(rows: Sequence[MeasurementRow], seg: hd.seg.Segmentation,
     evidence = [seg, *derived, *([adc_map] if adc_map is not None else [])]
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence, content=report, series_instance_uid=generate_uid(), series_number=SERIES_NUMBERS["sr"],
-        sop_instance_uid=generate_uid(), instance_number=1, series_description="Muscle MRI measurements (myonode)",
-        is_complete=True, is_final=False, is_verified=False,
+        sop_instance_uid=generate_uid(), instance_number=1,
+        series_description="Muscle MRI measurements, verified (myonode)" if verifier else
+        "Muscle MRI measurements (myonode)",
+        is_complete=True, is_final=verifier is not None, is_verified=verifier is not None,
+        verifying_observer_name=verifier.name if verifier else None,
+        verifying_organization=verifier.organisation if verifier else None,
         previous_versions=list(ctx.replaces.get("sr", [])) or None, **_dicom_kwargs(ctx))
     _finish(sr, ctx, "sr")
     return sr

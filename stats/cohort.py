@@ -10,11 +10,14 @@ from stats.inputs import OBSERVATION_COLUMNS, Cohort
 from storage import models as m
 
 
-def cohort_from_db(s: Session, visits: list[str], visit_ids: set[int] | None = None) -> Cohort:
+def cohort_from_db(s: Session, visits: list[str], visit_ids: set[int] | None = None, *,
+                   rejected_rois: set[tuple[int, str, str]] | None = None,
+                   rejected_visits: set[int] | None = None) -> Cohort:
     """Subjects and their visits' measurements (relT2, ADC) and clinical/electrophysiology observations.
 
     ``days`` is counted from the subject's baseline visit date; only the visits in ``visit_ids``
-    are used when given (the report uses complete visits only).
+    are used when given (the report uses complete visits only). ``rejected_rois`` ((visit id,
+    muscle, side)) and the imaging of ``rejected_visits`` are left out (a reviewer rejected them).
     """
     subjects = []
     for sub in s.scalars(select(m.Subject).order_by(m.Subject.subject_id)):
@@ -40,6 +43,9 @@ def cohort_from_db(s: Session, visits: list[str], visit_ids: set[int] | None = N
         base = baseline_dates.get(sid)
         days = float((visit.visit_date - base).days) if base and visit.visit_date else 0.0
         for meas in visit.measurements:
+            if visit.id in (rejected_visits or set()) or \
+                    (visit.id, meas.muscle, meas.side.value) in (rejected_rois or set()):
+                continue
             rows.append((sid, visit.label, days, meas.modality.value, meas.muscle, meas.side.value, meas.value))
         for ob in visit.observations:
             rows.append((sid, visit.label, days, ob.measure, ob.muscle, ob.side.value, ob.value))

@@ -42,7 +42,9 @@ from storage.vocabulary import (
     Modality,
     ObservationSource,
     OnsetSite,
+    RejectReason,
     ResultKind,
+    ReviewVerdict,
     SeriesKind,
     Sex,
     Side,
@@ -358,6 +360,30 @@ class ResultObject(Base):
 
     visit: Mapped[Visit | None] = relationship()
     instance: Mapped[Instance | None] = relationship()
+
+
+class Review(Base):
+    """A reviewer's decision: the whole visit (``muscle`` empty) accepted or rejected, or one muscle × side ROI
+    rejected, with the reason. Re-processing that changes a value removes the decisions it invalidates."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        CheckConstraint("(verdict = 'rejected') = (reason IS NOT NULL)", name="reason_iff_rejected"),
+        CheckConstraint("(muscle IS NULL) = (side IS NULL)", name="muscle_with_side"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    visit_fk: Mapped[int] = mapped_column(ForeignKey("visits.id", ondelete="CASCADE"), index=True)
+    muscle: Mapped[str | None] = mapped_column(String(64))
+    side: Mapped[Side | None] = mapped_column(_enum(Side, "review_side"))
+    verdict: Mapped[ReviewVerdict] = mapped_column(_enum(ReviewVerdict, "review_verdict"))
+    reason: Mapped[RejectReason | None] = mapped_column(_enum(RejectReason, "reject_reason"))
+    note: Mapped[str | None] = mapped_column(Text)
+    reviewer: Mapped[str] = mapped_column(String(64))
+    organisation: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    visit: Mapped[Visit] = relationship()
 
 
 # --- durable work --------------------------------------------------------------------

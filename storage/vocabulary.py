@@ -86,8 +86,24 @@ class ResultKind(str, enum.Enum):
     STITCHED_T2 = "stitched_t2"
     ADC_MAP = "adc_map"
     SEG = "seg"
-    SR = "sr"
+    SR = "sr"  # unverified, or signed by a reviewer (Verification Flag VERIFIED)
     REPORT_PDF = "report_pdf"
+
+
+class ReviewVerdict(str, enum.Enum):
+    """A reviewer's decision on a visit or on one muscle × side ROI of it."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class RejectReason(str, enum.Enum):
+    """Why a reviewer rejected an ROI or a visit (the short list the console offers)."""
+
+    MISREGISTERED = "misregistered"
+    ARTEFACT = "artefact"
+    NOT_COVERED = "not_covered"
+    OTHER = "other"
 
 
 @dataclass(frozen=True, kw_only=True)

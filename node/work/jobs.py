@@ -50,6 +50,7 @@ class JobContext:
 Handler = Callable[[JobContext, str], None]
 
 PROCESS_VISIT = "process_visit"  # the job kind that quantifies one visit; its target is visit_target(id)
+SIGN_VISIT = "sign_visit"  # the verified SR of a visit a reviewer accepted; its target is visit_target(id)
 
 
 def visit_target(visit_id: int) -> str:
@@ -75,7 +76,17 @@ def process_visit_job(ctx: JobContext, target: str) -> None:
     process_visit(ctx.settings, ctx.sessions, ctx.store, visit_id)
 
 
-HANDLERS: dict[str, Handler] = {PROCESS_VISIT: process_visit_job}
+def sign_visit_job(ctx: JobContext, target: str) -> None:
+    """``sign_visit``: the verified SR of a visit a reviewer accepted (node.work.review)."""
+    from node.work.review import sign_visit  # the DICOM writers loaded only by workers
+
+    visit_id = target_visit(target)
+    if visit_id is None:
+        raise ValueError(f"{SIGN_VISIT}: target {target!r} names no visit (expected 'visit:<id>')")
+    sign_visit(ctx.settings, ctx.sessions, ctx.store, visit_id)
+
+
+HANDLERS: dict[str, Handler] = {PROCESS_VISIT: process_visit_job, SIGN_VISIT: sign_visit_job}
 
 
 def make_huey(queue: QueueSettings) -> Huey:

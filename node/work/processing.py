@@ -33,6 +33,7 @@ from node.intake.ingest import Ingestor
 from node.settings import Settings
 from node.work.atlases import resolve_atlas
 from node.work.outbox import enqueue
+from node.work.review import reset_changed
 from quant.atlas import AtlasLabel
 from quant.dicom_out import ResultContext, build_results
 from quant.pipeline import PIPELINE_VERSION, VisitQuant, quantify
@@ -187,6 +188,9 @@ def _process_visit(settings: Settings, sessions: sessionmaker[Session], store: F
         t3 = time.perf_counter()
         stored = store_results(settings, sessions, store, results.objects())
         with transaction(sessions) as s:
+            before = {(x.modality.value, x.muscle, x.side.value): x.value
+                      for x in s.scalars(select(m.Measurement).where(m.Measurement.visit_fk == visit_id))}
+            reset_changed(s, visit_id, before, q.rows)
             n = write_measurements(s, visit_id, q.rows, PIPELINE_VERSION, atlas.id)
             for kind, ds, instance_id in stored:
                 old = replaces.get(kind)

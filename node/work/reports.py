@@ -16,6 +16,7 @@ import logging
 import shutil
 import traceback
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from node.intake.ingest import Ingestor
 from node.settings import Settings
 from node.work.outbox import enqueue
+from node.work.review import rejected_rois
 from stats import tables
 from stats.cohort import cohort_from_db
 from stats.report import ReportInputs, write_report
@@ -95,6 +97,41 @@ def qc_entries(s: Session, qc_root: Path, report_dir: Path) -> list[dict[str, An
     return entries
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReviewInputs:
+    """Which reviewed inputs a report run used, and the counts it states."""
+
+    use: str  # "all" or "reviewed"
+    used: bool
+    rejected_rois: set[tuple[int, str, str]]
+    rejected_visits: set[int]
+    reviewed_visits: int
+    accepted_visits: int
+    roi_reasons: dict[str, int]
+
+    def summary(self) -> dict[str, Any]:
+        return {"use": self.use, "visits_reviewed": self.reviewed_visits, "visits_accepted": self.accepted_visits,
+                "visits_rejected": len(self.rejected_visits), "rois_rejected": len(self.rejected_rois),
+                "rois_rejected_by_reason": self.roi_reasons}
+
+
+def review_inputs(s: Session, use: str, complete: set[int]) -> ReviewInputs:
+    """``[report] use``: "auto" is "reviewed" once any visit has a review decision, else "all"."""
+    reviews = [r for r in s.scalars(select(m.Review).order_by(m.Review.id)) if r.visit_fk in complete]
+    chosen = use if use != "auto" else ("reviewed" if reviews else "all")
+    rois, visits = rejected_rois(s)
+    rois = {r for r in rois if r[0] in complete}
+    reasons: dict[str, int] = {}
+    for r in reviews:
+        if r.muscle is not None and r.reason is not None and (r.visit_fk, r.muscle, r.side.value if r.side else "") in rois:
+            reasons[r.reason.value] = reasons.get(r.reason.value, 0) + 1
+    whole = {r.visit_fk: r.verdict for r in reviews if r.muscle is None}
+    return ReviewInputs(use=chosen, used=chosen == "reviewed", rejected_rois=rois, rejected_visits=visits & complete,
+                        reviewed_visits=len({r.visit_fk for r in reviews}),
+                        accepted_visits=sum(1 for v in whole.values() if v is m.ReviewVerdict.ACCEPTED),
+                        roi_reasons=reasons)
+
+
 def run_report(settings: Settings, *, force: bool = False) -> m.StatsRun | None:
     """Run the statistics and the report if the complete visits changed (or ``force``); None when skipped."""
     engine = make_engine(settings.storage.database_url)
@@ -102,7 +139,9 @@ def run_report(settings: Settings, *, force: bool = False) -> m.StatsRun | None:
     visits = [w.label for w in settings.visits.windows]
     with sessions() as s:
         complete, incomplete = visit_completeness(s, settings.report.require)
-        cohort = cohort_from_db(s, visits, complete)
+        review = review_inputs(s, settings.report.use, complete)
+        cohort = cohort_from_db(s, visits, complete, rejected_rois=review.rejected_rois if review.used else None,
+                                rejected_visits=review.rejected_visits if review.used else None)
         status = _status(s, len(incomplete))
         last = s.scalars(select(m.StatsRun).where(m.StatsRun.state == m.RunState.DONE)
                          .order_by(m.StatsRun.id.desc())).first()
@@ -126,6 +165,8 @@ def run_report(settings: Settings, *, force: bool = False) -> m.StatsRun | None:
         result = write_run(cohort, partial, source="database (complete visits)")
         obs = tables.add_composites(tables.pool_tested_side(cohort.observations), cohort.subjects)
         meta = json.loads((partial / "run.json").read_text())
+        meta["review"] = review.summary()
+        (partial / "run.json").write_text(json.dumps(meta, indent=2, default=str))
         with sessions() as s:
             qc = qc_entries(s, settings.quant.qc_dir, partial)
         write_report(result, obs, cohort.subjects,

@@ -74,8 +74,10 @@ def _one_of_everything(session) -> dict[str, object]:
                      finished_at=T0)
     user = m.User(name="physicist", password_hash="$argon2id$v=19$m=65536,t=3,p=4$x$y", role=m.Role.OPERATOR)
     event = m.AuditEvent(actor="physicist", action="job retry", target="job 1", remote="127.0.0.1")
+    review = m.Review(visit=visit, muscle="tibialis_anterior", side=m.Side.LEFT, verdict=m.ReviewVerdict.REJECTED,
+                      reason=m.RejectReason.MISREGISTERED, reviewer="physicist")
     session.add_all([patient, subject, study, series, instance, measurement, observation, result, job, outbox, run,
-                     user, event])
+                     user, event, review])
     return {"visit": visit}
 
 
