@@ -29,8 +29,9 @@ from node.intake.visits import assign_study
 from node.web.accounts import audit, authenticate
 from node.web.app import HERE, Access, RouteSpec, WebContext, client_address, csrf_token
 from node.work.exams import exam_facts
-from node.work.jobs import target_visit, visit_target
+from node.work.jobs import SIGN_VISIT, target_visit, visit_target
 from node.work.outbox import retry as retry_outbox
+from node.work.review import ReviewError, decide_visit, reject_roi, visit_review
 from stats.importer import InputError, link_patient_id
 from storage import models as m
 from storage.journal import Journal
@@ -242,8 +243,10 @@ async def visit(request: Request) -> Response:
             .join(m.Study, m.Series.study_fk == m.Study.id, isouter=True)
             .where(m.ResultObject.visit_fk == visit_id).order_by(m.ResultObject.created_at.desc())).all()
         jobs = list(s.scalars(select(m.Job).where(m.Job.target == visit_target(visit_id)).order_by(m.Job.id.desc())))
+        decisions = list(s.scalars(select(m.Review).where(m.Review.visit_fk == visit_id).order_by(m.Review.id)))
         return {"visit": row, "subject": row.subject, "studies": list(row.studies), "measurements": measurements,
-                "results": results, "jobs": jobs}
+                "results": results, "jobs": jobs, "review": visit_review(s, visit_id), "decisions": decisions,
+                "rois": sorted({(x.muscle, x.side.value) for x in measurements})}
 
     try:
         data = await _read(request, work)
@@ -251,7 +254,71 @@ async def visit(request: Request) -> Response:
         return PlainTextResponse(str(exc), status_code=404)
     qc = Path(ctx.settings.quant.qc_dir) / f"visit-{visit_id}"
     pictures = [name for name in QC_PICTURES if (qc / name).is_file()]
-    return render(request, "visit.html", **data, pictures=pictures, muscles=MUSCLE_BY_KEY)
+    return render(request, "visit.html", **data, pictures=pictures, muscles=MUSCLE_BY_KEY,
+                  reasons=[r.value for r in m.RejectReason])
+
+
+async def _review(request: Request, decide: Callable[[Session, int, Any], str]) -> Response:
+    """A review action on a visit: the decision and its audit record in one transaction, then back to the visit."""
+    ctx = _ctx(request)
+    visit_id = _int(request, "visit_id")
+    form = await request.form()
+
+    def act() -> str:
+        try:
+            with ctx.sessions.begin() as s:
+                return decide(s, visit_id, form)
+        except (ReviewError, ValueError) as exc:
+            return f"not done: {exc}"
+
+    return _back(request, f"/visits/{visit_id}", await run_in_threadpool(act))
+
+
+def _reason(form: Any) -> m.RejectReason:
+    try:
+        return m.RejectReason(str(form.get("reason", "")))
+    except ValueError:
+        raise ReviewError(f"reason must be one of {', '.join(r.value for r in m.RejectReason)}") from None
+
+
+async def review_roi(request: Request) -> Response:
+    def decide(s: Session, visit_id: int, form: Any) -> str:
+        muscle, _, side = str(form.get("roi", "")).partition("/")
+        review = reject_roi(s, visit_id=visit_id, muscle=muscle, side=side, reason=_reason(form),
+                            note=str(form.get("note", "")), reviewer=request.state.user.name)
+        audit(s, actor=request.state.user.name, action="roi rejected", target=f"visit {visit_id} {muscle} {side}",
+              detail=review.reason.value if review.reason else None, remote=client_address(request))
+        return f"{muscle} {side} rejected ({review.reason.value if review.reason else ''})"
+    return await _review(request, decide)
+
+
+async def review_accept(request: Request) -> Response:
+    ctx = _ctx(request)
+
+    def decide(s: Session, visit_id: int, form: Any) -> str:
+        decide_visit(s, visit_id=visit_id, verdict=m.ReviewVerdict.ACCEPTED, reason=None, note=None,
+                     reviewer=request.state.user.name, organisation=ctx.settings.review.organisation or None)
+        job = ctx.jobs.create(s, SIGN_VISIT, visit_target(visit_id))
+        audit(s, actor=request.state.user.name, action="visit accepted", target=f"visit {visit_id}",
+              detail=f"sign job {job.id}", remote=client_address(request))
+        s.flush()
+        request.state.dispatch = job.id
+        return f"visit accepted; the verified SR is being written (job {job.id})"
+
+    response = await _review(request, decide)
+    if getattr(request.state, "dispatch", None):
+        await run_in_threadpool(ctx.jobs.dispatch, request.state.dispatch)  # after the commit: the job row exists
+    return response
+
+
+async def review_reject(request: Request) -> Response:
+    def decide(s: Session, visit_id: int, form: Any) -> str:
+        review = decide_visit(s, visit_id=visit_id, verdict=m.ReviewVerdict.REJECTED, reason=_reason(form),
+                              note=str(form.get("note", "")), reviewer=request.state.user.name, organisation=None)
+        audit(s, actor=request.state.user.name, action="visit rejected", target=f"visit {visit_id}",
+              detail=review.reason.value if review.reason else None, remote=client_address(request))
+        return "visit rejected: its imaging is left out of the statistics"
+    return await _review(request, decide)
 
 
 async def visit_picture(request: Request) -> Response:
@@ -414,6 +481,9 @@ ROUTES: list[RouteSpec] = [
     ("/visits", visits, ["GET"], VIEWER),
     ("/visits/{visit_id:int}", visit, ["GET"], VIEWER),
     ("/visits/{visit_id:int}/qc/{name}", visit_picture, ["GET"], VIEWER),
+    ("/visits/{visit_id:int}/review/roi", review_roi, ["POST"], OPERATOR),
+    ("/visits/{visit_id:int}/review/accept", review_accept, ["POST"], OPERATOR),
+    ("/visits/{visit_id:int}/review/reject", review_reject, ["POST"], OPERATOR),
     ("/jobs", jobs, ["GET"], VIEWER),
     ("/jobs/{job_id:int}/retry", job_retry, ["POST"], OPERATOR),
     ("/outbox", outbox, ["GET"], VIEWER),

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -25,12 +26,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from node import __version__
 from node.settings import Settings
-from quant.dicom_out import ResultContext, Verifier, measurement_report
-from quant.pipeline import MeasurementRow
 from storage import models as m
 from storage.database import transaction
 from storage.filestore import FileStore
 from storage.vocabulary import MUSCLE_BY_KEY
+
+if TYPE_CHECKING:
+    from quant.pipeline import MeasurementRow
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +152,9 @@ def _newest(s: Session, store: FileStore, visit_id: int, kind: m.ResultKind) -> 
 def sign_visit(settings: Settings, sessions: sessionmaker[Session], store: FileStore, visit_id: int) -> str:
     """The ``sign_visit`` job: the verified SR of an accepted visit (rejected ROIs left out); its SOP Instance UID."""
     from node.work.outbox import enqueue
-    from node.work.processing import store_results
+    from node.work.processing import store_results  # the imaging stack: loaded by the worker that signs
+    from quant.dicom_out import ResultContext, Verifier, measurement_report
+    from quant.pipeline import MeasurementRow
 
     with sessions() as s:
         review = visit_review(s, visit_id)

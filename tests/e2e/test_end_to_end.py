@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,12 +21,14 @@ import highdicom as hd
 import pytest
 import SimpleITK as sitk
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.select import Select
 from sqlalchemy import func, select
 
 from node.demo.orthanc import start_orthanc
 from node.demo.ports import free_port
 from node.demo.run import find_results, prepare_demo_folder, push_visit
 from node.service import Node, start_node
+from node.settings import Settings
 from node.web.accounts import add_user
 from node.work.reports import run_report
 from phantom.cohort import write_cohort
@@ -171,15 +174,17 @@ def test_two_subjects_from_scanner_to_pacs_and_report(tmp_path: Path) -> None:
             assert s.scalar(select(func.count()).select_from(m.Job)) == n_jobs
             assert all(st is m.VisitState.PROCESSED for st in s.scalars(imaged))
 
-        console_in_a_browser(node, tmp_path, baselines[0].subject_id)
+        visit_id = console_in_a_browser(node, tmp_path, baselines[0].subject_id)
+        signed_and_counted(node, settings, visit_id, tmp_path)
     finally:
         node.stop()
         orthanc.stop()
 
 
-def console_in_a_browser(node: Node, tmp_path: Path, subject_id: str) -> None:
-    """Sign in, find the subject's study by Patient ID, open its visit: the QC mosaics load, the measurements show.
-    (Retry, assignment, access rules: tests/node/test_web_console.py and test_web.py.)"""
+def console_in_a_browser(node: Node, tmp_path: Path, subject_id: str) -> int:
+    """Sign in, find the subject's study by Patient ID, open its visit: the QC mosaics load, the measurements show;
+    reject one ROI and accept the visit. Returns the visit's id. (Retry, assignment, access rules:
+    tests/node/test_web_console.py and test_web.py.)"""
     assert node.web is not None
     base = f"http://127.0.0.1:{node.web.port}"
     with transaction(node.sessions) as s:
@@ -206,9 +211,62 @@ def console_in_a_browser(node: Node, tmp_path: Path, subject_id: str) -> None:
         assert len(measurements) >= 30 and any("relT2" in r.text for r in measurements)
         assert len(driver.find_elements(By.CSS_SELECTOR, "#results tr")) >= 4  # SEG, SR, ADC map, stitched T2
         screenshot(driver, tmp_path / "console-visit.png")
+        # review: one ROI rejected as misregistered, then the visit accepted (and signed)
+        Select(driver.find_element(By.ID, "roi")).select_by_value("tibialis_anterior/left")
+        Select(driver.find_element(By.ID, "roi-reason")).select_by_value("misregistered")
+        driver.find_element(By.ID, "roi-note").send_keys("label leaks into the tibia")
+        driver.find_element(By.ID, "reject-roi-button").click()
+        wait_for_text(driver, "message", "tibialis_anterior left rejected (misregistered)")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#measurements tr.rejected")) == 2  # its relT2 and ADC
+        driver.find_element(By.ID, "accept-visit").click()
+        wait_for_text(driver, "message", "visit accepted")
+        assert "Visit accepted by physicist" in driver.find_element(By.ID, "review-state").text
         driver.get(f"{base}/reports")
         driver.find_element(By.LINK_TEXT, "report.html").click()
         wait_for_url(driver, "/report.html")
         assert "Processing status" in driver.page_source and "Figure 3" in driver.page_source
     finally:
         driver.quit()
+    with node.sessions() as s:
+        visit_id = s.scalars(select(m.Review.visit_fk)).first()
+    assert visit_id is not None
+    return int(visit_id)
+
+
+def signed_and_counted(node: Node, settings: Settings, visit_id: int, tmp_path: Path) -> None:
+    """The accepted visit's verified SR is valid and names its reviewer and predecessor; the next report leaves
+    the rejected ROI out and says so."""
+    def signed() -> bool:
+        with node.sessions() as s:
+            states = s.scalars(select(m.Job.state).where(m.Job.kind == "sign_visit")).all()
+        assert m.JobState.FAILED not in states, "the sign job failed"
+        return states == [m.JobState.DONE]
+
+    wait_for(signed, 300, "the verified SR")
+    node.settle()
+    with node.sessions() as s:
+        srs = s.execute(select(m.ResultObject, m.Instance.file_path).join(m.Instance)
+                        .where(m.ResultObject.visit_fk == visit_id, m.ResultObject.kind == m.ResultKind.SR)
+                        .order_by(m.ResultObject.id)).all()
+    assert len(srs) == 2  # the unverified one stays stored (and queryable)
+    (unverified, _), (verified, path) = srs
+    assert verified.replaces_uid == unverified.sop_instance_uid
+    sr = hd.sr.srread(node.store.absolute(path))
+    assert sr.VerificationFlag == "VERIFIED" and str(sr.VerifyingObserverSequence[0].VerifyingObserverName) == "physicist"
+    assert sr.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0] \
+        .ReferencedSOPInstanceUID == unverified.sop_instance_uid
+    assert "tibialis_anterior_left" not in {g.tracking_identifier
+                                            for g in sr.content.get_volumetric_roi_measurement_groups()}
+    dciodvfy = subprocess.run(["dciodvfy", str(node.store.absolute(path))], capture_output=True, text=True, check=False)
+    assert not [line for line in (dciodvfy.stdout + dciodvfy.stderr).splitlines() if line.startswith("Error")]
+    reader = subprocess.run([str(Path(sys.executable).parent / "tid1500reader"), "--inputDICOM",
+                             str(node.store.absolute(path)), "--outputMetadata", str(tmp_path / "verified.json")],
+                            capture_output=True, text=True, check=False)
+    assert reader.returncode == 0, reader.stderr
+    run = run_report(settings, force=True)
+    assert run is not None and run.state is m.RunState.DONE
+    meta = json.loads((Path(run.output_dir) / "run.json").read_text())
+    assert meta["review"] == {"use": "reviewed", "visits_reviewed": 1, "visits_accepted": 1, "visits_rejected": 0,
+                              "rois_rejected": 1, "rois_rejected_by_reason": {"misregistered": 1}}
+    html = (Path(run.output_dir) / "report.html").read_text()
+    assert "reviewed measurements" in html and "1 muscle ROI(s) rejected (misregistered 1)" in html

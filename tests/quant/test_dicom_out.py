@@ -520,3 +520,46 @@ def test_build_results_stitches_stations_and_builds_all_four_objects(visit: Visi
     assert [kind for kind, _ in res.objects()][-3:] == ["seg", "sr", "adc_map"]
     assert res.stitched_t2[0].PixelSpacing == [3.0, 3.0] and len(res.stitched_t2) == 30
     assert len(res.seg.SegmentSequence) == 4
+
+
+# --- a reviewer's signature --------------------------------------------------------------------------
+
+
+def test_a_verified_report_is_valid_names_its_observer_and_its_predecessor(visit: Visit, first, tmp_path: Path) -> None:
+    """Signed by a reviewer, with one ROI left out: Verification Flag VERIFIED with the Verifying Observer (name,
+    organisation, date-time), final, the unverified SR as predecessor; dciodvfy finds no error; highdicom and
+    dcmqi's tid1500reader read it; the rejected ROI is not in it."""
+    from quant.dicom_out import Verifier
+
+    old, _ = first
+    kept = [r for r in visit.rows if (r.muscle, r.side) != ("deltoid", "left")]
+    ctx = ResultContext(content_datetime=LATER, myonode_version="0.1.1", pipeline_version="1.0",
+                        atlas_id="phantom-atlas-v3", replaces={"sr": [old.sr]})
+    signed = measurement_report(kept, old.seg, old.stitched_t2, old.adc_map, ctx,
+                                verifier=Verifier(name="Physicist^Anna", organisation="Motor Neuron Disease Unit"))
+    path = tmp_path / "verified.dcm"
+    signed.save_as(path, enforce_file_format=True)
+    for line in _dciodvfy(path):
+        assert line.removeprefix("Warning - ").strip() in ALLOWED_WARNINGS, line
+    back = hd.sr.srread(path)
+    assert (back.VerificationFlag, back.CompletionFlag, back.PreliminaryFlag) == ("VERIFIED", "COMPLETE", "FINAL")
+    observer = back.VerifyingObserverSequence[0]
+    assert (str(observer.VerifyingObserverName), observer.VerifyingOrganization) == \
+        ("Physicist^Anna", "Motor Neuron Disease Unit")
+    assert observer.VerificationDateTime
+    predecessor = back.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert predecessor.ReferencedSOPInstanceUID == old.sr.SOPInstanceUID
+    tracked = {g.tracking_identifier for g in back.content.get_volumetric_roi_measurement_groups()}
+    assert "deltoid_left" not in tracked and "deltoid_right" in tracked
+    out = tmp_path / "verified.json"
+    proc = subprocess.run([str(VENV_BIN / "tid1500reader"), "--inputDICOM", str(path), "--outputMetadata", str(out)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "deltoid_left" not in {g["TrackingIdentifier"] for g in json.loads(out.read_text())["Measurements"]}
+
+
+def test_a_verifier_needs_a_name_and_an_organisation() -> None:
+    from quant.dicom_out import Verifier
+
+    with pytest.raises(ValueError, match="name and organisation"):
+        Verifier(name="Physicist^Anna", organisation=" ")
