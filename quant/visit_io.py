@@ -85,8 +85,10 @@ def load_visit(s: Session, store: FileStore, visit_id: int) -> VisitInput:
 
 def write_measurements(s: Session, visit_id: int, rows: list[MeasurementRow], pipeline_version: str,
                        atlas_id: str) -> int:
-    """Replace the visit's measurements with ``rows`` (in the caller's transaction); returns the count."""
-    s.execute(delete(m.Measurement).where(m.Measurement.visit_fk == visit_id))
+    """Replace the visit's automatic measurements with ``rows`` (in the caller's transaction); returns the count.
+    Corrected ones (from a person's segmentation) stay."""
+    s.execute(delete(m.Measurement).where(m.Measurement.visit_fk == visit_id,
+                                          m.Measurement.source == m.MeasurementSource.AUTOMATIC))
     for r in rows:
         s.add(m.Measurement(
             visit_fk=visit_id, modality=r.modality, muscle=r.muscle, side=m.Side(r.side), value=r.value,

@@ -39,6 +39,7 @@ from sqlalchemy.types import TypeDecorator
 from storage.vocabulary import (
     Diagnosis,
     Group,
+    MeasurementSource,
     Modality,
     ObservationSource,
     OnsetSite,
@@ -295,11 +296,12 @@ class Visit(Base):
 
 
 class Measurement(Base):
-    """One muscle × side × modality value of one visit (relative T2 is a ratio, ADC in mm²/s)."""
+    """One muscle × side × modality value of one visit (relative T2 is a ratio, ADC in mm²/s), from the automatic
+    ROI or from a corrected one (``source``); both are kept."""
 
     __tablename__ = "measurements"
     __table_args__ = (
-        UniqueConstraint("visit_fk", "modality", "muscle", "side"),
+        UniqueConstraint("visit_fk", "modality", "muscle", "side", "source"),
         CheckConstraint("voxel_count >= 0", name="voxels_nonnegative"),
     )
 
@@ -308,6 +310,9 @@ class Measurement(Base):
     modality: Mapped[Modality] = mapped_column(_enum(Modality, "measurement_modality"))
     muscle: Mapped[str] = mapped_column(String(64))
     side: Mapped[Side] = mapped_column(_enum(Side, "measurement_side"))
+    source: Mapped[MeasurementSource] = mapped_column(_enum(MeasurementSource, "measurement_source"),
+                                                      default=MeasurementSource.AUTOMATIC,
+                                                      server_default=MeasurementSource.AUTOMATIC.value)
     value: Mapped[float] = mapped_column(Float)
     mean_signal: Mapped[float | None] = mapped_column(Float)
     sd: Mapped[float | None] = mapped_column(Float)  # SD of the muscle signal (T2w a.u. or mm²/s)
@@ -384,6 +389,32 @@ class Review(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
     visit: Mapped[Visit] = relationship()
+
+
+class CorrectionState(str, enum.Enum):
+    PENDING = "pending"
+    APPLIED = "applied"
+    REFUSED = "refused"
+
+
+class Correction(Base):
+    """A segmentation sent back from a workstation (not made by myonode): the visit it corrects, which muscles,
+    and whether it was applied — or why not (no known series referenced, a segment no muscle of the catalogue)."""
+
+    __tablename__ = "corrections"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    instance_fk: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), unique=True)
+    visit_fk: Mapped[int | None] = mapped_column(ForeignKey("visits.id", ondelete="SET NULL"), index=True)
+    state: Mapped[CorrectionState] = mapped_column(_enum(CorrectionState, "correction_state"),
+                                                   default=CorrectionState.PENDING)
+    manufacturer: Mapped[str | None] = mapped_column(String(64))
+    muscles: Mapped[list[str]] = mapped_column(JSON, default=list)  # "<muscle> <side>" corrected
+    reason: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    applied_at: Mapped[datetime | None]
+
+    instance: Mapped[Instance] = relationship()
 
 
 # --- durable work --------------------------------------------------------------------

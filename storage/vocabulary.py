@@ -90,6 +90,13 @@ class ResultKind(str, enum.Enum):
     REPORT_PDF = "report_pdf"
 
 
+class MeasurementSource(str, enum.Enum):
+    """Where a measurement's ROI came from: the atlas propagation, or a segmentation a person corrected."""
+
+    AUTOMATIC = "automatic"
+    CORRECTED = "corrected"
+
+
 class ReviewVerdict(str, enum.Enum):
     """A reviewer's decision on a visit or on one muscle × side ROI of it."""
 

@@ -354,7 +354,10 @@ def echo(
 @app.command()
 def status(config: ConfigOption = None, limit: Annotated[int, typer.Option(help="studies to list")] = 50) -> None:
     """What was received, what is pending, processing, done or failed; patients not mapped to a subject."""
+    from sqlalchemy import select
+
     from node.intake.status import node_status
+    from storage import models as m
     from storage.database import make_engine, session_factory
     from storage.journal import Journal
 
@@ -381,6 +384,15 @@ def status(config: ConfigOption = None, limit: Annotated[int, typer.Option(help=
                       + ", ".join(f"{name} {n}" for name, n in st.other_classes.items()), highlight=False)
     if st.unknown_patients:
         console.print(f"patients not mapped to a study subject: {', '.join(st.unknown_patients)}", highlight=False)
+    with session_factory(make_engine(settings.storage.database_url))() as session:
+        corrections = [(c.id, c.state, c.reason) for c in session.scalars(select(m.Correction).order_by(m.Correction.id))]
+    if corrections:
+        console.print("corrections sent back: " + ", ".join(
+            f"{state.value} {sum(1 for _, st, _ in corrections if st is state)}" for state in m.CorrectionState
+            if any(st is state for _, st, _ in corrections)), highlight=False)
+        for cid, state, reason in corrections:
+            if state is m.CorrectionState.REFUSED:
+                console.print(f"  correction {cid} refused: {reason}", highlight=False)
     journal = Journal(settings.storage.root)
     pending, failures = len(journal.pending()), journal.failures()
     console.print(f"journal: {pending} received, not yet indexed; {len(failures)} set aside", highlight=False)

@@ -244,8 +244,11 @@ async def visit(request: Request) -> Response:
             .where(m.ResultObject.visit_fk == visit_id).order_by(m.ResultObject.created_at.desc())).all()
         jobs = list(s.scalars(select(m.Job).where(m.Job.target == visit_target(visit_id)).order_by(m.Job.id.desc())))
         decisions = list(s.scalars(select(m.Review).where(m.Review.visit_fk == visit_id).order_by(m.Review.id)))
+        corrections = list(s.scalars(select(m.Correction).where(m.Correction.visit_fk == visit_id)
+                                     .order_by(m.Correction.id)))
         return {"visit": row, "subject": row.subject, "studies": list(row.studies), "measurements": measurements,
                 "results": results, "jobs": jobs, "review": visit_review(s, visit_id), "decisions": decisions,
+                "corrections": corrections,
                 "rois": sorted({(x.muscle, x.side.value) for x in measurements})}
 
     try:
@@ -465,6 +468,14 @@ async def settings_page(request: Request) -> Response:
     return render(request, "settings.html", settings=json.dumps(_ctx(request).settings.masked(), indent=2))
 
 
+async def corrections(request: Request) -> Response:
+    def work(s: Session) -> dict[str, Any]:
+        rows = s.execute(select(m.Correction, m.Instance.sop_instance_uid).join(m.Instance)
+                         .order_by(m.Correction.id.desc()).limit(300)).all()
+        return {"rows": rows}
+    return render(request, "corrections.html", **(await _read(request, work)))
+
+
 async def audit_page(request: Request) -> Response:
     def work(s: Session) -> dict[str, Any]:
         return {"events": list(s.scalars(select(m.AuditEvent).order_by(m.AuditEvent.id.desc()).limit(500)))}
@@ -494,5 +505,6 @@ ROUTES: list[RouteSpec] = [
     ("/reports", reports, ["GET"], VIEWER),
     ("/reports/{run_id:int}/{name}", report_file, ["GET"], VIEWER),
     ("/settings", settings_page, ["GET"], VIEWER),
+    ("/corrections", corrections, ["GET"], VIEWER),
     ("/audit", audit_page, ["GET"], VIEWER),
 ]

@@ -14,9 +14,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from node.intake.completeness import InstanceFacts, decide
 from node.intake.visits import assign_study
 from node.settings import Settings
-from node.work.jobs import PROCESS_VISIT, JobQueue, visit_target
+from node.work.corrections import find_corrections
+from node.work.jobs import APPLY_CORRECTION, PROCESS_VISIT, JobQueue, correction_target, visit_target
 from storage import models as m
 from storage.database import transaction
+from storage.filestore import FileStore
 
 log = logging.getLogger(__name__)
 
@@ -88,19 +90,31 @@ def check_visits(sessions: sessionmaker[Session], settings: Settings, jobs: JobQ
     return queued
 
 
+def check_corrections(sessions: sessionmaker[Session], store: FileStore, jobs: JobQueue) -> list[int]:
+    """One round: every new SEG the node did not write becomes a correction and an ``apply_correction`` job."""
+    with transaction(sessions) as s:
+        found = find_corrections(s, store)
+        job_ids = [jobs.create(s, APPLY_CORRECTION, correction_target(c)).id for c in found]
+    for job_id in job_ids:
+        jobs.dispatch(job_id)
+    return job_ids
+
+
 class ExamWatcher(threading.Thread):
-    """Runs :func:`check_visits` every ``interval_s`` seconds inside the node."""
+    """Runs :func:`check_visits` and :func:`check_corrections` every ``interval_s`` seconds inside the node."""
 
     def __init__(self, sessions: sessionmaker[Session], settings: Settings, jobs: JobQueue,
                  interval_s: float = 2.0) -> None:
         super().__init__(name="myonode-exam-watcher", daemon=True)
         self.sessions, self.settings, self.jobs, self.interval_s = sessions, settings, jobs, interval_s
+        self.store = FileStore(settings.storage.root)
         self.stopping = threading.Event()
 
     def run(self) -> None:
         while not self.stopping.wait(self.interval_s):
             try:
                 check_visits(self.sessions, self.settings, self.jobs)
+                check_corrections(self.sessions, self.store, self.jobs)
             except Exception:
                 log.exception("exam check failed; will try again")
 

@@ -51,6 +51,7 @@ Handler = Callable[[JobContext, str], None]
 
 PROCESS_VISIT = "process_visit"  # the job kind that quantifies one visit; its target is visit_target(id)
 SIGN_VISIT = "sign_visit"  # the verified SR of a visit a reviewer accepted; its target is visit_target(id)
+APPLY_CORRECTION = "apply_correction"  # a SEG sent back from a workstation; its target is correction_target(id)
 
 
 def visit_target(visit_id: int) -> str:
@@ -86,7 +87,22 @@ def sign_visit_job(ctx: JobContext, target: str) -> None:
     sign_visit(ctx.settings, ctx.sessions, ctx.store, visit_id)
 
 
-HANDLERS: dict[str, Handler] = {PROCESS_VISIT: process_visit_job, SIGN_VISIT: sign_visit_job}
+def correction_target(correction_id: int) -> str:
+    return f"correction:{correction_id}"
+
+
+def apply_correction_job(ctx: JobContext, target: str) -> None:
+    """``apply_correction``: re-measure a visit with the corrected ROIs of a SEG (node.work.corrections)."""
+    from node.work.corrections import apply_correction
+
+    prefix, _, number = target.partition(":")
+    if prefix != "correction" or not number.isdigit():
+        raise ValueError(f"{APPLY_CORRECTION}: target {target!r} names no correction (expected 'correction:<id>')")
+    apply_correction(ctx.settings, ctx.sessions, ctx.store, int(number))
+
+
+HANDLERS: dict[str, Handler] = {PROCESS_VISIT: process_visit_job, SIGN_VISIT: sign_visit_job,
+                                APPLY_CORRECTION: apply_correction_job}
 
 
 def make_huey(queue: QueueSettings) -> Huey:

@@ -164,7 +164,10 @@ def sign_visit(settings: Settings, sessions: sessionmaker[Session], store: FileS
                              .order_by(m.Review.id.desc())).first()
         organisation = ((accepted.organisation if accepted else None) or settings.review.organisation
                         or settings.node.ae_title)
-        measurements = list(s.scalars(select(m.Measurement).where(m.Measurement.visit_fk == visit_id)))
+        every = list(s.scalars(select(m.Measurement).where(m.Measurement.visit_fk == visit_id)))
+        corrected = {(x.modality, x.muscle, x.side) for x in every if x.source is m.MeasurementSource.CORRECTED}
+        measurements = [x for x in every if x.source is m.MeasurementSource.CORRECTED
+                        or (x.modality, x.muscle, x.side) not in corrected]  # a corrected ROI replaces its automatic
         rows = [MeasurementRow(muscle=x.muscle, side=x.side.value, modality=x.modality, value=x.value,
                                mean_signal=x.mean_signal if x.mean_signal is not None else float("nan"),
                                sd=x.sd if x.sd is not None else float("nan"), reference_value=x.reference_value,

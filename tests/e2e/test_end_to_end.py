@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import highdicom as hd
+import pydicom
 import pytest
 import SimpleITK as sitk
 from selenium.webdriver.common.by import By
@@ -176,6 +177,7 @@ def test_two_subjects_from_scanner_to_pacs_and_report(tmp_path: Path) -> None:
 
         visit_id = console_in_a_browser(node, tmp_path, baselines[0].subject_id)
         signed_and_counted(node, settings, visit_id, tmp_path)
+        corrected_by_a_workstation(node, settings, visit_id, port, tmp_path)
     finally:
         node.stop()
         orthanc.stop()
@@ -270,3 +272,84 @@ def signed_and_counted(node: Node, settings: Settings, visit_id: int, tmp_path: 
                               "rois_rejected": 1, "rois_rejected_by_reason": {"misregistered": 1}}
     html = (Path(run.output_dir) / "report.html").read_text()
     assert "reviewed measurements" in html and "1 muscle ROI(s) rejected (misregistered 1)" in html
+
+
+def corrected_by_a_workstation(node: Node, settings: Settings, visit_id: int, port: int, tmp_path: Path) -> None:
+    """The visit's SEG with the left quadriceps moved by three columns, saved as a workstation would (another
+    manufacturer, highdicom) and sent back by C-STORE: that muscle's relative T2 is re-measured on the native
+    stations with the corrected labels, kept beside the automatic value; nothing else changes. A SEG that
+    references no known series is stored and refused, with the reason."""
+    import numpy as np
+
+    from node.work.atlases import resolve_atlas
+    from quant.corrections import corrected_labels, derived_grid, seg_label_array, segment_targets
+    from quant.pipeline import measure_t2
+    from quant.visit_io import load_visit
+
+    node.settle()
+    with node.sessions() as s:
+        seg_path = s.scalars(select(m.Instance.file_path)
+                             .join(m.ResultObject, m.ResultObject.instance_fk == m.Instance.id)
+                             .where(m.ResultObject.visit_fk == visit_id, m.ResultObject.kind == m.ResultKind.SEG)
+                             .order_by(m.ResultObject.id.desc())).first()
+        derived_paths = list(s.scalars(select(m.Instance.file_path).join(m.ResultObject, m.ResultObject.instance_fk ==
+                                                                         m.Instance.id)
+                                       .where(m.ResultObject.visit_fk == visit_id,
+                                              m.ResultObject.kind == m.ResultKind.STITCHED_T2)))
+        before = {(x.modality.value, x.muscle, x.side.value, x.source.value): x.value
+                  for x in s.scalars(select(m.Measurement).where(m.Measurement.visit_fk == visit_id))}
+    derived = [pydicom.dcmread(node.store.absolute(p)) for p in derived_paths]
+    ours = hd.seg.segread(node.store.absolute(seg_path))
+    assert derived and ours.ReferencedSeriesSequence[0].SeriesInstanceUID == derived[0].SeriesInstanceUID
+    uids = [str(d.SOPInstanceUID) for d in derived]
+    masks = ours.get_pixels_by_source_instance(source_sop_instance_uids=uids, assert_missing_frames_are_empty=True)
+    ids = [str(i.TrackingID) for i in ours.SegmentSequence]
+    k = ids.index("quadriceps_left")
+    masks[..., k] = np.roll(masks[..., k], 3, axis=2)
+    workstation = hd.seg.Segmentation(
+        source_images=derived, pixel_array=masks.astype(np.uint8), segmentation_type="BINARY",
+        segment_descriptions=[hd.seg.SegmentDescription.from_dataset(item) for item in ours.SegmentSequence],
+        series_instance_uid=hd.UID(), series_number=901, sop_instance_uid=hd.UID(), instance_number=1,
+        manufacturer="Kitware", manufacturer_model_name="3D Slicer", software_versions="5.6.2",
+        device_serial_number="WS-1")
+    workstation_path = tmp_path / "corrected-seg.dcm"
+    workstation.save_as(workstation_path)
+    stray = pydicom.dcmread(workstation_path)
+    stray.SOPInstanceUID = stray.file_meta.MediaStorageSOPInstanceUID = hd.UID()
+    stray.ReferencedSeriesSequence[0].SeriesInstanceUID = hd.UID()
+    stray_path = tmp_path / "stray-seg.dcm"
+    stray.save_as(stray_path)
+    out = subprocess.run(["storescu", "-R", "-aet", "STORESCU", "-aec", settings.node.ae_title, "127.0.0.1", str(port),
+                          str(workstation_path), str(stray_path)], capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+
+    def handled() -> bool:
+        with node.sessions() as s:
+            states = s.scalars(select(m.Correction.state)).all()
+        return len(states) == 2 and m.CorrectionState.PENDING not in states
+
+    wait_for(handled, 300, "both corrections handled")
+    with node.sessions() as s:
+        done = {c.instance.sop_instance_uid: c for c in s.scalars(select(m.Correction))}
+        applied, refused = done[str(workstation.SOPInstanceUID)], done[str(stray.SOPInstanceUID)]
+        assert applied.state is m.CorrectionState.APPLIED and applied.visit_fk == visit_id, applied.reason
+        assert refused.state is m.CorrectionState.REFUSED and "no stitched T2 series" in (refused.reason or "")
+        after = {(x.modality.value, x.muscle, x.side.value, x.source.value): x.value
+                 for x in s.scalars(select(m.Measurement).where(m.Measurement.visit_fk == visit_id))}
+        stations = load_visit(s, node.store, visit_id).t2
+    corrected_keys = {key for key in after if key[3] == "corrected"}
+    assert corrected_keys == {("relT2", "quadriceps", "left", "corrected")}
+    assert {k: v for k, v in after.items() if k[3] == "automatic"} == before  # nothing else changed
+    # what the corrected labels give on the native stations
+    atlas = resolve_atlas(settings.atlas.path, settings.atlas.default_subjects)
+    targets, unknown = segment_targets(workstation, atlas.table)
+    assert unknown == []
+    targets = {n: t for n, t in targets.items() if (t.key, t.side) == ("quadriceps", "left")}  # the one moved
+    labels = corrected_labels(sitk.ReadImage(str(settings.quant.qc_dir / f"visit-{visit_id}" / "subject_labels.nii.gz")),
+                              derived_grid(derived), seg_label_array(workstation, derived, targets),
+                              [t.value for t in targets.values()])
+    rows, _, _ = measure_t2(stations, labels, atlas, settings.quant.params())
+    expected = next(r.value for r in rows if (r.muscle, r.side) == ("quadriceps", "left"))
+    assert after[("relT2", "quadriceps", "left", "corrected")] == pytest.approx(expected, rel=1e-12)
+    assert after[("relT2", "quadriceps", "left", "corrected")] != before[("relT2", "quadriceps", "left", "automatic")]

@@ -563,3 +563,46 @@ def test_a_verifier_needs_a_name_and_an_organisation() -> None:
 
     with pytest.raises(ValueError, match="name and organisation"):
         Verifier(name="Physicist^Anna", organisation=" ")
+
+
+# --- a corrected segmentation back -------------------------------------------------------------------
+
+
+def test_a_segmentation_saved_by_a_workstation_comes_back_as_the_labels_it_holds(visit: Visit, first) -> None:
+    """myonode's SEG with one segment moved by three columns, saved again by "another manufacturer" with highdicom:
+    its segments map to the catalogue by tracking identifier, its voxels land on the derived grid where they were
+    drawn, and the corrected labels keep every other label as it was."""
+    from quant.atlas import AtlasLabel
+    from quant.corrections import corrected_labels, derived_grid, seg_label_array, segment_targets
+
+    res, _ = first
+    derived = res.stitched_t2
+    seg = hd.seg.Segmentation.from_dataset(res.seg, copy=True)
+    uids = [str(d.SOPInstanceUID) for d in derived]
+    masks = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, assert_missing_frames_are_empty=True)
+    numbers = [int(item.SegmentNumber) for item in seg.SegmentSequence]
+    moved = masks.copy()
+    ta = numbers[[str(i.TrackingID) for i in seg.SegmentSequence].index("tibialis_anterior_left")]
+    moved[..., ta - 1] = np.roll(masks[..., ta - 1], 3, axis=2)
+    workstation = hd.seg.Segmentation(
+        source_images=derived, pixel_array=moved.astype(np.uint8), segmentation_type="BINARY",
+        segment_descriptions=[hd.seg.SegmentDescription.from_dataset(i) for i in seg.SegmentSequence],
+        series_instance_uid=hd.UID(), series_number=900, sop_instance_uid=hd.UID(), instance_number=1,
+        manufacturer="Kitware", manufacturer_model_name="3D Slicer", software_versions="5.6", device_serial_number="1")
+    table = [AtlasLabel(value=v, key=k, side=side, tissue="muscle", name=k) for v, k, side in TABLE] + \
+        [AtlasLabel(value=9, key="marrow_x", side="none", tissue="marrow", name="marrow")]
+    targets, unknown = segment_targets(workstation, table)
+    assert unknown == [] and {t.key + "_" + t.side for t in targets.values()} == \
+        {str(i.TrackingID) for i in seg.SegmentSequence}
+    grid = derived_grid(derived)
+    corrected = seg_label_array(workstation, derived, {n: t for n, t in targets.items() if t.value == 3})
+    expected = np.zeros_like(corrected)
+    original = seg_label_array(res.seg, derived, {n: t for n, t in segment_targets(res.seg, table)[0].items()
+                                                 if t.value == 3})
+    expected[np.roll(original == 3, 3, axis=2)] = 3
+    assert (corrected == expected).all() and (corrected == 3).sum() > 0
+    automatic = sitk.Resample(visit.labels, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
+    merged = sitk.GetArrayFromImage(corrected_labels(visit.labels, grid, corrected, [3]))
+    auto = sitk.GetArrayFromImage(automatic)
+    assert ((merged == 3) == (corrected == 3)).all()
+    assert (merged[(auto != 3) & (corrected != 3)] == auto[(auto != 3) & (corrected != 3)]).all()
