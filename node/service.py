@@ -192,7 +192,10 @@ def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
         ctx = WebContext(settings=settings, sessions=sessions, store=store, receiver=receiver, jobs=jobs,
                          registry=registry, refused=listener.refused,
                          active_associations=lambda: len(listener.ae.active_associations))
-        web = WebServer(create_app(ctx), settings.web).start_and_wait()
+        try:
+            web = WebServer(create_app(ctx), settings.web).start_and_wait()
+        except RuntimeError as exc:  # DICOM reception matters more than the console: serve on without it
+            log.error("web console not started: %s", exc)
     return Node(settings=settings, engine=engine, sessions=sessions, store=store, ingestor=ingestor, journal=journal,
                 receiver=receiver, indexer=indexer, jobs=jobs, listener=listener, listener_processes=listeners,
                 watcher=watcher, forwarder=forwarder, worker_processes=workers, web=web)
@@ -214,11 +217,11 @@ def reader_handlers(settings: Settings, store: FileStore, sessions: sessionmaker
 
 
 def serve_forever(settings: Settings) -> None:
-    """Run the node until SIGINT or SIGTERM."""
-    node = start_node(settings)
+    """Run the node until SIGINT or SIGTERM (one that arrives while it starts stops it once it has started)."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    node = start_node(settings)
     log.info("myonode serving as %s on port %d", settings.node.ae_title, node.listener.port)
     try:
         stop.wait()

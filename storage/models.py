@@ -415,6 +415,7 @@ class Correction(Base):
     applied_at: Mapped[datetime | None]
 
     instance: Mapped[Instance] = relationship()
+    visit: Mapped[Visit | None] = relationship()
 
 
 # --- durable work --------------------------------------------------------------------

@@ -152,13 +152,18 @@ class Indexer(threading.Thread):
 
     def _acquire(self) -> bool:
         fd = os.open(self.journal.folder / ".indexer.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        said = False
         while not self.stopping.is_set():
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 self._lock_file = fd
+                if said:
+                    log.info("this process now indexes the journal of %s", self.journal.folder)
                 return True
             except BlockingIOError:
-                log.warning("another indexer holds %s; waiting", self.journal.folder / ".indexer.lock")
+                if not said:  # e.g. `myonode web` beside `myonode serve`: it takes over if serve stops
+                    log.info("another process indexes %s; this one waits to take over", self.journal.folder)
+                    said = True
                 self.stopping.wait(1.0)
         os.close(fd)
         return False

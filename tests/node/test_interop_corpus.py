@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -122,8 +124,11 @@ def test_real_world_files_are_taken_like_orthanc_and_given_back_uncompressed(nod
     orthanc = start_orthanc(tmp_path / "orthanc", {"GETSCU": ("GETSCU", "127.0.0.1", 1),
                                                     "STORESCU": ("STORESCU", "127.0.0.1", 1)})
     try:
-        ours = {p: push(node.listener.port, "MYONODE", p) for p in files}
-        theirs = {p: push(orthanc.dicom_port, orthanc.ae_title, p) for p in files}
+        # four at a time (each file on its own associations): the receivers take them as they would one by one
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            ours_f = pool.map(partial(push, node.listener.port, "MYONODE"), files)
+            theirs_f = pool.map(partial(push, orthanc.dicom_port, orthanc.ae_title), files)
+            ours, theirs = dict(zip(files, ours_f, strict=True)), dict(zip(files, theirs_f, strict=True))
         node.settle()
         with node.sessions() as s:
             stored = {r.sop_instance_uid: r for r in s.scalars(select(m.Instance))}
@@ -132,29 +137,29 @@ def test_real_world_files_are_taken_like_orthanc_and_given_back_uncompressed(nod
         orthanc_taken = [p for p in files if theirs[p]]
         assert set(orthanc_taken) <= set(taken), sorted(p.name for p in set(orthanc_taken) - set(taken))
 
-        not_uncompressed, orthanc_not_uncompressed, as_stored, compared = [], [], 0, 0
-        for path in taken:
+        def given_back(path: Path) -> tuple[bool, bool, bool, bool]:
+            """(uncompressed from the node, uncompressed from Orthanc, pixels compared, retrieved as stored)."""
             original = originals[path]
             uid = str(original.SOPInstanceUID)
             row = stored[uid]
             assert len(node.store.absolute(row.file_path).read_bytes()) == row.size_bytes  # kept as received
             back, output = get(node.listener.port, "MYONODE", original, tmp_path / "get" / uid)
+            theirs_ok = True
             if path in orthanc_taken:
                 theirs_back, _ = get(orthanc.dicom_port, orthanc.ae_title, original, tmp_path / "orthanc-get" / uid)
-                if theirs_back is None:
-                    orthanc_not_uncompressed.append(path)
+                theirs_ok = theirs_back is not None
             if back is None:
                 # the one instance is a failed sub-operation the peer is told about, never a failed retrieve
                 assert "Number of Failed Suboperations    : 1" in output, output
-                not_uncompressed.append(path)
-                continue
+                return False, theirs_ok, False, False
             received = dcmread(back)
             assert str(received.SOPInstanceUID) == uid
             assert not UID(str(received.file_meta.TransferSyntaxUID)).is_compressed, path.name
             want = _pixels(original)
+            compared = False
             if want is not None and not str(original.get("PhotometricInterpretation", "")).startswith("YBR"):
                 np.testing.assert_array_equal(received.pixel_array, want, err_msg=path.name)
-                compared += 1
+                compared = True
             syntax = str(original.file_meta.TransferSyntaxUID)
             # A lossless stored syntax comes back as stored when the peer prefers it. (A peer preferring a lossy
             # one gets uncompressed: at negotiation the node cannot know each instance is stored lossy, and
@@ -167,7 +172,15 @@ def test_real_world_files_are_taken_like_orthanc_and_given_back_uncompressed(nod
                 kept = dcmread(same)
                 assert str(kept.file_meta.TransferSyntaxUID) == syntax, path.name
                 assert kept.PixelData == original.PixelData, path.name  # the stored bytes, not re-encoded
-                as_stored += 1
+                return True, theirs_ok, compared, True
+            return True, theirs_ok, compared, False
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            results = dict(zip(taken, pool.map(given_back, taken), strict=True))
+        not_uncompressed = [p for p in taken if not results[p][0]]
+        orthanc_not_uncompressed = [p for p in taken if p in orthanc_taken and not results[p][1]]
+        compared = sum(1 for r in results.values() if r[2])
+        as_stored = sum(1 for r in results.values() if r[3])
         figures = {
             "corpus": len(files), "myonode_took": len(taken), "orthanc_took": len(orthanc_taken),
             "myonode_only": sorted(p.name for p in set(taken) - set(orthanc_taken)),

@@ -76,8 +76,10 @@ def _one_of_everything(session) -> dict[str, object]:
     event = m.AuditEvent(actor="physicist", action="job retry", target="job 1", remote="127.0.0.1")
     review = m.Review(visit=visit, muscle="tibialis_anterior", side=m.Side.LEFT, verdict=m.ReviewVerdict.REJECTED,
                       reason=m.RejectReason.MISREGISTERED, reviewer="physicist")
+    correction = m.Correction(instance=instance, visit=visit, state=m.CorrectionState.APPLIED, manufacturer="Kitware",
+                              muscles=["quadriceps left"], applied_at=T0)
     session.add_all([patient, subject, study, series, instance, measurement, observation, result, job, outbox, run,
-                     user, event, review])
+                     user, event, review, correction])
     return {"visit": visit}
 
 
