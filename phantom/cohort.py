@@ -41,6 +41,7 @@ class CohortVisit:
     visit: str
     study_date: date
     folder: Path  # DICOM in folder/dicom, truth beside it
+    artefact: tuple[str, str] | None = None  # (muscle, side) whose T2 signal an artefact raised in this visit
 
     @property
     def dicom_dir(self) -> Path:
@@ -62,10 +63,19 @@ def _subject_seed(seed: int, subject_id: str) -> int:
     return seed * 1_000_003 + zlib.crc32(subject_id.encode())
 
 
+ARTEFACT_T2_FACTOR = 1.8  # a bright artefact over one muscle of one station: its T2w signal × 1.8
+ARTEFACT_MUSCLES = (("quadriceps", "left"), ("quadriceps", "right"), ("hamstrings", "left"),
+                    ("gastrocnemius_soleus", "right"), ("deltoid", "left"), ("biceps_brachii", "right"))
+
+
 def write_cohort(out: Path, patients: int = 29, controls: int = 22, seed: int = 1, size: Size = "full",
                  options: DicomOptions = DicomOptions(), snr_t2: float = 30.0,
-                 effects: Effects | None = None) -> CohortFiles:
-    """Simulate and write a whole cohort under ``out`` (see the module docstring)."""
+                 effects: Effects | None = None, artefacts: int = 0) -> CohortFiles:
+    """Simulate and write a whole cohort under ``out`` (see the module docstring).
+
+    ``artefacts``: that many visits (drawn from ``seed``) get an artefact — one muscle's T2w signal
+    raised ×``ARTEFACT_T2_FACTOR`` — that a reviewer should reject; each visit's ``truth.json``
+    names it under ``"artefact"`` (and :attr:`CohortVisit.artefact`)."""
     cohort = simulate_cohort(seed, patients=patients, controls=controls, effects=effects)
     out.mkdir(parents=True, exist_ok=True)
     files = _write_tables(cohort, out)
@@ -74,7 +84,9 @@ def write_cohort(out: Path, patients: int = 29, controls: int = 22, seed: int = 
     enrolment = {sid: FIRST_STUDY_DAY + timedelta(days=7 * i) for i, sid in enumerate(cohort.subjects["subject_id"])}
     written: list[CohortVisit] = []
     bodies: dict[str, AnatomyParams] = {}
-    for row in visits.itertuples():
+    rng = np.random.default_rng(seed + 991)
+    chosen = set(rng.choice(len(visits), size=min(artefacts, len(visits)), replace=False).tolist()) if artefacts else set()
+    for number, row in enumerate(visits.itertuples()):
         sid = str(row.subject_id)
         sseed = _subject_seed(seed, sid)
         if sid not in bodies:
@@ -83,7 +95,11 @@ def write_cohort(out: Path, patients: int = 29, controls: int = 22, seed: int = 
         visit_seed = sseed + 17 * (1 + int(row.days))
         key = (sid, str(row.visit))
         params = replace(bodies[sid].placed(np.random.default_rng(visit_seed)), atrophy=cohort.atrophy[key])
-        state = MuscleState(t2_factor=cohort.factors[key], adc_factor=cohort.adc_factors[key])
+        factors = dict(cohort.factors[key])
+        artefact = ARTEFACT_MUSCLES[int(rng.integers(len(ARTEFACT_MUSCLES)))] if number in chosen else None
+        if artefact is not None:
+            factors[artefact] = factors.get(artefact, 1.0) * ARTEFACT_T2_FACTOR
+        state = MuscleState(t2_factor=factors, adc_factor=cohort.adc_factors[key])
         age = float(row.age) + int(row.days) / 365.25
         meta = VisitMeta(subject_id=sid, patient_name=f"PHANTOM^{sid}", birth_date=date(2026 - int(row.age), 6, 15),
                          sex="F" if row.sex == "F" else "M", age_years=age, weight_kg=75.0,
@@ -92,7 +108,14 @@ def write_cohort(out: Path, patients: int = 29, controls: int = 22, seed: int = 
                          time_point_id=str(row.visit).upper())
         folder = out / "visits" / f"{sid}_{row.visit}"
         scan_visit(meta, params, state, folder, ScanSettings(size=size, snr_t2=snr_t2), options)
-        written.append(CohortVisit(subject_id=sid, visit=str(row.visit), study_date=study_date, folder=folder))
+        if artefact is not None:
+            truth_path = folder / "truth.json"
+            truth = json.loads(truth_path.read_text())
+            truth["artefact"] = {"muscle": artefact[0], "side": artefact[1], "t2_factor": ARTEFACT_T2_FACTOR,
+                                 "reason": "artefact"}
+            truth_path.write_text(json.dumps(truth, indent=1))
+        written.append(CohortVisit(subject_id=sid, visit=str(row.visit), study_date=study_date, folder=folder,
+                                   artefact=artefact))
     written.sort(key=lambda v: (v.study_date, v.subject_id))
     return CohortFiles(out=out, subjects_csv=files["subjects"], clinical_csv=files["clinical"], ephys_csv=files["ephys"], truth_json=files["truth"], visits=written)
 

@@ -46,6 +46,7 @@ from storage.migrate import upgrade
 
 if TYPE_CHECKING:
     from node.service import Node
+    from phantom.cohort import CohortVisit
     from phantom.geometry import Size
 
 DEMO_SETTINGS = """\
@@ -267,7 +268,8 @@ def run_demo(folder: Path, console: Console, size: Size = "small", patients: int
             atlas = ensure_default_atlas(settings.atlas.default_subjects)
         console.print(f"atlas: {atlas}")
         with console.status(f"phantom cohort: {patients} patients, {controls} controls, {size} size …"):
-            cohort = write_cohort(folder / "phantom", patients=patients, controls=controls, seed=1, size=size)
+            cohort = write_cohort(folder / "phantom", patients=patients, controls=controls, seed=1, size=size,
+                                  artefacts=1)
         console.print(f"phantom: {len(cohort.visits)} visits in {folder / 'phantom'}")
         node = start_node(settings)
         console.print(f"node: {settings.node.ae_title} on 127.0.0.1:{port}")
@@ -318,6 +320,8 @@ def run_demo(folder: Path, console: Console, size: Size = "small", patients: int
             n_visits = s.scalar(select(func.count()).select_from(m.Visit)) or 0
             forwarded = s.scalar(select(func.count()).select_from(m.OutboxItem)
                                  .where(m.OutboxItem.state == m.OutboxState.SENT)) or 0
+        for line in _review_artefacts(node, cohort.visits):
+            console.print(line)
         with console.status("cohort report …"):
             run = run_report(settings, force=True)
         if run is None or run.state is not m.RunState.DONE:
@@ -335,6 +339,35 @@ def run_demo(folder: Path, console: Console, size: Size = "small", patients: int
         if orthanc is not None:
             orthanc.stop()
         console.print("node and PACS stopped.")
+
+
+def _review_artefacts(node: Node, visits: list[CohortVisit]) -> list[str]:
+    """The demo's reviewer rejects the ROI the phantom planted an artefact in (as a person would on the visit
+    page), so the console shows a rejected ROI and the report leaves it out."""
+    from node.web.accounts import audit
+    from node.work.review import ReviewError, reject_roi
+    from storage.database import transaction
+
+    lines = []
+    for visit in visits:
+        if visit.artefact is None:
+            continue
+        muscle, side = visit.artefact
+        with transaction(node.sessions) as s:
+            visit_id = s.scalar(select(m.Visit.id).join(m.Subject).where(m.Subject.subject_id == visit.subject_id,
+                                                                         m.Visit.label == visit.visit))
+            try:
+                if visit_id is None:
+                    raise ReviewError(f"no visit {visit.subject_id} {visit.visit}")
+                reject_roi(s, visit_id=visit_id, muscle=muscle, side=side, reason=m.RejectReason.ARTEFACT,
+                           note="planted by the phantom (truth.json)", reviewer="demo")
+                audit(s, actor="demo", action="roi rejected", target=f"visit {visit_id} {muscle} {side}",
+                      detail="artefact")
+                lines.append(f"review: {visit.subject_id} {visit.visit}: {muscle} {side} rejected (artefact planted "
+                             f"by the phantom) — see the visit page; the report leaves it out")
+            except ReviewError as exc:
+                lines.append(f"review: {visit.subject_id} {visit.visit}: not rejected: {exc}")
+    return lines
 
 
 def _demo_account(node: Node) -> str:

@@ -108,11 +108,12 @@ class ReviewInputs:
     reviewed_visits: int
     accepted_visits: int
     roi_reasons: dict[str, int]
+    corrected_rois: int  # muscle × sides whose corrected value (a person's segmentation) replaced the automatic
 
     def summary(self) -> dict[str, Any]:
         return {"use": self.use, "visits_reviewed": self.reviewed_visits, "visits_accepted": self.accepted_visits,
                 "visits_rejected": len(self.rejected_visits), "rois_rejected": len(self.rejected_rois),
-                "rois_rejected_by_reason": self.roi_reasons}
+                "rois_rejected_by_reason": self.roi_reasons, "rois_corrected": self.corrected_rois}
 
 
 def review_inputs(s: Session, use: str, complete: set[int]) -> ReviewInputs:
@@ -126,10 +127,13 @@ def review_inputs(s: Session, use: str, complete: set[int]) -> ReviewInputs:
         if r.muscle is not None and r.reason is not None and (r.visit_fk, r.muscle, r.side.value if r.side else "") in rois:
             reasons[r.reason.value] = reasons.get(r.reason.value, 0) + 1
     whole = {r.visit_fk: r.verdict for r in reviews if r.muscle is None}
+    corrected = {(x.visit_fk, x.muscle, x.side) for x in s.scalars(
+        select(m.Measurement).where(m.Measurement.source == m.MeasurementSource.CORRECTED,
+                                    m.Measurement.visit_fk.in_(complete)))}
     return ReviewInputs(use=chosen, used=chosen == "reviewed", rejected_rois=rois, rejected_visits=visits & complete,
                         reviewed_visits=len({r.visit_fk for r in reviews}),
                         accepted_visits=sum(1 for v in whole.values() if v is m.ReviewVerdict.ACCEPTED),
-                        roi_reasons=reasons)
+                        roi_reasons=reasons, corrected_rois=len(corrected))
 
 
 def run_report(settings: Settings, *, force: bool = False) -> m.StatsRun | None:

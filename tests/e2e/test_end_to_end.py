@@ -269,7 +269,8 @@ def signed_and_counted(node: Node, settings: Settings, visit_id: int, tmp_path: 
     assert run is not None and run.state is m.RunState.DONE
     meta = json.loads((Path(run.output_dir) / "run.json").read_text())
     assert meta["review"] == {"use": "reviewed", "visits_reviewed": 1, "visits_accepted": 1, "visits_rejected": 0,
-                              "rois_rejected": 1, "rois_rejected_by_reason": {"misregistered": 1}}
+                              "rois_rejected": 1, "rois_rejected_by_reason": {"misregistered": 1},
+                              "rois_corrected": 0}
     html = (Path(run.output_dir) / "report.html").read_text()
     assert "reviewed measurements" in html and "1 muscle ROI(s) rejected (misregistered 1)" in html
 
@@ -353,3 +354,6 @@ def corrected_by_a_workstation(node: Node, settings: Settings, visit_id: int, po
     expected = next(r.value for r in rows if (r.muscle, r.side) == ("quadriceps", "left"))
     assert after[("relT2", "quadriceps", "left", "corrected")] == pytest.approx(expected, rel=1e-12)
     assert after[("relT2", "quadriceps", "left", "corrected")] != before[("relT2", "quadriceps", "left", "automatic")]
+    run = run_report(settings, force=True)
+    assert run is not None and run.state is m.RunState.DONE
+    assert json.loads((Path(run.output_dir) / "run.json").read_text())["review"]["rois_corrected"] == 1

@@ -111,5 +111,20 @@ def test_the_statistics_leave_out_what_was_rejected_once_anything_is_reviewed(s:
     assert inputs.use == "reviewed" and inputs.used
     assert inputs.summary() == {"use": "reviewed", "visits_reviewed": 2, "visits_accepted": 0,
                                 "visits_rejected": 1, "rois_rejected": 1,
-                                "rois_rejected_by_reason": {"not_covered": 1}}
+                                "rois_rejected_by_reason": {"not_covered": 1}, "rois_corrected": 0}
     assert not review_inputs(s, "all", {a.id, b.id}).used
+
+
+def test_a_corrected_value_replaces_the_automatic_one_in_the_statistics(s: Session) -> None:
+    from stats.cohort import cohort_from_db
+
+    v = visit(s)
+    v.subject.baseline_age, v.subject.sex = 60.0, m.Sex.MALE
+    s.add(m.Measurement(visit_fk=v.id, modality=m.Modality.REL_T2, muscle="tibialis_anterior", side=m.Side.LEFT,
+                        source=m.MeasurementSource.CORRECTED, value=1.9, voxel_count=90, pipeline_version="1",
+                        stations=[1]))
+    s.flush()
+    obs = cohort_from_db(s, ["baseline"]).observations
+    ta = obs[(obs["measure"] == "relT2") & (obs["muscle"] == "tibialis_anterior")]
+    assert sorted(zip(ta["side"], ta["value"], strict=True)) == [("left", 1.9), ("right", 1.5)]
+    assert review_inputs(s, "all", {v.id}).summary()["rois_corrected"] == 1

@@ -47,8 +47,18 @@ def test_effects_file_overrides_and_rejects_unknown_keys(tmp_path: Path) -> None
 @pytest.mark.slow
 def test_written_cohort_imports_and_has_truth_per_visit(tmp_path: Path) -> None:
     """subjects.csv, clinical.csv and ephys.csv pass the importers' validation; every visit has its
-    DICOM folder, truth.json and true labels."""
-    files = write_cohort(tmp_path, patients=1, controls=1, seed=5, size="small")
+    DICOM folder, truth.json and true labels; the one visit asked to carry an artefact has one muscle's
+    T2 signal raised ×1.8 over the model's, and its truth names it."""
+    files = write_cohort(tmp_path, patients=1, controls=1, seed=5, size="small", artefacts=1)
+    with_artefact = [v for v in files.visits if v.artefact is not None]
+    assert len(with_artefact) == 1
+    visit = with_artefact[0]
+    muscle, side = visit.artefact
+    visit_truth = json.loads((visit.folder / "truth.json").read_text())
+    assert visit_truth["artefact"] == {"muscle": muscle, "side": side, "t2_factor": 1.8, "reason": "artefact"}
+    model = simulate_cohort(5, patients=1, controls=1).factors[(visit.subject_id, visit.visit)]
+    assert visit_truth["t2_factor"][f"{muscle}:{side}"] == pytest.approx(model.get((muscle, side), 1.0) * 1.8,
+                                                                           abs=1e-5)
     subjects = read_subjects(files.subjects_csv)
     assert set(subjects["subject_id"]) == {"P001", "C001"}
     for csv in (files.clinical_csv, files.ephys_csv):
