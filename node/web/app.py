@@ -26,7 +26,6 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
@@ -215,6 +214,3 @@ def route_access(app: Starlette) -> list[tuple[str, tuple[str, ...], Access]]:
     """Every route with its methods and access rule (the security tests enumerate them)."""
     return list(app.state.access)
 
-
-def as_dict(obj: Any) -> dict[str, Any]:
-    return {c.name: getattr(obj, c.name) for c in obj.__table__.columns}
