@@ -3,8 +3,9 @@
 Pure functions on data sets and images (the node finds the SEG and the visit, ``node.work.corrections``):
 
 - :func:`segment_targets` — which catalogue muscle × side each segment is: by the tracking
-  identifier myonode wrote (``<muscle>_<side>``), else by the segment label it wrote
-  (:func:`quant.dicom_out.segment_label`); what matches neither is named, not guessed;
+  identifier myonode wrote (``<muscle>_<side>``), else by the anatomic region code and its
+  laterality modifier it wrote (:mod:`quant.codes`), else by the segment label it wrote
+  (:func:`quant.dicom_out.segment_label`); what matches none is named, not guessed;
 - :func:`seg_label_array` — the segments on the grid of the derived stitched T2 series the SEG
   references (highdicom reads the frames by their source instances), as atlas label values;
 - :func:`corrected_labels` — the automatic subject labels with the corrected muscles replaced:
@@ -23,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
+from quant import codes as C
 from quant.atlas import AtlasLabel
 from quant.dicom_out import segment_label, tracking_id
 
@@ -36,17 +38,32 @@ def segment_targets(seg: Dataset, table: Sequence[AtlasLabel]) -> tuple[dict[int
     muscles = [lab for lab in table if lab.is_muscle]
     by_tracking = {tracking_id(lab.key, lab.side): lab for lab in muscles}
     by_label = {segment_label(lab.key, lab.side).casefold(): lab for lab in muscles}
+    by_code = {(C.MUSCLE_CODES[lab.key].scheme_designator, C.MUSCLE_CODES[lab.key].value,
+                C.LATERALITY[lab.side].value if lab.side in C.LATERALITY else None): lab for lab in muscles}
     found: dict[int, AtlasLabel] = {}
     unknown = []
     for item in seg.get("SegmentSequence", []):
         number = int(item.SegmentNumber)
         label = str(item.get("SegmentLabel", "")).strip()
-        target = by_tracking.get(str(item.get("TrackingID", "")).strip()) or by_label.get(label.casefold())
+        code = _region_code(item)
+        target = (by_tracking.get(str(item.get("TrackingID", "")).strip())
+                  or (by_code.get(code) if code is not None else None) or by_label.get(label.casefold()))
         if target is None:
             unknown.append(f"segment {number} {label!r}")
         else:
             found[number] = target
     return found, unknown
+
+
+def _region_code(item: Dataset) -> tuple[str, str, str | None] | None:
+    """(scheme, code, laterality code) of a segment's first anatomic region, as myonode writes it."""
+    regions = item.get("AnatomicRegionSequence", [])
+    if not regions:
+        return None
+    region = regions[0]
+    modifiers = region.get("AnatomicRegionModifierSequence", [])
+    return (str(region.get("CodingSchemeDesignator", "")), str(region.get("CodeValue", "")),
+            str(modifiers[0].CodeValue) if modifiers else None)
 
 
 def derived_grid(derived: Sequence[Dataset]) -> sitk.Image:

@@ -8,6 +8,7 @@ from these arrays. The second build replaces the first, as re-processing a visit
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -594,6 +595,16 @@ def test_a_segmentation_saved_by_a_workstation_comes_back_as_the_labels_it_holds
     targets, unknown = segment_targets(workstation, table)
     assert unknown == [] and {t.key + "_" + t.side for t in targets.values()} == \
         {str(i.TrackingID) for i in seg.SegmentSequence}
+    stripped = copy.deepcopy(workstation)  # a workstation that keeps only the codes: mapped by them
+    for item in stripped.SegmentSequence:
+        del item.TrackingID
+        item.SegmentLabel = f"Segment_{item.SegmentNumber}"
+    assert segment_targets(stripped, table) == (targets, [])
+    renamed = copy.deepcopy(stripped)
+    for item in renamed.SegmentSequence:
+        del item.AnatomicRegionSequence
+    unnamed = segment_targets(renamed, table)
+    assert unnamed[0] == {} and unnamed[1][0].startswith("segment 1 'Segment_1'")
     grid = derived_grid(derived)
     corrected = seg_label_array(workstation, derived, {n: t for n, t in targets.items() if t.value == 3})
     expected = np.zeros_like(corrected)
