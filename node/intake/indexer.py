@@ -24,7 +24,6 @@ accumulated — from every association and every listener process — in one tra
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import logging
@@ -38,14 +37,14 @@ from sqlalchemy import select as sql_select
 from sqlalchemy.exc import SQLAlchemyError
 
 from node.intake.ingest import (
-    CANNOT_UNDERSTAND,
-    OUT_OF_RESOURCES,
     SUCCESS,
     BadDatasetError,
     Header,
     Ingestor,
     StoreOutcome,
+    not_stored,
     read_header,
+    unreadable,
 )
 from node.intake.metrics import IngestMetrics
 from storage import models as m
@@ -97,14 +96,11 @@ class Receiver:
         try:
             header = read_header(data, expected_sop_uid)
         except BadDatasetError as exc:
-            log.warning("refused instance from %s (%s): %s", calling_ae, peer_address, exc)
-            return StoreOutcome(status=CANNOT_UNDERSTAND, action="failed", comment=str(exc)[:1024])
+            return unreadable(exc, calling_ae, peer_address)
         try:
             entry = self.journal.write(data, calling_ae=calling_ae, peer_address=peer_address)
         except OSError as exc:
-            reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"storage error: {exc}"
-            log.error("could not store %s: %s", header.sop_instance_uid, reason)
-            return StoreOutcome(status=OUT_OF_RESOURCES, action="failed", comment=f"Out of resources: {reason}"[:1024])
+            return not_stored(exc, header.sop_instance_uid)
         if self.headers is not None:
             self.headers[entry.path.name] = header
         self.wake()

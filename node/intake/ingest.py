@@ -72,6 +72,19 @@ class BadDatasetError(ValueError):
     """The received bytes are not a DICOM instance we can index."""
 
 
+def unreadable(exc: BadDatasetError, calling_ae: str | None, peer_address: str | None) -> StoreOutcome:
+    """The answer to a data set that cannot be read (0xC000), logged with who sent it."""
+    log.warning("refused instance from %s (%s): %s", calling_ae, peer_address, exc)
+    return StoreOutcome(status=CANNOT_UNDERSTAND, action="failed", comment=str(exc)[:1024])
+
+
+def not_stored(exc: OSError, sop_uid: str) -> StoreOutcome:
+    """The answer when the disk refused the write (0xA700: the peer retries), logged."""
+    reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"storage error: {exc}"
+    log.error("could not store %s: %s", sop_uid, reason)
+    return StoreOutcome(status=OUT_OF_RESOURCES, action="failed", comment=f"Out of resources: {reason}"[:1024])
+
+
 @dataclass(frozen=True, kw_only=True)
 class Header:
     """The attributes the index needs, read from a received instance."""
@@ -269,14 +282,11 @@ class Ingestor:
         try:
             header = read_header(data, expected_sop_uid)
         except BadDatasetError as exc:
-            log.warning("refused instance from %s (%s): %s", calling_ae, peer_address, exc)
-            return StoreOutcome(status=CANNOT_UNDERSTAND, action="failed", comment=str(exc)[:1024])
+            return unreadable(exc, calling_ae, peer_address)
         try:
             return self._ingest(header, data, calling_ae, peer_address)
         except OSError as exc:
-            reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"storage error: {exc}"
-            log.error("could not store %s: %s", header.sop_instance_uid, reason)
-            return StoreOutcome(status=OUT_OF_RESOURCES, action="failed", comment=f"Out of resources: {reason}"[:1024])
+            return not_stored(exc, header.sop_instance_uid)
         except OperationalError as exc:
             log.error("could not index %s: %s", header.sop_instance_uid, exc.orig)
             return StoreOutcome(status=OUT_OF_RESOURCES, action="failed", comment=f"Out of resources: database unavailable: {exc.orig}"[:1024])
