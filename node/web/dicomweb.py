@@ -217,21 +217,18 @@ def _rows(ctx: WebContext, path_params: dict[str, str]) -> list[m.Instance]:
         identifier.QueryRetrieveLevel, identifier.StudyInstanceUID = "STUDY", path_params["study"]
     ctx.receiver.settle()
     with ctx.sessions() as s:
-        rows = retrieve_files(s, identifier)
+        # the path's higher-level UIDs must hold too (an instance of another study is not found)
+        rows = [r for r in retrieve_files(s, identifier) if _under(r, path_params)]
         for r in rows:
             s.expunge(r)
-    # the path's higher-level UIDs must hold too (an instance of another study is not found)
-    return [r for r in rows if _under(ctx, r, path_params)]
+    return rows
 
 
-def _under(ctx: WebContext, row: m.Instance, path_params: dict[str, str]) -> bool:
-    with ctx.sessions() as s:
-        series = s.get(m.Series, row.series_fk)
-        if series is None:
-            return False
-        if "series" in path_params and series.series_instance_uid != path_params["series"]:
-            return False
-        return series.study.study_instance_uid == path_params["study"]
+def _under(row: m.Instance, path_params: dict[str, str]) -> bool:
+    series = row.series
+    if "series" in path_params and series.series_instance_uid != path_params["series"]:
+        return False
+    return series.study.study_instance_uid == path_params["study"]
 
 
 async def retrieve(request: Request) -> Response:

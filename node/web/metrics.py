@@ -23,7 +23,6 @@ from starlette.responses import JSONResponse, Response
 
 from node.web.app import Access, RouteSpec, WebContext
 from storage import models as m
-from storage.journal import Journal
 
 PROCESSING_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 3600.0)
 ANYONE = Access(role=None)
@@ -64,7 +63,7 @@ class NodeCollector(Collector):
         yield HistogramMetricFamily("myonode_processing_seconds", "Duration of finished jobs (visit processing)",
                                     buckets=buckets, sum_value=total)
         yield GaugeMetricFamily("myonode_instances_stored", "Instances in the index", value=instances)
-        journal = Journal(ctx.store.root)
+        journal = ctx.receiver.journal
         yield GaugeMetricFamily("myonode_journal_pending", "Instances acknowledged, not yet indexed",
                                 value=len(journal.pending()))
         yield GaugeMetricFamily("myonode_journal_failed", "Journal entries set aside as not indexable",

@@ -34,7 +34,6 @@ from node.work.outbox import retry as retry_outbox
 from node.work.review import ReviewError, decide_visit, reject_roi, visit_review
 from stats.importer import InputError, link_patient_id
 from storage import models as m
-from storage.journal import Journal
 from storage.vocabulary import MUSCLE_BY_KEY
 
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -138,7 +137,7 @@ async def dashboard(request: Request) -> Response:
 
     data = await _read(request, work)
     disk = shutil.disk_usage(ctx.store.root)
-    journal = Journal(ctx.store.root)
+    journal = ctx.receiver.journal
     return render(request, "dashboard.html", **data, disk_free_gb=disk.free / 1e9, disk_total_gb=disk.total / 1e9,
                   journal_pending=len(journal.pending()), journal_failed=len(journal.failures()),
                   refused=list(reversed(ctx.refused[-20:])), active=ctx.active_associations())
