@@ -42,14 +42,10 @@ def cohort_from_db(s: Session, visits: list[str], visit_ids: set[int] | None = N
             continue
         base = baseline_dates.get(sid)
         days = float((visit.visit_date - base).days) if base and visit.visit_date else 0.0
-        corrected = {(x.modality, x.muscle, x.side) for x in visit.measurements
-                     if x.source is m.MeasurementSource.CORRECTED}
-        for meas in visit.measurements:
+        for meas in m.in_effect(visit.measurements):  # a person's corrected ROI replaces the automatic one
             if visit.id in (rejected_visits or set()) or \
                     (visit.id, meas.muscle, meas.side.value) in (rejected_rois or set()):
                 continue
-            if meas.source is m.MeasurementSource.AUTOMATIC and (meas.modality, meas.muscle, meas.side) in corrected:
-                continue  # a person's corrected ROI replaces the automatic one
             rows.append((sid, visit.label, days, meas.modality.value, meas.muscle, meas.side.value, meas.value))
         for ob in visit.observations:
             rows.append((sid, visit.label, days, ob.measure, ob.muscle, ob.side.value, ob.value))

@@ -13,6 +13,7 @@ readable in plain SQL.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
@@ -327,6 +328,13 @@ class Measurement(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     visit: Mapped[Visit] = relationship(back_populates="measurements")
+
+
+def in_effect(measurements: Iterable[Measurement]) -> list[Measurement]:
+    """The measurements that count: a corrected one replaces the automatic one of its modality × muscle × side."""
+    rows = list(measurements)
+    corrected = {(x.modality, x.muscle, x.side) for x in rows if x.source is MeasurementSource.CORRECTED}
+    return [x for x in rows if x.source is MeasurementSource.CORRECTED or (x.modality, x.muscle, x.side) not in corrected]
 
 
 class Observation(Base):

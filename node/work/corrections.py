@@ -77,6 +77,7 @@ def apply_correction(settings: Settings, sessions: sessionmaker[Session], store:
     import SimpleITK as sitk
 
     from node.work.atlases import resolve_atlas
+    from node.work.processing import newest_results
     from quant.corrections import CorrectionError, corrected_labels, derived_grid, seg_label_array, segment_targets
     from quant.pipeline import PIPELINE_VERSION, measure_t2
     from quant.visit_io import load_visit
@@ -100,10 +101,7 @@ def apply_correction(settings: Settings, sessions: sessionmaker[Session], store:
         paths = list(s.scalars(select(m.Instance.file_path).join(m.ResultObject, m.ResultObject.instance_fk ==
                                                                  m.Instance.id)
                                .where(m.ResultObject.series_instance_uid == series_uid)))
-        own_seg = s.scalars(select(m.Instance.file_path).join(m.ResultObject, m.ResultObject.instance_fk ==
-                                                              m.Instance.id)
-                            .where(m.ResultObject.visit_fk == visit_id, m.ResultObject.kind == m.ResultKind.SEG)
-                            .order_by(m.ResultObject.id.desc())).first()
+        own_seg = newest_results(s, store, visit_id, m.ResultKind.SEG)
     derived = [pydicom.dcmread(store.absolute(p)) for p in paths]
     atlas = resolve_atlas(settings.atlas.path, settings.atlas.default_subjects)
     targets, unknown = segment_targets(seg, atlas.table)
@@ -116,8 +114,8 @@ def apply_correction(settings: Settings, sessions: sessionmaker[Session], store:
     try:
         grid = derived_grid(derived)
         corrected = seg_label_array(seg, derived, targets)
-        if own_seg is not None:  # a workstation saves every segment: only those a person changed are corrections
-            own = pydicom.dcmread(store.absolute(own_seg))
+        if own_seg:  # a workstation saves every segment: only those a person changed are corrections
+            own = own_seg[0]
             automatic = seg_label_array(own, derived, segment_targets(own, atlas.table)[0])
             targets = {n: t for n, t in targets.items()
                        if not np.array_equal(corrected == t.value, automatic == t.value)}

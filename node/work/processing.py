@@ -102,6 +102,17 @@ def previous_results(s: Session, store: FileStore, visit_id: int) -> dict[str, l
             for kind, items in newest.items()}
 
 
+def newest_results(s: Session, store: FileStore, visit_id: int, kind: m.ResultKind) -> list[Dataset]:
+    """The newest result series of ``kind`` of the visit, read whole (pixels included)."""
+    rows = s.execute(select(m.ResultObject, m.Instance.file_path).join(m.Instance)
+                     .where(m.ResultObject.visit_fk == visit_id, m.ResultObject.kind == kind)
+                     .order_by(m.ResultObject.id.desc())).all()
+    if not rows:
+        return []
+    series = rows[0][0].series_instance_uid
+    return [pydicom.dcmread(store.absolute(path)) for obj, path in reversed(rows) if obj.series_instance_uid == series]
+
+
 def store_results(settings: Settings, sessions: sessionmaker[Session], store: FileStore,
                   results: list[tuple[str, Dataset]]) -> list[tuple[str, Dataset, int]]:
     """Store every result object through the node's own ingest (so Q/R serves it); (kind, data set, instance id)."""

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import pydicom
-from pydicom.dataset import Dataset
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -138,21 +136,10 @@ def rejected_rois(s: Session) -> tuple[set[tuple[int, str, str]], set[int]]:
     return rois, {v for v, verdict in visits.items() if verdict is m.ReviewVerdict.REJECTED}
 
 
-def _newest(s: Session, store: FileStore, visit_id: int, kind: m.ResultKind) -> list[Dataset]:
-    """The newest result series of ``kind`` of the visit, read whole."""
-    rows = s.execute(select(m.ResultObject, m.Instance.file_path).join(m.Instance)
-                     .where(m.ResultObject.visit_fk == visit_id, m.ResultObject.kind == kind)
-                     .order_by(m.ResultObject.id.desc())).all()
-    if not rows:
-        return []
-    series = rows[0][0].series_instance_uid
-    return [pydicom.dcmread(store.absolute(path)) for obj, path in reversed(rows) if obj.series_instance_uid == series]
-
-
 def sign_visit(settings: Settings, sessions: sessionmaker[Session], store: FileStore, visit_id: int) -> str:
     """The ``sign_visit`` job: the verified SR of an accepted visit (rejected ROIs left out); its SOP Instance UID."""
     from node.work.outbox import enqueue
-    from node.work.processing import store_results  # the imaging stack: loaded by the worker that signs
+    from node.work.processing import newest_results, store_results  # the imaging stack: loaded by the worker
     from quant.dicom_out import ResultContext, Verifier, measurement_report
     from quant.pipeline import MeasurementRow
 
@@ -164,20 +151,17 @@ def sign_visit(settings: Settings, sessions: sessionmaker[Session], store: FileS
                              .order_by(m.Review.id.desc())).first()
         organisation = ((accepted.organisation if accepted else None) or settings.review.organisation
                         or settings.node.ae_title)
-        every = list(s.scalars(select(m.Measurement).where(m.Measurement.visit_fk == visit_id)))
-        corrected = {(x.modality, x.muscle, x.side) for x in every if x.source is m.MeasurementSource.CORRECTED}
-        measurements = [x for x in every if x.source is m.MeasurementSource.CORRECTED
-                        or (x.modality, x.muscle, x.side) not in corrected]  # a corrected ROI replaces its automatic
+        measurements = m.in_effect(s.scalars(select(m.Measurement).where(m.Measurement.visit_fk == visit_id)))
         rows = [MeasurementRow(muscle=x.muscle, side=x.side.value, modality=x.modality, value=x.value,
                                mean_signal=x.mean_signal if x.mean_signal is not None else float("nan"),
                                sd=x.sd if x.sd is not None else float("nan"), reference_value=x.reference_value,
                                voxel_count=x.voxel_count, volume_ml=x.volume_ml, stations=list(x.stations),
                                qc_flags=list(x.qc_flags), references=list(x.references))
                 for x in measurements if (x.muscle, x.side.value) not in review.rejected]
-        seg = _newest(s, store, visit_id, m.ResultKind.SEG)
-        derived = _newest(s, store, visit_id, m.ResultKind.STITCHED_T2)
-        adc = _newest(s, store, visit_id, m.ResultKind.ADC_MAP)
-        previous = _newest(s, store, visit_id, m.ResultKind.SR)
+        seg = newest_results(s, store, visit_id, m.ResultKind.SEG)
+        derived = newest_results(s, store, visit_id, m.ResultKind.STITCHED_T2)
+        adc = newest_results(s, store, visit_id, m.ResultKind.ADC_MAP)
+        previous = newest_results(s, store, visit_id, m.ResultKind.SR)
     if not rows or not seg or not derived or not previous:
         raise ReviewError(f"visit {visit_id} lacks measurements or results to sign")
     ctx = ResultContext(content_datetime=datetime.now(UTC), myonode_version=__version__,
