@@ -161,8 +161,9 @@ class Server(ThreadedAssociationServer):
 
 if sys.argv[2] == "adapter":
     from node.dimse import reactor
-    reactor.install(float(sys.argv[3]) if len(sys.argv) > 3 else 0.2)
-    handlers = [(evt.EVT_REQUESTED, reactor.handle_requested, [float(sys.argv[3]) if len(sys.argv) > 3 else 0.2])]
+    poll_ms = float(sys.argv[3]) if len(sys.argv) > 3 else 0.2
+    reactor.install(poll_ms)
+    handlers = [(evt.EVT_REQUESTED, reactor.handle_requested, [poll_ms])]
 else:
     handlers = []
 ae = AE("NULLSCP")
