@@ -177,7 +177,7 @@ def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
     # before listening: what a crash left in the journal is indexed, so queries see it
     indexer = Indexer(ingestor, journal, keep_s=settings.storage.journal_keep_hours * 3600,
                       metrics=metrics).start_and_wait()
-    receiver = Receiver(journal, indexer.headers, metrics)
+    receiver = Receiver(journal, indexer.offer, metrics)
     listener = start_listener(settings.node, receiver, association_slots(settings),
                               extra_handlers=reader_handlers(settings, store, sessions, receiver))
     listeners = ChildProcesses(settings, "listen", settings.node.listener_processes - 1,
@@ -269,7 +269,7 @@ def web_forever(settings: Settings) -> None:
     indexer = Indexer(Ingestor(store, sessions, settings.protocol.rules, settings.storage.resend_policy), journal,
                       keep_s=settings.storage.journal_keep_hours * 3600, metrics=metrics)
     indexer.start()  # waits for serve's indexer lock when serve runs
-    receiver = Receiver(journal, indexer.headers, metrics)
+    receiver = Receiver(journal, indexer.offer, metrics)
     jobs = JobQueue(JobContext(settings=settings, sessions=sessions, store=store))
     ctx = WebContext(settings=settings, sessions=sessions, store=store, receiver=receiver, jobs=jobs, registry=registry)
     try:

@@ -126,6 +126,8 @@ class StorageSettings(_Section):
     # indexed journal entries are kept (as a second name of the stored file) this long, so that a start
     # after an index lost its last transactions re-indexes them (storage/journal.py)
     journal_keep_hours: float = Field(default=24.0, ge=0)
+    # /healthz answers 503 when an acknowledged instance has waited this long to be indexed
+    journal_alert_s: float = Field(default=120.0, gt=0)
 
     @field_validator("database_url")
     @classmethod

@@ -113,6 +113,17 @@ class Journal:
                        if e.name.endswith(ENTRY_SUFFIX) and not e.name.startswith(".") and e.is_file())
         return [JournalEntry.from_path(self.folder / n) for n in names[:limit]]
 
+    def oldest_pending_age_s(self) -> float:
+        """How long the oldest entry waiting to be indexed has waited (0 when none waits), from its name."""
+        oldest = min((e.name for e in os.scandir(self.folder)
+                      if e.name.endswith(ENTRY_SUFFIX) and not e.name.startswith(".")), default=None)
+        if oldest is None:
+            return 0.0
+        try:
+            return max(0.0, (time.time_ns() - int(oldest.split("-", 1)[0])) / 1e9)
+        except ValueError:  # not a name this journal wrote
+            return 0.0
+
     def done(self, entry: JournalEntry, *, sha256: str | None) -> None:
         """``entry`` is indexed: keep it as ``indexed/<sha256>…`` (``sha256`` None: nothing was stored, remove it).
 

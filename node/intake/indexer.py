@@ -13,8 +13,11 @@ accumulated — from every association and every listener process — in one tra
   indexes entries oldest first, in batches, through :meth:`Ingestor.index_journal`. On start
   it indexes what a crash left in the journal and reconciles the entries it keeps for
   ``[storage] journal_keep_hours`` with the index, re-indexing any whose row is missing (an
-  index restored from an older file, a lost transaction). A database error leaves the
-  entries where they are and is retried with back-off; nothing is acknowledged twice or lost.
+  index restored from an older file, a lost transaction). A database error (or a full disk)
+  leaves the entries where they are and is retried with back-off; an entry that cannot be
+  indexed is set aside in ``journal/failed/`` with its reason and the others go on; should the
+  loop itself fail, it is logged and started again (``restarts``), so no entry can stop intake.
+  Its liveness is the age of the oldest pending entry (``/healthz``, ``/metrics``).
 - Readers that must see every acknowledged instance (C-FIND, C-GET, C-MOVE, storage
   commitment) first call :meth:`Receiver.settle`: it waits until the entries pending at that
   moment are indexed (a few milliseconds; at most ``timeout_s``, then they answer with what
@@ -32,9 +35,9 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 from sqlalchemy import select as sql_select
-from sqlalchemy.exc import SQLAlchemyError
 
 from node.intake.ingest import (
     SUCCESS,
@@ -44,15 +47,17 @@ from node.intake.ingest import (
     StoreOutcome,
     not_stored,
     read_header,
+    retry_later,
     unreadable,
 )
 from node.intake.metrics import IngestMetrics
 from storage import models as m
-from storage.journal import Journal
+from storage.journal import Journal, JournalEntry
 
 log = logging.getLogger(__name__)
 
 SETTLE_TIMEOUT_S = 10.0
+MAX_HEADERS = 4096  # parsed headers waiting for the indexer (a few KB each)
 
 
 def wake_address(journal: Journal) -> bytes:
@@ -63,11 +68,11 @@ def wake_address(journal: Journal) -> bytes:
 class Receiver:
     """Validate, journal durably, wake the indexer, answer (thread-safe; one per process)."""
 
-    def __init__(self, journal: Journal, headers: dict[str, Header] | None = None,
+    def __init__(self, journal: Journal, offer: Callable[[str, Header], None] | None = None,
                  metrics: IngestMetrics | None = None) -> None:
-        """``headers``: where to leave the parsed header of each entry for an indexer in this process."""
+        """``offer``: where to leave the parsed header of each entry for an indexer in this process."""
         self.journal = journal
-        self.headers = headers
+        self.offer = offer
         self.metrics = metrics
         self._address = wake_address(journal)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -101,8 +106,8 @@ class Receiver:
             entry = self.journal.write(data, calling_ae=calling_ae, peer_address=peer_address)
         except OSError as exc:
             return not_stored(exc, header.sop_instance_uid)
-        if self.headers is not None:
-            self.headers[entry.path.name] = header
+        if self.offer is not None:
+            self.offer(entry.path.name, header)
         self.wake()
         return StoreOutcome(status=SUCCESS, action="journaled", series_uid=header.series_uid)
 
@@ -135,6 +140,10 @@ class Indexer(threading.Thread):
         self.stopping = threading.Event()
         self.ready = threading.Event()  # set once the lock is held, the socket bound and the start-up work done
         self.indexed = 0  # entries indexed since start
+        self.restarts = 0  # times the loop failed and was started again
+        self.restart_delay_s = 5.0
+        self.heartbeat = time.monotonic()  # the loop's last turn (it turns at least every idle_s)
+        self.passed_over: set[str] = set()
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._lock_file: int | None = None
         self._last_prune = 0.0
@@ -165,36 +174,60 @@ class Indexer(threading.Thread):
         return False
 
     def run(self) -> None:
+        """Hold the lock, then index until stopped; a failure of the loop itself is logged and the loop
+        started again (after ``restart_delay_s``), so the indexer never ends while the node runs."""
         if not self._acquire():
             return
         try:
             self._sock.bind(wake_address(self.journal))
-            for path in self.journal.sweep_partials():
-                log.warning("removed %s, a journal write a crash interrupted (never acknowledged)", path)
-            left = len(self.journal.pending())
-            if left:
-                log.info("indexing %d journal entr%s left by the last run", left, "y" if left == 1 else "ies")
-            self.drain()
-            self.reconcile()
-            self.ready.set()
-            backoff = 0.0
             while not self.stopping.is_set():
-                if backoff:
-                    self.stopping.wait(backoff)
-                else:
-                    readable, _, _ = select.select([self._sock], [], [], self.idle_s)
-                    if readable:
-                        self._empty_socket()
-                backoff = 0.0 if self.drain() else min(30.0, max(0.5, backoff * 2))
-                if time.monotonic() - self._last_prune > 3600:
-                    self._last_prune = time.monotonic()
-                    self.journal.prune(older_than_s=self.keep_s)
-            self.drain()  # stopping: what the listeners acknowledged until now
+                try:
+                    self._serve()
+                except Exception:  # a bug or the unforeseen: say so, keep indexing
+                    self.restarts += 1
+                    if self.metrics is not None:
+                        self.metrics.indexer_restarts.inc()
+                    log.exception("the indexer of %s failed; starting it again in %.0f s (restart %d)",
+                                  self.journal.folder, self.restart_delay_s, self.restarts)
+                    self.ready.set()  # the node serves on; what is pending is indexed once the indexer is back
+                    self.stopping.wait(self.restart_delay_s)
+            with contextlib.suppress(Exception):
+                self.drain()  # stopping: what the listeners acknowledged until now
         finally:
             self.ready.set()
             self._sock.close()
             if self._lock_file is not None:
                 os.close(self._lock_file)  # releases the flock
+                self._lock_file = None
+
+    def _serve(self) -> None:
+        for path in self.journal.sweep_partials():
+            log.warning("removed %s, a journal write a crash interrupted (never acknowledged)", path)
+        left = len(self.journal.pending())
+        if left:
+            log.info("indexing %d journal entr%s left by the last run", left, "y" if left == 1 else "ies")
+        self.drain()
+        self.reconcile()
+        self.ready.set()
+        backoff = 0.0
+        while not self.stopping.is_set():
+            self.heartbeat = time.monotonic()
+            if backoff:
+                self.stopping.wait(backoff)
+            else:
+                readable, _, _ = select.select([self._sock], [], [], self.idle_s)
+                if readable:
+                    self._empty_socket()
+            backoff = 0.0 if self.drain() else min(30.0, max(0.5, backoff * 2))
+            if time.monotonic() - self._last_prune > 3600:
+                self._last_prune = time.monotonic()
+                self.journal.prune(older_than_s=self.keep_s)
+
+    def offer(self, name: str, header: Header) -> None:
+        """A header a receiver of this process parsed, so that indexing does not parse it again — kept only
+        while this process indexes (``myonode web`` beside serve does not) and at most ``MAX_HEADERS``."""
+        if self._lock_file is not None and len(self.headers) < MAX_HEADERS:
+            self.headers[name] = header
 
     def _empty_socket(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -202,20 +235,42 @@ class Indexer(threading.Thread):
                 self._sock.recv(64, socket.MSG_DONTWAIT)
 
     def drain(self) -> bool:
-        """Index everything pending now; False (logged, entries kept) when the database failed."""
+        """Index everything pending now; False (logged, entries kept) when the database or the disk failed.
+
+        An entry that cannot be indexed is set aside by :meth:`Ingestor.index_journal`; one that cannot even
+        be set aside (its file gone or not movable) is left where it is, logged once, and passed over."""
         while True:
-            entries = self.journal.pending(self.batch_max)
+            entries = [e for e in self.journal.pending(self.batch_max + len(self.passed_over))
+                       if e.path.name not in self.passed_over][:self.batch_max]
             if not entries:
                 return True
             try:
-                self.ingestor.index_journal(entries, self.journal, self.headers)
-            except (SQLAlchemyError, OSError) as exc:
-                log.error("indexing %d journal entr%s failed, kept for a retry: %s",
-                          len(entries), "y" if len(entries) == 1 else "ies", exc)
-                return False
+                outcomes = self.ingestor.index_journal(entries, self.journal, self.headers)
+            except Exception as exc:
+                outcomes = []
+                if retry_later(exc):
+                    log.error("indexing %d journal entr%s failed, kept for a retry: %s",
+                              len(entries), "y" if len(entries) == 1 else "ies", exc)
+                    return False
+                log.exception("indexing %d journal entries failed; trying them one by one", len(entries))
+                if not self._one_by_one(entries):
+                    return False
             self.indexed += len(entries)
             if self.metrics is not None:
                 self.metrics.indexed.inc(len(entries))
+                self.metrics.set_aside.inc(sum(1 for o in outcomes if not o.ok))
+
+    def _one_by_one(self, entries: list[JournalEntry]) -> bool:
+        for entry in entries:
+            try:
+                self.ingestor.index_journal([entry], self.journal, self.headers)
+            except Exception as exc:
+                if retry_later(exc):
+                    return False
+                self.passed_over.add(entry.path.name)
+                log.error("journal entry %s can neither be indexed nor set aside (%s: %s); left in the journal "
+                          "and passed over until the next start", entry.path.name, exc.__class__.__name__, exc)
+        return True
 
     def reconcile(self) -> int:
         """Put back what the disk did not keep of recent indexing; returns how many instances needed it.

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
 from typing import Literal
@@ -25,11 +25,11 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.dimse.status import Status
-from node.intake.classify import b_values, classify_series, is_derived, station_key
+from node.intake.fields import InstanceFields, instance_fields, series_fields
 from node.settings import SeriesRule
 from storage import models as m
 from storage.filestore import (
@@ -133,26 +133,6 @@ def _uid(ds: Dataset, keyword: str) -> str:
     return uid
 
 
-def _da(value: object) -> date | None:
-    text = str(value or "").strip()
-    try:
-        return datetime.strptime(text[:8], "%Y%m%d").date() if text else None
-    except ValueError:
-        return None
-
-
-def _int(value: object) -> int | None:
-    try:
-        return int(str(value).strip()) if value not in (None, "") else None
-    except ValueError:
-        return None
-
-
-def _text(ds: Dataset, keyword: str, limit: int) -> str | None:
-    value = ds.get(keyword)
-    return None if value in (None, "") else str(value)[:limit]
-
-
 @dataclass(frozen=True, kw_only=True)
 class StoredVersion:
     """An indexed version of a SOP Instance UID (what :func:`plan` decides from)."""
@@ -196,6 +176,22 @@ class Received:
     entry: JournalEntry
     header: Header
     sha256: str
+    fields: InstanceFields
+
+
+def fields_of(h: Header) -> InstanceFields:
+    """The index values of ``h`` (never raises), with a warning logged for each attribute not kept as sent."""
+    f = instance_fields(h.dataset)
+    for warning in f.warnings:
+        log.warning("instance %s: %s", h.sop_instance_uid, warning)
+    return f
+
+
+def retry_later(exc: BaseException) -> bool:
+    """True for a failure of the database or the disk, not of one entry: index it again later, keep it."""
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
 
 
 @contextmanager
@@ -296,6 +292,7 @@ class Ingestor:
 
     def _ingest(self, h: Header, data: bytes, calling_ae: str | None, peer: str | None) -> StoreOutcome:
         sha = hashlib.sha256(data).hexdigest()
+        f = fields_of(h)
         with self._claim(h.sop_instance_uid):
             with self._lock, self.engine.connect() as conn:
                 versions = self._versions(conn, h.sop_instance_uid)
@@ -312,7 +309,7 @@ class Ingestor:
                     try:
                         pending: dict[str, tuple[int, m.SeriesKind]] = {}
                         with self._lock, self.engine.begin() as conn:
-                            instance_id = self._index(conn, h, stored, decided, calling_ae, peer, pending)
+                            instance_id = self._index(conn, h, f, stored, decided, calling_ae, peer, pending)
                         break
                     except IntegrityError:
                         if attempt == 2:
@@ -340,33 +337,58 @@ class Ingestor:
 
     def index_journal(self, entries: Sequence[JournalEntry], journal: Journal,
                       headers: dict[str, Header] | None = None) -> list[StoreOutcome]:
-        """Index journal entries (already durable and acknowledged) in one transaction, oldest first.
+        """Index journal entries (already durable and acknowledged), oldest first; no one entry can stop it.
 
-        Each entry is hard-linked into its place in the store, the rows committed, and only then
-        the entries marked done — so a crash at any point leaves every entry either indexed or
-        still in the journal. Nothing here waits for the disk: the journal entry, fsync'd before
-        it was acknowledged, stays on disk under a kept name, and a start after a power cut puts
-        back whatever of the links, rows and renames the disk did not keep. An entry that is not a
-        readable DICOM instance (it was, when it was acknowledged) is set aside in ``failed/``.
-        ``headers``: what the receiver of this process already parsed, by entry name (taken out).
-        Raises on a database error, with nothing committed and every entry still pending.
+        Each entry is read back and its index values taken from its header (:mod:`node.intake.fields`:
+        never fails on content); one that cannot be read at all is set aside in ``failed/`` with its
+        reason. The rest are indexed in one transaction: hard-linked into their place in the store,
+        the rows committed, and only then the entries marked done — so a crash at any point leaves
+        every entry either indexed or still in the journal. Should that transaction fail for a reason
+        other than the database being unreachable, the entries are indexed again one per
+        transaction, and the one that fails on its own is set aside with the error as its reason:
+        the others are indexed all the same. ``headers``: what the receiver of this process already
+        parsed, by entry name (taken out). Raises only when the database is unreachable or the disk
+        is full (:func:`retry_later`), with nothing committed and every entry still pending.
 
-        The commit does not wait for the index's own flush either (SQLite ``synchronous=NORMAL``
-        on this connection, PostgreSQL ``synchronous_commit = off`` for this transaction), for
-        the same reason (``node.intake.indexer.Indexer.reconcile``)."""
+        Nothing here waits for the disk: the journal entry, fsync'd before it was acknowledged, stays
+        on disk under a kept name, and a start after a power cut puts back whatever of the links,
+        rows and renames the disk did not keep. The commit does not wait for the index's own flush
+        either (SQLite ``synchronous=NORMAL`` on this connection, PostgreSQL ``synchronous_commit =
+        off`` for this transaction), for the same reason (``node.intake.indexer.Indexer.reconcile``)."""
         received: list[Received] = []
         outcomes: list[StoreOutcome] = []
         for entry in entries:
             try:
                 data = entry.path.read_bytes()
                 header = (headers or {}).pop(entry.path.name, None) or read_header(data)
-                received.append(Received(entry=entry, header=header, sha256=hashlib.sha256(data).hexdigest()))
-            except BadDatasetError as exc:
-                where = journal.fail(entry, f"not indexable: {exc}")
-                log.error("journal entry %s cannot be indexed, set aside as %s: %s", entry.path.name, where, exc)
-                outcomes.append(StoreOutcome(status=CANNOT_UNDERSTAND, action="failed", comment=str(exc)[:1024]))
+                received.append(Received(entry=entry, header=header, sha256=hashlib.sha256(data).hexdigest(),
+                                         fields=fields_of(header)))
+            except Exception as exc:  # whatever the bytes do to the parser: this entry only
+                if retry_later(exc):
+                    raise
+                outcomes.append(self._set_aside(journal, entry, exc))
         if not received:
             return outcomes
+        try:
+            outcomes += self._index_received(received, journal)
+        except Exception as exc:
+            if retry_later(exc):
+                raise
+            if len(received) == 1:
+                outcomes.append(self._set_aside(journal, received[0].entry, exc))
+                return outcomes
+            log.warning("indexing %d journal entries in one transaction failed (%s: %s); indexing them one by one",
+                        len(received), exc.__class__.__name__, str(exc)[:200])
+            for r in received:
+                try:
+                    outcomes += self._index_received([r], journal)
+                except Exception as one:
+                    if retry_later(one):
+                        raise
+                    outcomes.append(self._set_aside(journal, r.entry, one))
+        return outcomes
+
+    def _index_received(self, received: Sequence[Received], journal: Journal) -> list[StoreOutcome]:
         with self._lock:
             for attempt in (1, 2):
                 try:
@@ -378,6 +400,7 @@ class Ingestor:
                     self._series_cache.clear()
         # Committed. Superseded files go first, then the entries leave the journal: whoever waits for
         # the journal to drain (Receiver.settle) then sees the store as the index describes it.
+        outcomes = []
         for r, (decided, outcome) in zip(received, decisions):
             self._after_commit(r.header, decided)
             for v in decided.replaced:
@@ -385,6 +408,14 @@ class Ingestor:
             journal.done(r.entry, sha256=r.sha256 if decided.version is not None else None)
             outcomes.append(outcome)
         return outcomes
+
+    @staticmethod
+    def _set_aside(journal: Journal, entry: JournalEntry, exc: BaseException) -> StoreOutcome:
+        reason = f"not indexable: {exc}" if isinstance(exc, BadDatasetError) else \
+            f"not indexable: {exc.__class__.__name__}: {str(exc)[:500]}"
+        where = journal.fail(entry, reason)
+        log.error("journal entry %s cannot be indexed, set aside as %s: %s", entry.path.name, where, reason)
+        return StoreOutcome(status=CANNOT_UNDERSTAND, action="failed", comment=reason[:1024])
 
     def _index_batch(self, received: Sequence[Received]) -> list[tuple[Plan, StoreOutcome]]:
         pending: dict[str, tuple[int, m.SeriesKind]] = {}
@@ -401,8 +432,8 @@ class Ingestor:
                     stored = self.store.adopt(r.entry.path, h.study_uid, h.series_uid, h.sop_instance_uid,
                                               version=decided.version, sha256=r.sha256)
                     placed.append(stored.path)
-                    instance_id = self._index(conn, h, stored, decided, r.entry.calling_ae, r.entry.peer_address,
-                                              pending)
+                    instance_id = self._index(conn, h, r.fields, stored, decided, r.entry.calling_ae,
+                                              r.entry.peer_address, pending)
                     decisions.append((decided, StoreOutcome(status=SUCCESS, action=decided.action,
                                                             instance_id=instance_id, series_uid=h.series_uid)))
                 conn.commit()
@@ -445,34 +476,29 @@ class Ingestor:
 
     def _create_series(self, conn: Connection, h: Header, now: datetime) -> tuple[int, m.SeriesKind]:
         """Patient (if new), study (if new) and series rows for the first instance of a series."""
-        ds = h.dataset
+        f = series_fields(h.dataset, self.rules)
+        for warning in f.warnings:
+            log.warning("series %s: %s", h.series_uid, warning)
         with Session(bind=conn) as s:
-            patient_id = str(ds.get("PatientID", "") or "")[:64]
-            issuer = str(ds.get("IssuerOfPatientID", "") or "")[:64]
             patient = s.scalars(
-                select(m.Patient).where(m.Patient.patient_id == patient_id, m.Patient.issuer == issuer)
+                select(m.Patient).where(m.Patient.patient_id == f.patient_id, m.Patient.issuer == f.issuer)
             ).one_or_none()
             if patient is None:
-                patient = m.Patient(
-                    patient_id=patient_id, issuer=issuer, patient_name=_text(ds, "PatientName", 324),
-                    birth_date=_da(ds.get("PatientBirthDate")), sex=_text(ds, "PatientSex", 16),
-                )
+                patient = m.Patient(patient_id=f.patient_id, issuer=f.issuer, patient_name=f.patient_name,
+                                    birth_date=f.birth_date, sex=f.sex)
                 s.add(patient)
             study = s.scalars(select(m.Study).where(m.Study.study_instance_uid == h.study_uid)).one_or_none()
             if study is None:
                 study = m.Study(
-                    patient=patient, study_instance_uid=h.study_uid, study_date=_da(ds.get("StudyDate")),
-                    study_time=_text(ds, "StudyTime", 32), accession_number=_text(ds, "AccessionNumber", 64),
-                    study_description=_text(ds, "StudyDescription", 128),
-                    time_point_id=_text(ds, "ClinicalTrialTimePointID", 64),
+                    patient=patient, study_instance_uid=h.study_uid, study_date=f.study_date,
+                    study_time=f.study_time, accession_number=f.accession_number,
+                    study_description=f.study_description, time_point_id=f.time_point_id,
                 )
                 s.add(study)
             series = m.Series(
-                study=study, series_instance_uid=h.series_uid, modality=_text(ds, "Modality", 16),
-                series_number=_int(ds.get("SeriesNumber")), series_description=_text(ds, "SeriesDescription", 128),
-                protocol_name=_text(ds, "ProtocolName", 128),
-                frame_of_reference_uid=_text(ds, "FrameOfReferenceUID", 64),
-                kind=m.SeriesKind(classify_series(ds, self.rules)), n_instances=0,
+                study=study, series_instance_uid=h.series_uid, modality=f.modality, series_number=f.series_number,
+                series_description=f.series_description, protocol_name=f.protocol_name,
+                frame_of_reference_uid=f.frame_of_reference_uid, kind=f.kind, n_instances=0,
                 first_received_at=now, last_received_at=now,
             )
             s.add(series)
@@ -480,14 +506,13 @@ class Ingestor:
             return series.id, series.kind
 
     def _index(
-        self, conn: Connection, h: Header, stored: StoredFile, decided: Plan, calling_ae: str | None,
-        peer: str | None, pending: dict[str, tuple[int, m.SeriesKind]],
+        self, conn: Connection, h: Header, f: InstanceFields, stored: StoredFile, decided: Plan,
+        calling_ae: str | None, peer: str | None, pending: dict[str, tuple[int, m.SeriesKind]],
     ) -> int:
         """Insert the instance row, update its series and re-open its visit; returns the instance id.
 
         Core statements rather than ORM objects: this runs once per received instance.
         """
-        ds = h.dataset
         now = datetime.now(UTC)
         series_id, kind = self._series_id(conn, h, now, pending)
         replaced = [v.id for v in decided.replaced]
@@ -496,9 +521,8 @@ class Ingestor:
             dict(
                 series_fk=series_id, sop_instance_uid=h.sop_instance_uid, version=decided.version,
                 sop_class_uid=h.sop_class_uid, transfer_syntax_uid=h.transfer_syntax_uid,
-                instance_number=_int(ds.get("InstanceNumber")),
-                content_date=_text(ds, "ContentDate", 8), content_time=_text(ds, "ContentTime", 16),
-                station_key=station_key(ds), b_values=b_values(ds), derived=is_derived(ds),
+                instance_number=f.instance_number, content_date=f.content_date, content_time=f.content_time,
+                station_key=f.station_key, b_values=f.b_values, derived=f.derived,
                 file_path=self.store.relative(stored.path), size_bytes=stored.size_bytes, sha256=stored.sha256,
                 calling_ae=(calling_ae or None) and calling_ae[:16], peer_address=peer, conflict=decided.conflict,
                 received_at=now,

@@ -27,3 +27,7 @@ class IngestMetrics:
                                        buckets=STORE_SECONDS_BUCKETS, registry=registry)
         self.indexed = Counter("myonode_instances_indexed", "Journal entries indexed (from every listener process)",
                                registry=registry)
+        self.set_aside = Counter("myonode_journal_set_aside", "Journal entries set aside as not indexable "
+                                 "(since start)", registry=registry)
+        self.indexer_restarts = Counter("myonode_indexer_restarts", "Times the indexer loop failed and was started "
+                                        "again", registry=registry)

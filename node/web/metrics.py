@@ -9,6 +9,7 @@ the store, and the processing duration of finished jobs as a histogram.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,6 +24,8 @@ from starlette.responses import JSONResponse, Response
 
 from node.web.app import Access, RouteSpec, WebContext
 from storage import models as m
+
+log = logging.getLogger(__name__)
 
 PROCESSING_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 3600.0)
 ANYONE = Access(role=None)
@@ -66,6 +69,8 @@ class NodeCollector(Collector):
         journal = ctx.receiver.journal
         yield GaugeMetricFamily("myonode_journal_pending", "Instances acknowledged, not yet indexed",
                                 value=len(journal.pending()))
+        yield GaugeMetricFamily("myonode_journal_oldest_pending_seconds", "How long the oldest acknowledged instance "
+                                "not yet indexed has waited (the indexer's liveness)", value=journal.oldest_pending_age_s())
         yield GaugeMetricFamily("myonode_journal_failed", "Journal entries set aside as not indexable",
                                 value=len(journal.failures()))
         yield GaugeMetricFamily("myonode_associations_active", "DICOM associations open (this process)",
@@ -85,18 +90,27 @@ def routes(ctx: WebContext) -> list[RouteSpec]:
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:
-        def check() -> dict[str, str]:
-            problems = {}
-            try:
-                with ctx.sessions() as s:
-                    s.execute(text("SELECT 1"))
-            except Exception as exc:  # any failure of the database makes the node unhealthy
-                problems["database"] = f"{exc.__class__.__name__}: {exc}"[:200]
-            if shutil.disk_usage(ctx.store.root).free < 100 * 1024 * 1024:
-                problems["disk"] = "less than 100 MB free under the store"
-            return problems
-
-        problems = await run_in_threadpool(check)
+        problems = await run_in_threadpool(health, ctx)
         return JSONResponse({"status": "fail" if problems else "ok", **problems}, status_code=503 if problems else 200)
 
     return [("/metrics", metrics, ["GET"], ANYONE), ("/healthz", healthz, ["GET"], ANYONE)]
+
+
+def health(ctx: WebContext) -> dict[str, str]:
+    """What is wrong with the node, in words fit for anyone (a load balancer, a monitor): details go to the log."""
+    problems = {}
+    try:
+        with ctx.sessions() as s:
+            s.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure of the database makes the node unhealthy
+        log.error("health check: the database failed: %s: %s", exc.__class__.__name__, exc)
+        problems["database"] = "unreachable (see the node's log)"
+    if shutil.disk_usage(ctx.store.root).free < 100 * 1024 * 1024:
+        problems["disk"] = "less than 100 MB free under the store"
+    age = ctx.receiver.journal.oldest_pending_age_s()
+    if age > ctx.settings.storage.journal_alert_s:
+        problems["index"] = (f"an acknowledged instance has waited {age:.0f} s to be indexed "
+                             f"(more than [storage] journal_alert_s = {ctx.settings.storage.journal_alert_s:g})")
+    return problems
+
+
