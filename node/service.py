@@ -211,7 +211,7 @@ def reader_handlers(settings: Settings, store: FileStore, sessions: sessionmaker
     """Q/R and storage commitment, each seeing every instance acknowledged before its request."""
     peers = [*settings.qr.move_destinations, *settings.forward.destinations]
     return [
-        *qr_handlers(settings.node, store, sessions, receiver.settle, settings.qr.move_destinations),
+        *qr_handlers(settings.node, store, sessions, receiver.settle, settings.qr),
         commitment_handler(settings.node.ae_title, sessions, store, peers, receiver.settle),
     ]
 

@@ -343,9 +343,14 @@ class ForwardSettings(_Section):
 
 
 class QRSettings(_Section):
-    """C-MOVE destinations the Query/Retrieve SCP knows, by AE title."""
+    """C-MOVE destinations the Query/Retrieve SCP knows, by AE title, and the bounds of every query (C-FIND and
+    QIDO-RS alike)."""
 
     move_destinations: list[Destination] = Field(default_factory=list)
+    # more matches than this: C-FIND answers 0xA700, QIDO-RS without a limit 413 (page it with limit/offset)
+    max_results: int = Field(default=10_000, ge=1, le=1_000_000)
+    # database time one query may take: C-FIND answers 0xC000, QIDO-RS 400, saying so
+    query_timeout_s: float = Field(default=5.0, gt=0, le=300)
 
 
 class ScheduleSettings(_Section):

@@ -26,11 +26,11 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from sqlalchemy.orm import Session, sessionmaker
 
-from node.dimse.qr import QueryError, find, retrieve_files
+from node.dimse.qr import QueryError, TooManyMatches, find, retrieve_files
 from node.dimse.status import Status
 from node.dimse.transcode import TranscodeError, accepted_syntaxes, for_peer, proposal
 from node.intake.indexer import Receiver
-from node.settings import Destination
+from node.settings import Destination, QRSettings
 from storage import models as m
 from storage.filestore import FileStore
 
@@ -78,12 +78,17 @@ def handle_store(event: Event, receiver: Receiver) -> int | Dataset:
 
 
 def handle_find(event: Event, sessions: sessionmaker[Session], settle: Callable[[], bool],
-                ae_title: str) -> Iterator[tuple[Any, Any]]:
-    """C-FIND over the index (see :mod:`node.dimse.qr`), once every instance acknowledged before it is indexed."""
+                ae_title: str, qr: QRSettings) -> Iterator[tuple[Any, Any]]:
+    """C-FIND over the index (see :mod:`node.dimse.qr`), once every instance acknowledged before it is indexed;
+    bounded by ``[qr] max_results`` (0xA700 beyond) and ``query_timeout_s`` (0xC000), each said in a comment."""
     try:
         settle()
         with sessions() as s:
-            results = list(find(s, event.identifier, ae_title))
+            results = find(s, event.identifier, ae_title, max_results=qr.max_results,
+                           timeout_s=qr.query_timeout_s)
+    except TooManyMatches as exc:
+        yield failure(Status.OUT_OF_RESOURCES, str(exc)), None
+        return
     except QueryError as exc:
         yield failure(Status.UNABLE_TO_PROCESS, str(exc)), None
         return

@@ -38,7 +38,7 @@ from node.dimse.conformance import (
 from node.dimse.negotiation import handle_requested
 from node.dimse.slots import AssociationSlots
 from node.intake.indexer import Receiver
-from node.settings import Destination, NodeSettings
+from node.settings import NodeSettings, QRSettings
 from storage.filestore import FileStore
 
 log = logging.getLogger(__name__)
@@ -142,13 +142,13 @@ def make_ae(settings: NodeSettings) -> AE:
 
 def qr_handlers(
     settings: NodeSettings, store: FileStore, sessions: sessionmaker[Session], settle: Callable[[], bool],
-    move_destinations: list[Destination],
+    qr: QRSettings,
 ) -> list[Handler]:
     """C-FIND, C-GET and C-MOVE handlers over the index, bound with their state."""
     return [
-        (evt.EVT_C_FIND, h.handle_find, [sessions, settle, settings.ae_title]),
+        (evt.EVT_C_FIND, h.handle_find, [sessions, settle, settings.ae_title, qr]),
         (evt.EVT_C_GET, h.handle_get, [sessions, settle, store]),
-        (evt.EVT_C_MOVE, h.handle_move, [sessions, settle, store, move_destinations]),
+        (evt.EVT_C_MOVE, h.handle_move, [sessions, settle, store, qr.move_destinations]),
     ]
 
 

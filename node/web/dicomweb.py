@@ -30,18 +30,28 @@ from collections.abc import Iterable
 from io import BytesIO
 from typing import Any
 
-from pydicom import dcmread
-from pydicom.datadict import keyword_for_tag
+from pydicom import config, dcmread
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRLittleEndian
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from node.dimse.qr import IMAGE_KEYS, PATIENT_KEYS, SERIES_KEYS, STUDY_KEYS, QueryError, find, retrieve_files
+from node.dimse.matching import MAX_QUERY_CHARS
+from node.dimse.qr import (
+    IMAGE_KEYS,
+    PATIENT_KEYS,
+    SERIES_KEYS,
+    STUDY_KEYS,
+    QueryError,
+    TooManyMatches,
+    find,
+    retrieve_files,
+)
 from node.dimse.transcode import PIXEL_HANDLER_ERRORS, TranscodeError, for_peer
 from node.web.accounts import audit
 from node.web.app import Access, Handler, RouteSpec, WebContext, client_address
@@ -58,6 +68,9 @@ FAILURE_PROCESSING, FAILURE_STUDY_MISMATCH = 0x0110, 0xA900
 LEVEL_KEYS = {"STUDY": (*PATIENT_KEYS, *STUDY_KEYS), "SERIES": (*SERIES_KEYS, "StudyInstanceUID"),
               "IMAGE": (*IMAGE_KEYS, "StudyInstanceUID", "SeriesInstanceUID")}
 PAGING = {"limit", "offset", "fuzzymatching", "includefield"}
+BINARY_VRS = ("OB", "OD", "OF", "OL", "OV", "OW", "UN")
+INTEGER_VRS = {"US", "SS", "UL", "SL", "UV", "SV"}
+FLOAT_VRS = {"FL", "FD"}
 
 
 class BadRequest(ValueError):
@@ -76,25 +89,27 @@ def base_url(request: Request) -> str:
 # --- QIDO-RS -------------------------------------------------------------------------------
 
 
-def _keyword(name: str) -> str:
-    """A query parameter name (keyword or tag, PS3.18 §8.3.4.1) as a keyword; raises BadRequest."""
+def _tag(name: str) -> BaseTag:
+    """A query parameter name (keyword or tag, PS3.18 §8.3.4.1) as a tag of a known attribute; raises BadRequest."""
     try:
         tag = Tag(int(name, 16)) if len(name) == 8 and all(c in "0123456789abcdefABCDEF" for c in name) else Tag(name)
+        dictionary_VR(tag)
     except (ValueError, TypeError, OverflowError):
         raise BadRequest(f"query parameter {name!r} is neither a DICOM keyword nor a tag") from None
-    keyword = keyword_for_tag(tag)
-    if not keyword:
-        raise BadRequest(f"query parameter {name!r}: no such attribute")
-    return keyword
+    except KeyError:
+        raise BadRequest(f"query parameter {name!r}: no such attribute") from None
+    return tag
 
 
-def identifier_for(level: str, params: Iterable[tuple[str, str]], fixed: dict[str, str]) -> tuple[Dataset, int, int]:
-    """The C-FIND identifier for a QIDO-RS request, with (limit, offset)."""
+def identifier_for(level: str, params: Iterable[tuple[str, str]], fixed: dict[str, str]
+                   ) -> tuple[Dataset, int | None, int]:
+    """The C-FIND identifier for a QIDO-RS request, with (limit, offset); raises BadRequest naming the parameter."""
     ds = Dataset()
     ds.QueryRetrieveLevel = level
     for keyword in LEVEL_KEYS[level]:
         setattr(ds, keyword, "")
-    limit, offset = 0, 0
+    limit: int | None = None
+    offset = 0
     for name, value in params:
         if name == "limit":
             limit = _count(name, value)
@@ -103,14 +118,36 @@ def identifier_for(level: str, params: Iterable[tuple[str, str]], fixed: dict[st
         elif name == "includefield":
             for field_name in value.split(","):
                 if field_name.strip() and field_name.strip() != "all":
-                    setattr(ds, _keyword(field_name.strip()), "")
+                    _set(ds, _tag(field_name.strip()), "", name)
         elif name in PAGING:
             continue
         else:
-            setattr(ds, _keyword(name), value)
+            _set(ds, _tag(name), value, name)
     for keyword, value in fixed.items():
-        setattr(ds, keyword, value)
+        _set(ds, Tag(keyword), value, keyword)
     return ds, limit, offset
+
+
+def _set(ds: Dataset, tag: BaseTag, value: str, name: str) -> None:
+    """The attribute ``tag`` = ``value`` in the identifier, or BadRequest when the value does not fit its VR."""
+    if len(value) > MAX_QUERY_CHARS:
+        raise BadRequest(f"{name}: a value of {len(value)} characters (at most {MAX_QUERY_CHARS})")
+    vr = dictionary_VR(tag)
+    what = keyword_for_tag(tag) or f"({tag.group:04X},{tag.element:04X})"
+    if vr == "SQ" or any(binary in vr for binary in BINARY_VRS):
+        if value:
+            raise BadRequest(f"{name}: {what} ({vr}) is not matched by a value")
+        ds.add_new(tag, "SQ" if vr == "SQ" else vr.split(" ")[0], [] if vr == "SQ" else None)
+        return
+    values = value.split("\\") if "\\" in value and vr != "UI" else [value]
+    try:
+        numeric = int if vr in INTEGER_VRS else float if vr in FLOAT_VRS else None
+        converted: list[Any] = [v if numeric is None else numeric(v) if v else None for v in values]
+        with config.strict_reading():
+            ds.add_new(tag, vr, converted if len(converted) > 1 else converted[0])
+            ds[tag].value  # noqa: B018 - converted now, so a value that does not fit fails here, not later
+    except (ValueError, TypeError, OverflowError, KeyError) as exc:
+        raise BadRequest(f"{name}: {value[:60]!r} does not fit {what} ({vr}): {exc}"[:300]) from None
 
 
 def _count(name: str, value: str) -> int:
@@ -134,9 +171,10 @@ def _qido(level: str, fixed_keys: tuple[str, ...]) -> Handler:
 
         def run() -> list[dict[str, Any]]:
             ctx.receiver.settle()  # as C-FIND: every instance acknowledged before the request is found
+            qr = ctx.settings.qr
             with ctx.sessions() as s:
-                found = list(find(s, identifier, ctx.settings.node.ae_title))
-            found = found[offset:offset + limit] if limit else found[offset:]
+                found = find(s, identifier, ctx.settings.node.ae_title, limit=limit, offset=offset,
+                             max_results=qr.max_results, timeout_s=qr.query_timeout_s)
             out = []
             for ds in found:
                 del ds.QueryRetrieveLevel
@@ -146,6 +184,8 @@ def _qido(level: str, fixed_keys: tuple[str, ...]) -> Handler:
 
         try:
             results = await run_in_threadpool(run)
+        except TooManyMatches as exc:
+            return PlainTextResponse(f"{exc}, or page it with limit and offset", status_code=413)
         except QueryError as exc:
             return PlainTextResponse(str(exc), status_code=400)
         if not results:

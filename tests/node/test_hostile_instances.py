@@ -15,7 +15,6 @@ from collections.abc import Callable
 from io import BytesIO
 
 import httpx
-
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
