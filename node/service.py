@@ -24,7 +24,7 @@ from node.dimse.commitment import commitment_handler
 from node.dimse.listener import Handler, Listener, qr_handlers, start_listener
 from node.dimse.slots import AssociationSlots
 from node.intake.indexer import Indexer, Receiver
-from node.intake.ingest import Ingestor
+from node.intake.ingest import Ingestor, Limits
 from node.intake.metrics import IngestMetrics
 from node.settings import Settings
 from node.web.app import WebContext, create_app
@@ -177,7 +177,7 @@ def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
     # before listening: what a crash left in the journal is indexed, so queries see it
     indexer = Indexer(ingestor, journal, keep_s=settings.storage.journal_keep_hours * 3600,
                       metrics=metrics).start_and_wait()
-    receiver = Receiver(journal, indexer.offer, metrics)
+    receiver = Receiver(journal, indexer.offer, metrics, instance_limits(settings))
     listener = start_listener(settings.node, receiver, association_slots(settings),
                               extra_handlers=reader_handlers(settings, store, sessions, receiver))
     listeners = ChildProcesses(settings, "listen", settings.node.listener_processes - 1,
@@ -199,6 +199,11 @@ def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
     return Node(settings=settings, engine=engine, sessions=sessions, store=store, ingestor=ingestor, journal=journal,
                 receiver=receiver, indexer=indexer, jobs=jobs, listener=listener, listener_processes=listeners,
                 watcher=watcher, forwarder=forwarder, worker_processes=workers, web=web)
+
+
+def instance_limits(settings: Settings) -> Limits:
+    """What one received instance may be, from ``[node]``."""
+    return Limits(max_bytes=settings.node.max_instance_bytes, max_inflation_ratio=settings.node.max_inflation_ratio)
 
 
 def association_slots(settings: Settings) -> AssociationSlots:
@@ -239,7 +244,7 @@ def listen_forever(settings: Settings) -> None:
         raise ValueError("myonode listen runs beside serve when [node] listener_processes is 2 or more")
     engine = make_engine(settings.storage.database_url)
     store, sessions = FileStore(settings.storage.root), session_factory(engine)
-    receiver = Receiver(Journal(settings.storage.root))
+    receiver = Receiver(Journal(settings.storage.root), limits=instance_limits(settings))
     listener = start_listener(settings.node, receiver, association_slots(settings),
                               extra_handlers=reader_handlers(settings, store, sessions, receiver))
     stop = threading.Event()
@@ -269,7 +274,7 @@ def web_forever(settings: Settings) -> None:
     indexer = Indexer(Ingestor(store, sessions, settings.protocol.rules, settings.storage.resend_policy), journal,
                       keep_s=settings.storage.journal_keep_hours * 3600, metrics=metrics)
     indexer.start()  # waits for serve's indexer lock when serve runs
-    receiver = Receiver(journal, indexer.offer, metrics)
+    receiver = Receiver(journal, indexer.offer, metrics, instance_limits(settings))
     jobs = JobQueue(JobContext(settings=settings, sessions=sessions, store=store))
     ctx = WebContext(settings=settings, sessions=sessions, store=store, receiver=receiver, jobs=jobs, registry=registry)
     try:

@@ -14,6 +14,7 @@ import ipaddress
 import itertools
 import os
 import re
+import socket
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -72,6 +73,10 @@ class NodeSettings(_Section):
     dimse_timeout_s: float = Field(default=120.0, gt=0)
     network_timeout_s: float = Field(default=120.0, gt=0)
     max_pdu: int = Field(default=262144, ge=0, le=2**32 - 1)
+    # one received instance (C-STORE, STOW-RS part): larger is refused (0xC000 / 409) and nothing kept;
+    # a deflated one may inflate at most max_inflation_ratio times its size (a deflate bomb is refused)
+    max_instance_bytes: int = Field(default=1 << 30, ge=1 << 16, le=1 << 40)
+    max_inflation_ratio: float = Field(default=100.0, ge=2.0, le=100_000.0)
     accept: Literal["all"] | list[str] = Field(
         default="all", description='storage SOP classes accepted: "all", or a list of SOP Class UIDs or keywords'
     )
@@ -411,6 +416,11 @@ class WebSettings(_Section):
     session_max_age_s: int = Field(default=8 * 3600, ge=60)
     root_path: str = ""
     forwarded_allow_ips: list[str] = Field(default_factory=list)
+    # the address people and PACS reach the console at, as DICOMweb's RetrieveURL and BulkDataURI spell it
+    # (e.g. "https://myonode.example.org/myonode"); empty: the bound address and port. Never the Host header.
+    public_url: str = ""
+    # one HTTP request body (a STOW-RS upload, spooled to disk as it streams in): larger is refused with 413
+    max_request_bytes: int = Field(default=2 << 30, ge=1 << 16, le=1 << 42)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> WebSettings:
@@ -418,7 +428,18 @@ class WebSettings(_Section):
             raise ValueError("tls_cert and tls_key must be given together")
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ValueError(f"root_path {self.root_path!r} must start with / and not end with one")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise ValueError(f"public_url {self.public_url!r} must start with http:// or https://")
         return self
+
+    def public_base_url(self) -> str:
+        """``public_url`` without a trailing slash, or the bound address (this host's name when bound to every
+        address), port and ``root_path``."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = socket.getfqdn() if self.bind_host in ("", "0.0.0.0", "::") else self.bind_host
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if self.tls_cert else 'http'}://{host}:{self.port}{self.root_path}"
 
 
 class Settings(_Section):

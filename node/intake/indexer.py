@@ -40,10 +40,12 @@ from collections.abc import Callable
 from sqlalchemy import select as sql_select
 
 from node.intake.ingest import (
+    DEFAULT_LIMITS,
     SUCCESS,
     BadDatasetError,
     Header,
     Ingestor,
+    Limits,
     StoreOutcome,
     not_stored,
     read_header,
@@ -69,9 +71,11 @@ class Receiver:
     """Validate, journal durably, wake the indexer, answer (thread-safe; one per process)."""
 
     def __init__(self, journal: Journal, offer: Callable[[str, Header], None] | None = None,
-                 metrics: IngestMetrics | None = None) -> None:
-        """``offer``: where to leave the parsed header of each entry for an indexer in this process."""
+                 metrics: IngestMetrics | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
+        """``offer``: where to leave the parsed header of each entry for an indexer in this process;
+        ``limits``: what one instance may be (refused beyond, nothing kept)."""
         self.journal = journal
+        self.limits = limits
         self.offer = offer
         self.metrics = metrics
         self._address = wake_address(journal)
@@ -99,7 +103,7 @@ class Receiver:
         self, data: bytes, *, calling_ae: str | None, peer_address: str | None, expected_sop_uid: str | None,
     ) -> StoreOutcome:
         try:
-            header = read_header(data, expected_sop_uid)
+            header = read_header(data, expected_sop_uid, self.limits)
         except BadDatasetError as exc:
             return unreadable(exc, calling_ae, peer_address)
         try:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import struct
 import threading
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from typing import Literal
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -97,12 +99,34 @@ class Header:
     dataset: Dataset
 
 
-def read_header(data: bytes, expected_sop_uid: str | None = None) -> Header:
-    """Parse the header (not the pixels) and validate the UIDs that name the file."""
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """What one received instance may be (``[node] max_instance_bytes``, ``max_inflation_ratio``)."""
+
+    max_bytes: int = 1 << 30
+    max_inflation_ratio: float = 100.0
+
+
+DEFAULT_LIMITS = Limits()
+DEFLATED = "1.2.840.10008.1.2.1.99"
+IMPLICIT_LE, EXPLICIT_BE = "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"
+NATIVE = {IMPLICIT_LE, "1.2.840.10008.1.2.1", EXPLICIT_BE, DEFLATED}
+LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+ITEM, SEQUENCE_END = (0xFFFE, 0xE000), (0xFFFE, 0xE0DD)
+
+
+def read_header(data: bytes, expected_sop_uid: str | None = None, limits: Limits = DEFAULT_LIMITS) -> Header:
+    """Parse the header (not the pixels), validate the UIDs that name the file, and refuse what cannot be kept
+    whole: more than ``limits.max_bytes``, a deflated data set inflating beyond ``max_inflation_ratio`` (a
+    deflate bomb), pixel data shorter than its header says (a truncated file)."""
+    if len(data) > limits.max_bytes:
+        raise BadDatasetError(f"{len(data)} bytes: larger than [node] max_instance_bytes ({limits.max_bytes})")
+    _check_inflation(data, limits)
+    fp = BytesIO(data)
     try:
-        ds = dcmread(BytesIO(data), stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError) as exc:
-        raise BadDatasetError(f"not a readable DICOM data set: {exc}") from exc
+        ds = dcmread(fp, stop_before_pixels=True)
+    except Exception as exc:  # whatever the bytes do to the parser: this data set is unreadable
+        raise BadDatasetError(f"not a readable DICOM data set: {exc.__class__.__name__}: {exc}"[:500]) from exc
     sop_class, sop_uid, study, series = (_uid(ds, keyword) for keyword in (
         "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"))
     # An over-long UID does not fit the request's Affected SOP Instance UID (64 characters, PS3.7): DCMTK
@@ -114,7 +138,82 @@ def read_header(data: bytes, expected_sop_uid: str | None = None) -> Header:
         )
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else None
+    if ts != DEFLATED:  # positions in a deflated data set are in the inflated stream: bounded above instead
+        _check_pixel_data(data, fp.tell(), ds, ts)
     return Header(sop_class_uid=sop_class, sop_instance_uid=sop_uid, study_uid=study, series_uid=series, transfer_syntax_uid=ts, dataset=ds)
+
+
+def _check_inflation(data: bytes, limits: Limits) -> None:
+    """A Deflated Explicit VR Little Endian data set is inflated with a bound before pydicom inflates it whole."""
+    if DEFLATED.encode() not in data[:4096]:
+        return
+    fp = BytesIO(data)
+    try:
+        read_preamble(fp, False)
+        # pydicom's reader of the meta group on an open file (its public read_file_meta_info takes a path only)
+        meta = _read_file_meta_info(fp)
+    except Exception as exc:
+        raise BadDatasetError(f"not a readable DICOM file meta group: {exc}"[:500]) from exc
+    if str(meta.get("TransferSyntaxUID", "")) != DEFLATED:
+        return
+    compressed = data[fp.tell():]
+    bound = min(limits.max_bytes, int(len(compressed) * limits.max_inflation_ratio) + 65536)
+    try:
+        inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(compressed, bound + 1)
+    except zlib.error as exc:
+        raise BadDatasetError(f"the deflated data set does not inflate: {exc}") from exc
+    if len(inflated) > bound:
+        raise BadDatasetError(f"the deflated data set of {len(compressed)} bytes inflates beyond {bound} bytes "
+                              f"([node] max_inflation_ratio {limits.max_inflation_ratio:g}, max_instance_bytes "
+                              f"{limits.max_bytes}): refused as a deflate bomb")
+
+
+def _check_pixel_data(data: bytes, at: int, ds: Dataset, ts: str | None) -> None:
+    """Pixel data (at ``at``, where parsing stopped) that ends before its length says, or holds fewer bytes than
+    rows × columns × samples × bits × frames (native syntaxes), is refused naming what is missing."""
+    if at + 8 > len(data):
+        return  # no pixel data element: nothing to check
+    little = ts != EXPLICIT_BE
+    order = "<" if little else ">"
+    group, element = struct.unpack(order + "HH", data[at:at + 4])
+    if group != 0x7FE0:
+        return
+    if ts == IMPLICIT_LE or ts is None:
+        (length,), start = struct.unpack(order + "L", data[at + 4:at + 8]), at + 8
+    elif data[at + 4:at + 6] in LONG_VRS:
+        if at + 12 > len(data):
+            raise BadDatasetError("the pixel data element is cut off in its header: a truncated file")
+        (length,), start = struct.unpack(order + "L", data[at + 8:at + 12]), at + 12
+    else:
+        (length,), start = struct.unpack(order + "H", data[at + 6:at + 8]), at + 8
+    if length == 0xFFFFFFFF:
+        _check_fragments(data, start)
+        return
+    if start + length > len(data):
+        raise BadDatasetError(f"the pixel data ({group:04X},{element:04X}) says {length} bytes, the data set holds "
+                              f"{len(data) - start}: a truncated file")
+    if ts in NATIVE and element == 0x0010:
+        try:
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            bits = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * int(ds.BitsAllocated)
+            expected = (bits * frames + 7) // 8
+        except (AttributeError, TypeError, ValueError, KeyError):
+            return  # the image attributes are not numbers: nothing to compare with (read as sent)
+        if length < expected:
+            raise BadDatasetError(f"the pixel data holds {length} bytes; Rows × Columns × Samples per Pixel × Bits "
+                                  f"Allocated × Number of Frames needs {expected}")
+
+
+def _check_fragments(data: bytes, at: int) -> None:
+    """Encapsulated pixel data: every item fits in the data set and the sequence delimiter comes."""
+    while at + 8 <= len(data):
+        group, element, length = struct.unpack("<HHL", data[at:at + 8])
+        if (group, element) == SEQUENCE_END:
+            return
+        if (group, element) != ITEM or at + 8 + length > len(data):
+            break
+        at += 8 + length
+    raise BadDatasetError("the encapsulated pixel data ends before its sequence delimiter: a truncated file")
 
 
 def _uid(ds: Dataset, keyword: str) -> str:

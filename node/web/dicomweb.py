@@ -25,8 +25,12 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
+import os
 import secrets
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from io import BytesIO
 from typing import Any
 
@@ -34,7 +38,6 @@ from pydicom import config, dcmread
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRLittleEndian
 from starlette.concurrency import run_in_threadpool
@@ -68,6 +71,9 @@ FAILURE_PROCESSING, FAILURE_STUDY_MISMATCH = 0x0110, 0xA900
 LEVEL_KEYS = {"STUDY": (*PATIENT_KEYS, *STUDY_KEYS), "SERIES": (*SERIES_KEYS, "StudyInstanceUID"),
               "IMAGE": (*IMAGE_KEYS, "StudyInstanceUID", "SeriesInstanceUID")}
 PAGING = {"limit", "offset", "fuzzymatching", "includefield"}
+MAX_PARTS = 100_000
+SPOOL_IN_MEMORY = 8 << 20
+Buffer = bytes | mmap.mmap
 BINARY_VRS = ("OB", "OD", "OF", "OL", "OV", "OW", "UN")
 INTEGER_VRS = {"US", "SS", "UL", "SL", "UV", "SV"}
 FLOAT_VRS = {"FL", "FD"}
@@ -83,7 +89,8 @@ def _ctx(request: Request) -> WebContext:
 
 
 def base_url(request: Request) -> str:
-    return f"{str(request.base_url).rstrip('/')}{request.scope.get('root_path', '')}/dicomweb"
+    """Where DICOMweb is reached from outside: ``[web] public_url`` — never the request's Host header."""
+    return f"{_ctx(request).settings.web.public_base_url()}/dicomweb"
 
 
 # --- QIDO-RS -------------------------------------------------------------------------------
@@ -164,10 +171,7 @@ def _qido(level: str, fixed_keys: tuple[str, ...]) -> Handler:
     async def search(request: Request) -> Response:
         ctx = _ctx(request)
         fixed = {k: request.path_params[p] for k, p in zip(fixed_keys, ("study", "series"), strict=False)}
-        try:
-            identifier, limit, offset = identifier_for(level, request.query_params.multi_items(), fixed)
-        except BadRequest as exc:
-            return PlainTextResponse(str(exc), status_code=400)
+        identifier, limit, offset = identifier_for(level, request.query_params.multi_items(), fixed)
 
         def run() -> list[dict[str, Any]]:
             ctx.receiver.settle()  # as C-FIND: every instance acknowledged before the request is found
@@ -182,12 +186,7 @@ def _qido(level: str, fixed_keys: tuple[str, ...]) -> Handler:
                 out.append(ds.to_json_dict())
             return out
 
-        try:
-            results = await run_in_threadpool(run)
-        except TooManyMatches as exc:
-            return PlainTextResponse(f"{exc}, or page it with limit and offset", status_code=413)
-        except QueryError as exc:
-            return PlainTextResponse(str(exc), status_code=400)
+        results = await run_in_threadpool(run)
         if not results:
             return Response(status_code=204)
         return Response(json.dumps(results), media_type=DICOM_JSON)
@@ -398,36 +397,43 @@ def _params(header: str) -> tuple[str, dict[str, str]]:
     return kind.lower(), params
 
 
-def parts_of(content_type: str, body: bytes) -> list[bytes]:
-    """The ``application/dicom`` parts of a multipart/related body (RFC 2046 framing); raises BadRequest."""
+def parts_of(content_type: str, body: Buffer, max_parts: int = MAX_PARTS) -> Iterator[bytes]:
+    """The ``application/dicom`` parts of a multipart/related body (RFC 2046 framing), one at a time (``body``:
+    bytes or a memory map of the spooled request, so that only one part is in memory); raises BadRequest."""
     kind, params = _params(content_type)
     if kind != "multipart/related":
         raise BadRequest(f"STOW-RS takes multipart/related; type=\"application/dicom\", not {content_type!r}")
     boundary = params.get("boundary")
-    if not boundary:
-        raise BadRequest("the Content-Type has no boundary")
+    if not boundary or len(boundary) > 70:  # RFC 2046: 1-70 characters
+        raise BadRequest("the Content-Type has no boundary (or one longer than 70 characters)")
     delimiter = b"--" + boundary.encode("latin-1")
-    chunks = body.split(b"\r\n" + delimiter)
-    if chunks and chunks[0].startswith(delimiter):  # no CRLF before the first delimiter
-        chunks[0] = chunks[0][len(delimiter):]
-    elif chunks:
-        chunks = chunks[1:]  # the preamble
-    out = []
-    for chunk in chunks:
-        if chunk.startswith(b"--"):  # the close delimiter
+    at = 0 if body[:len(delimiter)] == delimiter else body.find(b"\r\n" + delimiter)
+    if at < 0:
+        raise BadRequest("the body holds no instance")
+    at += len(delimiter) + (0 if at == 0 and body[:len(delimiter)] == delimiter else 2)
+    count = 0
+    while True:
+        if body[at:at + 2] == b"--":  # the close delimiter
             break
-        head, sep, content = chunk.partition(b"\r\n\r\n")
-        if not sep:
-            raise BadRequest("a part without headers and a blank line")
-        headers = dict(line.split(":", 1) for line in head.decode("latin-1").split("\r\n")[1:] if ":" in line)
+        end = body.find(b"\r\n" + delimiter, at)
+        if end < 0:
+            raise BadRequest(f"part {count + 1} has no closing boundary: a cut-off body")
+        head_end = body.find(b"\r\n\r\n", at, min(end, at + 16384))
+        if head_end < 0:
+            raise BadRequest(f"part {count + 1} has no headers and blank line")
+        head = bytes(body[at:head_end]).decode("latin-1")
+        headers = dict(line.split(":", 1) for line in head.split("\r\n")[1:] if ":" in line)
         part_type = _params(next((v for k, v in headers.items() if k.strip().lower() == "content-type"),
                                  params.get("type", "application/dicom")))[0]
         if part_type != "application/dicom":
             raise BadRequest(f"a part of type {part_type!r}: only application/dicom instances are taken")
-        out.append(content)
-    if not out:
+        count += 1
+        if count > max_parts:
+            raise BadRequest(f"more than {max_parts} parts in one request: send them in several")
+        yield bytes(body[head_end + 4:end])
+        at = end + 2 + len(delimiter)
+    if count == 0:
         raise BadRequest("the body holds no instance")
-    return out
 
 
 def as_part10(data: bytes) -> bytes:
@@ -439,7 +445,7 @@ def as_part10(data: bytes) -> bytes:
     return data
 
 
-def _reference(ds: Dataset | None, url: str | None, reason: int | None) -> Dataset:
+def _reference(ds: Dataset | None, url: str | None, reason: int | None, comment: str | None = None) -> Dataset:
     item = Dataset()
     item.ReferencedSOPClassUID = str(ds.get("SOPClassUID", "")) if ds is not None else ""
     item.ReferencedSOPInstanceUID = str(ds.get("SOPInstanceUID", "")) if ds is not None else ""
@@ -447,37 +453,80 @@ def _reference(ds: Dataset | None, url: str | None, reason: int | None) -> Datas
         item.RetrieveURL = url
     if reason is not None:
         item.FailureReason = reason
+    if comment:  # why, in words (PS3.18 allows Error Comment beside Failure Reason)
+        item.ErrorComment = comment[:64]
     return item
+
+
+async def _spooled(request: Request, limit: int) -> tempfile.SpooledTemporaryFile[bytes]:
+    """The request body in a temporary file (memory up to 8 MiB, then disk), read as it streams in; raises
+    :class:`TooLarge` as soon as it passes ``limit`` bytes (the rest is not read)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"a body of {declared} bytes: larger than [web] max_request_bytes ({limit})")
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - the caller closes it
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"a body of more than {limit} bytes ([web] max_request_bytes)")
+            spool.write(chunk)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
+
+
+@contextmanager
+def _mapped_body(spool: tempfile.SpooledTemporaryFile[bytes]) -> Iterator[Buffer]:
+    """The spooled body as something to search and slice without a copy: bytes when small, a memory map of the
+    temporary file otherwise."""
+    size = spool.seek(0, os.SEEK_END)
+    spool.seek(0)
+    if size <= SPOOL_IN_MEMORY:
+        yield spool.read()
+        return
+    spool.rollover()
+    with mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        yield view
+
+
+class TooLarge(ValueError):
+    pass
 
 
 async def store(request: Request) -> Response:
     ctx = _ctx(request)
     study_in_path = request.path_params.get("study")
-    body = await request.body()
     try:
-        parts = parts_of(request.headers.get("content-type", ""), body)
-    except BadRequest as exc:
-        return PlainTextResponse(str(exc), status_code=400)
+        spool = await _spooled(request, ctx.settings.web.max_request_bytes)
+    except TooLarge as exc:
+        return PlainTextResponse(str(exc), status_code=413)
     user = request.state.user
+    content_type = request.headers.get("content-type", "")
 
     def run() -> Dataset:
         stored, failed = [], []
-        for data in map(as_part10, parts):
-            try:
-                header = dcmread(BytesIO(data), stop_before_pixels=True)
-            except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError):
-                header = None
-            if study_in_path and header is not None and str(header.get("StudyInstanceUID", "")) != study_in_path:
-                failed.append(_reference(header, None, FAILURE_STUDY_MISMATCH))
-                continue
-            outcome = ctx.receiver.receive(data, calling_ae=None, peer_address=client_address(request),
-                                           expected_sop_uid=None, via="dicomweb")
-            if outcome.ok and header is not None:
-                url = (f"{base_url(request)}/studies/{header.StudyInstanceUID}/series/{header.SeriesInstanceUID}"
-                       f"/instances/{header.SOPInstanceUID}")
-                stored.append(_reference(header, url, None))
-            else:
-                failed.append(_reference(header, None, outcome.status if not outcome.ok else FAILURE_PROCESSING))
+        with spool, _mapped_body(spool) as body:
+            for data in map(as_part10, parts_of(content_type, body)):
+                try:
+                    header = dcmread(BytesIO(data), stop_before_pixels=True)
+                except Exception:  # the receiver says why it cannot be read
+                    header = None
+                if study_in_path and header is not None and str(header.get("StudyInstanceUID", "")) != study_in_path:
+                    failed.append(_reference(header, None, FAILURE_STUDY_MISMATCH))
+                    continue
+                outcome = ctx.receiver.receive(data, calling_ae=None, peer_address=client_address(request),
+                                               expected_sop_uid=None, via="dicomweb")
+                if outcome.ok and header is not None:
+                    url = (f"{base_url(request)}/studies/{header.StudyInstanceUID}/series/{header.SeriesInstanceUID}"
+                           f"/instances/{header.SOPInstanceUID}")
+                    stored.append(_reference(header, url, None))
+                else:
+                    failed.append(_reference(header, None, outcome.status if not outcome.ok else FAILURE_PROCESSING,
+                                             outcome.comment))
         with ctx.sessions.begin() as s:
             audit(s, actor=user.name, action="stow", target=f"study {study_in_path}" if study_in_path else None,
                   detail=f"{len(stored)} stored, {len(failed)} failed", remote=client_address(request))
@@ -496,24 +545,40 @@ async def store(request: Request) -> Response:
     return JSONResponse(response.to_json_dict(), status_code=status, media_type=DICOM_JSON)
 
 
+def _mapped(handler: Handler) -> Handler:
+    """``handler`` with the one error mapping of DICOMweb: a client's mistake is a 4xx saying what is wrong
+    (400 a value that does not fit, 413 too many matches), never a 500."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except TooManyMatches as exc:
+            return PlainTextResponse(f"{exc}, or page it with limit and offset", status_code=413)
+        except (QueryError, BadRequest) as exc:
+            return PlainTextResponse(str(exc), status_code=400)
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
 STUDY, SERIES, INSTANCE = "/dicomweb/studies/{study}", "/dicomweb/studies/{study}/series/{series}", \
     "/dicomweb/studies/{study}/series/{series}/instances/{instance}"
 
 ROUTES: list[RouteSpec] = [
-    ("/dicomweb/studies", _qido("STUDY", ()), ["GET"], READ),
-    (f"{STUDY}/series", _qido("SERIES", ("StudyInstanceUID",)), ["GET"], READ),
-    ("/dicomweb/series", _qido("SERIES", ()), ["GET"], READ),
-    (f"{SERIES}/instances", _qido("IMAGE", ("StudyInstanceUID", "SeriesInstanceUID")), ["GET"], READ),
-    (f"{STUDY}/instances", _qido("IMAGE", ("StudyInstanceUID",)), ["GET"], READ),
-    ("/dicomweb/instances", _qido("IMAGE", ()), ["GET"], READ),
-    (STUDY, retrieve, ["GET"], READ),
-    (SERIES, retrieve, ["GET"], READ),
-    (INSTANCE, retrieve, ["GET"], READ),
-    (f"{STUDY}/metadata", metadata, ["GET"], READ),
-    (f"{SERIES}/metadata", metadata, ["GET"], READ),
-    (f"{INSTANCE}/metadata", metadata, ["GET"], READ),
-    (f"{INSTANCE}/frames/{{frames}}", frames, ["GET"], READ),
-    (f"{INSTANCE}/bulkdata/{{tag}}", bulkdata, ["GET"], READ),
-    ("/dicomweb/studies", store, ["POST"], WRITE),
-    (STUDY, store, ["POST"], WRITE),
+    ("/dicomweb/studies", _mapped(_qido("STUDY", ())), ["GET"], READ),
+    (f"{STUDY}/series", _mapped(_qido("SERIES", ("StudyInstanceUID",))), ["GET"], READ),
+    ("/dicomweb/series", _mapped(_qido("SERIES", ())), ["GET"], READ),
+    (f"{SERIES}/instances", _mapped(_qido("IMAGE", ("StudyInstanceUID", "SeriesInstanceUID"))), ["GET"], READ),
+    (f"{STUDY}/instances", _mapped(_qido("IMAGE", ("StudyInstanceUID",))), ["GET"], READ),
+    ("/dicomweb/instances", _mapped(_qido("IMAGE", ())), ["GET"], READ),
+    (STUDY, _mapped(retrieve), ["GET"], READ),
+    (SERIES, _mapped(retrieve), ["GET"], READ),
+    (INSTANCE, _mapped(retrieve), ["GET"], READ),
+    (f"{STUDY}/metadata", _mapped(metadata), ["GET"], READ),
+    (f"{SERIES}/metadata", _mapped(metadata), ["GET"], READ),
+    (f"{INSTANCE}/metadata", _mapped(metadata), ["GET"], READ),
+    (f"{INSTANCE}/frames/{{frames}}", _mapped(frames), ["GET"], READ),
+    (f"{INSTANCE}/bulkdata/{{tag}}", _mapped(bulkdata), ["GET"], READ),
+    ("/dicomweb/studies", _mapped(store), ["POST"], WRITE),
+    (STUDY, _mapped(store), ["POST"], WRITE),
 ]
