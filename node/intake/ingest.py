@@ -158,14 +158,20 @@ def _check_inflation(data: bytes, limits: Limits) -> None:
         return
     compressed = data[fp.tell():]
     bound = min(limits.max_bytes, int(len(compressed) * limits.max_inflation_ratio) + 65536)
-    try:
-        inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(compressed, bound + 1)
+    inflater, pending, inflated = zlib.decompressobj(-zlib.MAX_WBITS), compressed, 0
+    try:  # counted in 1 MiB steps and thrown away: the bound costs no memory
+        while inflated <= bound:
+            chunk = inflater.decompress(pending, 1 << 20)
+            pending = inflater.unconsumed_tail
+            inflated += len(chunk)
+            if not chunk and not pending:
+                break
     except zlib.error as exc:
         raise BadDatasetError(f"the deflated data set does not inflate: {exc}") from exc
-    if len(inflated) > bound:
-        raise BadDatasetError(f"the deflated data set of {len(compressed)} bytes inflates beyond {bound} bytes "
-                              f"([node] max_inflation_ratio {limits.max_inflation_ratio:g}, max_instance_bytes "
-                              f"{limits.max_bytes}): refused as a deflate bomb")
+    if inflated > bound:
+        raise BadDatasetError(f"deflate bomb: the deflated data set of {len(compressed)} bytes inflates beyond "
+                              f"{bound} bytes ([node] max_inflation_ratio {limits.max_inflation_ratio:g}, "
+                              f"max_instance_bytes {limits.max_bytes})")
 
 
 def _check_pixel_data(data: bytes, at: int, ds: Dataset, ts: str | None) -> None:
@@ -182,7 +188,7 @@ def _check_pixel_data(data: bytes, at: int, ds: Dataset, ts: str | None) -> None
         (length,), start = struct.unpack(order + "L", data[at + 4:at + 8]), at + 8
     elif data[at + 4:at + 6] in LONG_VRS:
         if at + 12 > len(data):
-            raise BadDatasetError("the pixel data element is cut off in its header: a truncated file")
+            raise BadDatasetError("truncated file: the pixel data element is cut off in its header")
         (length,), start = struct.unpack(order + "L", data[at + 8:at + 12]), at + 12
     else:
         (length,), start = struct.unpack(order + "H", data[at + 6:at + 8]), at + 8
@@ -190,8 +196,8 @@ def _check_pixel_data(data: bytes, at: int, ds: Dataset, ts: str | None) -> None
         _check_fragments(data, start)
         return
     if start + length > len(data):
-        raise BadDatasetError(f"the pixel data ({group:04X},{element:04X}) says {length} bytes, the data set holds "
-                              f"{len(data) - start}: a truncated file")
+        raise BadDatasetError(f"truncated file: the pixel data ({group:04X},{element:04X}) says {length} bytes, "
+                              f"the data set holds {len(data) - start}")
     if ts in NATIVE and element == 0x0010:
         try:
             frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -200,7 +206,7 @@ def _check_pixel_data(data: bytes, at: int, ds: Dataset, ts: str | None) -> None
         except (AttributeError, TypeError, ValueError, KeyError):
             return  # the image attributes are not numbers: nothing to compare with (read as sent)
         if length < expected:
-            raise BadDatasetError(f"the pixel data holds {length} bytes; Rows × Columns × Samples per Pixel × Bits "
+            raise BadDatasetError(f"short pixel data: {length} bytes; Rows × Columns × Samples per Pixel × Bits "
                                   f"Allocated × Number of Frames needs {expected}")
 
 
@@ -213,7 +219,7 @@ def _check_fragments(data: bytes, at: int) -> None:
         if (group, element) != ITEM or at + 8 + length > len(data):
             break
         at += 8 + length
-    raise BadDatasetError("the encapsulated pixel data ends before its sequence delimiter: a truncated file")
+    raise BadDatasetError("truncated file: the encapsulated pixel data ends before its sequence delimiter")
 
 
 def _uid(ds: Dataset, keyword: str) -> str:

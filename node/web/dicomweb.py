@@ -56,6 +56,7 @@ from node.dimse.qr import (
     retrieve_files,
 )
 from node.dimse.transcode import PIXEL_HANDLER_ERRORS, TranscodeError, for_peer
+from node.intake.ingest import BadDatasetError, read_header
 from node.web.accounts import audit
 from node.web.app import Access, Handler, RouteSpec, WebContext, client_address
 from storage import models as m
@@ -511,9 +512,9 @@ async def store(request: Request) -> Response:
         stored, failed = [], []
         with spool, _mapped_body(spool) as body:
             for data in map(as_part10, parts_of(content_type, body)):
-                try:
-                    header = dcmread(BytesIO(data), stop_before_pixels=True)
-                except Exception:  # the receiver says why it cannot be read
+                try:  # bounded as the receiver bounds it (a deflate bomb is not inflated here either)
+                    header = read_header(data, None, ctx.receiver.limits).dataset
+                except BadDatasetError:  # the receiver says why it cannot be read
                     header = None
                 if study_in_path and header is not None and str(header.get("StudyInstanceUID", "")) != study_in_path:
                     failed.append(_reference(header, None, FAILURE_STUDY_MISMATCH))
