@@ -32,6 +32,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -206,14 +207,21 @@ class Instance(Base):
 
     __tablename__ = "instances"
     __table_args__ = (
+        # the newest version of an instance and a re-send's versions: looked up by this unique index
         UniqueConstraint("sop_instance_uid", "version"),
         CheckConstraint("version >= 1", name="version_positive"),
         CheckConstraint("size_bytes >= 0", name="size_nonnegative"),
+        # a series' instances in instance-number order (C-FIND IMAGE, QIDO, retrieve), and the foreign key
+        Index("ix_instances_series_fk_instance_number", "series_fk", "instance_number"),
+        Index("ix_instances_sop_class_uid", "sop_class_uid"),  # SEGs sent back (corrections)
+        Index("ix_instances_received_at", "received_at"),  # received today / this week
+        Index("ix_instances_conflict", "series_fk", sqlite_where=text("conflict"),
+              postgresql_where=text("conflict")),  # later versions of an instance (counts)
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    series_fk: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), index=True)
-    sop_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    series_fk: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
+    sop_instance_uid: Mapped[str] = mapped_column(UID)
     version: Mapped[int] = mapped_column(default=1)
     sop_class_uid: Mapped[str] = mapped_column(UID)
     transfer_syntax_uid: Mapped[str | None] = mapped_column(UID)
@@ -505,6 +513,9 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
+    # a session cookie names the generation it was made in; signing out, a new password or disabling the
+    # account moves it on, which ends every session of the account at once
+    session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class AuditEvent(Base):

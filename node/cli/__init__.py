@@ -231,11 +231,11 @@ def users_password(
 @users_app.command("disable")
 def users_disable(name: Annotated[str, typer.Argument(help="account name")], config: ConfigOption = None) -> None:
     """Disable an account (it can no longer sign in; its audit records stay)."""
-    from node.web.accounts import AccountError, audit, get_user
+    from node.web.accounts import AccountError, audit, disable
 
     try:
         with _account_session(config) as s:
-            get_user(s, name).disabled = True
+            disable(s, name)
             audit(s, actor=f"cli:{getpass.getuser()}", action="account disabled", target=name)
     except AccountError as exc:
         err_console.print(f"error: {exc}", markup=False)

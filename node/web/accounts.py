@@ -15,6 +15,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from node.web.throttle import SignInGuard
 from storage import models as m
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
@@ -48,10 +49,27 @@ def add_user(s: Session, *, name: str, password: str, role: m.Role) -> m.User:
 
 
 def set_password(s: Session, *, name: str, password: str) -> m.User:
+    """A new password; every session of the account ends."""
     user = get_user(s, name)
     _check_password(password)
     user.password_hash = _hasher.hash(password)
+    user.session_generation += 1
     return user
+
+
+def disable(s: Session, name: str) -> m.User:
+    """The account may no longer sign in; every session of it ends."""
+    user = get_user(s, name)
+    user.disabled = True
+    user.session_generation += 1
+    return user
+
+
+def end_sessions(s: Session, user_id: int) -> None:
+    """Every session of the account ends (signing out ends them all: one generation per account)."""
+    user = s.get(m.User, user_id)
+    if user is not None:
+        user.session_generation += 1
 
 
 def get_user(s: Session, name: str) -> m.User:
@@ -61,11 +79,20 @@ def get_user(s: Session, name: str) -> m.User:
     return user
 
 
-def authenticate(s: Session, name: str, password: str) -> m.User | None:
-    """The enabled account ``name`` if ``password`` is its password, else None (same time either way)."""
+def authenticate(s: Session, name: str, password: str, guard: SignInGuard | None = None) -> m.User | None:
+    """The enabled account ``name`` if ``password`` is its password, else None (same time either way).
+
+    With a ``guard``: credentials it verified moments ago against the same password hash are not hashed again,
+    and the Argon2id work waits for one of its slots (:class:`node.web.throttle.Busy` when none comes)."""
     user = s.scalars(select(m.User).where(m.User.name == name)).one_or_none()
+    if guard is not None and user is not None and guard.remembered(name, password, user.password_hash):
+        return None if user.disabled else user
     try:
-        _hasher.verify(user.password_hash if user is not None else _DUMMY_HASH, password)
+        if guard is None:
+            _hasher.verify(user.password_hash if user is not None else _DUMMY_HASH, password)
+        else:
+            with guard.hashing():
+                _hasher.verify(user.password_hash if user is not None else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
         return None
     if user is None or user.disabled:
@@ -73,6 +100,8 @@ def authenticate(s: Session, name: str, password: str) -> m.User | None:
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
     user.last_login_at = datetime.now(UTC)
+    if guard is not None:
+        guard.remember(name, password, user.password_hash)
     return user
 
 

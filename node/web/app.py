@@ -26,6 +26,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,7 +41,8 @@ from starlette.staticfiles import StaticFiles
 
 from node.intake.indexer import Receiver
 from node.settings import Settings
-from node.web.accounts import authenticate
+from node.web.accounts import audit, authenticate
+from node.web.throttle import Busy, SignInGuard
 from node.work.jobs import JobQueue
 from storage import models as m
 from storage.filestore import FileStore
@@ -64,6 +66,8 @@ class WebContext:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)  # the receiver's metrics live here too
     refused: list[str] = field(default_factory=list)  # the listener's refused associations (this process)
     active_associations: Callable[[], int] = lambda: 0
+    guard: SignInGuard = field(default_factory=SignInGuard)  # sign-in attempts, Argon2id slots
+    sign_in_failures: dict[str, int] = field(default_factory=lambda: {"basic": 0, "form": 0, "throttled": 0})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,15 +114,42 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
     return name, password
 
 
+def sign_in(ctx: WebContext, request: Request, name: str, password: str, via: str,
+            refused: str = "basic sign-in refused") -> m.User | None:
+    """The account if ``password`` is its password (audited when not); raises :class:`Throttled` while the
+    client or the account waits out its failed attempts, :class:`Busy` when no Argon2id slot comes free."""
+    client = client_address(request)
+    wait = ctx.guard.admit(client, name)
+    if wait is not None:
+        ctx.sign_in_failures["throttled"] += 1
+        raise Throttled(wait)
+    with ctx.sessions.begin() as s:
+        user = authenticate(s, name, password, ctx.guard)
+        if user is None:
+            audit(s, actor=name[:64] or "-", action=refused, remote=client)
+        else:
+            s.expunge(user)
+    if user is None:
+        ctx.sign_in_failures[via] += 1
+    else:
+        ctx.guard.succeeded(client, name)
+    return user
+
+
+class Throttled(Exception):
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"too many failed sign-ins: try again in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+    def response(self) -> Response:
+        return PlainTextResponse(str(self), status_code=429, headers={"Retry-After": str(self.retry_after_s)})
+
+
 def _user_from_basic(ctx: WebContext, request: Request) -> m.User | None:
     credentials = _basic_credentials(request)
     if credentials is None:
         return None
-    with ctx.sessions.begin() as s:
-        user = authenticate(s, *credentials)
-        if user is not None:
-            s.expunge(user)
-        return user
+    return sign_in(ctx, request, *credentials, via="basic")
 
 
 def _user_from_session(ctx: WebContext, request: Request) -> m.User | None:
@@ -127,11 +158,25 @@ def _user_from_session(ctx: WebContext, request: Request) -> m.User | None:
         return None
     with ctx.sessions() as s:
         user = s.query(m.User).filter(m.User.name == name).one_or_none()
-        if user is None or user.disabled:
-            request.session.clear()
+        if user is None or user.disabled or request.session.get("generation") != user.session_generation:
+            request.session.clear()  # signed out, a new password or disabled: the session has ended
             return None
         s.expunge(user)
         return user
+
+
+def same_origin(request: Request, ctx: WebContext) -> bool:
+    """An ``Origin`` header, when a browser sends one, names this console (as reached or as published)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    own = {str(request.base_url).rstrip("/"), _origin_of(ctx.settings.web.public_base_url())}
+    return origin.rstrip("/") in own
+
+
+def _origin_of(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 def csrf_token(request: Request) -> str:
@@ -142,7 +187,11 @@ def csrf_token(request: Request) -> str:
     return str(token)
 
 
-async def _check_csrf(request: Request) -> None:
+async def check_csrf(request: Request) -> None:
+    """A state-changing request of a browser session carries the session's CSRF token and comes from this
+    console's own pages (``Origin``); raises :class:`Forbidden` otherwise."""
+    if not same_origin(request, request.state.ctx):
+        raise Forbidden(403, "a request from another site: refused")
     expected = request.session.get("csrf")
     sent: object = request.headers.get("x-csrf-token")
     if sent is None and request.headers.get("content-type", "").startswith(
@@ -163,13 +212,18 @@ def guarded(ctx: WebContext, access: Access, handler: Handler) -> Handler:
         try:
             user = None
             if access.basic and "authorization" in request.headers:
-                user = await run_in_threadpool(_user_from_basic, ctx, request)
+                try:
+                    user = await run_in_threadpool(_user_from_basic, ctx, request)
+                except Throttled as exc:
+                    return exc.response()
+                except Busy as exc:
+                    return PlainTextResponse(str(exc), status_code=503, headers={"Retry-After": "5"})
                 if user is None:
                     return PlainTextResponse("wrong account name or password", status_code=401,
                                              headers={"WWW-Authenticate": 'Basic realm="myonode"'})
             elif ((user := await run_in_threadpool(_user_from_session, ctx, request)) is not None
                   and request.method not in SAFE_METHODS):
-                await _check_csrf(request)
+                await check_csrf(request)
             if user is None:
                 if request.method in SAFE_METHODS and not access.basic:
                     return RedirectResponse(f"{request.scope.get('root_path', '')}/login?next={request.url.path}",
@@ -192,6 +246,37 @@ def guarded(ctx: WebContext, access: Access, handler: Handler) -> Handler:
 RouteSpec = tuple[str, Handler, list[str], Access]
 
 
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                 b"img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                                 b"frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+]
+
+
+class SecurityHeaders:
+    """Every answer says: no inline or foreign script, never in a frame, no type sniffing, no referrer abroad."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                names = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []),
+                                      *((n, v) for n, v in SECURITY_HEADERS if n not in names)]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 def create_app(ctx: WebContext) -> Starlette:
     """The console, DICOMweb and metrics for ``ctx``."""
     from node.web import dicomweb, metrics, pages
@@ -201,6 +286,7 @@ def create_app(ctx: WebContext) -> Starlette:
                                for path, handler, methods, access in specs]
     routes.append(Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"))
     app = Starlette(routes=routes, middleware=[
+        Middleware(SecurityHeaders),
         Middleware(SessionMiddleware, secret_key=session_secret(ctx.settings), session_cookie="myonode_session",
                    max_age=ctx.settings.web.session_max_age_s, same_site="strict",
                    https_only=ctx.settings.web.tls_cert is not None),

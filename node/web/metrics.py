@@ -77,6 +77,12 @@ class NodeCollector(Collector):
                                 value=ctx.active_associations())
         yield CounterMetricFamily("myonode_associations_refused", "DICOM associations refused (this process)",
                                   value=len(ctx.refused))
+        failures = CounterMetricFamily("myonode_sign_in_failures", "Failed sign-ins (basic: DICOMweb credentials, "
+                                       "form: the console), and attempts turned away while throttled (429)",
+                                       labels=["via"])
+        for via, count in ctx.sign_in_failures.items():
+            failures.add_metric([via], count)
+        yield failures
         disk = shutil.disk_usage(ctx.store.root)
         yield GaugeMetricFamily("myonode_disk_free_bytes", "Free space under the store root", value=disk.free)
 

@@ -26,8 +26,20 @@ from node import __version__
 from node.intake.completeness import decide, exam_gaps
 from node.intake.status import node_status
 from node.intake.visits import assign_study
-from node.web.accounts import audit, authenticate
-from node.web.app import HERE, Access, RouteSpec, WebContext, client_address, csrf_token
+from node.web.accounts import audit, end_sessions
+from node.web.app import (
+    HERE,
+    Access,
+    Forbidden,
+    RouteSpec,
+    Throttled,
+    WebContext,
+    check_csrf,
+    client_address,
+    csrf_token,
+    sign_in,
+)
+from node.web.throttle import Busy
 from node.work.exams import exam_facts
 from node.work.jobs import SIGN_VISIT, target_visit, visit_target
 from node.work.outbox import retry as retry_outbox
@@ -77,36 +89,57 @@ def _int(request: Request, name: str) -> int:
 
 
 async def login_form(request: Request) -> Response:
-    return render(request, "login.html", next=request.query_params.get("next", "/"), error=None)
+    return render(request, "login.html", next=request.query_params.get("next", "/"), error=None,
+                  login_csrf=csrf_token(request))
 
 
 async def login(request: Request) -> Response:
+    """Sign in with the form: this console's own form (its CSRF token, its Origin), at most so many failures
+    per client and account (429 then), a session that names the account's session generation."""
+    ctx = _ctx(request)
     form = await request.form()
-    name, password = str(form.get("name", "")), str(form.get("password", ""))
+    name, password = str(form.get("name", ""))[:64], str(form.get("password", ""))[:1024]
     target = str(form.get("next", "/"))
     if not target.startswith("/") or target.startswith("//"):
         target = "/"
+    try:
+        await check_csrf(request)
+    except Forbidden:
+        return render(request, "login.html", next=target, login_csrf=csrf_token(request), status_code=403,
+                      error="the sign-in form has expired or came from another site: sign in again here")
 
     def check() -> m.User | None:
-        with _ctx(request).sessions.begin() as s:
-            user = authenticate(s, name, password)
-            audit(s, actor=name or "-", action="login" if user else "login refused", remote=client_address(request))
-            if user is not None:
-                s.expunge(user)
-            return user
+        user = sign_in(ctx, request, name, password, via="form", refused="login refused")
+        if user is not None:
+            with ctx.sessions.begin() as s:
+                audit(s, actor=name, action="login", remote=client_address(request))
+        return user
 
-    user = await run_in_threadpool(check)
+    try:
+        user = await run_in_threadpool(check)
+    except Throttled as exc:
+        response = render(request, "login.html", next=target, login_csrf=csrf_token(request), status_code=429,
+                          error=str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+    except Busy as exc:
+        return render(request, "login.html", next=target, login_csrf=csrf_token(request), status_code=503,
+                      error=str(exc))
     if user is None:
-        return render(request, "login.html", next=target, error="wrong account name or password", status_code=401)
+        return render(request, "login.html", next=target, error="wrong account name or password",
+                      login_csrf=csrf_token(request), status_code=401)
     request.session.clear()
     request.session["user"] = user.name
+    request.session["generation"] = user.session_generation
     csrf_token(request)
     return RedirectResponse(f"{request.scope.get('root_path', '')}{target}", status_code=303)
 
 
 async def logout(request: Request) -> Response:
+    """Sign out: every session of the account ends (this cookie and any other), not only this browser's."""
     def record() -> None:
         with _ctx(request).sessions.begin() as s:
+            end_sessions(s, request.state.user.id)
             audit(s, actor=request.state.user.name, action="logout", remote=client_address(request))
     await run_in_threadpool(record)
     request.session.clear()

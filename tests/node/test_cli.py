@@ -149,6 +149,7 @@ def test_users_add_list_disable_and_the_console_alone_signs_them_in(settings_fil
     import httpx
 
     from node.demo.ports import free_port
+    from tests.node.test_web import post_login
 
     port = free_port()
     settings_file.write_text(settings_file.read_text().replace("port = 8080", f"port = {port}"))
@@ -177,10 +178,12 @@ def test_users_add_list_disable_and_the_console_alone_signs_them_in(settings_fil
             except httpx.TransportError:
                 assert time.monotonic() < deadline and web.poll() is None, "myonode web did not start"
                 time.sleep(0.2)
-        login = httpx.post(f"http://127.0.0.1:{port}/login", data={"name": "ana", "password": "a good long password"})
-        assert login.status_code == 303
+        browser = httpx.Client(base_url=f"http://127.0.0.1:{port}")
+        assert post_login(browser, "ana", "a good long password").status_code == 303
+        assert browser.get("/audit").status_code == 200
         assert run("users", "disable", "ana", *cfg).returncode == 0
-        refused = httpx.post(f"http://127.0.0.1:{port}/login", data={"name": "ana", "password": "a good long password"})
+        assert browser.get("/audit", follow_redirects=False).status_code == 303  # its session ended at once
+        refused = post_login(httpx.Client(base_url=f"http://127.0.0.1:{port}"), "ana", "a good long password")
         assert refused.status_code == 401
     finally:
         web.terminate()

@@ -40,10 +40,18 @@ def url(node: Node) -> str:
     return f"http://127.0.0.1:{node.web.port}"
 
 
+def post_login(client: httpx.Client, name: str, password: str) -> httpx.Response:
+    """Sign in as a browser does: the form first (its CSRF token), then the form posted back."""
+    form = client.get("/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert token, form.text[:500]
+    return client.post("/login", data={"name": name, "password": password, "next": "/", "csrf": token.group(1)})
+
+
 def signed_in(node: Node, name: str) -> tuple[httpx.Client, str]:
     """A client with ``name``'s session cookie, and the session's CSRF token (read from a page, as a browser)."""
     client = httpx.Client(base_url=url(node), follow_redirects=False, timeout=30)
-    r = client.post("/login", data={"name": name, "password": PASSWORDS[name][0], "next": "/"})
+    r = post_login(client, name, PASSWORDS[name][0])
     assert r.status_code == 303, r.text
     page = client.get("/jobs")
     token = re.search(r'name="csrf" value="([^"]+)"', page.text)
@@ -101,7 +109,7 @@ def test_every_state_changing_route_refuses_strangers_viewers_and_forged_request
 
 def test_a_wrong_password_is_refused_and_audited(web_node: Node) -> None:
     client = httpx.Client(base_url=url(web_node), timeout=30)
-    r = client.post("/login", data={"name": "olivia", "password": "not it at all", "next": "/"})
+    r = post_login(client, "olivia", "not it at all")
     assert r.status_code == 401 and "wrong account name or password" in r.text
     assert client.get("/", follow_redirects=False).status_code == 303
     with web_node.sessions() as s:
