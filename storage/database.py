@@ -2,6 +2,8 @@
 
 SQLite runs in WAL mode with foreign keys on and ``synchronous=FULL``, so a committed
 index row survives a power cut — the node acknowledges a C-STORE only after that commit.
+:func:`refresh_statistics` keeps SQLite's query planner informed (the index writer runs it on
+start and hourly); PostgreSQL's autovacuum does the same on its own.
 """
 
 from __future__ import annotations
@@ -39,6 +41,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def refresh_statistics(engine: Engine) -> None:
+    """SQLite: ``ANALYZE`` with ``analysis_limit`` (an estimate from a sample of each index: milliseconds, not a
+    read of every row), so plans stay right as the index grows; PostgreSQL: nothing (autovacuum analyzes)."""
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+        conn.exec_driver_sql("ANALYZE")
+        conn.commit()
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -194,7 +194,8 @@ class Series(Base):
     protocol_name: Mapped[str | None] = mapped_column(String(128))
     frame_of_reference_uid: Mapped[str | None] = mapped_column(UID)
     kind: Mapped[SeriesKind] = mapped_column(_enum(SeriesKind, "series_kind"), default=SeriesKind.OTHER)
-    n_instances: Mapped[int] = mapped_column(default=0)
+    n_instances: Mapped[int] = mapped_column(default=0)  # instance rows (versions included), kept by ingest
+    bytes_stored: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # their files' sizes
     first_received_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -215,7 +216,7 @@ class Instance(Base):
         Index("ix_instances_series_fk_instance_number", "series_fk", "instance_number"),
         Index("ix_instances_sop_class_uid", "sop_class_uid"),  # SEGs sent back (corrections)
         Index("ix_instances_received_at", "received_at"),  # received today / this week
-        Index("ix_instances_conflict", "series_fk", sqlite_where=text("conflict"),
+        Index("ix_instances_conflict", "series_fk", sqlite_where=text("conflict = 1"),
               postgresql_where=text("conflict")),  # later versions of an instance (counts)
     )
 

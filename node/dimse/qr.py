@@ -399,6 +399,12 @@ def bounded(s: Session, timeout_s: float | None) -> Iterator[None]:
             raw.set_progress_handler(None, 0)
 
 
+def find_statement(identifier: Dataset, dialect: str, *, limit: int, offset: int = 0) -> Any:
+    """The SELECT of :func:`find` for ``identifier`` on a database of ``dialect`` (the query plans' tests read it)."""
+    level = level_of(identifier)
+    return _statement(level).where(*_conditions(identifier, level, dialect)).offset(offset or None).limit(limit)
+
+
 def find(s: Session, identifier: Dataset, retrieve_ae: str, *, limit: int | None = None, offset: int = 0,
          max_results: int = DEFAULT_MAX_RESULTS, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> list[Dataset]:
     """C-FIND (and QIDO-RS): one response identifier per entity at the identifier's level that matches, in the
@@ -407,10 +413,9 @@ def find(s: Session, identifier: Dataset, retrieve_ae: str, *, limit: int | None
     Raises :class:`QueryError` for an identifier that cannot be matched, :class:`TooManyMatches` when more
     than ``max_results`` would be answered, :class:`QueryTooCostly` after ``timeout_s``."""
     level = level_of(identifier)
-    dialect = s.get_bind().dialect.name
-    q = _statement(level).where(*_conditions(identifier, level, dialect))
     wanted = max_results if limit is None else min(limit, max_results)
-    q = q.offset(offset or None).limit(wanted + 1 if limit is None else wanted)
+    q = find_statement(identifier, s.get_bind().dialect.name, limit=wanted + 1 if limit is None else wanted,
+                       offset=offset)
     with bounded(s, timeout_s):
         rows = list(s.execute(q))
         if len(rows) > wanted:

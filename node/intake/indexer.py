@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 
 from sqlalchemy import select as sql_select
+from sqlalchemy.exc import SQLAlchemyError
 
 from node.intake.ingest import (
     DEFAULT_LIMITS,
@@ -54,6 +55,7 @@ from node.intake.ingest import (
 )
 from node.intake.metrics import IngestMetrics
 from storage import models as m
+from storage.database import refresh_statistics
 from storage.journal import Journal, JournalEntry
 
 log = logging.getLogger(__name__)
@@ -212,6 +214,7 @@ class Indexer(threading.Thread):
             log.info("indexing %d journal entr%s left by the last run", left, "y" if left == 1 else "ies")
         self.drain()
         self.reconcile()
+        self._maintain()
         self.ready.set()
         backoff = 0.0
         while not self.stopping.is_set():
@@ -224,8 +227,16 @@ class Indexer(threading.Thread):
                     self._empty_socket()
             backoff = 0.0 if self.drain() else min(30.0, max(0.5, backoff * 2))
             if time.monotonic() - self._last_prune > 3600:
-                self._last_prune = time.monotonic()
-                self.journal.prune(older_than_s=self.keep_s)
+                self._maintain()
+
+    def _maintain(self) -> None:
+        """Hourly: forget kept journal names past ``keep_s``; refresh the index's query statistics (SQLite)."""
+        self._last_prune = time.monotonic()
+        self.journal.prune(older_than_s=self.keep_s)
+        try:
+            refresh_statistics(self.ingestor.engine)
+        except SQLAlchemyError as exc:  # the planner's statistics can wait an hour; indexing cannot
+            log.warning("could not refresh the index's statistics: %s", exc)
 
     def offer(self, name: str, header: Header) -> None:
         """A header a receiver of this process parsed, so that indexing does not parse it again — kept only

@@ -246,6 +246,7 @@ class StoredVersion:
     version: int
     sha256: str
     file_path: str
+    size_bytes: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -348,14 +349,15 @@ class Ingestor:
         # Statements built once: this path runs for every received instance, and building
         # SQLAlchemy statements costs more than executing them.
         self._q_versions = (
-            select(m.Instance.id, m.Instance.version, m.Instance.sha256, m.Instance.file_path)
+            select(m.Instance.id, m.Instance.version, m.Instance.sha256, m.Instance.file_path, m.Instance.size_bytes)
             .where(m.Instance.sop_instance_uid == bindparam("sop")).order_by(m.Instance.version)
         )
         self._q_series = select(m.Series.id, m.Series.kind).where(m.Series.series_instance_uid == bindparam("uid"))
         self._q_insert = insert(m.Instance).returning(m.Instance.id)
         self._q_touch_series = (
             update(m.Series).where(m.Series.id == bindparam("sid"))
-            .values(n_instances=m.Series.n_instances + bindparam("added"), last_received_at=bindparam("now"))
+            .values(n_instances=m.Series.n_instances + bindparam("added"),
+                    bytes_stored=m.Series.bytes_stored + bindparam("bytes"), last_received_at=bindparam("now"))
         )
         self._q_reopen = (
             update(m.Visit)
@@ -368,7 +370,8 @@ class Ingestor:
         )
 
     def _versions(self, conn: Connection, sop_uid: str) -> list[StoredVersion]:
-        return [StoredVersion(id=r.id, version=r.version, sha256=r.sha256, file_path=r.file_path)
+        return [StoredVersion(id=r.id, version=r.version, sha256=r.sha256, file_path=r.file_path,
+                              size_bytes=r.size_bytes)
                 for r in conn.execute(self._q_versions, {"sop": sop_uid})]
 
     def ingest(
@@ -635,7 +638,8 @@ class Ingestor:
         ).scalar_one()
         if replaced:
             conn.execute(delete(m.Instance).where(m.Instance.id.in_(replaced)))
-        conn.execute(self._q_touch_series, {"sid": series_id, "added": 1 - len(replaced), "now": now})
+        conn.execute(self._q_touch_series, {"sid": series_id, "added": 1 - len(replaced), "now": now,
+                                            "bytes": stored.size_bytes - sum(v.size_bytes for v in decided.replaced)})
         if kind is not m.SeriesKind.RESULT:
             reopened = conn.execute(self._q_reopen, {"sid": series_id, "now": now}).rowcount
             if reopened:

@@ -144,12 +144,13 @@ def discard_results(sessions: sessionmaker[Session], store: FileStore, instance_
             s.delete(instance)
         s.flush()
         for series_id in series_ids:
-            left = s.scalar(select(func.count()).select_from(m.Instance).where(m.Instance.series_fk == series_id))
+            left, size = s.execute(select(func.count(), func.coalesce(func.sum(m.Instance.size_bytes), 0))
+                                   .where(m.Instance.series_fk == series_id)).one()
             series = s.get(m.Series, series_id)
             if series is not None and not left:
                 s.delete(series)
             elif series is not None:
-                series.n_instances = int(left or 0)
+                series.n_instances, series.bytes_stored = int(left or 0), int(size or 0)
     for path in paths:
         store.absolute(path).unlink(missing_ok=True)
     return len(paths)

@@ -1,4 +1,5 @@
-"""sessions that end (users.session_generation) and the indexes the hot queries use: instances by series in
+"""sessions that end (users.session_generation), the bytes of each series kept (series.bytes_stored, filled
+from the instances), and the indexes the hot queries use: instances by series in
 instance-number order, by SOP class (SEGs sent back), by received_at (received today / this week), the
 conflicting versions (partial); the index duplicating the unique (sop_instance_uid, version) one dropped
 
@@ -24,13 +25,17 @@ def upgrade() -> None:
     """Upgrade schema."""
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.add_column(sa.Column('session_generation', sa.Integer(), server_default='0', nullable=False))
+    with op.batch_alter_table('series', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('bytes_stored', sa.BigInteger(), server_default='0', nullable=False))
+    op.execute("UPDATE series SET bytes_stored = (SELECT coalesce(sum(size_bytes), 0) FROM instances "
+               "WHERE instances.series_fk = series.id)")
     op.drop_index('ix_instances_sop_instance_uid', table_name='instances')
     op.drop_index('ix_instances_series_fk', table_name='instances')
     op.create_index('ix_instances_series_fk_instance_number', 'instances', ['series_fk', 'instance_number'])
     op.create_index('ix_instances_sop_class_uid', 'instances', ['sop_class_uid'])
     op.create_index('ix_instances_received_at', 'instances', ['received_at'])
     op.create_index('ix_instances_conflict', 'instances', ['series_fk'],
-                    sqlite_where=sa.text('conflict'), postgresql_where=sa.text('conflict'))
+                    sqlite_where=sa.text('conflict = 1'), postgresql_where=sa.text('conflict'))
 
 
 def downgrade() -> None:
@@ -41,5 +46,7 @@ def downgrade() -> None:
     op.drop_index('ix_instances_series_fk_instance_number', table_name='instances')
     op.create_index('ix_instances_series_fk', 'instances', ['series_fk'])
     op.create_index('ix_instances_sop_instance_uid', 'instances', ['sop_instance_uid'])
+    with op.batch_alter_table('series', schema=None) as batch_op:
+        batch_op.drop_column('bytes_stored')
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.drop_column('session_generation')
