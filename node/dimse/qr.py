@@ -400,7 +400,7 @@ def bounded(s: Session, timeout_s: float | None) -> Iterator[None]:
 
 
 def find_statement(identifier: Dataset, dialect: str, *, limit: int, offset: int = 0) -> Any:
-    """The SELECT of :func:`find` for ``identifier`` on a database of ``dialect`` (the query plans' tests read it)."""
+    """The SELECT of :func:`find` for ``identifier`` on a database of ``dialect``."""
     level = level_of(identifier)
     return _statement(level).where(*_conditions(identifier, level, dialect)).offset(offset or None).limit(limit)
 
