@@ -41,7 +41,7 @@ from node.web.accounts import add_user  # noqa: E402
 from storage import models as m  # noqa: E402
 from storage.database import make_engine, refresh_statistics, session_factory, transaction  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
-from tests.support.index_builder import build_index  # noqa: E402
+from tests.support.index_builder import build_index, query  # noqa: E402
 
 MYONODE = str(Path(sys.executable).parent / "myonode")
 POSTGRES = os.environ.get("MYONODE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -86,14 +86,6 @@ def database(backend: str, folder: Path, visits: int) -> tuple[str, Callable[[],
 
     sep = "&" if "?" in POSTGRES else "?"
     return f"{POSTGRES}{sep}options=-csearch_path%3D{schema}", drop
-
-
-def find_query(level: str, **keys: str) -> Dataset:
-    ds = Dataset()
-    ds.QueryRetrieveLevel = level
-    for keyword, value in keys.items():
-        setattr(ds, keyword, value)
-    return ds
 
 
 def measure(backend: str, visits: int, repeat: int) -> dict[str, object]:
@@ -150,22 +142,22 @@ def serve_and_time(folder: Path, url: str, facts: dict, repeat: int) -> dict[str
         # the SCU side too: without it each request waits for the node's delayed ACK (~40 ms), as findscu's does
         assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-        def c_find(query: Dataset) -> Callable[[], int]:
+        def c_find(asked: Dataset) -> Callable[[], int]:
             def run() -> int:
-                answers = [i for status, i in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+                answers = [i for status, i in assoc.send_c_find(asked, StudyRootQueryRetrieveInformationModelFind)
                            if status is not None and status.Status in (0xFF00, 0xFF01)]
                 return len(answers)
             return run
 
         finds = {
-            "cfind_study_patient_id": find_query("STUDY", PatientID=facts["patient_id"], StudyInstanceUID=""),
-            "cfind_study_name_doe": find_query("STUDY", PatientName="DOE*", StudyInstanceUID="",
+            "cfind_study_patient_id": query("STUDY", PatientID=facts["patient_id"], StudyInstanceUID=""),
+            "cfind_study_name_doe": query("STUDY", PatientName="DOE*", StudyInstanceUID="",
                                                NumberOfStudyRelatedInstances=""),
-            "cfind_image_one_series": find_query("IMAGE", StudyInstanceUID=facts["study_uid"],
+            "cfind_image_one_series": query("IMAGE", StudyInstanceUID=facts["study_uid"],
                                                  SeriesInstanceUID=facts["series_uid"], SOPInstanceUID=""),
         }
-        for name, query in finds.items():
-            out[f"{name}_ms"] = median_ms(c_find(query), repeat)
+        for name, asked in finds.items():
+            out[f"{name}_ms"] = median_ms(c_find(asked), repeat)
         out["cfind_study_name_doe_hits"] = c_find(finds["cfind_study_name_doe"])()
         assoc.release()
 

@@ -23,7 +23,7 @@ from storage import models as m
 from storage.database import make_engine, refresh_statistics, session_factory
 from storage.filestore import FileStore
 from storage.migrate import upgrade
-from tests.support.index_builder import build_index
+from tests.support.index_builder import build_index, query
 
 
 @pytest.fixture(scope="module")
@@ -69,23 +69,15 @@ def scans_instances(plan: list[str]) -> list[str]:
             and not any(index in step for index in PARTIAL)]
 
 
-def identifier(level: str, **keys: object) -> Dataset:
-    ds = Dataset()
-    ds.QueryRetrieveLevel = level
-    for keyword, value in keys.items():
-        setattr(ds, keyword, value)
-    return ds
-
-
 def hot_queries(facts: dict) -> dict[str, tuple[Dataset, int]]:
     return {
-        "C-FIND STUDY PatientID": (identifier("STUDY", PatientID=facts["patient_id"], StudyInstanceUID=""), 10_001),
-        "C-FIND STUDY PatientName DOE*": (identifier("STUDY", PatientName="DOE*", StudyInstanceUID=""), 10_001),
-        "C-FIND IMAGE one series": (identifier("IMAGE", SeriesInstanceUID=facts["series_uid"], SOPInstanceUID=""),
+        "C-FIND STUDY PatientID": (query("STUDY", PatientID=facts["patient_id"], StudyInstanceUID=""), 10_001),
+        "C-FIND STUDY PatientName DOE*": (query("STUDY", PatientName="DOE*", StudyInstanceUID=""), 10_001),
+        "C-FIND IMAGE one series": (query("IMAGE", SeriesInstanceUID=facts["series_uid"], SOPInstanceUID=""),
                                     10_001),
-        "QIDO studies?limit=25": (identifier("STUDY", StudyInstanceUID=""), 25),
-        "QIDO series?StudyInstanceUID=": (identifier("SERIES", StudyInstanceUID=facts["study_uid"]), 10_001),
-        "C-FIND IMAGE one SOP Instance UID": (identifier("IMAGE", SOPInstanceUID="2.25.3.0.1.7"), 10_001),
+        "QIDO studies?limit=25": (query("STUDY", StudyInstanceUID=""), 25),
+        "QIDO series?StudyInstanceUID=": (query("SERIES", StudyInstanceUID=facts["study_uid"]), 10_001),
+        "C-FIND IMAGE one SOP Instance UID": (query("IMAGE", SOPInstanceUID="2.25.3.0.1.7"), 10_001),
     }
 
 
@@ -93,13 +85,13 @@ def test_no_c_find_or_qido_reads_the_whole_instances_table(year) -> None:
     """Every statement a query runs — the match and the counts of what it answers — searches by an index."""
     engine, facts = year
     sessions = session_factory(engine)
-    for name, (query, limit) in hot_queries(facts).items():
+    for name, (asked, limit) in hot_queries(facts).items():
         for counted in ("NumberOfStudyRelatedInstances", "NumberOfSeriesRelatedInstances", "ModalitiesInStudy"):
-            setattr(query, counted, None if counted.startswith("Number") else "")
+            setattr(asked, counted, None if counted.startswith("Number") else "")
 
-        def run(query: Dataset = query, limit: int = limit) -> None:
+        def run(asked: Dataset = asked, limit: int = limit) -> None:
             with sessions() as s:
-                assert find(s, query, "MYONODE", limit=limit)
+                assert find(s, asked, "MYONODE", limit=limit)
 
         plans = executed_plans(engine, run)
         assert plans, name
@@ -147,7 +139,7 @@ def test_status_and_retrieve_answer_from_the_series_rows_and_the_indexes(year, t
         status = node_status(s)
         assert status.instances == facts["instances"] and status.conflicts == 0
         assert status.kinds[m.SeriesKind.T2] == (36 * 6, 36 * 300)
-        files = retrieve_files(s, identifier("SERIES", SeriesInstanceUID=facts["series_uid"]))
+        files = retrieve_files(s, query("SERIES", SeriesInstanceUID=facts["series_uid"]))
         assert [f.instance_number for f in files] == list(range(1, 51))
         assert find_corrections(s, FileStore(tmp_path)) == []  # the SEGs have no files here: each refused
         assert s.scalar(select(func.count()).select_from(m.Correction)) == 36

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from pydicom.dataset import Dataset
 from sqlalchemy import Engine, insert
 
 from storage import models as m
@@ -28,6 +29,15 @@ INSTANCES_PER_VISIT = sum(n for _, _, _, n, _ in SERIES_MIX)
 SURNAMES = ["SMITH", "JONES", "TAYLOR", "BROWN", "WILSON", "EVANS", "THOMAS", "JOHNSON", "ROBERTS", "WALKER",
             "WRIGHT", "DOE", "HALL", "GREEN", "WOOD", "HARRIS", "LEWIS", "CLARKE", "JACKSON", "HUGHES"]
 EPOCH = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)
+
+
+def query(level: str, **keys: object) -> Dataset:
+    """A C-FIND identifier at ``level`` with ``keys`` (keyword = value), to ask the built index."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    return ds
 
 
 def uid(*parts: int) -> str:
