@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,13 @@ def test_shipped_settings_file_is_valid_and_matches_model_defaults() -> None:
     assert loaded.protocol == defaults.protocol
     assert loaded.visits == defaults.visits
     assert loaded.storage.database_url == f"sqlite:///{REPO / 'var' / 'myonode.db'}"
+
+
+def test_the_shipped_settings_process_visits_only_in_worker_processes_never_in_serves_threads() -> None:
+    """Processing in threads of serve held the GIL the listener, the indexer and the console need (#27)."""
+    for path in (REPO / "settings.toml", REPO / "deploy" / "production.settings.toml"):
+        queue = tomllib.loads(path.read_text())["queue"]
+        assert queue["workers"] == 0 and queue["processes"] >= 1, path
 
 
 def test_relative_paths_resolve_against_settings_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
