@@ -194,10 +194,15 @@ class Journal:
             time.sleep(poll_s)
         return True
 
-    def sweep_partials(self) -> list[Path]:
-        """Remove temporary files of writes a crash interrupted (never acknowledged)."""
+    def sweep_partials(self, older_than_s: float = 0.0) -> list[Path]:
+        """Remove temporary files of writes a crash interrupted (never acknowledged); ``older_than_s``: only
+        those untouched that long, so that a receiver writing now (another process, a STOW) keeps its file."""
+        horizon = time.time() - older_than_s
         removed = []
         for p in self.folder.glob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}"):
-            p.unlink(missing_ok=True)
-            removed.append(p)
+            with contextlib.suppress(FileNotFoundError):
+                if older_than_s and p.stat().st_mtime > horizon:
+                    continue
+                p.unlink(missing_ok=True)
+                removed.append(p)
         return removed

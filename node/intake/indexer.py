@@ -61,6 +61,7 @@ from storage.journal import Journal, JournalEntry
 log = logging.getLogger(__name__)
 
 SETTLE_TIMEOUT_S = 10.0
+PARTIAL_AGE_S = 60.0  # a journal write untouched this long was interrupted (even 1 GiB is written in seconds)
 MAX_HEADERS = 4096  # parsed headers waiting for the indexer (a few KB each)
 
 
@@ -207,8 +208,7 @@ class Indexer(threading.Thread):
                 self._lock_file = None
 
     def _serve(self) -> None:
-        for path in self.journal.sweep_partials():
-            log.warning("removed %s, a journal write a crash interrupted (never acknowledged)", path)
+        self._sweep()
         left = len(self.journal.pending())
         if left:
             log.info("indexing %d journal entr%s left by the last run", left, "y" if left == 1 else "ies")
@@ -229,9 +229,17 @@ class Indexer(threading.Thread):
             if time.monotonic() - self._last_prune > 3600:
                 self._maintain()
 
+    def _sweep(self) -> None:
+        """Remove journal writes a crash interrupted — those untouched for a minute: receivers of this and other
+        processes may be writing theirs now (the loop restarts while they listen; ``myonode web`` takes over)."""
+        for path in self.journal.sweep_partials(older_than_s=PARTIAL_AGE_S):
+            log.warning("removed %s, a journal write a crash interrupted (never acknowledged)", path)
+
     def _maintain(self) -> None:
-        """Hourly: forget kept journal names past ``keep_s``; refresh the index's query statistics (SQLite)."""
+        """Hourly: forget kept journal names past ``keep_s``, sweep interrupted writes; refresh the index's
+        query statistics (SQLite)."""
         self._last_prune = time.monotonic()
+        self._sweep()
         self.journal.prune(older_than_s=self.keep_s)
         try:
             refresh_statistics(self.ingestor.engine)
