@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
@@ -23,10 +25,33 @@ from storage.filestore import FileStore
 log = logging.getLogger(__name__)
 
 
-def assign_unassigned(s: Session, settings: Settings) -> int:
-    """Try to map every study that has no visit yet (patients may have been registered since)."""
+@dataclass(kw_only=True)
+class AssignMark:
+    """What :func:`assign_unassigned` has looked at: studies up to ``study_id``, with the subjects' Patient IDs as
+    they were (``mappings``: their count and newest id). Studies it could not assign are tried again only
+    when a Patient ID is mapped since — not every round: a site keeps many studies of no study subject."""
+
+    study_id: int = 0
+    mappings: tuple[int, int] = (-1, -1)
+    all_tried_at: float = float("-inf")  # and, whatever changed, all of them once an hour
+
+
+def assign_unassigned(s: Session, settings: Settings, mark: AssignMark | None = None) -> int:
+    """Try to map the studies that have no visit yet: all of them when a Patient ID was mapped since ``mark``
+    (or without one), else only the studies received since; ``mark`` moves on."""
+    after = 0
+    if mark is not None:
+        count, newest = s.execute(select(func.count(), func.coalesce(func.max(m.SubjectPatientId.id), 0))
+                                  .select_from(m.SubjectPatientId)).one()
+        hourly = time.monotonic() - mark.all_tried_at > 3600
+        after = mark.study_id if (count, newest) == mark.mappings and not hourly else 0
+        if after == 0:
+            mark.all_tried_at = time.monotonic()
+        mark.mappings = (int(count), int(newest))
+        mark.study_id = int(s.scalar(select(func.coalesce(func.max(m.Study.id), 0))) or 0)
     n = 0
-    for study in s.scalars(select(m.Study).where(m.Study.visit_fk.is_(None)).order_by(m.Study.study_date)):
+    for study in s.scalars(select(m.Study).where(m.Study.visit_fk.is_(None), m.Study.id > after)
+                           .order_by(m.Study.study_date)):
         if assign_study(s, study, settings.visits) is not None:
             n += 1
             s.flush()
@@ -53,12 +78,13 @@ def exam_facts(s: Session, *, visit_id: int | None = None,
 
 
 def check_visits(sessions: sessionmaker[Session], settings: Settings, jobs: JobQueue,
-                 now: datetime | None = None) -> list[int]:
-    """One round: assign studies, queue every receiving visit whose exam is ready. Returns queued job ids."""
+                 now: datetime | None = None, mark: AssignMark | None = None) -> list[int]:
+    """One round: assign studies (those new since ``mark``, or all), queue every receiving visit whose exam is
+    ready. Returns queued job ids."""
     now = now or datetime.now(UTC)
     queued: list[int] = []
     with transaction(sessions) as s:
-        assign_unassigned(s, settings)
+        assign_unassigned(s, settings, mark)
     with sessions() as s:
         receiving = list(s.scalars(select(m.Visit.id).where(m.Visit.state == m.VisitState.RECEIVING)))
     for visit_id in receiving:
@@ -109,11 +135,12 @@ class ExamWatcher(threading.Thread):
         self.sessions, self.settings, self.jobs, self.interval_s = sessions, settings, jobs, interval_s
         self.store = FileStore(settings.storage.root)
         self.stopping = threading.Event()
+        self.mark = AssignMark()
 
     def run(self) -> None:
         while not self.stopping.wait(self.interval_s):
             try:
-                check_visits(self.sessions, self.settings, self.jobs)
+                check_visits(self.sessions, self.settings, self.jobs, mark=self.mark)
                 check_corrections(self.sessions, self.store, self.jobs)
             except Exception:
                 log.exception("exam check failed; will try again")

@@ -159,3 +159,29 @@ def test_incomplete_exam_processed_after_deadline_and_flagged(running_node, tmp_
     assert len(settle(node)) == 1
     wait_visit_state(node, "complete")
     assert visit_states(node) == [("baseline", "complete", True)]
+
+
+def test_studies_of_no_subject_are_tried_again_only_when_a_patient_id_is_mapped(running_node, tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    """A site keeps many studies of no study subject: the watcher does not try each of them every round."""
+    import node.work.exams as exams
+
+    node = quiet(running_node(protocol=PROTOCOL))
+    Scanner(node, tmp_path, patient_id="CLINICAL-1").t2_station(0)
+    Scanner(node, tmp_path, patient_id="MND-001").t2_station(0)
+    node.settle()
+    tried: list[int] = []
+    real = exams.assign_study
+    monkeypatch.setattr(exams, "assign_study", lambda s, study, v: tried.append(study.id) or real(s, study, v))
+    mark = exams.AssignMark()
+    with transaction(node.sessions) as s:
+        assert exams.assign_unassigned(s, node.settings, mark) == 0
+    assert len(tried) == 2
+    for _ in range(3):
+        with transaction(node.sessions) as s:
+            exams.assign_unassigned(s, node.settings, mark)
+    assert len(tried) == 2  # nothing new: nothing tried
+    register(node, "MND-001", "MND-001")
+    with transaction(node.sessions) as s:
+        assert exams.assign_unassigned(s, node.settings, mark) == 1  # a Patient ID mapped: all tried again
+    assert len(tried) == 4
