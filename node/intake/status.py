@@ -43,6 +43,14 @@ class NodeStatus:
     other_classes: dict[str, int]  # instances classified "other", per SOP class (its name where known)
 
 
+def received_between(s: Session, since: datetime, until: datetime) -> tuple[int, int]:
+    """Instances and studies received in [since, until]: a bounded range of the ``received_at`` index."""
+    row = s.execute(select(func.count(m.Instance.id), func.count(func.distinct(m.Series.study_fk)))
+                    .join(m.Series, m.Instance.series_fk == m.Series.id)
+                    .where(m.Instance.received_at >= since, m.Instance.received_at <= until)).one()
+    return int(row[0]), int(row[1])
+
+
 def node_status(s: Session, limit: int = 50) -> NodeStatus:
     """Counts and the most recent studies, newest first; patients not mapped to a subject listed apart."""
     per_study = (

@@ -24,7 +24,7 @@ from starlette.templating import Jinja2Templates
 
 from node import __version__
 from node.intake.completeness import decide, exam_gaps
-from node.intake.status import node_status
+from node.intake.status import node_status, received_between
 from node.intake.visits import assign_study
 from node.web.accounts import audit, end_sessions
 from node.web.app import (
@@ -157,15 +157,10 @@ async def dashboard(request: Request) -> Response:
         today = datetime(now.year, now.month, now.day, tzinfo=UTC)
         week = today - timedelta(days=today.weekday())
 
-        def received(since: datetime) -> tuple[int, int]:
-            row = s.execute(select(func.count(m.Instance.id), func.count(func.distinct(m.Series.study_fk)))
-                            .join(m.Series, m.Instance.series_fk == m.Series.id)
-                            .where(m.Instance.received_at >= since)).one()
-            return int(row[0]), int(row[1])
-
         oldest = s.scalar(select(func.min(m.OutboxItem.created_at)).where(m.OutboxItem.state == m.OutboxState.PENDING))
         last_run = s.scalars(select(m.StatsRun).order_by(m.StatsRun.started_at.desc()).limit(1)).one_or_none()
-        return {"status": node_status(s, limit=10), "today": received(today), "week": received(week),
+        return {"status": node_status(s, limit=10), "today": received_between(s, today, now),
+                "week": received_between(s, week, now),
                 "oldest_pending": oldest, "last_run": last_run}
 
     data = await _read(request, work)

@@ -1,6 +1,6 @@
 """An index the size of a busy site's year, built fast through the project's own models (no files).
 
-A visit as the scanner and the pipeline leave it: 18 series — a survey (3 images), 6 coronal T2
+The visits of the year up to yesterday, evenly spread; a visit as the scanner and the pipeline leave it: 18 series — a survey (3 images), 6 coronal T2
 stations (50 each), 8 axial DWI stations (95 each: b0 and b1000 slices), the stitched T2 (30), a SEG
 and an SR — about 1,100 instance rows; three visits per patient, one patient in twenty named DOE. Rows go in with Core bulk inserts (executemany), as a restore
 would, not through ingest: building 660,000 rows takes a minute, not hours.
@@ -28,7 +28,6 @@ SERIES_MIX: list[tuple[str, m.SeriesKind, str, int, str]] = [  # description, ki
 INSTANCES_PER_VISIT = sum(n for _, _, _, n, _ in SERIES_MIX)
 SURNAMES = ["SMITH", "JONES", "TAYLOR", "BROWN", "WILSON", "EVANS", "THOMAS", "JOHNSON", "ROBERTS", "WALKER",
             "WRIGHT", "DOE", "HALL", "GREEN", "WOOD", "HARRIS", "LEWIS", "CLARKE", "JACKSON", "HUGHES"]
-EPOCH = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)
 
 
 def query(level: str, **keys: object) -> Dataset:
@@ -48,10 +47,11 @@ def build_index(engine: Engine, visits: int, *, chunk: int = 20_000) -> dict[str
     """``visits`` visits into the (migrated, empty) database of ``engine``; returns facts to query with."""
     rows: list[dict[str, Any]] = []
     instance_id = 0
+    start = datetime.now(UTC).replace(hour=8, minute=0, second=0, microsecond=0) - timedelta(days=366)
     with engine.begin() as conn:
         for v in range(visits):
             n_patient, n_visit = divmod(v, 3)
-            when = EPOCH + timedelta(days=7 * n_patient + 120 * n_visit)
+            when = start + timedelta(days=365 * v / visits)  # the year up to yesterday, evenly
             if n_visit == 0:
                 name = f"{SURNAMES[n_patient % len(SURNAMES)]}^P{n_patient}"
                 patient_pk = conn.execute(insert(m.Patient).returning(m.Patient.id), {
