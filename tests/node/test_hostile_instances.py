@@ -213,3 +213,28 @@ def test_healthz_fails_while_an_acknowledged_instance_waits_too_long_to_be_index
         assert age is not None and float(age.group(1)) > 0.5
     finally:
         node.stop()
+
+
+def test_a_process_that_does_not_index_keeps_no_parsed_headers(node_settings: Callable[..., Settings]) -> None:
+    """`myonode web` beside serve: its receiver's parsed headers would wait forever for an indexer that never
+    takes the lock — they are not kept; the process that indexes keeps them, bounded."""
+    from node.intake.indexer import MAX_HEADERS, Indexer
+    from node.intake.ingest import Ingestor, read_header
+    from storage.filestore import FileStore
+    from storage.journal import Journal
+
+    node = start_node(node_settings())
+    try:
+        data = BytesIO()
+        mr_image(study_uid=generate_uid(), series_uid=generate_uid(), size=8).save_as(data, enforce_file_format=True)
+        header = read_header(data.getvalue())
+        beside = Indexer(Ingestor(FileStore(node.settings.storage.root), node.sessions, []),
+                         Journal(node.settings.storage.root), keep_s=0)  # never started: serve holds the lock
+        beside.offer("entry.dcm", header)
+        assert beside.headers == {}
+        for i in range(MAX_HEADERS + 10):
+            node.indexer.offer(f"not-in-the-journal-{i}.dcm", header)
+        assert len(node.indexer.headers) == MAX_HEADERS
+        node.indexer.headers.clear()
+    finally:
+        node.stop()
