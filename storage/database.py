@@ -20,7 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # SQLite's own lower() folds ASCII only; this one folds as PostgreSQL's does (Müller, Ødegård): C-FIND's PN
+    dbapi_conn.create_function("unicode_lower", 1, _lower, deterministic=True)
     cur = dbapi_conn.cursor()
     try:
         cur.execute("PRAGMA journal_mode=WAL")

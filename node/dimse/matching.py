@@ -52,8 +52,10 @@ def condition(vr: str, query: str | None, keyword: str = "value") -> Condition:
         return Condition(kind="universal", vr=vr)
     if len(query) > MAX_QUERY_CHARS:
         raise MatchingError(f"{keyword}: a query value of {len(query)} characters (at most {MAX_QUERY_CHARS})")
+    if "\x00" in query:
+        raise MatchingError(f"{keyword}: a query value holding a NUL character")
     query = query.strip()
-    if query == "" or query == "*":
+    if query == "" or set(query) == {"*"}:  # '*', '**', …: anything, an empty value included
         return Condition(kind="universal", vr=vr)
     if vr == "UI":
         uids = tuple(q.strip() for q in query.split("\\") if q.strip())
@@ -81,8 +83,8 @@ def wildcard_match(pattern: str, text: str, *, ignore_case: bool = False) -> boo
 
     On a mismatch after a ``*`` only the last ``*`` is retried one character further: enough for
     a full match (each ``*`` may absorb anything the earlier ones did not), never exponential."""
-    if ignore_case:
-        pattern, text = pattern.casefold(), text.casefold()
+    if ignore_case:  # lower(), as the SQL of node.dimse.qr folds (not casefold: ß stays one character)
+        pattern, text = pattern.lower(), text.lower()
     p = t = 0
     star, mark = -1, 0
     while t < len(text):
@@ -131,7 +133,7 @@ def satisfies(c: Condition, actual: str | None) -> bool:
             return int(actual) == int(c.values[0])
         except ValueError:
             return False
-    return c.values[0].upper() == actual.upper() if c.ignore_case else c.values[0] == actual
+    return c.values[0].lower() == actual.lower() if c.ignore_case else c.values[0] == actual
 
 
 def matches(vr: str, query: str | None, actual: str | None) -> bool:

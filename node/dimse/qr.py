@@ -180,7 +180,7 @@ def sql_condition(keyword: str, column: Any, c: Condition, dialect: str) -> Colu
     if c.kind == "wildcard":
         pattern = c.values[0]
         if c.ignore_case:
-            return func.lower(column).like(_like_pattern(pattern.lower()), escape="\\")
+            return _lower(column, dialect).like(_like_pattern(pattern.lower()), escape="\\")
         if dialect == "sqlite":
             return column.op("GLOB")(_glob_pattern(pattern))
         return column.like(_like_pattern(pattern), escape="\\")
@@ -188,8 +188,13 @@ def sql_condition(keyword: str, column: Any, c: Condition, dialect: str) -> Colu
         number = int(c.values[0])
         return column == number if abs(number) < 2**31 else false()
     if c.ignore_case:
-        return func.upper(column) == c.values[0].upper()
+        return _lower(column, dialect) == c.values[0].lower()
     return value == c.values[0]
+
+
+def _lower(column: Any, dialect: str) -> Any:
+    """``column`` in lower case as Python and PostgreSQL fold it (SQLite: the function storage.database adds)."""
+    return func.unicode_lower(column) if dialect == "sqlite" else func.lower(column)
 
 
 def _conditions(identifier: Dataset, level: Level, dialect: str) -> list[ColumnElement[bool]]:

@@ -26,8 +26,9 @@ from typing import Literal
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.pixels.utils import get_expected_length
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.dimse.status import Status
@@ -108,6 +109,7 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+INFLATION_FLOOR = 64 << 20  # a deflated data set may always inflate this far (then the ratio bounds it)
 DEFLATED = "1.2.840.10008.1.2.1.99"
 IMPLICIT_LE, EXPLICIT_BE = "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"
 NATIVE = {IMPLICIT_LE, "1.2.840.10008.1.2.1", EXPLICIT_BE, DEFLATED}
@@ -115,13 +117,25 @@ LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN"
 ITEM, SEQUENCE_END = (0xFFFE, 0xE000), (0xFFFE, 0xE0DD)
 
 
-def read_header(data: bytes, expected_sop_uid: str | None = None, limits: Limits = DEFAULT_LIMITS) -> Header:
+def read_header(data: bytes, expected_sop_uid: str | None = None, limits: Limits | None = DEFAULT_LIMITS) -> Header:
     """Parse the header (not the pixels), validate the UIDs that name the file, and refuse what cannot be kept
-    whole: more than ``limits.max_bytes``, a deflated data set inflating beyond ``max_inflation_ratio`` (a
-    deflate bomb), pixel data shorter than its header says (a truncated file)."""
-    if len(data) > limits.max_bytes:
-        raise BadDatasetError(f"{len(data)} bytes: larger than [node] max_instance_bytes ({limits.max_bytes})")
-    _check_inflation(data, limits)
+    whole: more than ``limits.max_bytes``, a deflated data set inflating beyond its bound (a deflate bomb),
+    pixel data shorter than its header says (a truncated file). ``limits`` None: an instance acknowledged
+    already (a journal entry read back) — parsed as it is, never refused for what the receiver let through.
+    Raises only :class:`BadDatasetError`."""
+    try:
+        return _read_header(data, expected_sop_uid, limits)
+    except BadDatasetError:
+        raise
+    except Exception as exc:  # an attribute pydicom reads only when asked: this data set is unreadable
+        raise BadDatasetError(f"not a readable DICOM data set: {exc.__class__.__name__}: {exc}"[:500]) from exc
+
+
+def _read_header(data: bytes, expected_sop_uid: str | None, limits: Limits | None) -> Header:
+    if limits is not None:
+        if len(data) > limits.max_bytes:
+            raise BadDatasetError(f"{len(data)} bytes: larger than [node] max_instance_bytes ({limits.max_bytes})")
+        _check_inflation(data, limits)
     fp = BytesIO(data)
     try:
         ds = dcmread(fp, stop_before_pixels=True)
@@ -138,28 +152,30 @@ def read_header(data: bytes, expected_sop_uid: str | None = None, limits: Limits
         )
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else None
-    if ts != DEFLATED:  # positions in a deflated data set are in the inflated stream: bounded above instead
+    if ts is not None and (len(ts) > UID_MAX_LENGTH or "\x00" in ts):
+        raise BadDatasetError(f"TransferSyntaxUID {ts[:80]!r} is not a UID")
+    if limits is not None and ts != DEFLATED:  # positions in a deflated data set: in the inflated stream
         _check_pixel_data(data, fp.tell(), ds, ts)
     return Header(sop_class_uid=sop_class, sop_instance_uid=sop_uid, study_uid=study, series_uid=series, transfer_syntax_uid=ts, dataset=ds)
 
 
 def _check_inflation(data: bytes, limits: Limits) -> None:
-    """A Deflated Explicit VR Little Endian data set is inflated with a bound before pydicom inflates it whole."""
-    if DEFLATED.encode() not in data[:4096]:
-        return
+    """A Deflated Explicit VR Little Endian data set is inflated with a bound before pydicom inflates it whole:
+    ``max_inflation_ratio`` times its size, but never less than ``INFLATION_FLOOR`` (a small blank image
+    deflates a thousandfold) nor more than ``max_bytes``; counted in 1 MiB steps and thrown away."""
     fp = BytesIO(data)
     try:
         read_preamble(fp, False)
         # pydicom's reader of the meta group on an open file (its public read_file_meta_info takes a path only)
         meta = _read_file_meta_info(fp)
-    except Exception as exc:
-        raise BadDatasetError(f"not a readable DICOM file meta group: {exc}"[:500]) from exc
+    except Exception:
+        return  # no readable meta group: dcmread says why (or reads it without one)
     if str(meta.get("TransferSyntaxUID", "")) != DEFLATED:
         return
     compressed = data[fp.tell():]
-    bound = min(limits.max_bytes, int(len(compressed) * limits.max_inflation_ratio) + 65536)
+    bound = min(limits.max_bytes, max(INFLATION_FLOOR, int(len(compressed) * limits.max_inflation_ratio)))
     inflater, pending, inflated = zlib.decompressobj(-zlib.MAX_WBITS), compressed, 0
-    try:  # counted in 1 MiB steps and thrown away: the bound costs no memory
+    try:
         while inflated <= bound:
             chunk = inflater.decompress(pending, 1 << 20)
             pending = inflater.unconsumed_tail
@@ -176,17 +192,19 @@ def _check_inflation(data: bytes, limits: Limits) -> None:
 
 def _check_pixel_data(data: bytes, at: int, ds: Dataset, ts: str | None) -> None:
     """Pixel data (at ``at``, where parsing stopped) that ends before its length says, or holds fewer bytes than
-    rows × columns × samples × bits × frames (native syntaxes), is refused naming what is missing."""
+    its image attributes need (native syntaxes), is refused naming what is missing. Read with the encoding
+    pydicom found (not the one the meta group claims), an implicit-VR element in an explicit data set included."""
     if at + 8 > len(data):
         return  # no pixel data element: nothing to check
-    little = ts != EXPLICIT_BE
-    order = "<" if little else ">"
+    implicit, little = ds.original_encoding
+    order = "<" if little is not False else ">"
     group, element = struct.unpack(order + "HH", data[at:at + 4])
     if group != 0x7FE0:
         return
-    if ts == IMPLICIT_LE or ts is None:
+    vr = data[at + 4:at + 6]
+    if implicit or not (vr.isalpha() and vr.isupper()):  # as pydicom: no VR there, an implicit element
         (length,), start = struct.unpack(order + "L", data[at + 4:at + 8]), at + 8
-    elif data[at + 4:at + 6] in LONG_VRS:
+    elif vr in LONG_VRS:
         if at + 12 > len(data):
             raise BadDatasetError("truncated file: the pixel data element is cut off in its header")
         (length,), start = struct.unpack(order + "L", data[at + 8:at + 12]), at + 12
@@ -199,15 +217,13 @@ def _check_pixel_data(data: bytes, at: int, ds: Dataset, ts: str | None) -> None
         raise BadDatasetError(f"truncated file: the pixel data ({group:04X},{element:04X}) says {length} bytes, "
                               f"the data set holds {len(data) - start}")
     if ts in NATIVE and element == 0x0010:
-        try:
-            frames = int(ds.get("NumberOfFrames", 1) or 1)
-            bits = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * int(ds.BitsAllocated)
-            expected = (bits * frames + 7) // 8
-        except (AttributeError, TypeError, ValueError, KeyError):
-            return  # the image attributes are not numbers: nothing to compare with (read as sent)
+        try:  # pydicom's rule (YBR 4:2:2 is two bytes a pixel, 1-bit images packed, frames)
+            expected = int(get_expected_length(ds, "bytes"))
+        except Exception:
+            return  # the image attributes are missing or not numbers: nothing to compare with (kept as sent)
         if length < expected:
-            raise BadDatasetError(f"short pixel data: {length} bytes; Rows × Columns × Samples per Pixel × Bits "
-                                  f"Allocated × Number of Frames needs {expected}")
+            raise BadDatasetError(f"short pixel data: {length} bytes; its image attributes (rows, columns, "
+                                  f"samples, bits, frames, photometric interpretation) need {expected}")
 
 
 def _check_fragments(data: bytes, at: int) -> None:
@@ -229,6 +245,8 @@ def _uid(ds: Dataset, keyword: str) -> str:
     uid = str(ds.get(keyword, "") or "")
     if not uid.strip():
         raise BadDatasetError(f"{keyword} is missing or empty")
+    if "\x00" in uid:
+        raise BadDatasetError(f"{keyword} {uid[:80]!r} holds a NUL character")
     if len(uid) > INDEXED_UID_MAX_LENGTH:
         raise BadDatasetError(f"{keyword} {uid[:80]!r}… is longer than {INDEXED_UID_MAX_LENGTH} characters")
     try:
@@ -293,11 +311,22 @@ def fields_of(h: Header) -> InstanceFields:
     return f
 
 
+ENTRY_ERRNOS = {errno.ENOENT, errno.ENAMETOOLONG, errno.EINVAL, errno.EISDIR, errno.ENOTDIR}
+
+
 def retry_later(exc: BaseException) -> bool:
-    """True for a failure of the database or the disk, not of one entry: index it again later, keep it."""
-    if isinstance(exc, (OperationalError, InterfaceError)):
-        return True
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
+    """True for a failure of the database, the disk or the process (all kept for a retry: the entries wait,
+    ``/healthz`` says so), False for one that the entry's own content caused (it is set aside).
+
+    The entry's own: a value the database refuses (``DataError``, ``IntegrityError`` after the retry), a
+    file name the filesystem refuses, a Python error from its content. Everything else — a database that is
+    unreachable, read-only, short of privileges or damaged, a disk that is full or failing, too many open
+    files — says nothing about the entry and would set aside every one of them."""
+    if isinstance(exc, OSError):
+        return exc.errno not in ENTRY_ERRNOS
+    if isinstance(exc, DBAPIError):
+        return not isinstance(exc, (DataError, IntegrityError))
+    return False
 
 
 @contextmanager
@@ -468,7 +497,7 @@ class Ingestor:
         for entry in entries:
             try:
                 data = entry.path.read_bytes()
-                header = (headers or {}).pop(entry.path.name, None) or read_header(data)
+                header = (headers or {}).pop(entry.path.name, None) or read_header(data, limits=None)
                 received.append(Received(entry=entry, header=header, sha256=hashlib.sha256(data).hexdigest(),
                                          fields=fields_of(header)))
             except Exception as exc:  # whatever the bytes do to the parser: this entry only

@@ -15,7 +15,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from node.web.throttle import SignInGuard
+from node.web.throttle import SignInGuard, Throttled
 from storage import models as m
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
@@ -79,23 +79,31 @@ def get_user(s: Session, name: str) -> m.User:
     return user
 
 
-def authenticate(s: Session, name: str, password: str, guard: SignInGuard | None = None) -> m.User | None:
+def authenticate(s: Session, name: str, password: str, guard: SignInGuard | None = None,
+                 client: str = "-") -> m.User | None:
     """The enabled account ``name`` if ``password`` is its password, else None (same time either way).
 
-    With a ``guard``: credentials it verified moments ago against the same password hash are not hashed again,
-    and the Argon2id work waits for one of its slots (:class:`node.web.throttle.Busy` when none comes)."""
+    With a ``guard`` (the web's): credentials it verified moments ago against the same password hash are not
+    hashed again; the Argon2id work waits for one of its slots (:class:`node.web.throttle.Busy` when none
+    comes), and inside it the client's and the account's failures are looked at again
+    (:class:`node.web.throttle.Throttled`) and a failure recorded."""
     user = s.scalars(select(m.User).where(m.User.name == name)).one_or_none()
-    if guard is not None and user is not None and guard.remembered(name, password, user.password_hash):
-        return None if user.disabled else user
-    try:
-        if guard is None:
-            _hasher.verify(user.password_hash if user is not None else _DUMMY_HASH, password)
-        else:
-            with guard.hashing():
-                _hasher.verify(user.password_hash if user is not None else _DUMMY_HASH, password)
-    except (VerificationError, InvalidHashError):
-        return None
-    if user is None or user.disabled:
+    if guard is None:
+        verified = _verify(user, password)
+    elif user is not None and guard.remembered(name, password, user.password_hash):
+        verified = True
+    else:
+        with guard.hashing():
+            if user is not None and guard.remembered(name, password, user.password_hash):
+                verified = True  # another request verified them while this one waited
+            else:
+                wait = guard.retry_after(client, name)
+                if wait is not None:
+                    raise Throttled(wait)
+                verified = _verify(user, password)
+                if not verified:
+                    guard.failed(client, name)
+    if not verified or user is None or user.disabled:
         return None
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
@@ -103,6 +111,14 @@ def authenticate(s: Session, name: str, password: str, guard: SignInGuard | None
     if guard is not None:
         guard.remember(name, password, user.password_hash)
     return user
+
+
+def _verify(user: m.User | None, password: str) -> bool:
+    try:
+        _hasher.verify(user.password_hash if user is not None else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return False
+    return user is not None
 
 
 def audit(s: Session, *, actor: str, action: str, target: str | None = None, detail: str | None = None,

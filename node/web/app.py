@@ -23,6 +23,7 @@ import hmac
 import logging
 import os
 import secrets
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ from starlette.staticfiles import StaticFiles
 from node.intake.indexer import Receiver
 from node.settings import Settings
 from node.web.accounts import audit, authenticate
-from node.web.throttle import Busy, SignInGuard
+from node.web.throttle import Busy, SignInGuard, Throttled
 from node.work.jobs import JobQueue
 from storage import models as m
 from storage.filestore import FileStore
@@ -68,6 +69,7 @@ class WebContext:
     active_associations: Callable[[], int] = lambda: 0
     guard: SignInGuard = field(default_factory=SignInGuard)  # sign-in attempts, Argon2id slots
     sign_in_failures: dict[str, int] = field(default_factory=lambda: {"basic": 0, "form": 0, "throttled": 0})
+    counts_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,33 +118,34 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
 
 def sign_in(ctx: WebContext, request: Request, name: str, password: str, via: str,
             refused: str = "basic sign-in refused") -> m.User | None:
-    """The account if ``password`` is its password (audited when not); raises :class:`Throttled` while the
-    client or the account waits out its failed attempts, :class:`Busy` when no Argon2id slot comes free."""
+    """The account if ``password`` is its password (audited when not); raises
+    :class:`node.web.throttle.Throttled` while the client or the account waits out its failed attempts,
+    :class:`node.web.throttle.Busy` when no Argon2id slot comes free."""
     client = client_address(request)
-    wait = ctx.guard.admit(client, name)
-    if wait is not None:
-        ctx.sign_in_failures["throttled"] += 1
-        raise Throttled(wait)
-    with ctx.sessions.begin() as s:
-        user = authenticate(s, name, password, ctx.guard)
-        if user is None:
-            audit(s, actor=name[:64] or "-", action=refused, remote=client)
-        else:
-            s.expunge(user)
+    try:
+        wait = ctx.guard.retry_after(client, name)
+        if wait is not None:
+            raise Throttled(wait)
+        with ctx.sessions.begin() as s:
+            user = authenticate(s, name, password, ctx.guard, client)
+            if user is None:
+                audit(s, actor=name[:64] or "-", action=refused, remote=client)
+            else:
+                s.expunge(user)
+    except Throttled:
+        with ctx.counts_lock:
+            ctx.sign_in_failures["throttled"] += 1
+        raise
     if user is None:
-        ctx.sign_in_failures[via] += 1
+        with ctx.counts_lock:
+            ctx.sign_in_failures[via] += 1
     else:
         ctx.guard.succeeded(client, name)
     return user
 
 
-class Throttled(Exception):
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"too many failed sign-ins: try again in {retry_after_s} s")
-        self.retry_after_s = retry_after_s
-
-    def response(self) -> Response:
-        return PlainTextResponse(str(self), status_code=429, headers={"Retry-After": str(self.retry_after_s)})
+def throttled_response(exc: Throttled) -> Response:
+    return PlainTextResponse(str(exc), status_code=429, headers={"Retry-After": str(exc.retry_after_s)})
 
 
 def _user_from_basic(ctx: WebContext, request: Request) -> m.User | None:
@@ -170,7 +173,7 @@ def same_origin(request: Request, ctx: WebContext) -> bool:
     origin = request.headers.get("origin")
     if origin is None:
         return True
-    own = {str(request.base_url).rstrip("/"), _origin_of(ctx.settings.web.public_base_url())}
+    own = {_origin_of(str(request.base_url)), _origin_of(ctx.settings.web.public_base_url())}  # scheme://host[:port]
     return origin.rstrip("/") in own
 
 
@@ -215,7 +218,7 @@ def guarded(ctx: WebContext, access: Access, handler: Handler) -> Handler:
                 try:
                     user = await run_in_threadpool(_user_from_basic, ctx, request)
                 except Throttled as exc:
-                    return exc.response()
+                    return throttled_response(exc)
                 except Busy as exc:
                     return PlainTextResponse(str(exc), status_code=503, headers={"Retry-After": "5"})
                 if user is None:

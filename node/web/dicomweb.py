@@ -148,6 +148,9 @@ def _set(ds: Dataset, tag: BaseTag, value: str, name: str) -> None:
         ds.add_new(tag, "SQ" if vr == "SQ" else vr.split(" ")[0], [] if vr == "SQ" else None)
         return
     values = value.split("\\") if "\\" in value and vr != "UI" else [value]
+    if vr == "UI":  # as stored: the node keeps UIDs that break the grammar as sent, and must find them
+        ds.add_new(tag, vr, value)
+        return
     try:
         numeric = int if vr in INTEGER_VRS else float if vr in FLOAT_VRS else None
         converted: list[Any] = [v if numeric is None else numeric(v) if v else None for v in values]
@@ -398,9 +401,10 @@ def _params(header: str) -> tuple[str, dict[str, str]]:
     return kind.lower(), params
 
 
-def parts_of(content_type: str, body: Buffer, max_parts: int = MAX_PARTS) -> Iterator[bytes]:
-    """The ``application/dicom`` parts of a multipart/related body (RFC 2046 framing), one at a time (``body``:
-    bytes or a memory map of the spooled request, so that only one part is in memory); raises BadRequest."""
+def part_spans(content_type: str, body: Buffer, max_parts: int = MAX_PARTS) -> list[tuple[int, int]]:
+    """Where the ``application/dicom`` parts of a multipart/related body (RFC 2046 framing) lie, as (start, end)
+    offsets — the whole body checked before any part is taken, so a malformed one stores nothing (``body``:
+    bytes or a memory map of the spooled request: one part at a time is then read); raises BadRequest."""
     kind, params = _params(content_type)
     if kind != "multipart/related":
         raise BadRequest(f"STOW-RS takes multipart/related; type=\"application/dicom\", not {content_type!r}")
@@ -412,29 +416,29 @@ def parts_of(content_type: str, body: Buffer, max_parts: int = MAX_PARTS) -> Ite
     if at < 0:
         raise BadRequest("the body holds no instance")
     at += len(delimiter) + (0 if at == 0 and body[:len(delimiter)] == delimiter else 2)
-    count = 0
+    spans: list[tuple[int, int]] = []
     while True:
         if body[at:at + 2] == b"--":  # the close delimiter
             break
         end = body.find(b"\r\n" + delimiter, at)
         if end < 0:
-            raise BadRequest(f"part {count + 1} has no closing boundary: a cut-off body")
+            raise BadRequest(f"part {len(spans) + 1} has no closing boundary: a cut-off body")
         head_end = body.find(b"\r\n\r\n", at, min(end, at + 16384))
         if head_end < 0:
-            raise BadRequest(f"part {count + 1} has no headers and blank line")
+            raise BadRequest(f"part {len(spans) + 1} has no headers and blank line")
         head = bytes(body[at:head_end]).decode("latin-1")
         headers = dict(line.split(":", 1) for line in head.split("\r\n")[1:] if ":" in line)
         part_type = _params(next((v for k, v in headers.items() if k.strip().lower() == "content-type"),
                                  params.get("type", "application/dicom")))[0]
         if part_type != "application/dicom":
             raise BadRequest(f"a part of type {part_type!r}: only application/dicom instances are taken")
-        count += 1
-        if count > max_parts:
+        spans.append((head_end + 4, end))
+        if len(spans) > max_parts:
             raise BadRequest(f"more than {max_parts} parts in one request: send them in several")
-        yield bytes(body[head_end + 4:end])
         at = end + 2 + len(delimiter)
-    if count == 0:
+    if not spans:
         raise BadRequest("the body holds no instance")
+    return spans
 
 
 def as_part10(data: bytes) -> bytes:
@@ -511,7 +515,7 @@ async def store(request: Request) -> Response:
     def run() -> Dataset:
         stored, failed = [], []
         with spool, _mapped_body(spool) as body:
-            for data in map(as_part10, parts_of(content_type, body)):
+            for data in (as_part10(bytes(body[start:end])) for start, end in part_spans(content_type, body)):
                 try:  # bounded as the receiver bounds it (a deflate bomb is not inflated here either)
                     header = read_header(data, None, ctx.receiver.limits).dataset
                 except BadDatasetError:  # the receiver says why it cannot be read

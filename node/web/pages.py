@@ -32,14 +32,13 @@ from node.web.app import (
     Access,
     Forbidden,
     RouteSpec,
-    Throttled,
     WebContext,
     check_csrf,
     client_address,
     csrf_token,
     sign_in,
 )
-from node.web.throttle import Busy
+from node.web.throttle import Busy, Throttled
 from node.work.exams import exam_facts
 from node.work.jobs import SIGN_VISIT, target_visit, visit_target
 from node.work.outbox import retry as retry_outbox

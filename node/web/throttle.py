@@ -4,9 +4,9 @@ credentials remembered briefly, and Argon2id work bounded.
 Every Basic request would otherwise run Argon2id (tens of milliseconds of a core and 64 MiB, by design):
 256 random credentials, 64 at a time, saturated the machine for 44 s (#27). So:
 
-- :meth:`SignInGuard.admit` counts an attempt, or says how long a client (by address) or an account (by name)
-  must wait after ``max_failures`` failed attempts within ``window_s`` — answered 429 with ``Retry-After``
-  before any hashing;
+- :meth:`SignInGuard.retry_after` says how long a client (by address) or an account (by name) must wait after
+  ``max_failures`` failed attempts within ``window_s`` — answered 429 with ``Retry-After`` before any hashing,
+  and asked again once a hashing slot is held, so a flood queued for the slot is turned away too;
 - :meth:`SignInGuard.remembered` knows credentials verified within ``cache_s``, keyed by a keyed hash
   (HMAC-SHA-256 under a per-process secret: the password is never kept) together with the account's password
   hash at the time, so a new password or a disabled account is never let in by the cache;
@@ -34,6 +34,14 @@ class Busy(Exception):
     """No Argon2id slot came free in time."""
 
 
+class Throttled(Exception):
+    """Too many failed sign-ins from this client or on this account: wait ``retry_after_s``."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"too many failed sign-ins: try again in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
 class SignInGuard:
     """Failed sign-ins counted per client and account, verified credentials remembered (thread-safe)."""
 
@@ -46,23 +54,24 @@ class SignInGuard:
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(hash_slots)
 
-    def admit(self, client: str, name: str | None) -> int | None:
-        """Count an attempt of ``client`` on ``name`` (as a failure until :meth:`succeeded` says otherwise, so
-        that concurrent attempts cannot all slip under the bound); or, when the client or the account has had
-        ``max_failures`` within ``window_s``, the seconds it must wait (nothing counted)."""
+    def retry_after(self, client: str, name: str | None) -> int | None:
+        """Seconds the client or the account must wait after ``max_failures`` failures within ``window_s``;
+        None when it may try now. Asked again inside the hashing slot (:func:`node.web.accounts.authenticate`),
+        so that concurrent attempts queued for the slot see the failures of those before them."""
         now = time.monotonic()
-        keys = self._keys(client, name)
         with self._lock:
-            waits = [w for w in (self._wait(key, now) for key in keys) if w is not None]
-            if waits:
-                return max(1, int(max(waits) + 0.999))
-            for key in keys:
+            waits = [w for w in (self._wait(key, now) for key in self._keys(client, name)) if w is not None]
+        return max(1, int(max(waits) + 0.999)) if waits else None
+
+    def failed(self, client: str, name: str | None) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key in self._keys(client, name):
                 attempts = self._failures.pop(key, None) or deque(maxlen=self.max_failures)
                 attempts.append(now)
                 self._failures[key] = attempts
             while len(self._failures) > MAX_TRACKED:
                 self._failures.popitem(last=False)
-        return None
 
     def succeeded(self, client: str, name: str) -> None:
         with self._lock:

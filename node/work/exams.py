@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import cast
 
@@ -83,8 +83,11 @@ def check_visits(sessions: sessionmaker[Session], settings: Settings, jobs: JobQ
     ready. Returns queued job ids."""
     now = now or datetime.now(UTC)
     queued: list[int] = []
+    looked = replace(mark) if mark is not None else None
     with transaction(sessions) as s:
-        assign_unassigned(s, settings, mark)
+        assign_unassigned(s, settings, looked)
+    if mark is not None and looked is not None:  # only once the assignments are committed
+        mark.study_id, mark.mappings, mark.all_tried_at = looked.study_id, looked.mappings, looked.all_tried_at
     with sessions() as s:
         receiving = list(s.scalars(select(m.Visit.id).where(m.Visit.state == m.VisitState.RECEIVING)))
     for visit_id in receiving:

@@ -262,3 +262,31 @@ def test_every_answer_carries_the_security_headers(running_node) -> None:
             headers["content-security-policy"].split("script-src")[1].split(";")[0]
         assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff", path
         assert headers["referrer-policy"] == "same-origin", path
+
+
+def test_a_viewer_opening_many_requests_at_once_with_right_credentials_is_never_throttled(running_node) -> None:
+    """A viewer fires its first requests in parallel: one verification, the others find it remembered."""
+    node: Node = running_node()
+    accounts(node)
+    statuses: list[int] = []
+
+    def ask() -> None:
+        statuses.append(httpx.get(f"{url(node)}/dicomweb/studies", auth=AUTH, timeout=60).status_code)
+
+    threads = [threading.Thread(target=ask) for _ in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [204] * 24
+
+
+def test_behind_a_reverse_proxy_path_the_consoles_own_origin_is_accepted(running_node) -> None:
+    node: Node = running_node(web='root_path = "/myonode"')
+    accounts(node)
+    client = httpx.Client(base_url=url(node), follow_redirects=False)
+    form = client.get("/login")
+    token = form.text.split('name="csrf" value="')[1].split('"')[0]
+    answer = client.post("/login", headers={"Origin": url(node)},
+                         data={"name": "olivia", "password": PASSWORDS["olivia"][0], "next": "/", "csrf": token})
+    assert answer.status_code == 303 and answer.headers["location"] == "/myonode/"

@@ -34,6 +34,10 @@ CASES = [
     ("IS", "301", "301", True),
     ("IS", "301", "0301", True),
     ("IS", "301", "", False),
+    ("PN", "MÜLLER^HANS", "Müller^Hans", True),  # case folded beyond ASCII, in SQL too
+    ("PN", "müll*", "MÜLLER^Jörg", True),
+    ("PN", "ødegård*", "Ødegård^Åse", True),
+    ("LO", "**", "", True),  # only stars: universal, an empty value included
     ("LO", "50%_off*", "50%_off sale", True),  # characters SQL patterns treat specially are literal here
     ("LO", "50%_off*", "50xyoff sale", False),
     ("LO", "a[b]*", "a[b]c", True),
