@@ -6,8 +6,8 @@ one patient in twenty named DOE), on SQLite and on the PostgreSQL server here, a
 answers on it. Timed, median of --repeat (ms): C-FIND inside one open association (STUDY by
 PatientID, STUDY by PatientName DOE*, IMAGE of one series), QIDO-RS (studies?limit=25,
 series?StudyInstanceUID=), the console's dashboard and /metrics, `myonode status` as a command
-(Python start-up included); serve's RSS idle and at peak, and its CPU while idle. WADO-RS metadata and
-a visit's review read files and visits the built index does not hold: not measured here.
+(Python start-up included), WADO-RS metadata of one series (50 files) and a visit's review page (72
+measurements); serve's RSS idle and at peak, and its CPU while idle.
 Prints JSON, one object per (backend, visits), and the growth from the second size to the largest.
 
     python bench/scale.py [--visits 6 60 600] [--big] [--backends sqlite postgresql] [--repeat 5]
@@ -96,7 +96,7 @@ def measure(backend: str, visits: int, repeat: int) -> dict[str, object]:
             engine = make_engine(url)
             upgrade(engine)
             started = time.perf_counter()
-            facts = build_index(engine, visits)
+            facts = build_index(engine, visits, store=folder / "store")
             build_s = time.perf_counter() - started
             refresh_statistics(engine)
             with transaction(session_factory(engine)) as s:
@@ -163,7 +163,9 @@ def serve_and_time(folder: Path, url: str, facts: dict, repeat: int) -> dict[str
 
         client = httpx.Client(base_url=base, auth=ACCOUNT, timeout=120)
         gets = {"qido_studies_limit25": "/dicomweb/studies?limit=25",
-                "qido_series_of_study": f"/dicomweb/studies/{facts['study_uid']}/series", "metrics": "/metrics"}
+                "qido_series_of_study": f"/dicomweb/studies/{facts['study_uid']}/series", "metrics": "/metrics",
+                "wado_metadata_one_series": f"/dicomweb/studies/{facts['study_uid']}/series/{facts['series_uid']}"
+                                            "/metadata"}
         for name, path in gets.items():
             out[f"{name}_ms"] = median_ms(lambda path=path: client.get(path).raise_for_status(), repeat)
         console = httpx.Client(base_url=base, timeout=120)
@@ -171,6 +173,8 @@ def serve_and_time(folder: Path, url: str, facts: dict, repeat: int) -> dict[str
         token = form.split('name="csrf" value="')[1].split('"')[0]
         console.post("/login", data={"name": ACCOUNT[0], "password": ACCOUNT[1], "next": "/", "csrf": token})
         out["dashboard_ms"] = median_ms(lambda: console.get("/").raise_for_status(), repeat)
+        out["visit_review_page_ms"] = median_ms(lambda: console.get(f"/visits/{facts['visit_id']}").raise_for_status(),
+                                                repeat)
         out["myonode_status_ms"] = median_ms(
             lambda: subprocess.run([MYONODE, "status", "--config", str(settings)], capture_output=True, check=True),
             max(1, repeat // 2))

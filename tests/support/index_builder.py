@@ -9,12 +9,14 @@ would, not through ingest: building 660,000 rows takes a minute, not hours.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, update
 
 from storage import models as m
+from storage.vocabulary import MUSCLES
 
 MR, SEG, SR = "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.34"
 SERIES_MIX: list[tuple[str, m.SeriesKind, str, int, str]] = [  # description, kind, modality, images, SOP class
@@ -39,12 +41,44 @@ def query(level: str, **keys: object) -> Dataset:
     return ds
 
 
+def _first_visit_for_review(conn: Any, store: Path) -> int:
+    """The files of visit 0's first T2 station, and visit 0 as processed: subject, visit, measurements."""
+    from tests.support.dicom_factory import mr_image
+
+    for n in range(SERIES_MIX[1][3]):
+        ds = mr_image(patient_id="MND-0000", study_uid=uid(1, 0), series_uid=uid(2, 0, 1), sop_uid=uid(3, 0, 1, n),
+                      size=64, seed=n, instance_number=n + 1, position=(-200.0, float(n), 100.0))
+        path = store / f"0/1/{n}.dcm"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(path, enforce_file_format=True)
+        conn.execute(update(m.Instance).where(m.Instance.sop_instance_uid == uid(3, 0, 1, n))
+                     .values(size_bytes=path.stat().st_size))
+    subject = conn.execute(insert(m.Subject).returning(m.Subject.id), {
+        "subject_id": "MND-0000", "group": m.Group.PATIENT, "created_at": datetime.now(UTC)}).scalar_one()
+    conn.execute(insert(m.SubjectPatientId), {"subject_fk": subject, "patient_id": "MND-0000"})
+    visit = conn.execute(insert(m.Visit).returning(m.Visit.id), {
+        "subject_fk": subject, "label": "baseline", "state": m.VisitState.PROCESSED, "incomplete": False,
+        "updated_at": datetime.now(UTC)}).scalar_one()
+    conn.execute(update(m.Study).where(m.Study.study_instance_uid == uid(1, 0)).values(visit_fk=visit))
+    conn.execute(insert(m.Measurement), [
+        {"visit_fk": visit, "modality": modality, "muscle": muscle.key, "side": m.Side(side),
+         "source": m.MeasurementSource.AUTOMATIC, "value": 1.1 if modality is m.Modality.REL_T2 else 1.4e-3,
+         "voxel_count": 500, "pipeline_version": "built"}
+        for muscle in MUSCLES for side in muscle.sides for modality in (m.Modality.REL_T2, m.Modality.ADC)
+        if modality is m.Modality.REL_T2 or muscle.adc])
+    return int(visit)
+
+
 def uid(*parts: int) -> str:
     return "2.25." + ".".join(str(p) for p in parts)
 
 
-def build_index(engine: Engine, visits: int, *, chunk: int = 20_000) -> dict[str, Any]:
-    """``visits`` visits into the (migrated, empty) database of ``engine``; returns facts to query with."""
+def build_index(engine: Engine, visits: int, *, chunk: int = 20_000, store: Path | None = None) -> dict[str, Any]:
+    """``visits`` visits into the (migrated, empty) database of ``engine``; returns facts to query with.
+
+    ``store``: also the files of the first visit's first T2 station (small real MR images, under that root) and
+    the first visit as the pipeline leaves it for review (a subject, a processed visit, its measurements), so
+    that WADO-RS metadata and the visit's page can be asked for."""
     rows: list[dict[str, Any]] = []
     instance_id = 0
     start = datetime.now(UTC).replace(hour=8, minute=0, second=0, microsecond=0) - timedelta(days=366)
@@ -83,6 +117,7 @@ def build_index(engine: Engine, visits: int, *, chunk: int = 20_000) -> dict[str
                         rows.clear()
         if rows:
             conn.execute(insert(m.Instance), rows)
-    return {"visits": visits, "instances": visits * INSTANCES_PER_VISIT, "patient_id": "MND-0000",
+        visit_id = _first_visit_for_review(conn, store) if store is not None else None
+    return {"visit_id": visit_id, "visits": visits, "instances": visits * INSTANCES_PER_VISIT, "patient_id": "MND-0000",
             "study_uid": uid(1, 0), "series_uid": uid(2, 0, 1), "doe_patients": sum(
                 1 for p in range((visits + 2) // 3) if SURNAMES[p % len(SURNAMES)] == "DOE")}
