@@ -120,7 +120,7 @@ def identifier_for(level: str, params: Iterable[tuple[str, str]], fixed: dict[st
     offset = 0
     for name, value in params:
         if name == "limit":
-            limit = _count(name, value)
+            limit = _count(name, value) or None  # 0: no limit asked for (the node's bound still holds)
         elif name == "offset":
             offset = _count(name, value)
         elif name == "includefield":
@@ -149,7 +149,7 @@ def _set(ds: Dataset, tag: BaseTag, value: str, name: str) -> None:
         return
     values = value.split("\\") if "\\" in value and vr != "UI" else [value]
     if vr == "UI":  # as stored: the node keeps UIDs that break the grammar as sent, and must find them
-        ds.add_new(tag, vr, value)
+        ds.add_new(tag, vr, value.replace(",", "\\"))  # a list, comma- or backslash-separated (PS3.18 8.3.4.1)
         return
     try:
         numeric = int if vr in INTEGER_VRS else float if vr in FLOAT_VRS else None

@@ -290,3 +290,15 @@ def test_behind_a_reverse_proxy_path_the_consoles_own_origin_is_accepted(running
     answer = client.post("/login", headers={"Origin": url(node)},
                          data={"name": "olivia", "password": PASSWORDS["olivia"][0], "next": "/", "csrf": token})
     assert answer.status_code == 303 and answer.headers["location"] == "/myonode/"
+
+
+def test_qido_takes_uid_lists_comma_or_backslash_separated_and_uids_as_stored(running_node) -> None:
+    node: Node = running_node()
+    accounts(node)
+    ct = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    assert stow(url(node), [ct]).status_code == 200
+    study = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
+    for value in (f"{study},1.2.3", f"1.2.3\\{study}"):
+        found = httpx.get(f"{url(node)}/dicomweb/studies", params={"StudyInstanceUID": value}, auth=AUTH)
+        assert found.status_code == 200 and len(found.json()) == 1, value
+    assert httpx.get(f"{url(node)}/dicomweb/studies/1.2.03.4/series", auth=AUTH).status_code == 204  # not 400
