@@ -40,11 +40,15 @@ MYONODE_MANUFACTURER = "myonode"
 
 
 def find_corrections(s: Session, store: FileStore) -> list[int]:
-    """Record every newly received SEG the node did not write; returns the ids of those to apply."""
+    """Record every SEG newly received from a peer that the node did not write; returns the ids of those to
+    apply."""
     own = select(m.ResultObject.instance_fk).where(m.ResultObject.instance_fk.is_not(None))
     seen = select(m.Correction.instance_fk)
     pending = []
+    # received from a peer (C-STORE, STOW-RS: a peer address): the pipeline's own SEGs are stored by the node
+    # itself before their result rows are written, and must not be taken for corrections meanwhile
     for inst in s.scalars(select(m.Instance).where(m.Instance.sop_class_uid == SegmentationStorage,
+                                                  m.Instance.peer_address.is_not(None),
                                                   m.Instance.id.not_in(own), m.Instance.id.not_in(seen))):
         try:
             header = pydicom.dcmread(store.absolute(inst.file_path), stop_before_pixels=True)
