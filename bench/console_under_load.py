@@ -38,6 +38,7 @@ from phantom.cohort import write_cohort  # noqa: E402
 from stats.importer import import_subjects  # noqa: E402
 from storage import models as m  # noqa: E402
 from storage.database import make_engine, session_factory, transaction  # noqa: E402
+from tests.support.console import post_login, wait_for_web  # noqa: E402
 
 MYONODE = str(Path(sys.executable).parent / "myonode")
 SETUPS = {"worker_processes_shipped": "workers = 0\nprocesses = 2", "threads_in_serve": "workers = 2\nprocesses = 0"}
@@ -71,19 +72,9 @@ def run_setup(name: str, queue: str, visit_dir: Path, subjects_csv: Path, full: 
     failures: dict[str, int] = {"page": 0, "echo": 0}
     stop = threading.Event()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError((folder / "serve.log").read_text()[-2000:])
-            time.sleep(0.3)
+        wait_for_web(base, serve, folder / "serve.log", 60)
         console = httpx.Client(base_url=base, timeout=60)
-        token = console.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
-        console.post("/login", data={"name": ACCOUNT[0], "password": ACCOUNT[1], "next": "/", "csrf": token})
+        post_login(console, *ACCOUNT)
         visit_page: list[str] = []
 
         def browse() -> None:

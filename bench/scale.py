@@ -41,6 +41,7 @@ from node.web.accounts import add_user  # noqa: E402
 from storage import models as m  # noqa: E402
 from storage.database import make_engine, refresh_statistics, session_factory, transaction  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
+from tests.support.console import post_login, wait_for_web  # noqa: E402
 from tests.support.index_builder import build_index, query  # noqa: E402
 
 MYONODE = str(Path(sys.executable).parent / "myonode")
@@ -118,16 +119,7 @@ def serve_and_time(folder: Path, url: str, facts: dict, repeat: int) -> dict[str
     serve = subprocess.Popen([MYONODE, "serve", "--config", str(settings)], stdout=log, stderr=log)
     try:
         base = f"http://127.0.0.1:{web_port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or serve.poll() is not None:
-                raise RuntimeError((folder / "serve.log").read_text()[-3000:])
-            time.sleep(0.3)
+        wait_for_web(base, serve, folder / "serve.log", 120)
         time.sleep(3)  # start-up work done
         idle_rss = proc_status(serve.pid, "VmRSS")
         cpu0, t0 = cpu_seconds(serve.pid), time.monotonic()
@@ -169,9 +161,7 @@ def serve_and_time(folder: Path, url: str, facts: dict, repeat: int) -> dict[str
         for name, path in gets.items():
             out[f"{name}_ms"] = median_ms(lambda path=path: client.get(path).raise_for_status(), repeat)
         console = httpx.Client(base_url=base, timeout=120)
-        form = console.get("/login").text
-        token = form.split('name="csrf" value="')[1].split('"')[0]
-        console.post("/login", data={"name": ACCOUNT[0], "password": ACCOUNT[1], "next": "/", "csrf": token})
+        post_login(console, *ACCOUNT)
         out["dashboard_ms"] = median_ms(lambda: console.get("/").raise_for_status(), repeat)
         out["visit_review_page_ms"] = median_ms(lambda: console.get(f"/visits/{facts['visit_id']}").raise_for_status(),
                                                 repeat)

@@ -149,7 +149,7 @@ def test_users_add_list_disable_and_the_console_alone_signs_them_in(settings_fil
     import httpx
 
     from node.demo.ports import free_port
-    from tests.node.test_web import post_login
+    from tests.support.console import post_login
 
     port = free_port()
     settings_file.write_text(settings_file.read_text().replace("port = 8080", f"port = {port}"))

@@ -23,7 +23,8 @@ from node.web.accounts import add_user, set_password
 from node.web.dicomweb import multipart
 from storage import models as m
 from storage.database import make_engine, session_factory, transaction
-from tests.node.test_web import PASSWORDS, accounts, post_login, signed_in, url
+from tests.node.test_web import PASSWORDS, accounts, signed_in, url
+from tests.support.console import post_login
 from tests.support.dcmtk import dcmtk
 from tests.support.serve import start_serve, write_settings
 
@@ -243,10 +244,7 @@ def test_sign_in_takes_only_this_consoles_own_form(running_node) -> None:
     client = httpx.Client(base_url=url(node), follow_redirects=False)
     forged = client.post("/login", data={"name": "olivia", "password": PASSWORDS["olivia"][0], "next": "/"})
     assert forged.status_code == 403  # no CSRF token: a form posted from elsewhere
-    form = client.get("/login")
-    token = form.text.split('name="csrf" value="')[1].split('"')[0]
-    elsewhere = client.post("/login", headers={"Origin": "https://evil.example"},
-                            data={"name": "olivia", "password": PASSWORDS["olivia"][0], "next": "/", "csrf": token})
+    elsewhere = post_login(client, "olivia", PASSWORDS["olivia"][0], headers={"Origin": "https://evil.example"})
     assert elsewhere.status_code == 403
     assert post_login(client, "olivia", PASSWORDS["olivia"][0]).status_code == 303
 
@@ -285,10 +283,7 @@ def test_behind_a_reverse_proxy_path_the_consoles_own_origin_is_accepted(running
     node: Node = running_node(web='root_path = "/myonode"')
     accounts(node)
     client = httpx.Client(base_url=url(node), follow_redirects=False)
-    form = client.get("/login")
-    token = form.text.split('name="csrf" value="')[1].split('"')[0]
-    answer = client.post("/login", headers={"Origin": url(node)},
-                         data={"name": "olivia", "password": PASSWORDS["olivia"][0], "next": "/", "csrf": token})
+    answer = post_login(client, "olivia", PASSWORDS["olivia"][0], headers={"Origin": url(node)})
     assert answer.status_code == 303 and answer.headers["location"] == "/myonode/"
 
 

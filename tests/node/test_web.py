@@ -23,6 +23,7 @@ from node.work.jobs import HANDLERS
 from storage import models as m
 from storage.database import transaction
 from tests.node.test_exams import PROTOCOL, Scanner, mark_complete, quiet, register, settle, visit_states
+from tests.support.console import csrf_of, post_login
 from tests.support.dcmtk import dcmtk
 from tests.support.dicom_factory import mr_image, write_series
 
@@ -40,23 +41,12 @@ def url(node: Node) -> str:
     return f"http://127.0.0.1:{node.web.port}"
 
 
-def post_login(client: httpx.Client, name: str, password: str) -> httpx.Response:
-    """Sign in as a browser does: the form first (its CSRF token), then the form posted back."""
-    form = client.get("/login")
-    token = re.search(r'name="csrf" value="([^"]+)"', form.text)
-    assert token, form.text[:500]
-    return client.post("/login", data={"name": name, "password": password, "next": "/", "csrf": token.group(1)})
-
-
 def signed_in(node: Node, name: str) -> tuple[httpx.Client, str]:
     """A client with ``name``'s session cookie, and the session's CSRF token (read from a page, as a browser)."""
     client = httpx.Client(base_url=url(node), follow_redirects=False, timeout=30)
     r = post_login(client, name, PASSWORDS[name][0])
     assert r.status_code == 303, r.text
-    page = client.get("/jobs")
-    token = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert token, page.text[:500]
-    return client, token.group(1)
+    return client, csrf_of(client.get("/jobs").text)
 
 
 def dicomweb(node: Node, name: str = "olivia") -> DICOMwebClient:
