@@ -4,8 +4,10 @@
 single value, list of UIDs, wildcard (``*`` and ``?``) or range (DA, TM, DT: ``a-b``, ``a-``,
 ``-b``) — refusing what cannot be matched (a value longer than ``MAX_QUERY_CHARS``, a list
 longer than ``MAX_UIDS``, a number that is not one) with :class:`MatchingError`.
-:mod:`node.dimse.qr` turns a condition into SQL; :func:`matches` applies it to one stored
-string, the same rules in Python (PN compared case-insensitively, as most archives do).
+:mod:`node.dimse.qr` turns a condition into SQL: that is how the node matches. :func:`matches`
+applies a condition to one stored string — the same rules in Python, the specification the SQL
+is tested against (``tests/node/test_qr_sql.py``); PN compared case-insensitively, as most
+archives do.
 
 Wildcards never backtrack: :func:`wildcard_match` is the two-pointer glob algorithm
 (O(len(pattern) × len(text)) at worst, no recursion, no regular expression), so a pattern

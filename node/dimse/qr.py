@@ -284,12 +284,13 @@ def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
         yield list(ids[i:i + CHUNK])
 
 
-def _conflicts(s: Session, group: Any, ids: Sequence[int], key: Any) -> dict[int, int]:
-    """Rows that are a second (or later) version of an instance (``conflict``), counted per ``group``."""
+def _conflicts(s: Session, group: Any, ids: Sequence[int]) -> dict[int, int]:
+    """Rows that are a second (or later) version of an instance (``conflict``), counted per ``group`` (a patient,
+    study or series key column) for the ``ids`` of that column."""
     out: dict[int, int] = {}
     for chunk in _chunks(ids):
         q = (select(group, func.count()).select_from(m.Instance).join(m.Series, m.Instance.series_fk == m.Series.id)
-             .join(m.Study, m.Series.study_fk == m.Study.id).where(m.Instance.conflict, key.in_(chunk))
+             .join(m.Study, m.Series.study_fk == m.Study.id).where(m.Instance.conflict, group.in_(chunk))
              .group_by(group))
         out.update({k: int(n) for k, n in s.execute(q)})
     return out
@@ -297,7 +298,7 @@ def _conflicts(s: Session, group: Any, ids: Sequence[int], key: Any) -> dict[int
 
 def _patient_counts(s: Session, ids: Sequence[int]) -> dict[int, tuple[int, int, int]]:
     out: dict[int, tuple[int, int, int]] = {}
-    conflicts = _conflicts(s, m.Study.patient_fk, ids, m.Study.patient_fk)
+    conflicts = _conflicts(s, m.Study.patient_fk, ids)
     for chunk in _chunks(ids):
         q = (select(m.Study.patient_fk, func.count(func.distinct(m.Study.id)), func.count(m.Series.id),
                     func.coalesce(func.sum(m.Series.n_instances), 0))
@@ -310,7 +311,7 @@ def _patient_counts(s: Session, ids: Sequence[int]) -> dict[int, tuple[int, int,
 
 def _study_counts(s: Session, ids: Sequence[int]) -> dict[int, tuple[int, int, str]]:
     out: dict[int, tuple[int, int, str]] = {}
-    conflicts = _conflicts(s, m.Series.study_fk, ids, m.Series.study_fk)
+    conflicts = _conflicts(s, m.Series.study_fk, ids)
     modalities: dict[int, set[str]] = {}
     for chunk in _chunks(ids):
         for pk, modality in s.execute(select(m.Series.study_fk, m.Series.modality).distinct()
@@ -322,10 +323,6 @@ def _study_counts(s: Session, ids: Sequence[int]) -> dict[int, tuple[int, int, s
         for pk, series, instances in s.execute(q):
             out[pk] = (int(series), int(instances) - conflicts.get(pk, 0), "\\".join(sorted(modalities.get(pk, ()))))
     return out
-
-
-def _series_conflicts(s: Session, ids: Sequence[int]) -> dict[int, int]:
-    return _conflicts(s, m.Instance.series_fk, ids, m.Instance.series_fk)
 
 
 def _add_counts(s: Session, level: Level, identifier: Dataset, rows: list[Any],
@@ -345,7 +342,7 @@ def _add_counts(s: Session, level: Level, identifier: Dataset, rows: list[Any],
             record |= {"NumberOfStudyRelatedSeries": str(series), "NumberOfStudyRelatedInstances": str(instances),
                        "ModalitiesInStudy": modalities}
     elif level == "SERIES" and "NumberOfSeriesRelatedInstances" in identifier:
-        conflicts = _series_conflicts(s, [r.series_pk for r in rows])
+        conflicts = _conflicts(s, m.Instance.series_fk, [r.series_pk for r in rows])
         for row, record in zip(rows, records):
             record["NumberOfSeriesRelatedInstances"] = str(row.n_instances - conflicts.get(row.series_pk, 0))
 

@@ -270,30 +270,33 @@ class Indexer(threading.Thread):
             try:
                 outcomes = self.ingestor.index_journal(entries, self.journal, self.headers)
             except Exception as exc:
-                outcomes = []
                 if retry_later(exc):
                     log.error("indexing %d journal entr%s failed, kept for a retry: %s",
                               len(entries), "y" if len(entries) == 1 else "ies", exc)
                     return False
                 log.exception("indexing %d journal entries failed; trying them one by one", len(entries))
-                if not self._one_by_one(entries):
+                alone = self._one_by_one(entries)
+                if alone is None:
                     return False
+                outcomes = alone
             self.indexed += len(entries)
             if self.metrics is not None:
                 self.metrics.indexed.inc(len(entries))
                 self.metrics.set_aside.inc(sum(1 for o in outcomes if not o.ok))
 
-    def _one_by_one(self, entries: list[JournalEntry]) -> bool:
+    def _one_by_one(self, entries: list[JournalEntry]) -> list[StoreOutcome] | None:
+        """Each entry in its own call; one that fails even so is passed over. None: the database or disk failed."""
+        outcomes: list[StoreOutcome] = []
         for entry in entries:
             try:
-                self.ingestor.index_journal([entry], self.journal, self.headers)
+                outcomes += self.ingestor.index_journal([entry], self.journal, self.headers)
             except Exception as exc:
                 if retry_later(exc):
-                    return False
+                    return None
                 self.passed_over.add(entry.path.name)
                 log.error("journal entry %s can neither be indexed nor set aside (%s: %s); left in the journal "
                           "and passed over until the next start", entry.path.name, exc.__class__.__name__, exc)
-        return True
+        return outcomes
 
     def reconcile(self) -> int:
         """Put back what the disk did not keep of recent indexing; returns how many instances needed it.
