@@ -87,12 +87,13 @@ class Receiver:
 
     def receive(
         self, data: bytes, *, calling_ae: str | None, peer_address: str | None, expected_sop_uid: str | None,
-        via: str = "dimse",
+        via: str = "dimse", header: Header | None = None,
     ) -> StoreOutcome:
-        """Make ``data`` durable in the journal and say so; never raises. ``via``: "dimse" or "dicomweb"."""
+        """Make ``data`` durable in the journal and say so; never raises. ``via``: "dimse" or "dicomweb";
+        ``header``: ``data`` already read by :func:`read_header` under this receiver's ``limits`` (not read again)."""
         started = time.perf_counter()
         outcome = self._receive(data, calling_ae=calling_ae, peer_address=peer_address,
-                                expected_sop_uid=expected_sop_uid)
+                                expected_sop_uid=expected_sop_uid, header=header)
         if self.metrics is not None:
             if outcome.ok:
                 self.metrics.instances.labels(via).inc()
@@ -104,11 +105,13 @@ class Receiver:
 
     def _receive(
         self, data: bytes, *, calling_ae: str | None, peer_address: str | None, expected_sop_uid: str | None,
+        header: Header | None,
     ) -> StoreOutcome:
-        try:
-            header = read_header(data, expected_sop_uid, self.limits)
-        except BadDatasetError as exc:
-            return unreadable(exc, calling_ae, peer_address)
+        if header is None:
+            try:
+                header = read_header(data, expected_sop_uid, self.limits)
+            except BadDatasetError as exc:
+                return unreadable(exc, calling_ae, peer_address)
         try:
             entry = self.journal.write(data, calling_ae=calling_ae, peer_address=peer_address)
         except OSError as exc:

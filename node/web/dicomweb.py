@@ -56,7 +56,7 @@ from node.dimse.qr import (
     retrieve_files,
 )
 from node.dimse.transcode import PIXEL_HANDLER_ERRORS, TranscodeError, for_peer
-from node.intake.ingest import BadDatasetError, read_header
+from node.intake.ingest import BadDatasetError, Header, read_header
 from node.web.accounts import audit
 from node.web.app import Access, Handler, RouteSpec, WebContext, client_address
 from storage import models as m
@@ -516,15 +516,16 @@ async def store(request: Request) -> Response:
         stored, failed = [], []
         with spool, _mapped_body(spool) as body:
             for data in (as_part10(bytes(body[start:end])) for start, end in part_spans(content_type, body)):
-                try:  # bounded as the receiver bounds it (a deflate bomb is not inflated here either)
-                    header = read_header(data, None, ctx.receiver.limits).dataset
+                try:  # bounded as the receiver bounds it, and handed to it: read once
+                    parsed: Header | None = read_header(data, None, ctx.receiver.limits)
                 except BadDatasetError:  # the receiver says why it cannot be read
-                    header = None
-                if study_in_path and header is not None and str(header.get("StudyInstanceUID", "")) != study_in_path:
+                    parsed = None
+                header = parsed.dataset if parsed is not None else None
+                if study_in_path and parsed is not None and parsed.study_uid != study_in_path:
                     failed.append(_reference(header, None, FAILURE_STUDY_MISMATCH))
                     continue
                 outcome = ctx.receiver.receive(data, calling_ae=None, peer_address=client_address(request),
-                                               expected_sop_uid=None, via="dicomweb")
+                                               expected_sop_uid=None, via="dicomweb", header=parsed)
                 if outcome.ok and header is not None:
                     url = (f"{base_url(request)}/studies/{header.StudyInstanceUID}/series/{header.SeriesInstanceUID}"
                            f"/instances/{header.SOPInstanceUID}")
