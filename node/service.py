@@ -23,11 +23,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from node.dimse.commitment import commitment_handler
 from node.dimse.listener import Handler, Listener, qr_handlers, start_listener
 from node.dimse.slots import AssociationSlots
-from node.intake.indexer import Indexer, Receiver
+from node.intake.indexer import Indexer
 from node.intake.ingest import Ingestor, Limits
 from node.intake.metrics import IngestMetrics
+from node.intake.receiver import Receiver
 from node.settings import Settings
-from node.web.app import WebContext, create_app
+from node.web.access import WebContext
+from node.web.app import create_app
 from node.web.server import WebServer
 from node.work.exams import ExamWatcher
 from node.work.jobs import JobContext, JobQueue
@@ -177,7 +179,7 @@ def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
     # before listening: what a crash left in the journal is indexed, so queries see it
     indexer = Indexer(ingestor, journal, keep_s=settings.storage.journal_keep_hours * 3600,
                       metrics=metrics).start_and_wait()
-    receiver = Receiver(journal, indexer.offer, metrics, instance_limits(settings))
+    receiver = Receiver(journal, indexer.parsed, metrics, instance_limits(settings))
     listener = start_listener(settings.node, receiver, association_slots(settings),
                               extra_handlers=reader_handlers(settings, store, sessions, receiver))
     listeners = ChildProcesses(settings, "listen", settings.node.listener_processes - 1,
@@ -274,7 +276,7 @@ def web_forever(settings: Settings) -> None:
     indexer = Indexer(Ingestor(store, sessions, settings.protocol.rules, settings.storage.resend_policy), journal,
                       keep_s=settings.storage.journal_keep_hours * 3600, metrics=metrics)
     indexer.start()  # waits for serve's indexer lock when serve runs
-    receiver = Receiver(journal, indexer.offer, metrics, instance_limits(settings))
+    receiver = Receiver(journal, indexer.parsed, metrics, instance_limits(settings))
     jobs = JobQueue(JobContext(settings=settings, sessions=sessions, store=store))
     ctx = WebContext(settings=settings, sessions=sessions, store=store, receiver=receiver, jobs=jobs, registry=registry)
     try:

@@ -83,17 +83,32 @@ def load_visit(s: Session, store: FileStore, visit_id: int) -> VisitInput:
     return VisitInput(visit_id=visit_id, t2=volumes[m.SeriesKind.T2], dwi=volumes[m.SeriesKind.DWI], headers=headers, dwi_header=dwi_header)
 
 
+def measurement_record(visit_id: int, r: MeasurementRow, *, source: m.MeasurementSource, pipeline_version: str,
+                       atlas_id: str) -> m.Measurement:
+    """The database row of the pipeline's measurement ``r`` (the one conversion; :func:`measurement_row` back)."""
+    return m.Measurement(
+        visit_fk=visit_id, modality=r.modality, muscle=r.muscle, side=m.Side(r.side), source=source, value=r.value,
+        mean_signal=r.mean_signal, sd=r.sd, reference_value=r.reference_value, voxel_count=r.voxel_count,
+        volume_ml=r.volume_ml, stations=list(r.stations), references=list(r.references), qc_flags=list(r.qc_flags),
+        pipeline_version=pipeline_version, atlas_id=atlas_id)
+
+
+def measurement_row(x: m.Measurement) -> MeasurementRow:
+    """The pipeline's measurement of the database row ``x`` (a statistic the row does not hold is NaN)."""
+    return MeasurementRow(muscle=x.muscle, side=x.side.value, modality=x.modality, value=x.value,
+                          mean_signal=x.mean_signal if x.mean_signal is not None else float("nan"),
+                          sd=x.sd if x.sd is not None else float("nan"), reference_value=x.reference_value,
+                          voxel_count=x.voxel_count, volume_ml=x.volume_ml, stations=list(x.stations),
+                          qc_flags=list(x.qc_flags), references=list(x.references))
+
+
 def write_measurements(s: Session, visit_id: int, rows: list[MeasurementRow], pipeline_version: str,
                        atlas_id: str) -> int:
     """Replace the visit's automatic measurements with ``rows`` (in the caller's transaction); returns the count.
     Corrected ones (from a person's segmentation) stay."""
     s.execute(delete(m.Measurement).where(m.Measurement.visit_fk == visit_id,
                                           m.Measurement.source == m.MeasurementSource.AUTOMATIC))
-    for r in rows:
-        s.add(m.Measurement(
-            visit_fk=visit_id, modality=r.modality, muscle=r.muscle, side=m.Side(r.side), value=r.value,
-            mean_signal=r.mean_signal, sd=r.sd, reference_value=r.reference_value, voxel_count=r.voxel_count,
-            volume_ml=r.volume_ml, stations=r.stations, references=r.references, qc_flags=r.qc_flags,
-            pipeline_version=pipeline_version, atlas_id=atlas_id))
+    s.add_all(measurement_record(visit_id, r, source=m.MeasurementSource.AUTOMATIC,
+                                 pipeline_version=pipeline_version, atlas_id=atlas_id) for r in rows)
     s.flush()
     return len(rows)

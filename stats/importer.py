@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from stats.inputs import InputError, read_observations, read_subjects, wide_to_rows
 from storage import models as m
+from storage.visit_states import open_visit
 
 Source = Literal["clinical", "ephys"]
 SOURCE_MEASURES: dict[Source, set[str]] = {
@@ -119,16 +120,11 @@ def import_observations(s: Session, path: Path, source: Source, visits: list[str
         visit = visit_cache.get(key)
         if visit is None:
             subject = subjects[r["subject_id"]]
-            visit = s.scalars(select(m.Visit).where(m.Visit.subject_fk == subject.id,
-                                                    m.Visit.label == r["visit"])).one_or_none()
-            if visit is None:
-                baseline = s.scalars(select(m.Visit).where(m.Visit.subject_fk == subject.id,
-                                                           m.Visit.label == visits[0])).one_or_none()
-                date = (baseline.visit_date + timedelta(days=int(r["days"]))
-                        if baseline is not None and baseline.visit_date else None)
-                visit = m.Visit(subject=subject, label=r["visit"], visit_date=date, state=m.VisitState.RECEIVING)
-                s.add(visit)
-                s.flush()
+            baseline = s.scalars(select(m.Visit).where(m.Visit.subject_fk == subject.id,
+                                                       m.Visit.label == visits[0])).one_or_none()
+            date = (baseline.visit_date + timedelta(days=int(r["days"]))
+                    if baseline is not None and baseline.visit_date else None)
+            visit = open_visit(s, subject, r["visit"], date)
             visit_cache[key] = visit
         existing = s.scalars(select(m.Observation).where(
             m.Observation.visit_fk == visit.id, m.Observation.measure == r["measure"],

@@ -91,8 +91,9 @@ def _enum(cls: type[enum.Enum], name: str) -> SAEnum:
 
 
 class VisitState(str, enum.Enum):
+    """Where a visit is in its life; the moves between them: :mod:`storage.visit_states`."""
+
     RECEIVING = "receiving"
-    COMPLETE = "complete"
     QUEUED = "queued"
     PROCESSING = "processing"
     PROCESSED = "processed"

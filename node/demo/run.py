@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from node.demo.ports import free_port
 from node.settings import Settings, load_settings
-from node.work.jobs import PROCESS_VISIT, target_visit
+from node.work.jobs import PROCESS_VISIT, visit_of_target
 from storage import models as m
 from storage.database import make_engine
 from storage.filestore import FileStore
@@ -154,7 +154,7 @@ def finished_visits(s: Session) -> list[FinishedVisit]:
                      .order_by(m.Job.finished_at, m.Job.id)).all()
     out = []
     for job in jobs:
-        visit_id = target_visit(job.target)
+        visit_id = visit_of_target(job.target)
         visit = s.get(m.Visit, visit_id) if visit_id is not None else None
         label = f"{visit.subject.subject_id} {visit.label}" if visit is not None else f"job {job.id} ({job.target})"
         count = s.scalar(select(func.count()).select_from(m.Measurement)

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from node.dimse.qr import QueryError, TooManyMatches, find, retrieve_files
 from node.dimse.status import Status
 from node.dimse.transcode import TranscodeError, accepted_syntaxes, for_peer, proposal
-from node.intake.indexer import Receiver
+from node.intake.receiver import Receiver
 from node.settings import Destination, QRSettings
 from storage import models as m
 from storage.filestore import FileStore

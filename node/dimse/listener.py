@@ -37,7 +37,7 @@ from node.dimse.conformance import (
 )
 from node.dimse.negotiation import handle_requested
 from node.dimse.slots import AssociationSlots
-from node.intake.indexer import Receiver
+from node.intake.receiver import Receiver
 from node.settings import NodeSettings, QRSettings
 from storage.filestore import FileStore
 

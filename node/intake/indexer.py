@@ -1,14 +1,7 @@
-"""The journaled ingest path: a receiver that acknowledges once an instance is durable, one indexer.
-
-The promise (README, "Durability"): a C-STORE is acknowledged only after the instance's bytes
-are fsync'd in the journal and the journal folder fsync'd (:meth:`storage.journal.Journal.write`),
-so ``kill -9`` or a power cut can lose nothing acknowledged; the index row follows within
-milliseconds, written by one :class:`Indexer` per store that commits whatever has
+"""The indexer: the journal's entries (acknowledged by :class:`node.intake.receiver.Receiver` once durable)
+become index rows within milliseconds, written by one :class:`Indexer` per store that commits whatever has
 accumulated — from every association and every listener process — in one transaction.
 
-- :class:`Receiver` is what a C-STORE handler (or STOW-RS) calls, in any process: validate
-  the header (a bad data set is refused, nothing kept), write the journal entry, wake the
-  indexer with one datagram on an abstract Unix socket named after the store, answer.
 - :class:`Indexer` (a thread of ``myonode serve``; an ``flock`` keeps it to one per store)
   indexes entries oldest first, in batches, through :meth:`Ingestor.index_journal`. On start
   it indexes what a crash left in the journal and reconciles the entries it keeps for
@@ -19,7 +12,7 @@ accumulated — from every association and every listener process — in one tra
   loop itself fail, it is logged and started again (``restarts``), so no entry can stop intake.
   Its liveness is the age of the oldest pending entry (``/healthz``, ``/metrics``).
 - Readers that must see every acknowledged instance (C-FIND, C-GET, C-MOVE, storage
-  commitment) first call :meth:`Receiver.settle`: it waits until the entries pending at that
+  commitment) first call :meth:`node.intake.receiver.Receiver.settle`: it waits until the entries pending at that
   moment are indexed (a few milliseconds; at most ``timeout_s``, then they answer with what
   is indexed and log it).
 """
@@ -28,113 +21,26 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import select
 import socket
 import threading
 import time
-from collections.abc import Callable
 
 from sqlalchemy import select as sql_select
 from sqlalchemy.exc import SQLAlchemyError
 
-from node.intake.ingest import (
-    DEFAULT_LIMITS,
-    SUCCESS,
-    BadDatasetError,
-    Header,
-    Ingestor,
-    Limits,
-    StoreOutcome,
-    not_stored,
-    read_header,
-    retry_later,
-    unreadable,
-)
+from node.intake.ingest import Ingestor, ParsedHeaders, StoreOutcome, retry_later
 from node.intake.metrics import IngestMetrics
+from node.intake.receiver import wake_address
 from storage import models as m
 from storage.database import refresh_statistics
 from storage.journal import Journal, JournalEntry
 
 log = logging.getLogger(__name__)
 
-SETTLE_TIMEOUT_S = 10.0
 PARTIAL_AGE_S = 60.0  # a journal write untouched this long was interrupted (even 1 GiB is written in seconds)
-MAX_HEADERS = 4096  # parsed headers waiting for the indexer (a few KB each)
-
-
-def wake_address(journal: Journal) -> bytes:
-    """The indexer's abstract Unix socket (Linux): no file, gone with the process, one per store."""
-    return b"\0myonode-indexer-" + hashlib.sha256(str(journal.folder).encode()).hexdigest()[:24].encode()
-
-
-class Receiver:
-    """Validate, journal durably, wake the indexer, answer (thread-safe; one per process)."""
-
-    def __init__(self, journal: Journal, offer: Callable[[str, Header], None] | None = None,
-                 metrics: IngestMetrics | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
-        """``offer``: where to leave the parsed header of each entry for an indexer in this process;
-        ``limits``: what one instance may be (refused beyond, nothing kept)."""
-        self.journal = journal
-        self.limits = limits
-        self.offer = offer
-        self.metrics = metrics
-        self._address = wake_address(journal)
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.setblocking(False)
-
-    def receive(
-        self, data: bytes, *, calling_ae: str | None, peer_address: str | None, expected_sop_uid: str | None,
-        via: str = "dimse", header: Header | None = None,
-    ) -> StoreOutcome:
-        """Make ``data`` durable in the journal and say so; never raises. ``via``: "dimse" or "dicomweb";
-        ``header``: ``data`` already read by :func:`read_header` under this receiver's ``limits`` (not read again)."""
-        started = time.perf_counter()
-        outcome = self._receive(data, calling_ae=calling_ae, peer_address=peer_address,
-                                expected_sop_uid=expected_sop_uid, header=header)
-        if self.metrics is not None:
-            if outcome.ok:
-                self.metrics.instances.labels(via).inc()
-                self.metrics.bytes.labels(via).inc(len(data))
-                self.metrics.store_seconds.labels(via).observe(time.perf_counter() - started)
-            else:
-                self.metrics.refused.labels(via, f"0x{outcome.status:04X}").inc()
-        return outcome
-
-    def _receive(
-        self, data: bytes, *, calling_ae: str | None, peer_address: str | None, expected_sop_uid: str | None,
-        header: Header | None,
-    ) -> StoreOutcome:
-        if header is None:
-            try:
-                header = read_header(data, expected_sop_uid, self.limits)
-            except BadDatasetError as exc:
-                return unreadable(exc, calling_ae, peer_address)
-        try:
-            entry = self.journal.write(data, calling_ae=calling_ae, peer_address=peer_address)
-        except OSError as exc:
-            return not_stored(exc, header.sop_instance_uid)
-        if self.offer is not None:
-            self.offer(entry.path.name, header)
-        self.wake()
-        return StoreOutcome(status=SUCCESS, action="journaled", series_uid=header.series_uid)
-
-    def wake(self) -> None:
-        """Tell the indexer there is work (lost if no indexer runs: it looks anyway when it starts)."""
-        with contextlib.suppress(OSError):  # no indexer listening, or its socket buffer full: it is awake
-            self._sock.sendto(b"1", self._address)
-
-    def settle(self, timeout_s: float = SETTLE_TIMEOUT_S) -> bool:
-        """Wait until every instance acknowledged before this call is indexed; False if it took too long."""
-        done = self.journal.wait_drained(timeout_s=timeout_s)
-        if not done:
-            log.warning("the index is more than %.0f s behind the journal; answering with what is indexed", timeout_s)
-        return done
-
-    def close(self) -> None:
-        self._sock.close()
 
 
 class Indexer(threading.Thread):
@@ -146,7 +52,7 @@ class Indexer(threading.Thread):
         self.ingestor, self.journal = ingestor, journal
         self.keep_s, self.batch_max, self.idle_s = keep_s, batch_max, idle_s
         self.metrics = metrics
-        self.headers: dict[str, Header] = {}  # from this process's Receiver: not parsed twice
+        self.parsed = ParsedHeaders()  # from this process's Receiver: not parsed twice
         self.stopping = threading.Event()
         self.ready = threading.Event()  # set once the lock is held, the socket bound and the start-up work done
         self.indexed = 0  # entries indexed since start
@@ -172,6 +78,7 @@ class Indexer(threading.Thread):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 self._lock_file = fd
+                self.parsed.open()
                 if said:
                     log.info("this process now indexes the journal of %s", self.journal.folder)
                 return True
@@ -249,12 +156,6 @@ class Indexer(threading.Thread):
         except SQLAlchemyError as exc:  # the planner's statistics can wait an hour; indexing cannot
             log.warning("could not refresh the index's statistics: %s", exc)
 
-    def offer(self, name: str, header: Header) -> None:
-        """A header a receiver of this process parsed, so that indexing does not parse it again — kept only
-        while this process indexes (``myonode web`` beside serve does not) and at most ``MAX_HEADERS``."""
-        if self._lock_file is not None and len(self.headers) < MAX_HEADERS:
-            self.headers[name] = header
-
     def _empty_socket(self) -> None:
         with contextlib.suppress(BlockingIOError):
             while True:
@@ -271,7 +172,7 @@ class Indexer(threading.Thread):
             if not entries:
                 return True
             try:
-                outcomes = self.ingestor.index_journal(entries, self.journal, self.headers)
+                outcomes = self.ingestor.index_journal(entries, self.journal, self.parsed)
             except Exception as exc:
                 if retry_later(exc):
                     log.error("indexing %d journal entr%s failed, kept for a retry: %s",
@@ -292,7 +193,7 @@ class Indexer(threading.Thread):
         outcomes: list[StoreOutcome] = []
         for entry in entries:
             try:
-                outcomes += self.ingestor.index_journal([entry], self.journal, self.headers)
+                outcomes += self.ingestor.index_journal([entry], self.journal, self.parsed)
             except Exception as exc:
                 if retry_later(exc):
                     return None

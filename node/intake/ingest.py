@@ -44,6 +44,7 @@ from storage.filestore import (
     validate_uid,
 )
 from storage.journal import Journal, JournalEntry
+from storage.visit_states import reopen_statement
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,32 @@ class Header:
     series_uid: str
     transfer_syntax_uid: str | None
     dataset: Dataset
+
+
+class ParsedHeaders:
+    """The hand-off of headers between the receiver and the indexer of one process, so an entry is not parsed
+    twice: the receiver :meth:`put` s what it read, the indexer :meth:`take` s it back by entry name. It holds
+    headers only while this process indexes (``myonode web`` beside serve does not: :meth:`open`), at most
+    ``limit`` of them (a few KB each); an entry whose header is not here is simply read again."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._headers: dict[str, Header] = {}
+        self._open = False
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        """The indexer of this process runs: keep what receivers put."""
+        self._open = True
+
+    def put(self, name: str, header: Header) -> None:
+        with self._lock:
+            if self._open and len(self._headers) < self.limit:
+                self._headers[name] = header
+
+    def take(self, name: str) -> Header | None:
+        with self._lock:
+            return self._headers.pop(name, None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -388,15 +415,7 @@ class Ingestor:
             .values(n_instances=m.Series.n_instances + bindparam("added"),
                     bytes_stored=m.Series.bytes_stored + bindparam("bytes"), last_received_at=bindparam("now"))
         )
-        self._q_reopen = (
-            update(m.Visit)
-            .where(
-                m.Visit.id == select(m.Study.visit_fk).join(m.Series).where(m.Series.id == bindparam("sid"))
-                .scalar_subquery(),
-                m.Visit.state != m.VisitState.RECEIVING,
-            )
-            .values(state=m.VisitState.RECEIVING, updated_at=bindparam("now"))
-        )
+        self._q_reopen = reopen_statement()
 
     def _versions(self, conn: Connection, sop_uid: str) -> list[StoredVersion]:
         return [StoredVersion(id=r.id, version=r.version, sha256=r.sha256, file_path=r.file_path,
@@ -473,7 +492,7 @@ class Ingestor:
                         h.sop_instance_uid, decided.version)
 
     def index_journal(self, entries: Sequence[JournalEntry], journal: Journal,
-                      headers: dict[str, Header] | None = None) -> list[StoreOutcome]:
+                      parsed: ParsedHeaders | None = None) -> list[StoreOutcome]:
         """Index journal entries (already durable and acknowledged), oldest first; no one entry can stop it.
 
         Each entry is read back and its index values taken from its header (:mod:`node.intake.fields`:
@@ -483,8 +502,8 @@ class Ingestor:
         every entry either indexed or still in the journal. Should that transaction fail for a reason
         other than the database being unreachable, the entries are indexed again one per
         transaction, and the one that fails on its own is set aside with the error as its reason:
-        the others are indexed all the same. ``headers``: what the receiver of this process already
-        parsed, by entry name (taken out). Raises only when the database is unreachable or the disk
+        the others are indexed all the same. ``parsed``: what the receiver of this process already
+        parsed (taken out). Raises only when the database is unreachable or the disk
         is full (:func:`retry_later`), with nothing committed and every entry still pending.
 
         Nothing here waits for the disk: the journal entry, fsync'd before it was acknowledged, stays
@@ -497,7 +516,7 @@ class Ingestor:
         for entry in entries:
             try:
                 data = entry.path.read_bytes()
-                header = (headers or {}).pop(entry.path.name, None) or read_header(data, limits=None)
+                header = (parsed.take(entry.path.name) if parsed else None) or read_header(data, limits=None)
                 received.append(Received(entry=entry, header=header, sha256=hashlib.sha256(data).hexdigest(),
                                          fields=fields_of(header)))
             except Exception as exc:  # whatever the bytes do to the parser: this entry only

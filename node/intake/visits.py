@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from node.settings import VisitSettings
 from storage import models as m
+from storage.visit_states import open_visit
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,6 @@ def assign_study(s: Session, study: m.Study, visits: VisitSettings) -> Assignmen
         log.warning("study %s of subject %s not assigned to a visit: %s", study.study_instance_uid,
                     subject.subject_id, reason)
         return None
-    visit = s.scalars(select(m.Visit).where(m.Visit.subject_fk == subject.id, m.Visit.label == label)).one_or_none()
-    if visit is None:
-        visit = m.Visit(subject=subject, label=label, visit_date=study.study_date, state=m.VisitState.RECEIVING)
-        s.add(visit)
-    study.visit = visit
+    study.visit = open_visit(s, subject, label, study.study_date)
     log.info("study %s -> subject %s visit %s (%s)", study.study_instance_uid, subject.subject_id, label, reason)
     return Assignment(subject_id=subject.subject_id, label=label, reason=reason)

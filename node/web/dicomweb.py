@@ -57,8 +57,8 @@ from node.dimse.qr import (
 )
 from node.dimse.transcode import PIXEL_HANDLER_ERRORS, TranscodeError, for_peer
 from node.intake.ingest import BadDatasetError, Header, read_header
+from node.web.access import Access, Handler, RouteSpec, WebContext, client_address, web_context
 from node.web.accounts import audit
-from node.web.app import Access, Handler, RouteSpec, WebContext, client_address
 from storage import models as m
 
 log = logging.getLogger(__name__)
@@ -84,14 +84,9 @@ class BadRequest(ValueError):
     pass
 
 
-def _ctx(request: Request) -> WebContext:
-    ctx: WebContext = request.state.ctx
-    return ctx
-
-
 def base_url(request: Request) -> str:
     """Where DICOMweb is reached from outside: ``[web] public_url`` — never the request's Host header."""
-    return f"{_ctx(request).settings.web.public_base_url()}/dicomweb"
+    return f"{web_context(request).settings.web.public_base_url()}/dicomweb"
 
 
 # --- QIDO-RS -------------------------------------------------------------------------------
@@ -173,7 +168,7 @@ def _count(name: str, value: str) -> int:
 
 def _qido(level: str, fixed_keys: tuple[str, ...]) -> Handler:
     async def search(request: Request) -> Response:
-        ctx = _ctx(request)
+        ctx = web_context(request)
         fixed = {k: request.path_params[p] for k, p in zip(fixed_keys, ("study", "series"), strict=False)}
         identifier, limit, offset = identifier_for(level, request.query_params.multi_items(), fixed)
 
@@ -275,7 +270,7 @@ def _under(row: m.Instance, path_params: dict[str, str]) -> bool:
 
 
 async def retrieve(request: Request) -> Response:
-    ctx = _ctx(request)
+    ctx = web_context(request)
     try:
         wanted = requested_syntaxes(request.headers.get("accept", ""))
     except BadRequest as exc:
@@ -316,7 +311,7 @@ def _bulk_uri(request: Request, row: m.Instance, study: str, series: str) -> Any
 
 
 async def metadata(request: Request) -> Response:
-    ctx = _ctx(request)
+    ctx = web_context(request)
 
     def run() -> list[dict[str, Any]]:
         out = []
@@ -334,7 +329,7 @@ async def metadata(request: Request) -> Response:
 
 
 async def bulkdata(request: Request) -> Response:
-    ctx = _ctx(request)
+    ctx = web_context(request)
     try:
         tag = Tag(request.path_params["tag"])
     except (ValueError, TypeError, OverflowError):
@@ -356,7 +351,7 @@ async def bulkdata(request: Request) -> Response:
 
 
 async def frames(request: Request) -> Response:
-    ctx = _ctx(request)
+    ctx = web_context(request)
     try:
         numbers = [int(n) for n in request.path_params["frames"].split(",")]
     except ValueError:
@@ -503,7 +498,7 @@ class TooLarge(ValueError):
 
 
 async def store(request: Request) -> Response:
-    ctx = _ctx(request)
+    ctx = web_context(request)
     study_in_path = request.path_params.get("study")
     try:
         spool = await _spooled(request, ctx.settings.web.max_request_bytes)

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from node.web.app import Access, RouteSpec, WebContext
+from node.web.access import Access, RouteSpec, WebContext
 from storage import models as m
 
 log = logging.getLogger(__name__)

@@ -26,28 +26,27 @@ from node import __version__
 from node.intake.completeness import decide, exam_gaps
 from node.intake.status import node_status, received_between
 from node.intake.visits import assign_study
-from node.web.accounts import audit, end_sessions
-from node.web.app import (
-    HERE,
+from node.web.access import (
     Access,
     Forbidden,
     RouteSpec,
-    WebContext,
     check_csrf,
     client_address,
     csrf_token,
     sign_in,
+    web_context,
 )
+from node.web.accounts import audit, end_sessions
 from node.web.throttle import Busy, Throttled
 from node.work.exams import exam_facts
-from node.work.jobs import SIGN_VISIT, target_visit, visit_target
+from node.work.jobs import SIGN_VISIT, target_of_visit, visit_of_target
 from node.work.outbox import retry as retry_outbox
 from node.work.review import ReviewError, decide_visit, reject_roi, visit_review
 from stats.importer import InputError, link_patient_id
 from storage import models as m
 from storage.vocabulary import MUSCLE_BY_KEY
 
-templates = Jinja2Templates(directory=HERE / "templates")
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 VIEWER, OPERATOR = Access(role=m.Role.VIEWER), Access(role=m.Role.OPERATOR)
 QC_PICTURES = ("t2_rois.png", "dwi_rois.png", "thumbnail.png")
 
@@ -55,14 +54,9 @@ QC_PICTURES = ("t2_rois.png", "dwi_rois.png", "thumbnail.png")
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
     user = request.state.user
     base = {"user": user, "csrf": csrf_token(request) if user else "", "version": __version__,
-            "root": request.scope.get("root_path", ""), "ae_title": _ctx(request).settings.node.ae_title,
+            "root": request.scope.get("root_path", ""), "ae_title": web_context(request).settings.node.ae_title,
             "message": request.query_params.get("message")}
     return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
-
-
-def _ctx(request: Request) -> WebContext:
-    ctx: WebContext = request.state.ctx
-    return ctx
 
 
 def _back(request: Request, path: str, message: str | None = None) -> RedirectResponse:
@@ -72,7 +66,7 @@ def _back(request: Request, path: str, message: str | None = None) -> RedirectRe
 
 async def _read(request: Request, work: Callable[[Session], dict[str, Any]]) -> dict[str, Any]:
     def run() -> dict[str, Any]:
-        with _ctx(request).sessions() as s:
+        with web_context(request).sessions() as s:
             return work(s)
     return await run_in_threadpool(run)
 
@@ -95,7 +89,7 @@ async def login_form(request: Request) -> Response:
 async def login(request: Request) -> Response:
     """Sign in with the form: this console's own form (its CSRF token, its Origin), at most so many failures
     per client and account (429 then), a session that names the account's session generation."""
-    ctx = _ctx(request)
+    ctx = web_context(request)
     form = await request.form()
     name, password = str(form.get("name", ""))[:64], str(form.get("password", ""))[:1024]
     target = str(form.get("next", "/"))
@@ -137,7 +131,7 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     """Sign out: every session of the account ends (this cookie and any other), not only this browser's."""
     def record() -> None:
-        with _ctx(request).sessions.begin() as s:
+        with web_context(request).sessions.begin() as s:
             end_sessions(s, request.state.user.id)
             audit(s, actor=request.state.user.name, action="logout", remote=client_address(request))
     await run_in_threadpool(record)
@@ -149,7 +143,7 @@ async def logout(request: Request) -> Response:
 
 
 async def dashboard(request: Request) -> Response:
-    ctx = _ctx(request)
+    ctx = web_context(request)
 
     def work(s: Session) -> dict[str, Any]:
         now = datetime.now(UTC)
@@ -213,7 +207,7 @@ async def studies(request: Request) -> Response:
 
 
 async def study(request: Request) -> Response:
-    ctx = _ctx(request)
+    ctx = web_context(request)
     study_id = _int(request, "study_id")
 
     def work(s: Session) -> dict[str, Any]:
@@ -253,7 +247,7 @@ async def visits(request: Request) -> Response:
 
 
 async def visit(request: Request) -> Response:
-    ctx = _ctx(request)
+    ctx = web_context(request)
     visit_id = _int(request, "visit_id")
 
     def work(s: Session) -> dict[str, Any]:
@@ -268,7 +262,7 @@ async def visit(request: Request) -> Response:
             .join(m.Series, m.Instance.series_fk == m.Series.id, isouter=True)
             .join(m.Study, m.Series.study_fk == m.Study.id, isouter=True)
             .where(m.ResultObject.visit_fk == visit_id).order_by(m.ResultObject.created_at.desc())).all()
-        jobs = list(s.scalars(select(m.Job).where(m.Job.target == visit_target(visit_id)).order_by(m.Job.id.desc())))
+        jobs = list(s.scalars(select(m.Job).where(m.Job.target == target_of_visit(visit_id)).order_by(m.Job.id.desc())))
         decisions = list(s.scalars(select(m.Review).where(m.Review.visit_fk == visit_id).order_by(m.Review.id)))
         corrections = list(s.scalars(select(m.Correction).where(m.Correction.visit_fk == visit_id)
                                      .order_by(m.Correction.id)))
@@ -289,7 +283,7 @@ async def visit(request: Request) -> Response:
 
 async def _review(request: Request, decide: Callable[[Session, int, Any], str]) -> Response:
     """A review action on a visit: the decision and its audit record in one transaction, then back to the visit."""
-    ctx = _ctx(request)
+    ctx = web_context(request)
     visit_id = _int(request, "visit_id")
     form = await request.form()
 
@@ -322,12 +316,12 @@ async def review_roi(request: Request) -> Response:
 
 
 async def review_accept(request: Request) -> Response:
-    ctx = _ctx(request)
+    ctx = web_context(request)
 
     def decide(s: Session, visit_id: int, form: Any) -> str:
         decide_visit(s, visit_id=visit_id, verdict=m.ReviewVerdict.ACCEPTED, reason=None, note=None,
                      reviewer=request.state.user.name, organisation=ctx.settings.review.organisation or None)
-        job = ctx.jobs.create(s, SIGN_VISIT, visit_target(visit_id))
+        job = ctx.jobs.create(s, SIGN_VISIT, target_of_visit(visit_id))
         audit(s, actor=request.state.user.name, action="visit accepted", target=f"visit {visit_id}",
               detail=f"sign job {job.id}", remote=client_address(request))
         s.flush()
@@ -354,7 +348,7 @@ async def visit_picture(request: Request) -> Response:
     name = request.path_params["name"]
     if name not in QC_PICTURES:  # a fixed list: no path from the request reaches the file system
         return PlainTextResponse("no such picture", status_code=404)
-    path = Path(_ctx(request).settings.quant.qc_dir) / f"visit-{_int(request, 'visit_id')}" / name
+    path = Path(web_context(request).settings.quant.qc_dir) / f"visit-{_int(request, 'visit_id')}" / name
     if not path.is_file():
         return PlainTextResponse("no such picture", status_code=404)
     return FileResponse(path, media_type="image/png")
@@ -371,14 +365,14 @@ async def jobs(request: Request) -> Response:
         if state in {x.value for x in m.JobState}:
             query = query.where(m.Job.state == m.JobState(state))
         rows = list(s.scalars(query))
-        return {"rows": rows, "visits": {j.id: target_visit(j.target) for j in rows}}
+        return {"rows": rows, "visits": {j.id: visit_of_target(j.target) for j in rows}}
 
     return render(request, "jobs.html", **(await _read(request, work)), state=state or "",
                   states=[x.value for x in m.JobState], message=request.query_params.get("message"))
 
 
 async def job_retry(request: Request) -> Response:
-    ctx = _ctx(request)
+    ctx = web_context(request)
     job_id = _int(request, "job_id")
 
     def act() -> str:
@@ -404,7 +398,7 @@ async def outbox(request: Request) -> Response:
 
 
 async def outbox_retry(request: Request) -> Response:
-    ctx = _ctx(request)
+    ctx = web_context(request)
     item = request.path_params.get("item_id")
     ids = None if item is None else [_int(request, "item_id")]
 
@@ -435,7 +429,7 @@ async def patients(request: Request) -> Response:
 
 
 async def patient_assign(request: Request) -> Response:
-    ctx = _ctx(request)
+    ctx = web_context(request)
     patient_pk = _int(request, "patient_id")
     subject_id = str((await request.form()).get("subject_id", "")).strip()
 
@@ -491,7 +485,7 @@ async def report_file(request: Request) -> Response:
 
 async def settings_page(request: Request) -> Response:
     import json
-    return render(request, "settings.html", settings=json.dumps(_ctx(request).settings.masked(), indent=2))
+    return render(request, "settings.html", settings=json.dumps(web_context(request).settings.masked(), indent=2))
 
 
 async def corrections(request: Request) -> Response:

@@ -81,10 +81,10 @@ def apply_correction(settings: Settings, sessions: sessionmaker[Session], store:
     import SimpleITK as sitk
 
     from node.work.atlases import resolve_atlas
-    from node.work.processing import newest_results
+    from node.work.results import newest_results
     from quant.corrections import CorrectionError, corrected_labels, derived_grid, seg_label_array, segment_targets
     from quant.pipeline import PIPELINE_VERSION, measure_t2
-    from quant.visit_io import load_visit
+    from quant.visit_io import load_visit, measurement_record
 
     with sessions() as s:
         correction = s.get_one(m.Correction, correction_id)
@@ -141,12 +141,8 @@ def apply_correction(settings: Settings, sessions: sessionmaker[Session], store:
             s.execute(delete(m.Measurement).where(m.Measurement.visit_fk == visit_id,
                                                   m.Measurement.source == m.MeasurementSource.CORRECTED,
                                                   m.Measurement.muscle == muscle, m.Measurement.side == m.Side(side)))
-        for r in rows:
-            s.add(m.Measurement(visit_fk=visit_id, modality=r.modality, muscle=r.muscle, side=m.Side(r.side),
-                                source=m.MeasurementSource.CORRECTED, value=r.value, mean_signal=r.mean_signal,
-                                sd=r.sd, reference_value=r.reference_value, voxel_count=r.voxel_count,
-                                volume_ml=r.volume_ml, stations=r.stations, references=r.references,
-                                qc_flags=r.qc_flags, pipeline_version=PIPELINE_VERSION, atlas_id=atlas.id))
+        s.add_all(measurement_record(visit_id, r, source=m.MeasurementSource.CORRECTED,
+                                     pipeline_version=PIPELINE_VERSION, atlas_id=atlas.id) for r in rows)
         row = s.get_one(m.Correction, correction_id)
         row.state, row.visit_fk, row.applied_at = m.CorrectionState.APPLIED, visit_id, datetime.now(UTC)
         row.muscles = sorted(f"{k} {side}" for k, side in wanted)

@@ -7,20 +7,19 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import cast
 
-from sqlalchemy import func, select, update
-from sqlalchemy.engine import CursorResult
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.intake.completeness import InstanceFacts, decide
 from node.intake.visits import assign_study
 from node.settings import Settings
 from node.work.corrections import find_corrections
-from node.work.jobs import APPLY_CORRECTION, PROCESS_VISIT, JobQueue, correction_target, visit_target
+from node.work.jobs import APPLY_CORRECTION, PROCESS_VISIT, JobQueue, target_of_correction, target_of_visit
 from storage import models as m
 from storage.database import transaction
 from storage.filestore import FileStore
+from storage.visit_states import move_visit
 
 log = logging.getLogger(__name__)
 
@@ -98,20 +97,15 @@ def check_visits(sessions: sessionmaker[Session], settings: Settings, jobs: JobQ
             decision = decide(facts, settings.protocol, now, first, last)
             if not decision.ready:
                 continue
-            # Conditional update: a late instance (or another watcher) changing the state wins.
-            taken = cast(CursorResult, s.execute(  # an UPDATE's result is a CursorResult
-                update(m.Visit)
-                .where(m.Visit.id == visit_id, m.Visit.state == m.VisitState.RECEIVING)
-                .values(state=m.VisitState.QUEUED, incomplete=decision.incomplete, updated_at=now)
-            )).rowcount
-            if taken != 1:
+            # A conditional move: a late instance (or another watcher) changing the state first wins.
+            if not move_visit(s, visit_id, m.VisitState.QUEUED, incomplete=decision.incomplete, now=now):
                 continue
-            waiting = s.scalar(select(m.Job.id).where(m.Job.kind == PROCESS_VISIT, m.Job.target == visit_target(visit_id),
+            waiting = s.scalar(select(m.Job.id).where(m.Job.kind == PROCESS_VISIT, m.Job.target == target_of_visit(visit_id),
                                                       m.Job.state == m.JobState.QUEUED).limit(1))
             if waiting is not None:  # re-opened before its job started: that job will read everything
                 log.info("visit %d ready again; job %d, still queued, processes it", visit_id, waiting)
                 continue
-            job = jobs.create(s, PROCESS_VISIT, visit_target(visit_id))
+            job = jobs.create(s, PROCESS_VISIT, target_of_visit(visit_id))
             queued.append(job.id)
             log.info("visit %d ready: %s%s", visit_id, decision.describe(settings.protocol),
                      " — processing what arrived, flagged incomplete" if decision.incomplete else "")
@@ -123,7 +117,7 @@ def check_corrections(sessions: sessionmaker[Session], store: FileStore, jobs: J
     """One round: every new SEG the node did not write becomes a correction and an ``apply_correction`` job."""
     with transaction(sessions) as s:
         found = find_corrections(s, store)
-        job_ids = [jobs.create(s, APPLY_CORRECTION, correction_target(c)).id for c in found]
+        job_ids = [jobs.create(s, APPLY_CORRECTION, target_of_correction(c)).id for c in found]
     for job_id in job_ids:
         jobs.dispatch(job_id)
     return job_ids

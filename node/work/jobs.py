@@ -49,18 +49,18 @@ class JobContext:
 
 Handler = Callable[[JobContext, str], None]
 
-PROCESS_VISIT = "process_visit"  # the job kind that quantifies one visit; its target is visit_target(id)
-SIGN_VISIT = "sign_visit"  # the verified SR of a visit a reviewer accepted; its target is visit_target(id)
-APPLY_CORRECTION = "apply_correction"  # a SEG sent back from a workstation; its target is correction_target(id)
+PROCESS_VISIT = "process_visit"  # the job kind that quantifies one visit; its target is target_of_visit(id)
+SIGN_VISIT = "sign_visit"  # the verified SR of a visit a reviewer accepted; its target is target_of_visit(id)
+APPLY_CORRECTION = "apply_correction"  # a SEG sent back from a workstation; its target is target_of_correction(id)
 
 
-def visit_target(visit_id: int) -> str:
-    """The target of a visit's processing job."""
+def target_of_visit(visit_id: int) -> str:
+    """The target of a job on a visit (``process_visit``, ``sign_visit``): ``visit:<id>``."""
     return f"visit:{visit_id}"
 
 
-def target_visit(target: str) -> int | None:
-    """The visit id of a processing job's target; None when the target names no visit."""
+def visit_of_target(target: str) -> int | None:
+    """The visit id a job's target names (:func:`target_of_visit` read back); None when it names no visit."""
     number = target.removeprefix("visit:")
     return int(number) if target.startswith("visit:") and number.isdigit() else None
 
@@ -71,23 +71,24 @@ def process_visit_job(ctx: JobContext, target: str) -> None:
         process_visit,  # imaging stack loaded only by workers that process
     )
 
-    visit_id = target_visit(target)
+    visit_id = visit_of_target(target)
     if visit_id is None:
         raise ValueError(f"{PROCESS_VISIT}: target {target!r} names no visit (expected 'visit:<id>')")
     process_visit(ctx.settings, ctx.sessions, ctx.store, visit_id)
 
 
 def sign_visit_job(ctx: JobContext, target: str) -> None:
-    """``sign_visit``: the verified SR of a visit a reviewer accepted (node.work.review)."""
-    from node.work.review import sign_visit  # the DICOM writers loaded only by workers
+    """``sign_visit``: the verified SR of a visit a reviewer accepted (node.work.signing)."""
+    from node.work.signing import sign_visit  # the DICOM writers loaded only by workers
 
-    visit_id = target_visit(target)
+    visit_id = visit_of_target(target)
     if visit_id is None:
         raise ValueError(f"{SIGN_VISIT}: target {target!r} names no visit (expected 'visit:<id>')")
     sign_visit(ctx.settings, ctx.sessions, ctx.store, visit_id)
 
 
-def correction_target(correction_id: int) -> str:
+def target_of_correction(correction_id: int) -> str:
+    """The target of an ``apply_correction`` job: ``correction:<id>``."""
     return f"correction:{correction_id}"
 
 

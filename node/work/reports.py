@@ -10,7 +10,6 @@ so a failed run leaves the previous report untouched and records its error.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import shutil
@@ -24,9 +23,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from node.intake.ingest import Ingestor
 from node.settings import Settings
-from node.work.outbox import enqueue
+from node.work.results import publish
 from node.work.review import rejected_rois
 from stats import tables
 from stats.cohort import cohort_from_db
@@ -195,20 +193,13 @@ def run_report(settings: Settings, *, force: bool = False) -> m.StatsRun | None:
 
 def send_pdf(settings: Settings, sessions: sessionmaker[Session], pdf_path: Path, run_id: int,
              when: datetime) -> int | None:
-    """Store the report PDF as Encapsulated PDF (Q/R serves it) and queue it for every [forward] destination."""
+    """Store the report PDF as Encapsulated PDF (Q/R serves it) and queue it for every [forward] destination;
+    its instance id, or None (logged) when it could not be."""
     ds = encapsulated_pdf(pdf_path.read_bytes(), f"myonode cohort report {when:%Y-%m-%d}", settings.node.ae_title,
                           when, run_id)
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    ingestor = Ingestor(FileStore(settings.storage.root), sessions, settings.protocol.rules,
-                        settings.storage.resend_policy)
-    outcome = ingestor.ingest(buffer.getvalue(), calling_ae=settings.node.ae_title)
-    if not outcome.ok or outcome.instance_id is None:
-        log.error("report PDF of run %d not stored: %s", run_id, outcome.comment)
+    try:
+        (stored,) = publish(settings, sessions, FileStore(settings.storage.root), None, [("report_pdf", ds)])
+    except Exception as exc:  # the report is written; only its copy for PACS is missing, and the log says why
+        log.error("report PDF of run %d not stored: %s", run_id, exc)
         return None
-    with transaction(sessions) as s:
-        s.add(m.ResultObject(kind=m.ResultKind.REPORT_PDF, sop_instance_uid=str(ds.SOPInstanceUID),
-                             series_instance_uid=str(ds.SeriesInstanceUID), sop_class_uid=str(ds.SOPClassUID),
-                             instance_fk=outcome.instance_id))
-        enqueue(s, [outcome.instance_id], settings.forward.destinations)
-    return outcome.instance_id
+    return stored.instance_id

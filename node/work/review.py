@@ -1,11 +1,9 @@
 """A person reviews a processed visit: accepts it, or rejects single muscle × side ROIs or the whole visit.
 
 Decisions are rows (:class:`storage.models.Review`) with reviewer, time and reason, written with
-their audit record by the console. Accepting a visit queues a ``sign_visit`` job that writes a
-new TID 1500 SR with Verification Flag VERIFIED and the Verifying Observer, naming the unverified
-SR as its predecessor (which stays stored and queryable), stores it through the node's ingest
-and forwards it like the other results. The measurements of a rejected ROI stay in the index;
-the statistics leave them out (``[report] use``, :func:`rejected_rois`).
+their audit record by the console. Accepting a visit queues a ``sign_visit`` job
+(:mod:`node.work.signing`). The measurements of a rejected ROI stay in the index; the statistics
+leave them out (``[report] use``, :func:`rejected_rois`).
 
 Re-processing (:func:`reset_changed`) removes the decisions its new values invalidate: the
 rejection of an ROI whose value changed, and the visit's acceptance or rejection if any changed.
@@ -16,17 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from node import __version__
-from node.settings import Settings
 from storage import models as m
-from storage.database import transaction
-from storage.filestore import FileStore
 from storage.vocabulary import MUSCLE_BY_KEY
 
 if TYPE_CHECKING:
@@ -134,47 +128,3 @@ def rejected_rois(s: Session) -> tuple[set[tuple[int, str, str]], set[int]]:
         elif r.verdict is m.ReviewVerdict.REJECTED and r.side is not None:
             rois.add((r.visit_fk, r.muscle, r.side.value))
     return rois, {v for v, verdict in visits.items() if verdict is m.ReviewVerdict.REJECTED}
-
-
-def sign_visit(settings: Settings, sessions: sessionmaker[Session], store: FileStore, visit_id: int) -> str:
-    """The ``sign_visit`` job: the verified SR of an accepted visit (rejected ROIs left out); its SOP Instance UID."""
-    from node.work.outbox import enqueue
-    from node.work.processing import newest_results, store_results  # the imaging stack: loaded by the worker
-    from quant.dicom_out import ResultContext, Verifier, measurement_report
-    from quant.pipeline import MeasurementRow
-
-    with sessions() as s:
-        review = visit_review(s, visit_id)
-        if review.verdict is not m.ReviewVerdict.ACCEPTED or review.reviewer is None:
-            raise ReviewError(f"visit {visit_id} is not accepted: nothing to sign")
-        accepted = s.scalars(select(m.Review).where(m.Review.visit_fk == visit_id, m.Review.muscle.is_(None))
-                             .order_by(m.Review.id.desc())).first()
-        organisation = ((accepted.organisation if accepted else None) or settings.review.organisation
-                        or settings.node.ae_title)
-        measurements = m.in_effect(s.scalars(select(m.Measurement).where(m.Measurement.visit_fk == visit_id)))
-        rows = [MeasurementRow(muscle=x.muscle, side=x.side.value, modality=x.modality, value=x.value,
-                               mean_signal=x.mean_signal if x.mean_signal is not None else float("nan"),
-                               sd=x.sd if x.sd is not None else float("nan"), reference_value=x.reference_value,
-                               voxel_count=x.voxel_count, volume_ml=x.volume_ml, stations=list(x.stations),
-                               qc_flags=list(x.qc_flags), references=list(x.references))
-                for x in measurements if (x.muscle, x.side.value) not in review.rejected]
-        seg = newest_results(s, store, visit_id, m.ResultKind.SEG)
-        derived = newest_results(s, store, visit_id, m.ResultKind.STITCHED_T2)
-        adc = newest_results(s, store, visit_id, m.ResultKind.ADC_MAP)
-        previous = newest_results(s, store, visit_id, m.ResultKind.SR)
-    if not rows or not seg or not derived or not previous:
-        raise ReviewError(f"visit {visit_id} lacks measurements or results to sign")
-    ctx = ResultContext(content_datetime=datetime.now(UTC), myonode_version=__version__,
-                        pipeline_version=measurements[0].pipeline_version, atlas_id=measurements[0].atlas_id or "-",
-                        replaces={"sr": previous[:1]})
-    sr = measurement_report(rows, seg[0], derived, adc[0] if adc else None, ctx,
-                            verifier=Verifier(name=review.reviewer, organisation=organisation))
-    (stored,) = store_results(settings, sessions, store, [("sr", sr)])
-    with transaction(sessions) as s:
-        s.add(m.ResultObject(visit_fk=visit_id, kind=m.ResultKind.SR, sop_instance_uid=str(sr.SOPInstanceUID),
-                             series_instance_uid=str(sr.SeriesInstanceUID), sop_class_uid=str(sr.SOPClassUID),
-                             replaces_uid=str(previous[0].SOPInstanceUID), instance_fk=stored[2]))
-        enqueue(s, [stored[2]], settings.forward.destinations)
-    log.info("visit %d signed by %s (%s): verified SR %s replaces %s", visit_id, review.reviewer, organisation,
-             sr.SOPInstanceUID, previous[0].SOPInstanceUID)
-    return str(sr.SOPInstanceUID)

@@ -13,9 +13,10 @@ from sqlalchemy import select
 from node.intake.status import node_status
 from node.service import Node
 from node.work.exams import check_visits
-from node.work.jobs import HANDLERS
+from node.work.jobs import HANDLERS, visit_of_target
 from storage import models as m
 from storage.database import transaction
+from storage.visit_states import move_visit
 from tests.support.dcmtk import dcmtk
 from tests.support.dicom_factory import AXIAL, CORONAL, mr_image
 
@@ -90,16 +91,18 @@ def wait_visit_state(node: Node, state: str, timeout: float = 20) -> None:
     raise AssertionError(visit_states(node))
 
 
-def mark_complete(ctx, target: str) -> None:
-    """Stands in for quantification (tested in tests/quant and tests/e2e on phantom visits): these
-    tests are about when a visit is queued, and use 16×16 images no atlas fits."""
+def mark_processed(ctx, target: str) -> None:
+    """Stands in for quantification (tested in tests/quant and tests/e2e on phantom visits), with its moves:
+    these tests are about when a visit is queued, and use 16×16 images no atlas fits."""
+    visit_id = visit_of_target(target)
     with transaction(ctx.sessions) as s:
-        s.get(m.Visit, int(target.removeprefix("visit:"))).state = m.VisitState.COMPLETE
+        assert move_visit(s, visit_id, m.VisitState.PROCESSING)
+        assert move_visit(s, visit_id, m.VisitState.PROCESSED)
 
 
 @pytest.fixture(autouse=True)
 def _processing_recorded(monkeypatch) -> None:
-    monkeypatch.setitem(HANDLERS, "process_visit", mark_complete)
+    monkeypatch.setitem(HANDLERS, "process_visit", mark_processed)
 
 
 def test_complete_visit_queued_exactly_once_and_reopened_by_late_instance(running_node, tmp_path: Path) -> None:
@@ -116,13 +119,13 @@ def test_complete_visit_queued_exactly_once_and_reopened_by_late_instance(runnin
     scan.dwi_station(1, b_values=(1000,), series=last)
     queued = settle(node)
     assert len(queued) == 1
-    wait_visit_state(node, "complete")  # the job ran and recorded the visit ready
+    wait_visit_state(node, "processed")  # the job ran and recorded the visit ready
     assert settle(node) == []  # nothing new: not queued again
 
     scan.t2_station(1, slices=1)  # a late instance re-opens the visit
     assert visit_states(node) == [("baseline", "receiving", False)]
     assert len(settle(node)) == 1
-    wait_visit_state(node, "complete")
+    wait_visit_state(node, "processed")
     # the job row is finished in its own transaction just after the handler has updated the visit
     deadline = time.monotonic() + 20
     while True:
@@ -157,8 +160,8 @@ def test_incomplete_exam_processed_after_deadline_and_flagged(running_node, tmp_
     Scanner(node, tmp_path, "MND-003").t2_station(0)
     time.sleep(1.1)
     assert len(settle(node)) == 1
-    wait_visit_state(node, "complete")
-    assert visit_states(node) == [("baseline", "complete", True)]
+    wait_visit_state(node, "processed")
+    assert visit_states(node) == [("baseline", "processed", True)]
 
 
 def test_studies_of_no_subject_are_tried_again_only_when_a_patient_id_is_mapped(running_node, tmp_path: Path,

@@ -218,7 +218,7 @@ def test_healthz_fails_while_an_acknowledged_instance_waits_too_long_to_be_index
 def test_a_process_that_does_not_index_keeps_no_parsed_headers(node_settings: Callable[..., Settings]) -> None:
     """`myonode web` beside serve: its receiver's parsed headers would wait forever for an indexer that never
     takes the lock — they are not kept; the process that indexes keeps them, bounded."""
-    from node.intake.indexer import MAX_HEADERS, Indexer
+    from node.intake.indexer import Indexer
     from node.intake.ingest import Ingestor, read_header
     from storage.filestore import FileStore
     from storage.journal import Journal
@@ -230,11 +230,12 @@ def test_a_process_that_does_not_index_keeps_no_parsed_headers(node_settings: Ca
         header = read_header(data.getvalue())
         beside = Indexer(Ingestor(FileStore(node.settings.storage.root), node.sessions, []),
                          Journal(node.settings.storage.root), keep_s=0)  # never started: serve holds the lock
-        beside.offer("entry.dcm", header)
-        assert beside.headers == {}
-        for i in range(MAX_HEADERS + 10):
-            node.indexer.offer(f"not-in-the-journal-{i}.dcm", header)
-        assert len(node.indexer.headers) == MAX_HEADERS
-        node.indexer.headers.clear()
+        beside.parsed.put("entry.dcm", header)
+        assert beside.parsed.take("entry.dcm") is None
+        limit = node.indexer.parsed.limit
+        for i in range(limit + 10):
+            node.indexer.parsed.put(f"not-in-the-journal-{i}.dcm", header)
+        kept = [i for i in range(limit + 10) if node.indexer.parsed.take(f"not-in-the-journal-{i}.dcm") is not None]
+        assert kept == list(range(limit))
     finally:
         node.stop()

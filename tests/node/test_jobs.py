@@ -122,12 +122,12 @@ def test_serve_runs_jobs_in_its_worker_processes_and_stops_them(running_node) ->
 
     from sqlalchemy import select
 
-    from node.work.jobs import PROCESS_VISIT, visit_target
+    from node.work.jobs import PROCESS_VISIT, target_of_visit
     from storage import models as m
 
     node = running_node(queue='backend = "sqlite"\nurl = "sqlite:///queue.db"\nworkers = 0\nprocesses = 1\n')
     assert len(node.worker_processes.processes) == 1
-    job_id = node.jobs.submit(PROCESS_VISIT, visit_target(999), max_attempts=1)
+    job_id = node.jobs.submit(PROCESS_VISIT, target_of_visit(999), max_attempts=1)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         node.settle()
@@ -149,7 +149,7 @@ def test_a_worker_process_that_dies_is_started_again(running_node) -> None:
 
     from sqlalchemy import select
 
-    from node.work.jobs import PROCESS_VISIT, visit_target
+    from node.work.jobs import PROCESS_VISIT, target_of_visit
     from storage import models as m
 
     node = running_node(queue='backend = "sqlite"\nurl = "sqlite:///queue.db"\nworkers = 0\nprocesses = 1\n')
@@ -162,7 +162,7 @@ def test_a_worker_process_that_dies_is_started_again(running_node) -> None:
     while supervisor.processes[0] is first and time.monotonic() < deadline:
         time.sleep(0.2)
     assert supervisor.processes[0] is not first and supervisor.restarts == 1
-    job_id = node.jobs.submit(PROCESS_VISIT, visit_target(998), max_attempts=1)
+    job_id = node.jobs.submit(PROCESS_VISIT, target_of_visit(998), max_attempts=1)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         node.settle()

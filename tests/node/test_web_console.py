@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from node.service import Node
 from node.web.accounts import add_user
-from node.work.jobs import PROCESS_VISIT, visit_target
+from node.work.jobs import PROCESS_VISIT, target_of_visit
 from storage import models as m
 from storage.database import transaction
 from tests.support.browser import chromium, screenshot, sign_in, wait_for_text, wait_for_url
@@ -41,7 +41,7 @@ def test_an_operator_finds_a_study_retries_a_job_and_assigns_a_patient(running_n
     push(node, tmp_path / "walk-in", "WALK-IN-9")
     node.settle()
     # a job that fails (its visit does not exist), then no consumer, so that a retried job stays queued
-    job_id = node.jobs.submit(PROCESS_VISIT, visit_target(987654), max_attempts=1)
+    job_id = node.jobs.submit(PROCESS_VISIT, target_of_visit(987654), max_attempts=1)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with node.sessions() as s:

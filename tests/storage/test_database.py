@@ -165,3 +165,17 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path) -> None:
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert conn.execute(text("PRAGMA synchronous")).scalar() == 2
     engine.dispose()
+
+
+def test_a_visit_left_complete_by_an_older_node_is_queued_and_complete_is_refused(engine: Engine) -> None:
+    """Migration 0010: 'complete' (a state no node ever set) becomes 'queued'; the database then refuses it."""
+    upgrade(engine, "0009")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO subjects (subject_id, \"group\", created_at) VALUES ('MND-001', 'patient', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO visits (subject_fk, label, state, incomplete, updated_at) "
+                          "SELECT id, 'baseline', 'complete', false, CURRENT_TIMESTAMP FROM subjects"))
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT state FROM visits")).scalar_one() == "queued"
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text("UPDATE visits SET state = 'complete'"))
