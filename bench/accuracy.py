@@ -1,6 +1,6 @@
 """Accuracy of the quantification against phantom truth; prints JSON.
 
-For test subjects whose seeds are disjoint from the atlas subjects' (phantom/atlas.py uses
+For test subjects whose seeds are disjoint from the atlas subjects' (phantom/atlas_subjects.py uses
 900 000+), each subject is scanned twice (``phantom rescan``: new position, coil gains and
 noise), written as DICOM, read back with quant.volumes and quantified with the default
 atlas. Reported:
@@ -33,14 +33,14 @@ import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.work.atlases import ensure_default_atlas
 from phantom.anatomy import LABELS
+from phantom.default_atlas import ensure_default_atlas
 from phantom.rescan import scan_rescan
 from quant.atlas import load_atlas
 from quant.params import QuantParams
 from quant.pipeline import MeasurementRow, measure_t2, quantify
 from quant.volumes import StationVolume, load_series
-from storage.vocabulary import Modality
+from storage.catalogue import Modality
 
 LEG = {"quadriceps", "hamstrings", "tibialis_anterior", "gastrocnemius_soleus"}
 VALUE = {(lab.key, lab.side): lab.value for lab in LABELS}

@@ -26,7 +26,6 @@ from sqlalchemy import select
 from node.demo.ports import free_port
 from node.demo.run import prepare_demo_folder, push_visit
 from node.service import start_node
-from node.work.atlases import ensure_default_atlas
 from node.work.processing import process_visit
 from phantom.anatomy import AnatomyParams
 from phantom.contrast import MuscleState
@@ -45,7 +44,6 @@ def main() -> None:
     args = ap.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="myonode-pipeline-"))
     settings = prepare_demo_folder(folder / "node", port=free_port(), small=args.size == "small")
-    ensure_default_atlas(settings.atlas.default_subjects)
     rng = np.random.default_rng(12)
     params = AnatomyParams.random(rng, "M").placed(rng)
     meta = VisitMeta(subject_id="BENCH01", patient_name="PHANTOM^BENCH", birth_date=date(1970, 1, 1), sex="M", age_years=56.0, weight_kg=80.0, height_m=params.height_mm / 1000,

@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
@@ -40,6 +41,53 @@ from storage.journal import Journal
 from storage.migrate import upgrade
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class Foundation:
+    """What every process of the node (serve, listen, web) opens on the same store, built once by
+    :func:`open_foundation`: the database, the file store, the journal, the receiver that writes it and, where
+    this process may index, the indexer (one per store: a second one waits for the first one's lock)."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: FileStore
+    journal: Journal
+    registry: CollectorRegistry
+    ingestor: Ingestor
+    receiver: Receiver
+    indexer: Indexer | None
+
+    def close(self) -> None:
+        if self.indexer is not None:
+            self.indexer.stop()
+        self.receiver.close()
+        self.engine.dispose()
+
+
+def open_foundation(settings: Settings, *, migrate: bool, index: Literal["first", "beside", "never"]) -> Foundation:
+    """The :class:`Foundation` of one process. ``migrate``: upgrade the database first. ``index``: ``first`` —
+    start the indexer and wait until it holds the lock and has indexed what a crash left (serve, before it
+    listens, so queries see it); ``beside`` — start it, and let it wait for another process's lock (web);
+    ``never`` (an extra listener: serve's indexer indexes what it journals)."""
+    engine = make_engine(settings.storage.database_url)
+    if migrate:
+        upgrade(engine)
+    store, sessions = FileStore(settings.storage.root), session_factory(engine)
+    journal, registry = Journal(settings.storage.root), CollectorRegistry()
+    ingestor = Ingestor(store, sessions, settings.protocol.rules, settings.storage.resend_policy)
+    limits = Limits(max_bytes=settings.node.max_instance_bytes, max_inflation_ratio=settings.node.max_inflation_ratio)
+    if index == "never":
+        return Foundation(engine=engine, sessions=sessions, store=store, journal=journal, registry=registry,
+                          ingestor=ingestor, receiver=Receiver(journal, limits=limits), indexer=None)
+    metrics = IngestMetrics(registry)
+    indexer = Indexer(ingestor, journal, keep_s=settings.storage.journal_keep_hours * 3600, metrics=metrics)
+    if index == "first":
+        indexer.start_and_wait()
+    else:
+        indexer.start()
+    return Foundation(engine=engine, sessions=sessions, store=store, journal=journal, registry=registry,
+                      ingestor=ingestor, receiver=Receiver(journal, indexer.parsed, metrics, limits), indexer=indexer)
 
 
 @dataclass(kw_only=True)
@@ -82,7 +130,7 @@ class Node:
         self.forwarder.stop()
         self.worker_processes.stop()
         self.jobs.stop_consumers()
-        self.engine.dispose()
+        self.engine.dispose()  # the foundation's close, in the order the node's parts need
 
 
 def _die_with_parent() -> None:
@@ -157,13 +205,13 @@ def open_jobs(settings: Settings) -> tuple[Engine, JobQueue]:
 
 def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
     """Upgrade the database, clear writes a crash interrupted, recover jobs, and start serving."""
-    engine = make_engine(settings.storage.database_url)
-    upgrade(engine)
     store = FileStore(settings.storage.root)
     for path in store.sweep_partials():
         log.warning("removed %s, a write interrupted by a crash (never acknowledged)", path)
-    sessions = session_factory(engine)
-    jobs = JobQueue(JobContext(settings=settings, sessions=sessions, store=store))
+    # before listening: what a crash left in the journal is indexed, so queries see it
+    base = open_foundation(settings, migrate=True, index="first")
+    assert base.indexer is not None
+    jobs = JobQueue(JobContext(settings=settings, sessions=base.sessions, store=base.store))
     # The node always consumes (and is the one process that runs the [schedule] tasks); with the
     # Redis queue, `myonode worker` processes elsewhere consume too.
     jobs.start_consumers(settings.queue.workers)
@@ -172,40 +220,28 @@ def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
     recovered = jobs.recover()
     if recovered:
         log.info("re-dispatched %d unfinished job(s)", len(recovered))
-    ingestor = Ingestor(store, sessions, settings.protocol.rules, settings.storage.resend_policy)
-    journal = Journal(settings.storage.root)
-    registry = CollectorRegistry()
-    metrics = IngestMetrics(registry)
-    # before listening: what a crash left in the journal is indexed, so queries see it
-    indexer = Indexer(ingestor, journal, keep_s=settings.storage.journal_keep_hours * 3600,
-                      metrics=metrics).start_and_wait()
-    receiver = Receiver(journal, indexer.parsed, metrics, instance_limits(settings))
-    listener = start_listener(settings.node, receiver, association_slots(settings),
-                              extra_handlers=reader_handlers(settings, store, sessions, receiver))
+    listener = start_listener(settings.node, base.receiver, association_slots(settings),
+                              extra_handlers=reader_handlers(settings, base))
     listeners = ChildProcesses(settings, "listen", settings.node.listener_processes - 1,
                                setting="[node] listener_processes")
     listeners.start()
-    watcher = ExamWatcher(sessions, settings, jobs, interval_s=watch_interval_s)
+    watcher = ExamWatcher(base.sessions, settings, jobs, interval_s=watch_interval_s)
     watcher.start()
-    forwarder = Forwarder(sessions, store, settings.forward, settings.node.ae_title)
+    forwarder = Forwarder(base.sessions, base.store, settings.forward, settings.node.ae_title)
     forwarder.start()
     web = None
     if settings.web.enabled:
-        ctx = WebContext(settings=settings, sessions=sessions, store=store, receiver=receiver, jobs=jobs,
-                         registry=registry, refused=listener.refused,
+        ctx = WebContext(settings=settings, sessions=base.sessions, store=base.store, receiver=base.receiver,
+                         jobs=jobs, registry=base.registry, refused=listener.refused,
                          active_associations=lambda: len(listener.ae.active_associations))
         try:
             web = WebServer(create_app(ctx), settings.web).start_and_wait()
         except RuntimeError as exc:  # DICOM reception matters more than the console: serve on without it
             log.error("web console not started: %s", exc)
-    return Node(settings=settings, engine=engine, sessions=sessions, store=store, ingestor=ingestor, journal=journal,
-                receiver=receiver, indexer=indexer, jobs=jobs, listener=listener, listener_processes=listeners,
-                watcher=watcher, forwarder=forwarder, worker_processes=workers, web=web)
-
-
-def instance_limits(settings: Settings) -> Limits:
-    """What one received instance may be, from ``[node]``."""
-    return Limits(max_bytes=settings.node.max_instance_bytes, max_inflation_ratio=settings.node.max_inflation_ratio)
+    return Node(settings=settings, engine=base.engine, sessions=base.sessions, store=base.store,
+                ingestor=base.ingestor, journal=base.journal, receiver=base.receiver, indexer=base.indexer,
+                jobs=jobs, listener=listener, listener_processes=listeners, watcher=watcher, forwarder=forwarder,
+                worker_processes=workers, web=web)
 
 
 def association_slots(settings: Settings) -> AssociationSlots:
@@ -213,13 +249,12 @@ def association_slots(settings: Settings) -> AssociationSlots:
     return AssociationSlots(Path(settings.storage.root).resolve() / "run", settings.node.max_associations)
 
 
-def reader_handlers(settings: Settings, store: FileStore, sessions: sessionmaker[Session],
-                    receiver: Receiver) -> list[Handler]:
+def reader_handlers(settings: Settings, base: Foundation) -> list[Handler]:
     """Q/R and storage commitment, each seeing every instance acknowledged before its request."""
     peers = [*settings.qr.move_destinations, *settings.forward.destinations]
     return [
-        *qr_handlers(settings.node, store, sessions, receiver.settle, settings.qr),
-        commitment_handler(settings.node.ae_title, sessions, store, peers, receiver.settle),
+        *qr_handlers(settings.node, base.store, base.sessions, base.receiver.settle, settings.qr),
+        commitment_handler(settings.node.ae_title, base.sessions, base.store, peers, base.receiver.settle),
     ]
 
 
@@ -244,11 +279,9 @@ def listen_forever(settings: Settings) -> None:
     from the shared index; it runs no jobs."""
     if settings.node.listener_processes < 2:
         raise ValueError("myonode listen runs beside serve when [node] listener_processes is 2 or more")
-    engine = make_engine(settings.storage.database_url)
-    store, sessions = FileStore(settings.storage.root), session_factory(engine)
-    receiver = Receiver(Journal(settings.storage.root), limits=instance_limits(settings))
-    listener = start_listener(settings.node, receiver, association_slots(settings),
-                              extra_handlers=reader_handlers(settings, store, sessions, receiver))
+    base = open_foundation(settings, migrate=False, index="never")
+    listener = start_listener(settings.node, base.receiver, association_slots(settings),
+                              extra_handlers=reader_handlers(settings, base))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -256,8 +289,7 @@ def listen_forever(settings: Settings) -> None:
         stop.wait()
     finally:
         listener.stop()
-        receiver.close()
-        engine.dispose()
+        base.close()
 
 
 def web_forever(settings: Settings) -> None:
@@ -267,30 +299,20 @@ def web_forever(settings: Settings) -> None:
 
     from node.web.server import config
 
-    engine = make_engine(settings.storage.database_url)
-    upgrade(engine)
-    sessions, store = session_factory(engine), FileStore(settings.storage.root)
-    registry = CollectorRegistry()
-    metrics = IngestMetrics(registry)
-    journal = Journal(settings.storage.root)
-    indexer = Indexer(Ingestor(store, sessions, settings.protocol.rules, settings.storage.resend_policy), journal,
-                      keep_s=settings.storage.journal_keep_hours * 3600, metrics=metrics)
-    indexer.start()  # waits for serve's indexer lock when serve runs
-    receiver = Receiver(journal, indexer.parsed, metrics, instance_limits(settings))
-    jobs = JobQueue(JobContext(settings=settings, sessions=sessions, store=store))
-    ctx = WebContext(settings=settings, sessions=sessions, store=store, receiver=receiver, jobs=jobs, registry=registry)
+    base = open_foundation(settings, migrate=True, index="beside")  # its indexer waits for serve's lock
+    jobs = JobQueue(JobContext(settings=settings, sessions=base.sessions, store=base.store))
+    ctx = WebContext(settings=settings, sessions=base.sessions, store=base.store, receiver=base.receiver, jobs=jobs,
+                     registry=base.registry)
     try:
         uvicorn.Server(config(create_app(ctx), settings.web)).run()
     finally:
-        indexer.stop()
-        receiver.close()
-        engine.dispose()
+        base.close()
 
 
 def work_forever(settings: Settings) -> None:
-    """`myonode worker`: Huey consumers until SIGINT/SIGTERM — on the Redis queue anywhere, or on the SQLite
-    queue on the node's own host (the queue file is local). One consumer thread per process: more
-    processes, not threads, make more processing run at once."""
+    """`myonode worker`: Huey consumers until SIGINT/SIGTERM — on the Redis queue anywhere, with ``[queue]
+    workers`` consumer threads (at least one), or on the SQLite queue on the node's own host (the queue file
+    is local), with one thread: more processes, not threads, make more processing run at once there."""
     engine, jobs = open_jobs(settings)
     upgrade(engine)
     # a Redis worker elsewhere runs [queue] workers threads; one beside serve on the SQLite queue runs one

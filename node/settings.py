@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from quant.params import QuantParams, RegionParams
-from storage.vocabulary import Group
+from storage.catalogue import Group
 
 ENV_PREFIX = "MYONODE_"
 CONFIG_ENV = "MYONODE_CONFIG"
@@ -275,8 +275,9 @@ class VisitSettings(_Section):
 
 
 class AtlasSettings(_Section):
-    """Which atlas to propagate; empty path = the default atlas, built from phantom subjects on first use
-    into the atlas cache (reproducibly: fixed seeds; see node/atlases.py)."""
+    """Which atlas to propagate; empty path = the commands that start a node use the default atlas, built from
+    phantom subjects on first use into the atlas cache (reproducibly: fixed seeds; phantom/default_atlas.py),
+    and log that they do."""
 
     path: Path | None = None
     default_subjects: int = Field(default=3, ge=1, le=20)

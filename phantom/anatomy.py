@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
-from storage.vocabulary import MUSCLES  # the one muscle vocabulary (pure data; phantom imports nothing else of ours)
+from storage.catalogue import MUSCLES  # the one muscle vocabulary (pure data; phantom imports nothing else of ours)
 
 # --- labels -------------------------------------------------------------------------------------
 

@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 
 from phantom import paper
-from phantom.atlas import REFERENCE_MARROW
+from phantom.atlas_subjects import REFERENCE_MARROW
 from phantom.contrast import MARROW, TISSUE, healthy_muscle_signal
-from storage.vocabulary import (
+from storage.catalogue import (
     DYNAMOMETRY_MUSCLES,
     EPHYS_MUSCLES,
     MRC_MUSCLES,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from phantom.anatomy import LABELS, MUSCLE_LABEL_BASE
-from storage.vocabulary import MUSCLES
+from storage.catalogue import MUSCLES
 
 # tissue → (T2w signal, DWI S0, ADC mm²/s)
 TISSUE: dict[str, tuple[float, float, float]] = {

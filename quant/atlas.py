@@ -33,7 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from quant.register import register, registration_maps, resample, warp_labels
-from storage.vocabulary import MUSCLE_BY_KEY
+from storage.catalogue import MUSCLE_BY_KEY
 
 
 class AtlasError(ValueError):

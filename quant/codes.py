@@ -28,7 +28,7 @@ from highdicom.sr import CodedConcept
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from storage.vocabulary import MUSCLES, Modality
+from storage.catalogue import MUSCLES, Modality
 
 PRIVATE_SCHEME = "99MYONODE"
 PRIVATE_SCHEME_NAME = "myonode muscle MRI codes"

@@ -37,7 +37,7 @@ from quant import codes as C
 from quant.atlas import AtlasLabel
 from quant.pipeline import MeasurementRow, normalised, summary_mean
 from quant.stitch import stitch
-from storage.vocabulary import MUSCLE_BY_KEY, MUSCLES, Modality
+from storage.catalogue import MUSCLE_BY_KEY, MUSCLES, Modality
 
 MANUFACTURER = "myonode"
 MODEL = "myonode quantification"

@@ -28,7 +28,7 @@ from quant.register import Transform, register, registration_maps, warp_labels
 from quant.roistats import RoiStat, erode_labels, pooled_mean, relative_t2, roi_stats, touches_edge
 from quant.stitch import stitch
 from quant.volumes import StationVolume, centre_z, head_first
-from storage.vocabulary import MUSCLE_BY_KEY, Modality
+from storage.catalogue import MUSCLE_BY_KEY, Modality
 
 PIPELINE_VERSION = "1.0"
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from storage.vocabulary import MUSCLE_BY_KEY
+from storage.catalogue import MUSCLE_BY_KEY
 
 ONSET_COLOURS = {"bulbar": "#1b9e77", "upper_limb": "#d95f02", "lower_limb": "#7570b3"}
 FIGURE3_PANELS = (("summary_mean", "none", "Whole-body summary mean"), ("region_of_onset", "none", "Region of onset"),

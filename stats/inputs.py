@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from storage.vocabulary import MEASURE_MUSCLES, MUSCLE_BY_KEY, mrc_sides
+from storage.catalogue import MEASURE_MUSCLES, MUSCLE_BY_KEY, mrc_sides
 
 SUBJECT_COLUMNS = ["subject_id", "group", "sex", "age", "onset_site", "onset_side", "diagnosis"]
 OBSERVATION_COLUMNS = ["subject_id", "visit", "days", "measure", "muscle", "side", "value"]

@@ -31,7 +31,7 @@ from stats.mixed import fit_random_intercept
 from stats.multiplicity import benjamini_hochberg
 from stats.proportion import proportion_ci
 from stats.ranks import chi2_independence, signrank
-from storage.vocabulary import (
+from storage.catalogue import (
     COMPOSITES,
     MRC_MUSCLES,
     MUSCLE_BY_KEY,

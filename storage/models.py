@@ -38,7 +38,7 @@ from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from storage.vocabulary import (
+from storage.catalogue import (
     Diagnosis,
     Group,
     MeasurementSource,

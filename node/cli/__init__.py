@@ -146,11 +146,12 @@ def serve(
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
     """Run the DICOM node (listener, storage, index) until stopped with Ctrl-C or SIGTERM."""
+    from node.demo.default_atlas import with_default_atlas
     from node.service import serve_forever
 
     settings = _settings(config)
     _configure_logging(log_level)
-    serve_forever(settings)
+    serve_forever(with_default_atlas(settings))
 
 
 @app.command()
@@ -281,12 +282,13 @@ def worker(
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
     """Run job consumers: on the Redis queue (any number of machines) or the SQLite queue (the node's host)."""
+    from node.demo.default_atlas import with_default_atlas
     from node.service import work_forever
 
     settings = _settings(config)
     _configure_logging(log_level)
     try:
-        work_forever(settings)
+        work_forever(with_default_atlas(settings))
     except ValueError as exc:
         err_console.print(f"error: {exc}", markup=False)
         raise typer.Exit(2) from None
@@ -356,7 +358,7 @@ def status(config: ConfigOption = None, limit: Annotated[int, typer.Option(help=
     """What was received, what is pending, processing, done or failed; patients not mapped to a subject."""
     from sqlalchemy import select
 
-    from node.intake.status import node_status
+    from node.intake.overview import node_status
     from storage import models as m
     from storage.database import make_engine, session_factory
     from storage.journal import Journal

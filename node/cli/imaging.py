@@ -143,7 +143,7 @@ def atlas_build(
     subjects: Annotated[int, typer.Option(help="phantom subjects fused into the atlas")] = 3,
 ) -> None:
     """Build the default atlas from phantom subjects whose seeds no cohort uses."""
-    from node.work.atlases import build_phantom_atlas
+    from phantom.default_atlas import build_phantom_atlas
 
     with console.status(f"registering {subjects} phantom subjects …"):
         path = build_phantom_atlas(out, subjects)
@@ -159,12 +159,13 @@ def process(
     from sqlalchemy import select
 
     from node.cli import _settings
+    from node.demo.default_atlas import with_default_atlas
     from node.work.processing import process_visit
     from storage import models as m
     from storage.database import make_engine, session_factory
     from storage.filestore import FileStore
 
-    settings = _settings(config)
+    settings = with_default_atlas(_settings(config))
     sessions = session_factory(make_engine(settings.storage.database_url))
     with sessions() as s:
         if target.isdigit():

@@ -36,6 +36,7 @@ from rich.progress import (
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from node.demo.default_atlas import with_default_atlas
 from node.demo.ports import free_port
 from node.settings import Settings, load_settings
 from node.work.jobs import PROCESS_VISIT, visit_of_target
@@ -99,7 +100,8 @@ class DemoError(RuntimeError):
 def prepare_demo_folder(folder: Path, port: int = 11112, *, fresh: bool = True, stable_age_s: int = 8,
                         small: bool = True, pacs: tuple[str, int] | None = None,
                         web_port: int | None = None) -> Settings:
-    """Create ``folder`` with demo settings and an upgraded SQLite database; returns the loaded settings."""
+    """Create ``folder`` with demo settings and an upgraded SQLite database; returns the loaded settings, measuring
+    with the default phantom atlas (built once)."""
     if fresh and folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -113,7 +115,7 @@ def prepare_demo_folder(folder: Path, port: int = 11112, *, fresh: bool = True, 
     settings = load_settings(path, environ={})
     upgrade(make_engine(settings.storage.database_url))
     FileStore(settings.storage.root).dicom_root.mkdir(parents=True, exist_ok=True)
-    return settings
+    return with_default_atlas(settings)
 
 
 @dataclass(kw_only=True)
@@ -257,16 +259,13 @@ def run_demo(folder: Path, console: Console, size: Size = "small", patients: int
         console.print(f"PACS: Orthanc on 127.0.0.1:{orthanc.dicom_port} (HTTP {orthanc.http_port})")
     except (FileNotFoundError, RuntimeError) as exc:
         console.print(f"[yellow]no PACS[/]: {exc}; results are kept in the node only")
-    settings = prepare_demo_folder(folder, port=port, fresh=False, small=size == "small",
-                                   pacs=(orthanc.ae_title, orthanc.dicom_port) if orthanc else None)
+    with console.status("demo folder, and the default atlas (built once from phantom subjects) …"):
+        settings = prepare_demo_folder(folder, port=port, fresh=False, small=size == "small",
+                                       pacs=(orthanc.ae_title, orthanc.dicom_port) if orthanc else None)
     console.print(f"[bold]myonode demo[/] in {folder} (settings {settings.source})")
     node = None
     try:
-        with console.status("default atlas (built once from phantom subjects) …"):
-            from node.work.atlases import ensure_default_atlas
-
-            atlas = ensure_default_atlas(settings.atlas.default_subjects)
-        console.print(f"atlas: {atlas}")
+        console.print(f"atlas: {settings.atlas.path}")
         with console.status(f"phantom cohort: {patients} patients, {controls} controls, {size} size …"):
             cohort = write_cohort(folder / "phantom", patients=patients, controls=controls, seed=1, size=size,
                                   artefacts=1)

@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 
 from node.intake.classify import b_values, classify_series, is_derived, station_key
 from node.settings import SeriesRule
-from storage.vocabulary import SeriesKind
+from storage.catalogue import SeriesKind
 
 T = TypeVar("T")
 INT32_MAX = 2**31 - 1

@@ -1,6 +1,6 @@
 """Counters of what arrives, kept by the receiver of each process (prometheus-client).
 
-Exposed by ``/metrics`` of the web app in the same process (node.web.metrics). With ``[node]
+Exposed by ``/metrics`` of the web app in the same process (node.web.monitoring). With ``[node]
 listener_processes`` > 1, the children's receivers count their own instances, which the serve
 process does not see; the indexer's count (all processes) and everything read from the index
 (jobs, outbox, journal) are node-wide.

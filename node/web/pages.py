@@ -24,7 +24,7 @@ from starlette.templating import Jinja2Templates
 
 from node import __version__
 from node.intake.completeness import decide, exam_gaps
-from node.intake.status import node_status, received_between
+from node.intake.overview import node_status, received_between
 from node.intake.visits import assign_study
 from node.web.access import (
     Access,
@@ -44,7 +44,7 @@ from node.work.outbox import retry as retry_outbox
 from node.work.review import ReviewError, decide_visit, reject_roi, visit_review
 from stats.importer import InputError, link_patient_id
 from storage import models as m
-from storage.vocabulary import MUSCLE_BY_KEY
+from storage.catalogue import MUSCLE_BY_KEY
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 VIEWER, OPERATOR = Access(role=m.Role.VIEWER), Access(role=m.Role.OPERATOR)

@@ -6,10 +6,10 @@ objects) becomes a :class:`storage.models.Correction` when the exam watcher next
 
 1. the visit: the SEG's Referenced Series must be the stitched T2 series of a processed visit
    (what myonode's own SEG references; a workstation keeps it);
-2. its segments map to catalogue muscle × sides (:func:`quant.corrections.segment_targets`); a
+2. its segments map to catalogue muscle × sides (:func:`quant.corrected_labels.segment_targets`); a
    workstation saves every segment, so only those whose voxels differ from myonode's own SEG of
    the visit count as corrected;
-3. the automatic subject labels with those muscles replaced (:func:`quant.corrections.corrected_labels`)
+3. the automatic subject labels with those muscles replaced (:func:`quant.corrected_labels.corrected_labels`)
    are measured on the native T2 stations (:func:`quant.pipeline.measure_t2`; no registration), and the
    corrected muscles' relative T2 is kept as ``source = corrected`` beside the automatic value.
 
@@ -80,9 +80,9 @@ def apply_correction(settings: Settings, sessions: sessionmaker[Session], store:
     import numpy as np
     import SimpleITK as sitk
 
-    from node.work.atlases import resolve_atlas
+    from node.work.atlas_in_use import atlas_in_use
     from node.work.results import newest_results
-    from quant.corrections import CorrectionError, corrected_labels, derived_grid, seg_label_array, segment_targets
+    from quant.corrected_labels import CorrectionError, corrected_labels, derived_grid, seg_label_array, segment_targets
     from quant.pipeline import PIPELINE_VERSION, measure_t2
     from quant.visit_io import load_visit, measurement_record
 
@@ -107,7 +107,7 @@ def apply_correction(settings: Settings, sessions: sessionmaker[Session], store:
                                .where(m.ResultObject.series_instance_uid == series_uid)))
         own_seg = newest_results(s, store, visit_id, m.ResultKind.SEG)
     derived = [pydicom.dcmread(store.absolute(p)) for p in paths]
-    atlas = resolve_atlas(settings.atlas.path, settings.atlas.default_subjects)
+    atlas = atlas_in_use(settings.atlas)
     targets, unknown = segment_targets(seg, atlas.table)
     if unknown:
         return _refuse(sessions, correction_id, f"{'; '.join(unknown)}: no muscle × side of the catalogue "

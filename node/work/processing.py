@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from node import __version__
 from node.settings import Settings
-from node.work.atlases import resolve_atlas
+from node.work.atlas_in_use import atlas_in_use
 from node.work.results import StoredResult, discard_results, previous_results, record_results, store_results
 from node.work.review import reset_changed
 from quant.atlas import AtlasLabel
@@ -98,7 +98,7 @@ def _process_visit(settings: Settings, sessions: sessionmaker[Session], store: F
     stored: list[StoredResult] = []
     try:
         t0 = time.perf_counter()
-        atlas = resolve_atlas(settings.atlas.path, settings.atlas.default_subjects)
+        atlas = atlas_in_use(settings.atlas)
         with sessions() as s:
             visit_input = load_visit(s, store, visit_id)
             replaces = previous_results(s, store, visit_id)

@@ -21,7 +21,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from storage import models as m
-from storage.vocabulary import MUSCLE_BY_KEY
+from storage.catalogue import MUSCLE_BY_KEY
 
 if TYPE_CHECKING:
     from quant.pipeline import MeasurementRow

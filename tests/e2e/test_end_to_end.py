@@ -282,8 +282,8 @@ def corrected_by_a_workstation(node: Node, settings: Settings, visit_id: int, po
     references no known series is stored and refused, with the reason."""
     import numpy as np
 
-    from node.work.atlases import resolve_atlas
-    from quant.corrections import corrected_labels, derived_grid, seg_label_array, segment_targets
+    from node.work.atlas_in_use import atlas_in_use
+    from quant.corrected_labels import corrected_labels, derived_grid, seg_label_array, segment_targets
     from quant.pipeline import measure_t2
     from quant.visit_io import load_visit
 
@@ -343,7 +343,7 @@ def corrected_by_a_workstation(node: Node, settings: Settings, visit_id: int, po
     assert corrected_keys == {("relT2", "quadriceps", "left", "corrected")}
     assert {k: v for k, v in after.items() if k[3] == "automatic"} == before  # nothing else changed
     # what the corrected labels give on the native stations
-    atlas = resolve_atlas(settings.atlas.path, settings.atlas.default_subjects)
+    atlas = atlas_in_use(settings.atlas)
     targets, unknown = segment_targets(workstation, atlas.table)
     assert unknown == []
     targets = {n: t for n, t in targets.items() if (t.key, t.side) == ("quadriceps", "left")}  # the one moved

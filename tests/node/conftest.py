@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from node.demo.default_atlas import with_default_atlas
 from node.demo.ports import free_port
 from node.service import Node, start_node
 from node.settings import Settings, load_settings
@@ -31,7 +32,7 @@ def node_settings(tmp_path: Path) -> Callable[..., Settings]:
             text += f"[{section}]\n{body}\n"
         path = tmp_path / "settings.toml"
         path.write_text(text)
-        return load_settings(path, environ={})
+        return with_default_atlas(load_settings(path, environ={}))
 
     return make
 

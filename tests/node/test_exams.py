@@ -10,7 +10,7 @@ import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
-from node.intake.status import node_status
+from node.intake.overview import node_status
 from node.service import Node
 from node.work.exams import check_visits
 from node.work.jobs import HANDLERS, visit_of_target

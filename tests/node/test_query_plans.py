@@ -17,7 +17,7 @@ from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.dialects import sqlite
 
 from node.dimse.qr import find, newest_version, retrieve_files
-from node.intake.status import node_status, received_between
+from node.intake.overview import node_status, received_between
 from node.work.corrections import find_corrections
 from storage import models as m
 from storage.database import make_engine, refresh_statistics, session_factory

@@ -13,7 +13,7 @@ from phantom.anatomy import LABELS, AnatomyParams, build, draw_canonical, muscle
 from phantom.contrast import MuscleState, lookup_tables
 from phantom.geometry import PROTOCOLS, stations, truth_grid
 from phantom.scanner import ScanSettings, acquire
-from storage.vocabulary import MUSCLES
+from storage.catalogue import MUSCLES
 
 
 @pytest.fixture(scope="module")

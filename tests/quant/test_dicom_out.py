@@ -43,7 +43,7 @@ from quant.dicom_out import (
     tracking_uid,
 )
 from quant.pipeline import QC_FLAGS, MeasurementRow, summary_mean
-from storage.vocabulary import MUSCLES, Modality
+from storage.catalogue import MUSCLES, Modality
 
 VENV_BIN = Path(sys.executable).parent
 WHEN = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
@@ -574,7 +574,7 @@ def test_a_segmentation_saved_by_a_workstation_comes_back_as_the_labels_it_holds
     its segments map to the catalogue by tracking identifier, its voxels land on the derived grid where they were
     drawn, and the corrected labels keep every other label as it was."""
     from quant.atlas import AtlasLabel
-    from quant.corrections import corrected_labels, derived_grid, seg_label_array, segment_targets
+    from quant.corrected_labels import corrected_labels, derived_grid, seg_label_array, segment_targets
 
     res, _ = first
     derived = res.stitched_t2

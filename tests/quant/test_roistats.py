@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from node.work.atlases import phantom_label_table
 from phantom.anatomy import AnatomyParams, build, muscle_label
 from phantom.contrast import MuscleState
+from phantom.default_atlas import phantom_label_table
 from phantom.geometry import truth_grid
 from phantom.scanner import ScanSettings, acquire
 from quant.atlas import Atlas

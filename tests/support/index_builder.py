@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 from sqlalchemy import Engine, insert, update
 
 from storage import models as m
-from storage.vocabulary import MUSCLES
+from storage.catalogue import MUSCLES
 
 MR, SEG, SR = "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.34"
 SERIES_MIX: list[tuple[str, m.SeriesKind, str, int, str]] = [  # description, kind, modality, images, SOP class

@@ -1,8 +1,10 @@
-"""Which atlas the node propagates: ``[atlas] path``, or the default one built from phantom subjects.
+"""The default atlas: built from phantom subjects (fixed seeds disjoint from every cohort's), kept in a cache.
 
-The default atlas is built on first use (fixed seeds, so every node builds the same one)
-into the atlas cache (:func:`atlas_cache`), with a file lock so two workers never build it
-at once; ``myonode atlas build`` builds one anywhere.
+It is what the demo, the tests and the benchmarks measure with, and what ``myonode serve`` falls back to
+(with a warning: a synthetic atlas) when ``[atlas] path`` is unset — the serving code itself only
+loads the atlas its settings name (:mod:`node.work.atlas_in_use`). Built on first use (the same on every
+machine) into the atlas cache (:func:`atlas_cache`), with a file lock so two processes never build it at
+once; its id changes with the code it is made from, so a change rebuilds it.
 """
 
 from __future__ import annotations
@@ -11,32 +13,23 @@ import fcntl
 import hashlib
 import logging
 import os
-from functools import lru_cache
 from pathlib import Path
 
 from phantom.anatomy import LABELS
-from phantom.atlas import atlas_subject, hand_regions, reference_for
-from quant.atlas import (
-    Atlas,
-    AtlasLabel,
-    AtlasRegion,
-    build_atlas,
-    load_atlas,
-    save_atlas,
-)
+from phantom.atlas_subjects import atlas_subject, hand_regions, reference_for
+from quant.atlas import AtlasLabel, AtlasRegion, build_atlas, save_atlas
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ATLAS_VERSION = "2"  # 2: regional hand templates
 
-
 # The code the default atlas is made from: when any of it changes, so does the atlas id (and it is rebuilt).
-ATLAS_SOURCES = ("phantom/anatomy.py", "phantom/contrast.py", "phantom/geometry.py", "phantom/atlas.py",
+ATLAS_SOURCES = ("phantom/anatomy.py", "phantom/contrast.py", "phantom/geometry.py", "phantom/atlas_subjects.py",
                  "quant/atlas.py", "quant/register.py")
 
 
 def default_atlas_id(subjects: int) -> str:
-    root = Path(__file__).resolve().parents[2]  # the source tree: node/work/atlases.py → ./
+    root = Path(__file__).resolve().parents[1]  # the source tree: phantom/default_atlas.py → ./
     digest = hashlib.sha256(b"".join((root / name).read_bytes() for name in ATLAS_SOURCES)).hexdigest()[:10]
     return f"myonode-phantom-v{DEFAULT_ATLAS_VERSION}-n{subjects}-{digest}"
 
@@ -52,7 +45,8 @@ def atlas_cache() -> Path:
 
 
 def phantom_label_table() -> list[AtlasLabel]:
-    return [AtlasLabel(value=lab.value, key=lab.key, side=lab.side, tissue=lab.tissue, name=lab.name, reference=reference_for(lab)) for lab in LABELS]
+    return [AtlasLabel(value=lab.value, key=lab.key, side=lab.side, tissue=lab.tissue, name=lab.name,
+                       reference=reference_for(lab)) for lab in LABELS]
 
 
 def build_phantom_atlas(out: Path, subjects: int) -> Path:
@@ -78,14 +72,3 @@ def ensure_default_atlas(subjects: int) -> Path:
             log.info("building the default atlas %s from %d phantom subjects (once)", path, subjects)
             build_phantom_atlas(path, subjects)
     return path
-
-
-@lru_cache(maxsize=4)
-def _load(path: Path, mtime: float) -> Atlas:
-    return load_atlas(path)
-
-
-def resolve_atlas(atlas_path: Path | None, default_subjects: int) -> Atlas:
-    """The configured atlas, loaded (cached while its atlas.json is unchanged)."""
-    path = atlas_path if atlas_path is not None else ensure_default_atlas(default_subjects)
-    return _load(path, (path / "atlas.json").stat().st_mtime if (path / "atlas.json").exists() else 0.0)
