@@ -3,18 +3,24 @@
 - ``dimse/``   the network: listener and association policy, module-level ``handle_*``
   functions (C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE, storage commitment), Q/R matching,
   SCU, conformance (SOP classes, transfer syntaxes), transcoding, named status codes;
-- ``intake/``  what arrives: the receiver and its journal, the indexer, ingest (file + index
-  row), classification, visits, completeness (the pure decision), status, ingest metrics;
+- ``intake/``  what arrives: the receiver (the durable journal entry), the indexer, ingest (file +
+  index rows), the index's fields, classification, visits, completeness (the pure decision), the
+  overview of what arrived, ingest metrics;
 - ``work/``    background work: the exam watcher (queues a visit when it is complete), jobs,
-  processing, atlases, outbox (forwarding), reports;
-- ``web/``     the web console, DICOMweb (QIDO-RS, WADO-RS, STOW-RS), /metrics, accounts, audit;
-- ``cli/``     the ``myonode`` command line; ``demo/`` the demo and its Orthanc and ports;
+  processing, results (stored, recorded, forwarded), review and signing, corrections, the atlas in
+  use, outbox (forwarding), reports;
+- ``web/``     what every route needs (access), the console, DICOMweb (QIDO-RS, WADO-RS, STOW-RS),
+  monitoring (/metrics, /healthz), accounts, audit;
+- ``cli/``     the ``myonode`` command line; ``demo/`` the demo, its Orthanc and ports, and the default
+  phantom atlas the commands that start a node fill in when ``[atlas] path`` is unset;
 - ``settings.py`` (the configuration) and ``service.py`` (``myonode serve``).
 
 Imports run one way: cli → service → web → work → dimse → intake → settings. The one exception
 is ``node.dimse.status`` (and ``node.dimse.conformance``, read by settings to check
-``[node] accept``): leaves that import nothing of ours and that every room may read.
-``tests/node/test_layering.py`` checks the rule.
+``[node] accept``): leaves that import nothing of ours and that every room may read. No module
+imports itself back through others (not even inside a function), and the serving rooms never
+import ``phantom/``. ``tests/node/test_layering.py`` checks these rules. A visit's state belongs to
+:mod:`storage.visit_states`.
 """
 
 from importlib.metadata import PackageNotFoundError, version

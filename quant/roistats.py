@@ -138,8 +138,8 @@ def relative_t2(stats: Mapping[int, Mapping[int, RoiStat]], muscle: int, marrow:
         return None
     parts = []
     for s in sorted(refs):
-        m, ref = stats[s][muscle], stats[s][marrow[refs[s]]]
-        parts.append((s, m.n, m.mean / ref.reference_level, m.mean, m.sd, ref.reference_level, refs[s]))
+        roi, ref = stats[s][muscle], stats[s][marrow[refs[s]]]
+        parts.append((s, roi.n, roi.mean / ref.reference_level, roi.mean, roi.sd, ref.reference_level, refs[s]))
     n = np.array([p[1] for p in parts], dtype=float)
     w = n / n.sum()
     return MuscleResult(

@@ -1,4 +1,4 @@
-"""The study's vocabulary, in one place for every package: muscles, groups, sides, measures, kinds.
+"""The study's catalogue, in one place for every package: muscles, groups, sides, measures, kinds.
 
 MR muscles (relative T2 and, for the axial ones, ADC), the MRC muscle groups, the
 electrophysiology muscles, the MR ↔ clinical correspondence, onset regions and muscles of
@@ -6,6 +6,9 @@ onset (DESIGN.md, "Domain facts"; the paper's Methods), and the enumerations of 
 sex, onset sites, sides, diagnoses, series kinds, imaging measures and result kinds. Keys
 are the ones the tidy CSV files, the measurements table and the DICOM writers use; nothing
 else in the tree spells these lists again (storage.models stores these enums).
+
+It lives in ``storage`` because that is the one package every other one reads (the schema's enums
+come from it) and it imports nothing of ours; it is the domain's catalogue, not the store's.
 """
 
 from __future__ import annotations
@@ -169,7 +172,6 @@ MRC_MUSCLES: tuple[str, ...] = (
     "neck_extensors",
 )
 MRC_UNPAIRED = {"neck_flexors", "neck_extensors"}
-MRC_MAX_SUM = 170  # 16 paired groups × 2 sides × 5 + 2 neck groups × 5
 
 EPHYS_MUSCLES: tuple[str, ...] = (
     "biceps_brachii", "abductor_pollicis_brevis", "abductor_digiti_minimi", "tibialis_anterior",

@@ -1,7 +1,9 @@
 """Engines and sessions for SQLite (embedded default) and PostgreSQL.
 
-SQLite runs in WAL mode with foreign keys on and ``synchronous=FULL``, so a committed
-index row survives a power cut — the node acknowledges a C-STORE only after that commit.
+SQLite runs in WAL mode with foreign keys on and ``synchronous=FULL``, so a committed row survives a
+power cut. (A C-STORE is acknowledged once its journal entry is durable, before its index row is
+written: :mod:`storage.journal`; the indexer's own commits relax this per transaction, see
+``node.intake.ingest.Ingestor.index_journal``.)
 :func:`refresh_statistics` keeps SQLite's query planner informed (the index writer runs it on
 start and hourly); PostgreSQL's autovacuum does the same on its own.
 """

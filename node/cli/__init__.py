@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from node import __version__
-from node.settings import Settings, SettingsError, load_settings
+from node.cli.common import ConfigOption, console, err_console, masked_db, print_listing, sessions_of, settings_of
+from node.settings import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -48,23 +49,6 @@ app.add_typer(phantom_app, name="phantom")
 app.add_typer(atlas_app, name="atlas")
 app.command("process")(process)
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="settings.toml to use (default: $MYONODE_CONFIG or ./settings.toml)"),
-]
-
-
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except SettingsError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-
-
 @app.command()
 def version() -> None:
     """Print the myonode version."""
@@ -77,7 +61,7 @@ def config_check(
     as_json: Annotated[bool, typer.Option("--json", help="print the effective settings as JSON")] = False,
 ) -> None:
     """Validate the settings file (with environment overrides) and print the effective settings, secrets masked."""
-    settings = _settings(config)
+    settings = settings_of(config)
     data = settings.masked()
     if as_json:
         print(json.dumps(data, indent=2))
@@ -95,11 +79,11 @@ def db_upgrade(config: ConfigOption = None) -> None:
     from storage.database import make_engine
     from storage.migrate import current_revision, upgrade
 
-    settings = _settings(config)
+    settings = settings_of(config)
     engine = make_engine(settings.storage.database_url)
     before = current_revision(engine)
     after = upgrade(engine)
-    console.print(f"database {_masked_db(settings)}: {before or 'empty'} -> {after}", highlight=False)
+    console.print(f"database {masked_db(settings)}: {before or 'empty'} -> {after}", highlight=False)
 
 
 @db_app.command("status")
@@ -111,11 +95,11 @@ def db_status(config: ConfigOption = None) -> None:
     from storage.migrate import current_revision, head_revision
     from storage.models import Base
 
-    settings = _settings(config)
+    settings = settings_of(config)
     engine = make_engine(settings.storage.database_url)
     current, head = current_revision(engine), head_revision()
     state = "up to date" if current == head else "needs `myonode db upgrade`"
-    console.print(f"database {_masked_db(settings)}", highlight=False)
+    console.print(f"database {masked_db(settings)}", highlight=False)
     console.print(f"schema revision {current or 'none (empty)'}, newest {head}: {state}")
     if current is None:
         raise typer.Exit(1)
@@ -149,7 +133,7 @@ def serve(
     from node.demo.default_atlas import with_default_atlas
     from node.service import serve_forever
 
-    settings = _settings(config)
+    settings = settings_of(config)
     _configure_logging(log_level)
     serve_forever(with_default_atlas(settings))
 
@@ -162,7 +146,7 @@ def web(
     """Serve the web console, DICOMweb and /metrics alone, on the node's database and store ([web] settings)."""
     from node.service import web_forever
 
-    settings = _settings(config)
+    settings = settings_of(config)
     _configure_logging(log_level)
     web_forever(settings)
 
@@ -177,7 +161,7 @@ def _account_session(config: Path | None) -> AbstractContextManager[Session]:
     from storage.database import make_engine, session_factory, transaction
     from storage.migrate import upgrade
 
-    engine = make_engine(_settings(config).storage.database_url)
+    engine = make_engine(settings_of(config).storage.database_url)
     upgrade(engine)
     return transaction(session_factory(engine))
 
@@ -251,12 +235,10 @@ def users_list(config: ConfigOption = None) -> None:
 
     from storage import models as m
 
-    table = Table("account", "role", "disabled", "created", "last sign-in")
-    with _account_session(config) as s:
-        for u in s.scalars(select(m.User).order_by(m.User.name)):
-            table.add_row(u.name, u.role.value, "yes" if u.disabled else "", u.created_at.strftime("%Y-%m-%d"),
-                          u.last_login_at.strftime("%Y-%m-%d %H:%M") if u.last_login_at else "-")
-    console.print(table)
+    print_listing(config, ("account", "role", "disabled", "created", "last sign-in"), lambda s: (
+        (u.name, u.role.value, "yes" if u.disabled else "", u.created_at.strftime("%Y-%m-%d"),
+         u.last_login_at.strftime("%Y-%m-%d %H:%M") if u.last_login_at else "-")
+        for u in s.scalars(select(m.User).order_by(m.User.name))))
 
 
 @app.command()
@@ -267,7 +249,7 @@ def listen(
     """Accept associations on serve's port beside it (serve starts these when [node] listener_processes > 1)."""
     from node.service import listen_forever
 
-    settings = _settings(config)
+    settings = settings_of(config)
     _configure_logging(log_level)
     try:
         listen_forever(settings)
@@ -285,7 +267,7 @@ def worker(
     from node.demo.default_atlas import with_default_atlas
     from node.service import work_forever
 
-    settings = _settings(config)
+    settings = settings_of(config)
     _configure_logging(log_level)
     try:
         work_forever(with_default_atlas(settings))
@@ -306,16 +288,13 @@ def jobs_list(
     from storage import models as m
     from storage.database import make_engine, session_factory
 
-    settings = _settings(config)
     q = select(m.Job).order_by(m.Job.id.desc()).limit(limit)
     if state:
         q = q.where(m.Job.state == m.JobState(state))
-    table = Table("id", "kind", "target", "state", "attempts", "worker", "updated", "last error")
-    with session_factory(make_engine(settings.storage.database_url))() as s:
-        for job in s.scalars(q):
-            table.add_row(str(job.id), job.kind, job.target, job.state.value, f"{job.attempts}/{job.max_attempts}",
-                          job.lease_owner or "-", job.updated_at.strftime("%Y-%m-%d %H:%M:%S"), job.last_error or "")
-    console.print(table)
+    print_listing(config, ("id", "kind", "target", "state", "attempts", "worker", "updated", "last error"), lambda s: (
+        (str(job.id), job.kind, job.target, job.state.value, f"{job.attempts}/{job.max_attempts}",
+         job.lease_owner or "-", job.updated_at.strftime("%Y-%m-%d %H:%M:%S"), job.last_error or "")
+        for job in s.scalars(q)))
 
 
 @jobs_app.command("retry")
@@ -323,7 +302,7 @@ def jobs_retry(job_id: Annotated[int, typer.Argument(help="job id")], config: Co
     """Queue a job again with its attempts reset (e.g. after fixing what made it fail)."""
     from node.service import open_jobs
 
-    _, jobs = open_jobs(_settings(config))
+    _, jobs = open_jobs(settings_of(config))
     try:
         jobs.retry(job_id)
     except (LookupError, ValueError) as exc:
@@ -363,8 +342,8 @@ def status(config: ConfigOption = None, limit: Annotated[int, typer.Option(help=
     from storage.database import make_engine, session_factory
     from storage.journal import Journal
 
-    settings = _settings(config)
-    with session_factory(make_engine(settings.storage.database_url))() as session:
+    settings = settings_of(config)
+    with sessions_of(settings)() as session:
         st = node_status(session, limit)
     console.print(
         f"{st.instances} instances stored ({st.bytes_stored / 1e6:.1f} MB), {st.conflicts} re-sent with new content"
@@ -386,7 +365,7 @@ def status(config: ConfigOption = None, limit: Annotated[int, typer.Option(help=
                       + ", ".join(f"{name} {n}" for name, n in st.other_classes.items()), highlight=False)
     if st.unknown_patients:
         console.print(f"patients not mapped to a study subject: {', '.join(st.unknown_patients)}", highlight=False)
-    with session_factory(make_engine(settings.storage.database_url))() as session:
+    with sessions_of(settings)() as session:
         corrections = [(c.id, c.state, c.reason) for c in session.scalars(select(m.Correction).order_by(m.Correction.id))]
     if corrections:
         console.print("corrections sent back: " + ", ".join(
@@ -432,17 +411,13 @@ def outbox_list(
     from storage import models as m
     from storage.database import make_engine, session_factory
 
-    settings = _settings(config)
     q = select(m.OutboxItem, m.Instance.sop_instance_uid).join(m.Instance).order_by(m.OutboxItem.id.desc()).limit(limit)
     if state:
         q = q.where(m.OutboxItem.state == m.OutboxState(state))
-    table = Table("id", "destination", "SOP instance", "state", "attempts", "next try", "last error")
-    with session_factory(make_engine(settings.storage.database_url))() as s:
-        for item, sop in s.execute(q):
-            table.add_row(str(item.id), item.destination, sop, item.state.value, str(item.attempts),
-                          item.next_try_at.strftime("%Y-%m-%d %H:%M:%S") if item.state.value == "pending" else "-",
-                          item.last_error or "")
-    console.print(table)
+    print_listing(config, ("id", "destination", "SOP instance", "state", "attempts", "next try", "last error"),
+                  lambda s: ((str(item.id), item.destination, sop, item.state.value, str(item.attempts),
+                              item.next_try_at.strftime("%Y-%m-%d %H:%M:%S") if item.state.value == "pending" else "-",
+                              item.last_error or "") for item, sop in s.execute(q)))
 
 
 @outbox_app.command("retry")
@@ -454,8 +429,8 @@ def outbox_retry(
     from node.work.outbox import retry
     from storage.database import make_engine, session_factory, transaction
 
-    settings = _settings(config)
-    with transaction(session_factory(make_engine(settings.storage.database_url))) as s:
+    settings = settings_of(config)
+    with transaction(sessions_of(settings)) as s:
         n = retry(s, ids)
     console.print(f"{n} outbox item(s) queued again")
 
@@ -471,7 +446,7 @@ def stats_run(
     from stats.inputs import InputError, read_cohort
     from stats.run import write_run
 
-    settings = _settings(config)
+    settings = settings_of(config)
     visits = [w.label for w in settings.visits.windows]
     if (subjects is None) != (observations is None):
         err_console.print("error: give both --subjects and --observations, or neither", markup=False)
@@ -487,9 +462,9 @@ def stats_run(
         from stats.cohort import cohort_from_db
         from storage.database import make_engine, session_factory
 
-        with session_factory(make_engine(settings.storage.database_url))() as s:
+        with sessions_of(settings)() as s:
             cohort = cohort_from_db(s, visits)
-        source = _masked_db(settings)
+        source = masked_db(settings)
     result = write_run(cohort, out, source)
     console.print(f"wrote {len(result.frames)} tables to {out} ({len(result.warnings)} warning(s), see run.json)",
                   highlight=False)
@@ -501,7 +476,7 @@ def _import(kind: str, path: Path, config: Path | None) -> None:
     from storage.database import make_engine, session_factory, transaction
     from storage.migrate import upgrade
 
-    settings = _settings(config)
+    settings = settings_of(config)
     engine = make_engine(settings.storage.database_url)
     upgrade(engine)
     visits = [w.label for w in settings.visits.windows]
@@ -545,7 +520,7 @@ def report_run(
     from storage.database import make_engine
     from storage.migrate import upgrade
 
-    settings = _settings(config)
+    settings = settings_of(config)
     upgrade(make_engine(settings.storage.database_url))
     row = run_report(settings, force=force)
     if row is None:
@@ -566,17 +541,10 @@ def report_list(config: ConfigOption = None, limit: Annotated[int, typer.Option(
     from storage import models as m
     from storage.database import make_engine, session_factory
 
-    settings = _settings(config)
-    table = Table("id", "started", "state", "forced", "inputs", "folder / error")
-    with session_factory(make_engine(settings.storage.database_url))() as s:
-        for run in s.scalars(select(m.StatsRun).order_by(m.StatsRun.id.desc()).limit(limit)):
-            table.add_row(str(run.id), run.started_at.strftime("%Y-%m-%d %H:%M:%S"), run.state.value,
-                          "yes" if run.forced else "", run.input_digest[:12], run.output_dir or run.error or "")
-    console.print(table)
-
-
-def _masked_db(settings: Settings) -> str:
-    return settings.masked()["storage"]["database_url"]
+    print_listing(config, ("id", "started", "state", "forced", "inputs", "folder / error"), lambda s: (
+        (str(run.id), run.started_at.strftime("%Y-%m-%d %H:%M:%S"), run.state.value, "yes" if run.forced else "",
+         run.input_digest[:12], run.output_dir or run.error or "")
+        for run in s.scalars(select(m.StatsRun).order_by(m.StatsRun.id.desc()).limit(limit))))
 
 
 def main() -> None:

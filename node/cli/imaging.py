@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from node.cli.common import console, err_console, sessions_of, settings_of
 
 if TYPE_CHECKING:
     from phantom.geometry import Size
@@ -23,8 +24,6 @@ phantom_app = typer.Typer(help="The synthetic 3 T scanner: subjects, rescans, co
                           no_args_is_help=True)
 atlas_app = typer.Typer(help="Atlases for ROI propagation.", no_args_is_help=True)
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
 
 SizeOption = Annotated[str, typer.Option("--size", help="full (the clinical protocol) or small (fast tests)")]
 Enhanced = Annotated[bool, typer.Option("--enhanced", help="Enhanced MR Image Storage (multi-frame)")]
@@ -158,15 +157,13 @@ def process(
     """Quantify one visit now, with a progress display: measurements, QC pictures, DICOM results."""
     from sqlalchemy import select
 
-    from node.cli import _settings
     from node.demo.default_atlas import with_default_atlas
     from node.work.processing import process_visit
     from storage import models as m
-    from storage.database import make_engine, session_factory
     from storage.filestore import FileStore
 
-    settings = with_default_atlas(_settings(config))
-    sessions = session_factory(make_engine(settings.storage.database_url))
+    settings = with_default_atlas(settings_of(config))
+    sessions = sessions_of(settings)
     with sessions() as s:
         if target.isdigit():
             visit = s.get(m.Visit, int(target))

@@ -45,6 +45,7 @@ STUDY_KEYS = ("StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "
 SERIES_KEYS = ("SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription", "ProtocolName",
                "NumberOfSeriesRelatedInstances")
 IMAGE_KEYS = ("SOPInstanceUID", "SOPClassUID", "InstanceNumber", "ContentDate", "ContentTime")
+# in the order of _patient_counts' (studies, series, instances)
 PATIENT_COUNTS = ("NumberOfPatientRelatedStudies", "NumberOfPatientRelatedSeries", "NumberOfPatientRelatedInstances")
 UNIQUE_KEY: dict[Level, str] = {
     "PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID",
@@ -331,9 +332,7 @@ def _add_counts(s: Session, level: Level, identifier: Dataset, rows: list[Any],
     if level == "PATIENT" and any(k in identifier for k in PATIENT_COUNTS):
         counts = _patient_counts(s, [r.patient_pk for r in rows])
         for row, record in zip(rows, records):
-            studies, series, instances = counts.get(row.patient_pk, (0, 0, 0))
-            record |= {"NumberOfPatientRelatedStudies": str(studies), "NumberOfPatientRelatedSeries": str(series),
-                       "NumberOfPatientRelatedInstances": str(instances)}
+            record |= {key: str(n) for key, n in zip(PATIENT_COUNTS, counts.get(row.patient_pk, (0, 0, 0)))}
     elif level == "STUDY" and any(k in identifier for k in ("NumberOfStudyRelatedSeries",
                                                             "NumberOfStudyRelatedInstances", "ModalitiesInStudy")):
         study_counts = _study_counts(s, [r.study_pk for r in rows])

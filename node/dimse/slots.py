@@ -57,11 +57,6 @@ class AssociationSlots:
         if fd is not None:
             os.close(fd)  # closing the descriptor drops the lock
 
-    @property
-    def held_here(self) -> int:
-        with self._mutex:
-            return len(self._held)
-
 
 def handle_requested(event: Event, slots: AssociationSlots) -> None:
     """EVT_REQUESTED: take a slot, or reject the association as over the limit."""

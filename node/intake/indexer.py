@@ -12,9 +12,9 @@ accumulated — from every association and every listener process — in one tra
   loop itself fail, it is logged and started again (``restarts``), so no entry can stop intake.
   Its liveness is the age of the oldest pending entry (``/healthz``, ``/metrics``).
 - Readers that must see every acknowledged instance (C-FIND, C-GET, C-MOVE, storage
-  commitment) first call :meth:`node.intake.receiver.Receiver.settle`: it waits until the entries pending at that
-  moment are indexed (a few milliseconds; at most ``timeout_s``, then they answer with what
-  is indexed and log it).
+  commitment) first call :meth:`node.intake.receiver.Receiver.settle`: it waits until the
+  entries pending at that moment are indexed (a few milliseconds; at most ``timeout_s``, then
+  they answer with what is indexed and log it).
 """
 
 from __future__ import annotations

@@ -1,10 +1,15 @@
-"""Receive one DICOM instance into the store: durable file, committed index row, a DICOM status.
+"""An instance into the store and the index: its header read under limits, its file in place, its index rows.
 
-This is the C-STORE SCP's work, separate from the network so it can be tested and reused
-(imports, results written by the pipeline). The rule: the caller may acknowledge success
-only when :meth:`Ingestor.ingest` returns status 0x0000, which happens only after the file
-is fsync'd and renamed and its index row committed. Every failure comes back as a DICOM
-failure status with a comment, and leaves nothing half-written.
+Two ways in, one set of rules (versions of a re-sent instance, series kinds, a visit re-opened):
+
+- :meth:`Ingestor.index_journal`: what the network received. A C-STORE (or STOW-RS) is acknowledged
+  by :class:`node.intake.receiver.Receiver` once its journal entry is durable; the indexer
+  (:mod:`node.intake.indexer`) then calls this to index the entries, many per transaction.
+- :meth:`Ingestor.ingest`: what the node writes itself (its result objects: :mod:`node.work.results`)
+  — file fsync'd and renamed, index row committed, then status 0x0000.
+
+:func:`read_header` is the one reader of what arrives (bounded: :class:`Limits`); every failure comes
+back as a DICOM failure status with a comment, and leaves nothing half-written.
 """
 
 from __future__ import annotations

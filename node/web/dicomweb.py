@@ -12,7 +12,7 @@
   ``…/metadata`` (dicom+json, bulk data by URI), ``…/instances/{instance}/frames/{list}`` (native
   pixels, ``application/octet-stream``), ``…/bulkdata/{tag}``.
 - **STOW-RS** ``POST /dicomweb/studies[/{study}]``: every part through
-  :meth:`node.intake.indexer.Receiver.receive` — the same header check, journal and durability
+  :meth:`node.intake.receiver.Receiver.receive` — the same header check, journal and durability
   promise as C-STORE, then the same indexer, exam watcher and pipeline.
 
 Who may: QIDO/WADO need a ``viewer`` account, STOW an ``operator`` (HTTP Basic or a console

@@ -51,3 +51,68 @@ def test_the_libraries_do_not_import_the_service() -> None:
             wrong += [f"{path.relative_to(ROOT.parent)}:{line} imports {module}"
                       for line, module in _imports(path) if module == "node" or module.startswith("node.")]
     assert not wrong, "\n".join(wrong)
+
+
+PACKAGES = ("node", "storage", "quant", "stats", "phantom")
+SERVING = ("node.dimse", "node.intake", "node.work", "node.web", "node.service", "node.settings")
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT.parent / package).rglob("*.py")):
+            name = ".".join(path.relative_to(ROOT.parent).with_suffix("").parts)
+            found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    """Module → the modules of ours it imports, at the top or inside a function alike."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        wanted = set()
+        for _, module in _imports(path):
+            wanted.add(module)
+        for item in ast.walk(ast.parse(path.read_text())):  # `from package import module`
+            if isinstance(item, ast.ImportFrom) and item.module and item.level == 0:
+                wanted.update(f"{item.module}.{alias.name}" for alias in item.names)
+        graph[name] = {w for w in wanted if w in modules and w != name}
+    return graph
+
+
+def test_no_module_imports_itself_back_through_others() -> None:
+    """No import circle, not even through an import inside a function (Tarjan's strongly connected components)."""
+    graph, index, low, stack, on_stack, circles = _graph(), {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while (w := stack.pop()) != v:
+                on_stack.discard(w)
+                component.append(w)
+            on_stack.discard(v)
+            if component:
+                circles.append(sorted([v, *component]))
+
+    for module in graph:
+        if module not in index:
+            visit(module)
+    assert not circles, "import circles:\n" + "\n".join(" ⇄ ".join(c) for c in circles)
+
+
+def test_the_serving_code_never_imports_the_phantom() -> None:
+    """What a site runs measures with the atlas its settings name; only the commands that start a node (cli, demo)
+    fill in the default phantom atlas."""
+    wrong = [f"{module} imports {target}" for module, targets in _graph().items()
+             if module.startswith(SERVING) for target in targets if target.startswith("phantom")]
+    assert not wrong, "\n".join(wrong)
