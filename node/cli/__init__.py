@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from node import __version__
 from node.cli.common import ConfigOption, console, err_console, masked_db, print_listing, sessions_of, settings_of
-from node.settings import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -286,7 +284,6 @@ def jobs_list(
     from sqlalchemy import select
 
     from storage import models as m
-    from storage.database import make_engine, session_factory
 
     q = select(m.Job).order_by(m.Job.id.desc()).limit(limit)
     if state:
@@ -339,7 +336,6 @@ def status(config: ConfigOption = None, limit: Annotated[int, typer.Option(help=
 
     from node.intake.overview import node_status
     from storage import models as m
-    from storage.database import make_engine, session_factory
     from storage.journal import Journal
 
     settings = settings_of(config)
@@ -409,7 +405,6 @@ def outbox_list(
     from sqlalchemy import select
 
     from storage import models as m
-    from storage.database import make_engine, session_factory
 
     q = select(m.OutboxItem, m.Instance.sop_instance_uid).join(m.Instance).order_by(m.OutboxItem.id.desc()).limit(limit)
     if state:
@@ -427,7 +422,7 @@ def outbox_retry(
 ) -> None:
     """Make failed items (or the given ones) due again, with their attempts reset."""
     from node.work.outbox import retry
-    from storage.database import make_engine, session_factory, transaction
+    from storage.database import transaction
 
     settings = settings_of(config)
     with transaction(sessions_of(settings)) as s:
@@ -460,7 +455,6 @@ def stats_run(
         source = f"{subjects}, {observations}"
     else:
         from stats.cohort import cohort_from_db
-        from storage.database import make_engine, session_factory
 
         with sessions_of(settings)() as s:
             cohort = cohort_from_db(s, visits)
@@ -539,7 +533,6 @@ def report_list(config: ConfigOption = None, limit: Annotated[int, typer.Option(
     from sqlalchemy import select
 
     from storage import models as m
-    from storage.database import make_engine, session_factory
 
     print_listing(config, ("id", "started", "state", "forced", "inputs", "folder / error"), lambda s: (
         (str(run.id), run.started_at.strftime("%Y-%m-%d %H:%M:%S"), run.state.value, "yes" if run.forced else "",
