@@ -10,6 +10,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+# pytest-xdist processes: most tests wait on a peer (dcmtk, Orthanc, a node, a browser), so one more than
+# the cores keeps both busy; every test is parallel-safe (own folders, ports, schemas, queue names)
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 
 # Debian packages the tests use as real peers and validators (package:command-or-file it provides).
 DEBS := dcmtk:/usr/bin/storescu dicom3tools:/usr/bin/dciodvfy orthanc:/usr/sbin/Orthanc \
@@ -43,10 +46,10 @@ lint: install
 	$(BIN)/mypy
 
 test: install debs lint
-	MYONODE_TEST_REQUIRE=postgres,redis $(BIN)/python -m pytest
+	MYONODE_TEST_REQUIRE=postgres,redis $(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test-fast: install debs lint
-	MYONODE_TEST_REQUIRE=postgres,redis $(BIN)/python -m pytest -m "not slow"
+	MYONODE_TEST_REQUIRE=postgres,redis $(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 demo: install
 	$(BIN)/myonode demo

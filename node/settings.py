@@ -156,6 +156,9 @@ class QueueSettings(_Section):
 
     backend: Literal["sqlite", "redis"] = "sqlite"
     url: str = "sqlite:///var/queue.db"
+    # the queue's name: nodes that share one Redis server (a research node beside a clinical one) need
+    # different names, or each would run the other's jobs
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "myonode"
     workers: int = Field(default=2, ge=0, le=64)
     processes: int = Field(default=0, ge=0, le=16)
 

@@ -109,12 +109,12 @@ HANDLERS: dict[str, Handler] = {PROCESS_VISIT: process_visit_job, SIGN_VISIT: si
 def make_huey(queue: QueueSettings) -> Huey:
     """The Huey instance for ``[queue]`` (results are not stored: outcomes live in the jobs table)."""
     if queue.backend == "redis":
-        return RedisHuey("myonode", url=queue.url, results=False)
+        return RedisHuey(queue.name, url=queue.url, results=False)
     path = make_url(queue.url).database
     if not path:
         raise ValueError(f"[queue] url {queue.url!r} names no SQLite file")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return SqliteHuey("myonode", filename=path, results=False)
+    return SqliteHuey(queue.name, filename=path, results=False)
 
 
 def worker_id() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def make_queue(request: pytest.FixtureRequest, tmp_path: Path):
     def make(handlers: dict[str, Callable[[JobContext, str], None]]) -> JobQueue:
         if request.param == "redis":
             url = request.getfixturevalue("redis_url")
-            queue = f'backend = "redis"\nurl = "{url}"\n'
+            queue = f'backend = "redis"\nurl = "{url}"\nname = "myonode-test-{uuid.uuid4().hex}"\n'
         else:
             queue = 'backend = "sqlite"\nurl = "sqlite:///queue.db"\n'
         (tmp_path / "settings.toml").write_text(
@@ -32,7 +33,7 @@ def make_queue(request: pytest.FixtureRequest, tmp_path: Path):
         engine = make_engine(settings.storage.database_url)
         upgrade(engine)
         jq = JobQueue(JobContext(settings=settings, sessions=session_factory(engine), store=FileStore(settings.storage.root)), handlers)
-        jq.huey.flush()  # a clean queue (the Redis server is shared)
+        jq.huey.flush()  # a clean queue
         queues.append(jq)
         return jq
 
