@@ -18,7 +18,7 @@ TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 DEBS := dcmtk:/usr/bin/storescu dicom3tools:/usr/bin/dciodvfy orthanc:/usr/sbin/Orthanc \
         r-base-core:/usr/bin/Rscript r-cran-lme4:/usr/lib/R/site-library/lme4/DESCRIPTION \
         chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver poppler-utils:/usr/bin/pdftoppm \
-        orthanc-dicomweb:/usr/share/orthanc/plugins/libOrthancDicomWeb.so \
+        orthanc-dicomweb:/usr/share/orthanc/plugins/libOrthancDicomWeb.so dcm2niix:/usr/bin/dcm2niix \
         libpango-1.0-0:/usr/share/doc/libpango-1.0-0 libpangoft2-1.0-0:/usr/share/doc/libpangoft2-1.0-0
 
 .PHONY: install debs lint test test-fast demo serve bench lock clean

@@ -207,6 +207,8 @@ class ProtocolSettings(_Section):
     )
     t2_stations: int = Field(default=6, ge=1, le=20)
     dwi_stations: int = Field(default=8, ge=1, le=20)
+    # of a multi-echo T2 series, the echo nearest this echo time (ms) is the T2-weighted image (the paper's 80)
+    t2_te_ms: float = Field(default=80.0, gt=0, le=1000)
     stable_age_s: float = Field(default=60.0, ge=0)
     incomplete_deadline_s: float = Field(default=6 * 3600.0, gt=0)
 

@@ -7,7 +7,7 @@ re-run never leaves a mix of old and new rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -31,6 +31,7 @@ class VisitInput:
     dwi: list[StationVolume]
     headers: list[Dataset]  # one header per T2 instance (pixel data dropped): patient, study, frame of reference
     dwi_header: Dataset | None = None  # one DWI header (source of the ADC map)
+    provenance: list[str] = field(default_factory=list)  # what was chosen from the inputs, said once
 
 
 def _newest_instances(s: Session, visit_id: int, kind: m.SeriesKind) -> dict[str, list[m.Instance]]:
@@ -51,13 +52,15 @@ def _newest_instances(s: Session, visit_id: int, kind: m.SeriesKind) -> dict[str
     return out
 
 
-def load_visit(s: Session, store: FileStore, visit_id: int) -> VisitInput:
-    """Station volumes of the visit's T2 and DWI series, read from the file store."""
+def load_visit(s: Session, store: FileStore, visit_id: int, *, t2_te_ms: float | None = None) -> VisitInput:
+    """Station volumes of the visit's T2 and DWI series, read from the file store; of a multi-echo T2 series the
+    echo nearest ``t2_te_ms`` (``[protocol] t2_te_ms``), named in :attr:`VisitInput.provenance`."""
     if s.get(m.Visit, visit_id) is None:
         raise VisitInputError(f"visit {visit_id} does not exist")
     volumes: dict[m.SeriesKind, list[StationVolume]] = {m.SeriesKind.T2: [], m.SeriesKind.DWI: []}
     headers: list[Dataset] = []
     dwi_header: Dataset | None = None
+    provenance: list[str] = []
     for kind in volumes:
         for series_uid, instances in _newest_instances(s, visit_id, kind).items():
             datasets = []
@@ -68,7 +71,9 @@ def load_visit(s: Session, store: FileStore, visit_id: int) -> VisitInput:
                 except (OSError, pydicom.errors.InvalidDicomError) as exc:
                     raise VisitInputError(f"visit {visit_id}, series {series_uid}: cannot read {path}: {exc}") from exc
             try:
-                volumes[kind].extend(station_volumes(datasets))
+                found = station_volumes(datasets, echo_ms=t2_te_ms if kind is m.SeriesKind.T2 else None)
+                volumes[kind].extend(found)
+                provenance.extend(_echo_choice(series_uid, found))
             except VolumeError as exc:
                 raise VisitInputError(f"visit {visit_id}: {exc}") from exc
             for ds in datasets:  # pixels are in the volumes now; keep the headers only
@@ -80,7 +85,15 @@ def load_visit(s: Session, store: FileStore, visit_id: int) -> VisitInput:
                 dwi_header = datasets[0]
     if not volumes[m.SeriesKind.T2]:
         raise VisitInputError(f"visit {visit_id}: no T2 series stored")
-    return VisitInput(visit_id=visit_id, t2=volumes[m.SeriesKind.T2], dwi=volumes[m.SeriesKind.DWI], headers=headers, dwi_header=dwi_header)
+    return VisitInput(visit_id=visit_id, t2=volumes[m.SeriesKind.T2], dwi=volumes[m.SeriesKind.DWI], headers=headers,
+                      dwi_header=dwi_header, provenance=provenance)
+
+
+def _echo_choice(series_uid: str, kept: list[StationVolume]) -> list[str]:
+    """What to say when a T2 series had several echoes: which one is the T2-weighted image."""
+    chosen = sorted({(v.echo_time_ms, v.echoes_ms) for v in kept if v.echoes_ms and v.echo_time_ms is not None})
+    return [f"series {series_uid}: {len(echoes)} echoes ({echoes[0]:g}–{echoes[-1]:g} ms); the T2-weighted image "
+            f"is echo {echoes.index(used) + 1}, at {used:g} ms" for used, echoes in chosen]
 
 
 def measurement_record(visit_id: int, r: MeasurementRow, *, source: m.MeasurementSource, pipeline_version: str,

@@ -2,10 +2,12 @@
 
 Input is the instances of a series as stored: classic MR Image Storage (one file per
 slice) or Enhanced MR Image Storage (frames of one instance). Every 2-D image (a classic
-instance or one frame) is read with its own geometry, scaling, b-value and image type;
-scanner-derived images (trace, ADC) are left out; the rest are grouped into stations
-(same series, acquisition number, plane, in-plane position and b-value), sorted along the
-slice normal and checked for a regular, complete stack.
+instance or one frame) is read with its own geometry, scaling, b-value (wherever the vendor
+keeps it: :mod:`quant.diffusion`), echo time and image type; scanner-derived images (trace, ADC)
+are left out; the rest are grouped into stations (same series, acquisition number, plane,
+in-plane position, b-value and echo time), sorted along the slice normal and checked for a
+regular, complete stack. Of a multi-echo series (one station at many echo times, as a Siemens
+multi-echo spin echo exports it) the caller may keep the echo nearest a wanted echo time.
 
 Geometry is DICOM patient coordinates (LPS, mm). A volume's SimpleITK direction columns
 are the row direction, the column direction and the slice normal (row × column); its
@@ -16,7 +18,6 @@ the scanner's floating-point values (Philips FP), float32.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,9 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
+from quant.diffusion import Diffusion, diffusion_of, number, private_value
+
 # The DICOM facts node.intake.classify also uses (node imports them from here).
-PHILIPS_IMAGING_CREATOR = "Philips Imaging DD 001"  # (2001,1003) diffusion b-factor
 PHILIPS_MR_CREATOR = "Philips MR Imaging DD 001"  # (2005,100E) MR scale slope
 DERIVED_IMAGE_TYPES = frozenset({"ADC", "TRACEW", "TRACE", "ISOTROPIC", "EADC", "FA"})
 
@@ -58,6 +60,9 @@ class StationVolume:
     b_value: float | None  # s/mm²; None for non-diffusion images
     sop_uids: list[str]
     frame_numbers: list[int | None]
+    echo_time_ms: float | None = None  # (Effective) Echo Time of its images, when they give one
+    echoes_ms: tuple[float, ...] = ()  # every echo time the station had, when one was chosen among several
+    diffusion: Diffusion | None = None  # where the b-value was read (its first image's)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,8 +82,13 @@ class _Slice:
     slope: float
     intercept: float
     scale_slope: float | None  # Philips MR Scale Slope; None when absent
-    b_value: float | None
+    diffusion: Diffusion | None
+    echo_time: float | None  # ms
     derived: bool
+
+    @property
+    def b_value(self) -> float | None:
+        return self.diffusion.b_value if self.diffusion is not None else None
 
     @property
     def normal(self) -> np.ndarray:
@@ -98,24 +108,9 @@ def is_derived_image_type(image_type: Sequence[str]) -> bool:
     return bool(values) and (values[0] == "DERIVED" or bool(DERIVED_IMAGE_TYPES & set(values)))
 
 
-def _as_float(value: Any) -> float | None:
-    """A numeric attribute value as float; raw little-endian FL/FD bytes (VR UN) are decoded."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bytes):
-        formats = {4: "<f", 8: "<d"}
-        return struct.unpack(formats[len(value)], value)[0] if len(value) in formats else None
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return _as_float(value[0]) if len(value) else None
-    return float(value)
-
-
 def _private_float(ds: Dataset, group: int, offset: int, creator: str) -> float | None:
     """The value of a private element (group, creator block, element offset), or None if absent."""
-    try:
-        return _as_float(ds.get_private_item(group, offset, creator).value)
-    except KeyError:
-        return None
+    return number(private_value(ds, group, offset, creator))
 
 
 def _with_items(ds: Dataset) -> list[Dataset]:
@@ -130,14 +125,6 @@ def _philips_scale_slope(datasets: Iterable[Dataset]) -> float | None:
         if value is not None:
             return value
     return None
-
-
-def dataset_b_value(ds: Dataset) -> float | None:
-    """b-value (s/mm²) of a data set: standard Diffusion b-value (0018,9087), else Philips (2001,1003)."""
-    standard = _as_float(ds.get("DiffusionBValue"))
-    if standard is not None:
-        return standard
-    return _private_float(ds, 0x2001, 0x03, PHILIPS_IMAGING_CREATOR)
 
 
 def _macro(frame: Dataset, shared: Dataset | None, sequence: str) -> Dataset | None:
@@ -182,11 +169,12 @@ def _classic_slice(ds: Dataset) -> _Slice:
         col=col,
         position=np.asarray([float(v) for v in _required(ds, "ImagePositionPatient", where)]),
         pixel_spacing=(float(spacing[0]), float(spacing[1])),
-        slice_thickness=_as_float(ds.get("SliceThickness")),
-        slope=_as_float(ds.get("RescaleSlope")) or 1.0,
-        intercept=_as_float(ds.get("RescaleIntercept")) or 0.0,
+        slice_thickness=number(ds.get("SliceThickness")),
+        slope=number(ds.get("RescaleSlope")) or 1.0,
+        intercept=number(ds.get("RescaleIntercept")) or 0.0,
         scale_slope=_philips_scale_slope([ds]),
-        b_value=dataset_b_value(ds),
+        diffusion=diffusion_of(ds),
+        echo_time=number(ds.get("EchoTime")),
         derived=is_derived_image_type(image_type),
     )
 
@@ -198,8 +186,8 @@ def _enhanced_slices(ds: Dataset) -> list[_Slice]:
     pixels = ds.pixel_array.reshape(len(frames), int(ds.Rows), int(ds.Columns))
     out = []
     for index, frame in enumerate(frames):
-        number = index + 1
-        where = f"series {ds.get('SeriesInstanceUID', '?')} instance {ds.SOPInstanceUID} frame {number}"
+        frame_number = index + 1
+        where = f"series {ds.get('SeriesInstanceUID', '?')} instance {ds.SOPInstanceUID} frame {frame_number}"
         orientation = _macro(frame, shared, "PlaneOrientationSequence")
         iop = _required(orientation, "ImageOrientationPatient", where)
         row, col = _unit_vectors(iop, where)
@@ -207,14 +195,13 @@ def _enhanced_slices(ds: Dataset) -> list[_Slice]:
         measures = _macro(frame, shared, "PixelMeasuresSequence")
         spacing = _required(measures, "PixelSpacing", where)
         scaling = _macro(frame, shared, "PixelValueTransformationSequence") or ds
-        diffusion = _macro(frame, shared, "MRDiffusionSequence")
-        b_value = _as_float(diffusion.get("DiffusionBValue")) if diffusion is not None else None
+        echo = _macro(frame, shared, "MREchoSequence")
         frame_type = _macro(frame, shared, "MRImageFrameTypeSequence")
         content = _macro(frame, shared, "FrameContentSequence")
         acquisition = content.get("FrameAcquisitionNumber") if content is not None else None
         out.append(_Slice(
             sop_uid=str(ds.SOPInstanceUID),
-            frame_number=number,
+            frame_number=frame_number,
             series_uid=str(ds.get("SeriesInstanceUID", "")),
             acquisition=_acquisition_number(acquisition if acquisition is not None else ds.get("AcquisitionNumber")),
             stored=pixels[index],
@@ -222,12 +209,13 @@ def _enhanced_slices(ds: Dataset) -> list[_Slice]:
             col=col,
             position=np.asarray([float(v) for v in position]),
             pixel_spacing=(float(spacing[0]), float(spacing[1])),
-            slice_thickness=_as_float(measures.get("SliceThickness")) if measures is not None else None,
-            slope=_as_float(scaling.get("RescaleSlope")) or 1.0,
-            intercept=_as_float(scaling.get("RescaleIntercept")) or 0.0,
+            slice_thickness=number(measures.get("SliceThickness")) if measures is not None else None,
+            slope=number(scaling.get("RescaleSlope")) or 1.0,
+            intercept=number(scaling.get("RescaleIntercept")) or 0.0,
             scale_slope=_philips_scale_slope(
                 [*_with_items(frame), *(_with_items(shared) if shared is not None else []), ds]),
-            b_value=b_value if b_value is not None else dataset_b_value(ds),
+            diffusion=diffusion_of(ds, _macro(frame, shared, "MRDiffusionSequence")),
+            echo_time=number(echo.get("EffectiveEchoTime")) if echo is not None else number(ds.get("EchoTime")),
             derived=is_derived_image_type(
                 (frame_type.get("FrameType") if frame_type is not None else None) or ds.get("ImageType") or []),
         ))
@@ -316,7 +304,8 @@ def _slice_spacing(slices: Sequence[_Slice], offsets: np.ndarray, what: str) -> 
 def _volume(key: str, slices: Sequence[_Slice]) -> StationVolume:
     """One station volume from its 2-D images in any order: sorted by position along the normal and checked."""
     first = slices[0]
-    what = f"series {first.series_uid} station '{key.partition('|')[2]}' b-value {first.b_value}"
+    what = f"series {first.series_uid} station '{key.partition('|')[2]}' b-value {first.b_value}" + (
+        f" echo time {first.echo_time:g} ms" if first.echo_time is not None else "")
     _check_consistent(slices, what)
     offsets = np.asarray([float(s.position @ first.normal) for s in slices])
     order = np.argsort(offsets, kind="stable")
@@ -328,7 +317,8 @@ def _volume(key: str, slices: Sequence[_Slice]) -> StationVolume:
     image.SetSpacing((first.pixel_spacing[1], first.pixel_spacing[0], step))
     image.SetDirection(tuple(float(v) for v in np.column_stack([first.row, first.col, first.normal]).ravel()))
     return StationVolume(image=image, series_uid=first.series_uid, station_key=key, b_value=first.b_value,
-                         sop_uids=[s.sop_uid for s in ordered], frame_numbers=[s.frame_number for s in ordered])
+                         sop_uids=[s.sop_uid for s in ordered], frame_numbers=[s.frame_number for s in ordered],
+                         echo_time_ms=first.echo_time, diffusion=first.diffusion)
 
 
 def centre_z(image: sitk.Image) -> float:
@@ -342,20 +332,38 @@ def head_first(volumes: Iterable[StationVolume]) -> list[StationVolume]:
     return sorted(volumes, key=lambda v: -centre_z(v.image))
 
 
-def station_volumes(datasets: Iterable[Dataset]) -> list[StationVolume]:
-    """Station volumes of the acquired (non-derived) images in ``datasets``, one per station and b-value.
+def station_volumes(datasets: Iterable[Dataset], *, echo_ms: float | None = None) -> list[StationVolume]:
+    """Station volumes of the acquired (non-derived) images in ``datasets``, one per station, b-value and echo
+    time — or, with ``echo_ms``, one per station and b-value: of several echoes the one nearest ``echo_ms``
+    (the shorter of two as near).
 
-    Ordered by series, then head to feet, then b-value. Raises :class:`VolumeError` on
+    Ordered by series, then head to feet, then b-value, then echo time. Raises :class:`VolumeError` on
     inconsistent orientation / pixel spacing / matrix within a station, or on a gap, a
     duplicated position or an irregular step in a station's slices.
     """
-    groups: dict[tuple[str, float | None], list[_Slice]] = {}
+    groups: dict[tuple[str, float | None, float | None], list[_Slice]] = {}
     for ds in datasets:
         for s in _slices(ds):
             if not s.derived:
-                groups.setdefault((_station_key(s), s.b_value), []).append(s)
-    volumes = [_volume(key, slices) for (key, _), slices in groups.items()]
-    return sorted(volumes, key=lambda v: (v.series_uid, -centre_z(v.image), v.b_value if v.b_value is not None else -1.0))
+                groups.setdefault((_station_key(s), s.b_value, s.echo_time), []).append(s)
+    if echo_ms is not None:
+        nearest: dict[tuple[str, float | None], float | None] = {}
+        for key, b_value, echo in groups:
+            kept = nearest.get((key, b_value), echo)
+            if echo is not None and (kept is None or (abs(echo - echo_ms), echo) < (abs(kept - echo_ms), kept)):
+                kept = echo
+            nearest[(key, b_value)] = kept
+        echoes = {(k, b): tuple(sorted(e for k2, b2, e in groups if (k2, b2) == (k, b) and e is not None))
+                  for k, b in nearest}
+        groups = {g: slices for g, slices in groups.items() if nearest[(g[0], g[1])] == g[2]}
+    volumes = []
+    for (key, b_value, _), slices in groups.items():
+        volume = _volume(key, slices)
+        if echo_ms is not None and len(echoes[(key, b_value)]) > 1:
+            volume.echoes_ms = echoes[(key, b_value)]
+        volumes.append(volume)
+    return sorted(volumes, key=lambda v: (v.series_uid, -centre_z(v.image), v.b_value if v.b_value is not None else -1.0,
+                                          v.echo_time_ms if v.echo_time_ms is not None else -1.0))
 
 
 def load_series(paths: Iterable[str | Path]) -> list[StationVolume]:

@@ -9,7 +9,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from node.settings import SeriesRule
-from quant.volumes import dataset_b_value, is_derived_image_type
+from quant.diffusion import Diffusion, diffusion_of
+from quant.volumes import is_derived_image_type
 
 Orientation = Literal["coronal", "axial", "sagittal"]
 
@@ -67,20 +68,25 @@ def classify_series(ds: Dataset, rules: list[SeriesRule]) -> Literal["t2", "dwi"
     return "other"
 
 
-def b_values(ds: Dataset) -> list[float]:
-    """Diffusion b-values (s/mm²) of an image: standard (0018,9087), else Philips private (2001,1003).
+def diffusions(ds: Dataset) -> list[Diffusion]:
+    """The diffusion weightings of an image, wherever its vendor keeps them (:mod:`quant.diffusion`): one per
+    frame of an enhanced instance (its MR Diffusion Sequence, per-frame or shared), one for a classic instance;
+    empty when it is not diffusion-weighted."""
+    frames = ds.get("PerFrameFunctionalGroupsSequence", []) or []
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+    found = []
+    for frame in frames or [None]:
+        item = next((groups["MRDiffusionSequence"][0] for groups in (frame, shared)
+                     if groups is not None and groups.get("MRDiffusionSequence")), None)
+        weighting = diffusion_of(ds, item)
+        if weighting is not None:
+            found.append(weighting)
+    return found
 
-    Enhanced MR gives one value per frame (MR Diffusion Sequence). Empty when none is present.
-    """
-    values: list[float] = []
-    for frame in ds.get("PerFrameFunctionalGroupsSequence", []) or []:
-        for item in frame.get("MRDiffusionSequence", []) or []:
-            if "DiffusionBValue" in item:
-                values.append(float(item.DiffusionBValue))
-    if values:
-        return sorted(set(values))
-    value = dataset_b_value(ds)
-    return [] if value is None else [value]
+
+def b_values(ds: Dataset) -> list[float]:
+    """Diffusion b-values (s/mm²) of an image, distinct and sorted (see :func:`diffusions`)."""
+    return sorted({d.b_value for d in diffusions(ds)})
 
 
 def is_derived(ds: Dataset) -> bool:

@@ -21,8 +21,9 @@ from typing import Any, TypeVar
 
 from pydicom.dataset import Dataset
 
-from node.intake.classify import b_values, classify_series, is_derived, station_key
+from node.intake.classify import b_values, classify_series, diffusions, is_derived, station_key
 from node.settings import SeriesRule
+from quant.diffusion import Diffusion
 from storage.catalogue import SeriesKind
 
 T = TypeVar("T")
@@ -31,7 +32,7 @@ INT32_MAX = 2**31 - 1
 
 @dataclass(frozen=True, kw_only=True)
 class FieldWarning:
-    """An attribute whose value the index could not keep as sent."""
+    """An attribute whose value the index could not keep as sent, or took from a vendor's private place."""
 
     keyword: str
     problem: str
@@ -168,5 +169,12 @@ def series_fields(ds: Dataset, rules: list[SeriesRule]) -> SeriesFields:
         frame_of_reference_uid=r.text("FrameOfReferenceUID", 128),
         kind=SeriesKind(r.guarded("SeriesDescription/ImageOrientationPatient",
                                   lambda: classify_series(ds, rules), "other")),
-        warnings=tuple(r.warnings),
+        warnings=(*r.warnings, *_private_b_values(r, ds)),
     )
+
+
+def _private_b_values(r: _Reader, ds: Dataset) -> list[FieldWarning]:
+    """Said once per series (its first instance): where its b-values come from when it is not the standard place."""
+    found: list[Diffusion] = r.guarded("DiffusionBValue", lambda: diffusions(ds), [])
+    said = {d.warning for d in found}
+    return [FieldWarning(keyword="DiffusionBValue", problem=text) for text in sorted(w for w in said if w)]

@@ -132,7 +132,7 @@ def apply_correction(settings: Settings, sessions: sessionmaker[Session], store:
     labels = corrected_labels(sitk.ReadImage(str(automatic_path)), grid, corrected,
                               [t.value for t in targets.values()])
     with sessions() as s:
-        stations = load_visit(s, store, visit_id).t2
+        stations = load_visit(s, store, visit_id, t2_te_ms=settings.protocol.t2_te_ms).t2
     rows, _, warnings = measure_t2(stations, labels, atlas, settings.quant.params())
     wanted = {(t.key, t.side) for t in targets.values()}
     rows = [r for r in rows if (r.muscle, r.side) in wanted]

@@ -52,11 +52,14 @@ class ProcessOutcome:
     results: list[str] = field(default_factory=list)  # SOP Instance UIDs of the DICOM results stored
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    provenance: list[str] = field(default_factory=list)  # what was chosen from the inputs (echo of a multi-echo T2)
 
 
-def _write_qc_atomically(qc_root: Path, visit_id: int, q: VisitQuant, table: list[AtlasLabel]) -> Path:
-    """The visit's QC pictures, and what reproduces its ROIs: the propagated subject labels (NIfTI) and
-    the elastix transforms (``transforms.json``, usable with transformix)."""
+def _write_qc_atomically(qc_root: Path, visit_id: int, q: VisitQuant, table: list[AtlasLabel],
+                         provenance: list[str]) -> Path:
+    """The visit's QC pictures, and what reproduces its ROIs: the propagated subject labels (NIfTI), the
+    elastix transforms (``transforms.json``, usable with transformix) and what was chosen from the inputs
+    (``provenance.json``: e.g. which echo of a multi-echo T2 series)."""
     final = qc_root / f"visit-{visit_id}"
     tmp = qc_root / f".visit-{visit_id}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -64,6 +67,7 @@ def _write_qc_atomically(qc_root: Path, visit_id: int, q: VisitQuant, table: lis
     sitk.WriteImage(q.subject_labels, str(tmp / "subject_labels.nii.gz"), useCompression=True)
     (tmp / "transforms.json").write_text(json.dumps({name: t.as_data() for name, t in q.transforms.items()},
                                                     indent=1))
+    (tmp / "provenance.json").write_text(json.dumps({"inputs": provenance}, indent=1))
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
@@ -100,12 +104,12 @@ def _process_visit(settings: Settings, sessions: sessionmaker[Session], store: F
         t0 = time.perf_counter()
         atlas = atlas_in_use(settings.atlas)
         with sessions() as s:
-            visit_input = load_visit(s, store, visit_id)
+            visit_input = load_visit(s, store, visit_id, t2_te_ms=settings.protocol.t2_te_ms)
             replaces = previous_results(s, store, visit_id)
         t_load = time.perf_counter() - t0
         q = quantify(visit_input.t2, visit_input.dwi, atlas, settings.quant.params(), progress)
         t1 = time.perf_counter()
-        qc_dir = _write_qc_atomically(settings.quant.qc_dir, visit_id, q, atlas.table)
+        qc_dir = _write_qc_atomically(settings.quant.qc_dir, visit_id, q, atlas.table, visit_input.provenance)
         t2 = time.perf_counter()
         if progress:
             progress("DICOM results")
@@ -123,11 +127,11 @@ def _process_visit(settings: Settings, sessions: sessionmaker[Session], store: F
             move_visit(s, visit_id, VisitState.PROCESSED)
         timings = {"load": t_load, **q.timings, "qc": t2 - t1, "dicom_results": t3 - t2,
                    "store": time.perf_counter() - t3}
-        log.info("visit %d processed: %d measurements, %d result objects, %.1f s", visit_id, n, len(stored),
-                 sum(timings.values()))
+        log.info("visit %d processed: %d measurements, %d result objects, %.1f s%s", visit_id, n, len(stored),
+                 sum(timings.values()), "".join(f"; {line}" for line in visit_input.provenance))
         return ProcessOutcome(visit_id=visit_id, measurements=n, qc_dir=qc_dir,
                               results=[str(r.dataset.SOPInstanceUID) for r in stored], timings=timings,
-                              warnings=q.warnings)
+                              warnings=q.warnings, provenance=visit_input.provenance)
     except Exception:
         discard_results(sessions, store, stored)
         with transaction(sessions) as s:
