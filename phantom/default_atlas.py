@@ -14,10 +14,13 @@ import hashlib
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from phantom.anatomy import LABELS
-from phantom.atlas_subjects import atlas_subject, hand_regions, reference_for
-from quant.atlas import AtlasLabel, AtlasRegion, build_atlas, save_atlas
+if TYPE_CHECKING:
+    from quant.atlas import AtlasLabel
+
+# The phantom and the registration stack are imported only to build (seconds of CPU at every start of a node
+# and of each of its worker processes otherwise, for an atlas that is almost always in the cache already).
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +48,19 @@ def atlas_cache() -> Path:
 
 
 def phantom_label_table() -> list[AtlasLabel]:
+    from phantom.anatomy import LABELS
+    from phantom.atlas_subjects import reference_for
+    from quant.atlas import AtlasLabel
+
     return [AtlasLabel(value=lab.value, key=lab.key, side=lab.side, tissue=lab.tissue, name=lab.name,
                        reference=reference_for(lab)) for lab in LABELS]
 
 
 def build_phantom_atlas(out: Path, subjects: int) -> Path:
     """Build the default atlas from ``subjects`` phantom subjects (seeds disjoint from every cohort's)."""
+    from phantom.atlas_subjects import atlas_subject, hand_regions
+    from quant.atlas import AtlasRegion, build_atlas, save_atlas
+
     samples = [atlas_subject(k) for k in range(subjects)]
     template, labels = build_atlas(samples)
     regions = [AtlasRegion(name=name, template=template, labels=labels, refine=refine)

@@ -22,7 +22,7 @@ from node.web.app import route_access
 from node.work.jobs import HANDLERS
 from storage import models as m
 from storage.database import transaction
-from tests.node.test_exams import PROTOCOL, Scanner, mark_complete, quiet, register, settle, visit_states
+from tests.node.test_exams import PROTOCOL, Scanner, mark_processed, quiet, register, settle, visit_states
 from tests.support.console import csrf_of, post_login
 from tests.support.dcmtk import dcmtk
 from tests.support.dicom_factory import mr_image, write_series
@@ -207,7 +207,7 @@ def test_stow_rs_stores_through_the_journal_and_says_what_failed(web_node: Node,
 
 def test_a_station_sent_by_stow_rs_completes_the_visit_as_c_store_would(running_node, tmp_path: Path,
                                                                          monkeypatch) -> None:
-    monkeypatch.setitem(HANDLERS, "process_visit", mark_complete)
+    monkeypatch.setitem(HANDLERS, "process_visit", mark_processed)
     node = quiet(running_node(protocol=PROTOCOL))
     accounts(node)
     register(node, "P001", "MND-001")
@@ -228,9 +228,9 @@ def test_a_station_sent_by_stow_rs_completes_the_visit_as_c_store_would(running_
     stow.dwi_station(1)
     assert len(settle(node)) == 1
     deadline = time.monotonic() + 20
-    while visit_states(node) != [("baseline", "complete", False)] and time.monotonic() < deadline:
+    while visit_states(node) != [("baseline", "processed", False)] and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert visit_states(node) == [("baseline", "complete", False)]
+    assert visit_states(node) == [("baseline", "processed", False)]
 
 
 def test_metrics_and_health_answer_without_an_account(web_node: Node, tmp_path: Path) -> None:
