@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from quant.params import QuantParams, RegionParams
-from storage.catalogue import Group
+from storage.catalogue import PROFILE_MUSCLES, Group, ScanProfile
 
 ENV_PREFIX = "MYONODE_"
 CONFIG_ENV = "MYONODE_CONFIG"
@@ -196,21 +196,54 @@ class SeriesRule(_Section):
         return pattern
 
 
-class ProtocolSettings(_Section):
-    """How the node recognises the whole-body protocol and decides an exam is complete."""
+# What each [protocol] profile expects unless the settings say otherwise: how its series are recognised and how
+# many stations make a complete exam (a leg protocol's DWI is optional: 0 stations required).
+_LEG_RULES = (
+    {"kind": "t2", "description": r"T2|mese|multi.?echo|me.?se|se.?mc|t2.?map", "orientation": "axial"},
+    {"kind": "dwi", "description": r"DWI|diff|resolve"},
+)
+PROFILE_DEFAULTS: dict[ScanProfile, dict[str, object]] = {
+    ScanProfile.WHOLE_BODY: {
+        "rules": [{"kind": "t2", "description": r"(WB|whole.?body).*T2|T2.*(WB|whole.?body)", "orientation": "coronal"},
+                  {"kind": "dwi", "description": r"(WB|whole.?body).*(DWI|diff)|(DWI|diff).*(WB|whole.?body)"}],
+        "t2_stations": 6, "dwi_stations": 8,
+    },
+    ScanProfile.LOWER_LIMBS: {"rules": list(_LEG_RULES), "t2_stations": 2, "dwi_stations": 0},
+    ScanProfile.CALVES: {"rules": list(_LEG_RULES), "t2_stations": 1, "dwi_stations": 0},
+}
 
-    rules: list[SeriesRule] = Field(
-        default_factory=lambda: [
-            SeriesRule(kind="t2", description=r"(WB|whole.?body).*T2|T2.*(WB|whole.?body)", orientation="coronal"),
-            SeriesRule(kind="dwi", description=r"(WB|whole.?body).*(DWI|diff)|(DWI|diff).*(WB|whole.?body)"),
-        ]
-    )
-    t2_stations: int = Field(default=6, ge=1, le=20)
-    dwi_stations: int = Field(default=8, ge=1, le=20)
+
+class ProtocolSettings(_Section):
+    """How the node recognises the protocol's series and decides an exam is complete.
+
+    ``profile`` names what the protocol scans (``whole_body``, the paper's; ``lower_limbs``; ``calves``): it
+    gives the defaults of ``rules``, ``t2_stations`` and ``dwi_stations`` (:data:`PROFILE_DEFAULTS`; any of them
+    may still be set) and which catalogue muscles a visit can be measured in (the others are not covered)."""
+
+    profile: ScanProfile = ScanProfile.WHOLE_BODY
+    rules: list[SeriesRule]
+    t2_stations: int = Field(ge=1, le=20)
+    dwi_stations: int = Field(ge=0, le=20)
     # of a multi-echo T2 series, the echo nearest this echo time (ms) is the T2-weighted image (the paper's 80)
     t2_te_ms: float = Field(default=80.0, gt=0, le=1000)
     stable_age_s: float = Field(default=60.0, ge=0)
     incomplete_deadline_s: float = Field(default=6 * 3600.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        try:
+            profile = ScanProfile(data.get("profile", ScanProfile.WHOLE_BODY))
+        except ValueError:
+            return data  # the field's own validation names the wrong value
+        return {**PROFILE_DEFAULTS[profile], **data}
+
+    @property
+    def muscles(self) -> tuple[str, ...]:
+        """The catalogue muscles this protocol's field of view holds."""
+        return PROFILE_MUSCLES[self.profile]
 
 
 class VisitWindow(_Section):
@@ -454,7 +487,7 @@ class Settings(_Section):
     node: NodeSettings = Field(default_factory=NodeSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
-    protocol: ProtocolSettings = Field(default_factory=ProtocolSettings)
+    protocol: ProtocolSettings = Field(default_factory=lambda: ProtocolSettings.model_validate({}))
     visits: VisitSettings = Field(default_factory=VisitSettings)
     atlas: AtlasSettings = Field(default_factory=AtlasSettings)
     quant: QuantSettings = Field(default_factory=QuantSettings)

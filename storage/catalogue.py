@@ -83,6 +83,14 @@ class ObservationSource(str, enum.Enum):
     EPHYS = "ephys"
 
 
+class ScanProfile(str, enum.Enum):
+    """Which part of the body a site's protocol scans, and so which muscles it can measure (:data:`PROFILE_MUSCLES`)."""
+
+    WHOLE_BODY = "whole_body"  # the paper's: vertex to feet, coronal T2 stations and axial DWI
+    LOWER_LIMBS = "lower_limbs"  # thighs and calves
+    CALVES = "calves"  # the lower legs only
+
+
 class ResultKind(str, enum.Enum):
     """The DICOM result objects myonode writes."""
 
@@ -164,6 +172,14 @@ MUSCLES: tuple[Muscle, ...] = (
            ephys="abductor_digiti_minimi"),
 )
 MUSCLE_BY_KEY: dict[str, Muscle] = {m.key: m for m in MUSCLES}
+
+# The muscles each profile's field of view holds; every other muscle of a visit so scanned is "not covered":
+# no value, never one from labels extrapolated beyond the images.
+PROFILE_MUSCLES: dict[ScanProfile, tuple[str, ...]] = {
+    ScanProfile.WHOLE_BODY: tuple(m.key for m in MUSCLES),
+    ScanProfile.LOWER_LIMBS: ("quadriceps", "hamstrings", "tibialis_anterior", "gastrocnemius_soleus"),
+    ScanProfile.CALVES: ("tibialis_anterior", "gastrocnemius_soleus"),
+}
 
 MRC_MUSCLES: tuple[str, ...] = (
     "deltoid", "biceps", "triceps", "wrist_flexors", "wrist_extensors", "finger_flexors", "finger_extensors",
