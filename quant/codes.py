@@ -113,6 +113,9 @@ QC_VALUES: dict[str, CodedConcept] = {
     "reference_out_of_range": _private("QC-REF-RANGE", "Bone marrow reference out of plausible range"),
     "reference_substituted": _private("QC-REF-SUBST", "Bone marrow reference other than the atlas default"),
 }
+# A muscle of the catalogue outside the protocol's field of view ([protocol] profile): its group says so, no value.
+COVERAGE = _private("COVERAGE", "Coverage by the scanned field of view")
+NOT_COVERED = _private("NOT-COVERED", "Not covered by the protocol: not measured")
 
 
 def coding_scheme_identification() -> CodingSchemeIdentificationItem:
@@ -126,4 +129,4 @@ def all_codes() -> list[CodedConcept]:
     singles = [LATERALITY["left"], LATERALITY["right"], TISSUE, SKELETAL_MUSCLE, ALGORITHM_FAMILY, IMAGE_STITCHING,
                SOURCE_IMAGE_PURPOSE, REPLACED_SERIES, WHOLE_BODY_MRI, REPORT_TITLE, DEVICE_OBSERVER, T2W_SIGNAL,
                REFERENCE_SIGNAL, RELATIVE_T2, SUMMARY_RELATIVE_T2, VOLUME, ADC, MEAN, STANDARD_DEVIATION]
-    return [*MUSCLE_CODES.values(), *singles, *QC_FLAG.values(), *QC_VALUES.values()]
+    return [*MUSCLE_CODES.values(), *singles, *QC_FLAG.values(), *QC_VALUES.values(), COVERAGE, NOT_COVERED]

@@ -78,6 +78,8 @@ class ResultContext:
     atlas_id: str
     # kind ("stitched_t2", "seg", "sr", "adc_map") → headers of replaced objects (one per series suffices)
     replaces: Mapping[str, Sequence[Dataset]] = field(default_factory=dict)
+    # (muscle, side) the protocol's field of view does not hold: no segment, a group in the SR that says so
+    not_covered: Sequence[tuple[str, str]] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -384,9 +386,15 @@ def segmentation(derived: Sequence[Dataset], labels: sitk.Image, table: Sequence
 # --- 4. the TID 1500 measurement report ------------------------------------------------------
 
 
-def _check_rows(rows: Sequence[MeasurementRow]) -> None:
+def _check_rows(rows: Sequence[MeasurementRow], not_covered: Sequence[tuple[str, str]] = ()) -> None:
     seen = set()
+    for muscle, side in not_covered:
+        if muscle not in MUSCLE_BY_KEY or side not in MUSCLE_BY_KEY[muscle].sides:
+            raise ValueError(f"not covered: {muscle} {side} is not a muscle × side of the catalogue")
     for r in rows:
+        if (r.muscle, r.side) in set(not_covered):
+            raise ValueError(f"measurement {r.modality} {r.muscle} {r.side}: a value for a muscle the protocol "
+                             "does not cover")
         key = (r.modality, r.muscle, r.side)
         if not isinstance(r.modality, Modality):
             raise ValueError(f"measurement {r.muscle} {r.side}: unknown modality {r.modality!r}")
@@ -439,9 +447,11 @@ def measurement_report(rows: Sequence[MeasurementRow], seg: Dataset, derived: Se
     reference mean, relative T2), the volume and, for the axial muscles, mean and SD of the
     ADC with the ADC map as their source of measurement; its QC flags are qualitative
     evaluations (one concept per modality). It references its SEG segment (TID 1411) when
-    the SEG has one for that muscle × side; otherwise it is a TID 1501 group.
+    the SEG has one for that muscle × side; otherwise it is a TID 1501 group. A muscle × side the
+    protocol does not cover (``ctx.not_covered``) has a TID 1501 group with no measurement and the
+    qualitative evaluation "not covered".
     """
-    _check_rows(rows)
+    _check_rows(rows, ctx.not_covered)
     by_key = {(r.modality, r.muscle, r.side): r for r in rows}
     segments = {str(item.TrackingID): int(item.SegmentNumber) for item in seg.SegmentSequence}
     patient = derived[0]
@@ -474,6 +484,13 @@ def measurement_report(rows: Sequence[MeasurementRow], seg: Dataset, derived: Se
                     tracking_identifier=tracking, finding_type=C.SKELETAL_MUSCLE, time_point_context=time_point,
                     algorithm_id=algorithm, finding_sites=sites, measurements=measurements,
                     qualitative_evaluations=evaluations))
+    for muscle_key, side in sorted(set(ctx.not_covered)):
+        groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid(patient, muscle_key, side),
+                                                         identifier=tracking_id(muscle_key, side)),
+            finding_type=C.SKELETAL_MUSCLE, time_point_context=time_point, algorithm_id=algorithm,
+            finding_sites=[hd.sr.FindingSite(_copy(C.MUSCLE_CODES[muscle_key]), laterality=C.LATERALITY.get(side))],
+            qualitative_evaluations=[hd.sr.QualitativeEvaluation(C.COVERAGE, C.NOT_COVERED)]))
     summary = summary_mean(list(rows))
     if summary is not None:
         groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
@@ -523,7 +540,9 @@ def build_results(rows: Sequence[MeasurementRow], t2_stations: Sequence[sitk.Ima
     display = stitch(normalised(list(t2_stations)), spacing=spacing, direction=first.GetDirection()).image
     derived = derived_t2_series(display, t2_headers, ctx)
     labels = sitk.Resample(subject_labels, display, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
-    seg = segmentation(derived, labels, [(lab.value, lab.key, lab.side) for lab in table if lab.is_muscle], ctx)
+    uncovered = set(ctx.not_covered)
+    seg = segmentation(derived, labels, [(lab.value, lab.key, lab.side) for lab in table
+                                         if lab.is_muscle and (lab.key, lab.side) not in uncovered], ctx)
     adc_map = None
     if adc_stations and dwi_header is not None:
         adc_map = adc_parametric_map(stitch(list(adc_stations), fill=float("nan")).image, [dwi_header], ctx)

@@ -14,14 +14,14 @@ station from its b-value pair, and measure ADC per axial muscle. No I/O here: th
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
 
 from quant.adc import by_station, estimate_noise_floor, station_adc
-from quant.atlas import Atlas
+from quant.atlas import Atlas, AtlasLabel
 from quant.params import QuantParams
 from quant.regional import refine_region
 from quant.register import Transform, register, registration_maps, warp_labels
@@ -71,6 +71,13 @@ class VisitQuant:
     transforms: dict[str, Transform]
     timings: dict[str, float]
     warnings: list[str]
+
+
+def covered_muscles(atlas: Atlas, covered: Collection[str] | None) -> list[AtlasLabel]:
+    """The atlas muscles a visit is measured in: those whose catalogue key the protocol's field of view holds
+    (``covered``; None: all). The others are not covered (:func:`storage.catalogue.not_covered`): never measured
+    from labels the atlas extrapolates beyond the images."""
+    return [m for m in atlas.muscles() if covered is None or m.key in covered]
 
 
 def union_grid(images: list[sitk.Image], spacing_mm: float) -> sitk.Image:
@@ -147,8 +154,9 @@ def label_volumes_ml(labels: sitk.Image) -> np.ndarray:
 
 
 def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, settings: QuantParams,
-             progress: Callable[[str], None] | None = None) -> VisitQuant:
-    """Measure one visit: relative T2 for every atlas muscle, ADC for the axial ones (DESIGN.md)."""
+             progress: Callable[[str], None] | None = None, covered: Collection[str] | None = None) -> VisitQuant:
+    """Measure one visit: relative T2 for every atlas muscle the protocol covers (``covered``, see
+    :func:`covered_muscles`), ADC for the axial ones (DESIGN.md)."""
     say = progress or (lambda _step: None)
     timings: dict[str, float] = {}
     warnings: list[str] = []
@@ -192,7 +200,8 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
 
     say("measure T2")
     volumes_ml = label_volumes_ml(subject_labels)
-    rows, t2_labels, t2_warnings = measure_t2(t2, subject_labels, atlas, settings, volumes_ml)
+    rows, t2_labels, t2_warnings = measure_t2(t2, subject_labels, atlas, settings, volumes_ml, covered)
+    measured = covered_muscles(atlas, covered)
     warnings += t2_warnings
     lap("measure_t2")
 
@@ -219,7 +228,7 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
             lab = sitk.GetArrayViewFromImage(lab_img)
             eroded = erode_labels(lab, lo.image.GetSpacing(), settings.erosion_mm)
             adc_stats[index] = roi_stats(sitk.GetArrayViewFromImage(adc), eroded)
-        for m in atlas.muscles():
+        for m in measured:
             if not MUSCLE_BY_KEY[m.key].adc:
                 continue
             res = pooled_mean(adc_stats, m.value, settings.min_voxels)
@@ -237,9 +246,9 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
 
 
 def measure_t2(t2: list[StationVolume], subject_labels: sitk.Image, atlas: Atlas,
-               settings: QuantParams, volumes_ml: np.ndarray | None = None
+               settings: QuantParams, volumes_ml: np.ndarray | None = None, covered: Collection[str] | None = None
                ) -> tuple[list[MeasurementRow], list[sitk.Image], list[str]]:
-    """Relative T2 of every atlas muscle on the native T2 stations, given the subject's labels.
+    """Relative T2 of every atlas muscle the protocol covers on the native T2 stations, given the subject's labels.
 
     Labels are mapped into each station's grid (nearest neighbour) and eroded; each muscle is
     divided by its reference marrow in the same station and stations are combined by voxel
@@ -250,7 +259,7 @@ def measure_t2(t2: list[StationVolume], subject_labels: sitk.Image, atlas: Atlas
     if volumes_ml is None:
         volumes_ml = label_volumes_ml(subject_labels)
     marrow = {lab.key: lab.value for lab in atlas.marrows()}
-    muscles = atlas.muscles()
+    muscles = covered_muscles(atlas, covered)
     stats: dict[int, dict[int, RoiStat]] = {}
     edge: set[int] = set()
     ref_ok: dict[tuple[int, str], bool] = {}

@@ -181,6 +181,13 @@ PROFILE_MUSCLES: dict[ScanProfile, tuple[str, ...]] = {
     ScanProfile.CALVES: ("tibialis_anterior", "gastrocnemius_soleus"),
 }
 
+
+def not_covered(profile: ScanProfile | None) -> list[tuple[str, str]]:
+    """The (muscle, side) of the catalogue a visit scanned with ``profile`` cannot be measured in (None: a visit
+    measured before profiles existed, i.e. whole-body)."""
+    covered = set(PROFILE_MUSCLES[profile or ScanProfile.WHOLE_BODY])
+    return [(m.key, side) for m in MUSCLES if m.key not in covered for side in m.sides]
+
 MRC_MUSCLES: tuple[str, ...] = (
     "deltoid", "biceps", "triceps", "wrist_flexors", "wrist_extensors", "finger_flexors", "finger_extensors",
     "abductor_pollicis_brevis", "first_dorsal_interosseous", "abductor_digiti_minimi", "hip_flexors",

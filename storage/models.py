@@ -48,6 +48,7 @@ from storage.catalogue import (
     RejectReason,
     ResultKind,
     ReviewVerdict,
+    ScanProfile,
     SeriesKind,
     Sex,
     Side,
@@ -298,6 +299,8 @@ class Visit(Base):
     visit_date: Mapped[date | None] = mapped_column(Date)
     state: Mapped[VisitState] = mapped_column(_enum(VisitState, "visit_state"), default=VisitState.RECEIVING)
     incomplete: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the [protocol] profile its measurements were made with (None: not processed since profiles existed)
+    profile: Mapped[ScanProfile | None] = mapped_column(_enum(ScanProfile, "scan_profile"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     subject: Mapped[Subject] = relationship(back_populates="visits")

@@ -44,7 +44,7 @@ from node.work.outbox import retry as retry_outbox
 from node.work.review import ReviewError, decide_visit, reject_roi, visit_review
 from stats.importer import InputError, link_patient_id
 from storage import models as m
-from storage.catalogue import MUSCLE_BY_KEY
+from storage.catalogue import MUSCLE_BY_KEY, not_covered
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 VIEWER, OPERATOR = Access(role=m.Role.VIEWER), Access(role=m.Role.OPERATOR)
@@ -269,7 +269,8 @@ async def visit(request: Request) -> Response:
         return {"visit": row, "subject": row.subject, "studies": list(row.studies), "measurements": measurements,
                 "results": results, "jobs": jobs, "review": visit_review(s, visit_id), "decisions": decisions,
                 "corrections": corrections,
-                "rois": sorted({(x.muscle, x.side.value) for x in measurements})}
+                "rois": sorted({(x.muscle, x.side.value) for x in measurements}),
+                "not_covered": not_covered(row.profile) if row.state is m.VisitState.PROCESSED else []}
 
     try:
         data = await _read(request, work)

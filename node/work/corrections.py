@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from node.settings import Settings
 from storage import models as m
+from storage.catalogue import not_covered
 from storage.database import transaction
 from storage.filestore import FileStore
 
@@ -102,6 +103,7 @@ def apply_correction(settings: Settings, sessions: sessionmaker[Session], store:
         if visit.state is not m.VisitState.PROCESSED:
             return _refuse(sessions, correction_id, f"visit {visit_id} is {visit.state.value}, not processed",
                            visit_id)
+        uncovered = set(not_covered(visit.profile))
         paths = list(s.scalars(select(m.Instance.file_path).join(m.ResultObject, m.ResultObject.instance_fk ==
                                                                  m.Instance.id)
                                .where(m.ResultObject.series_instance_uid == series_uid)))
@@ -114,6 +116,10 @@ def apply_correction(settings: Settings, sessions: sessionmaker[Session], store:
                                                 "(by tracking identifier or segment label)", visit_id)
     if not targets:
         return _refuse(sessions, correction_id, "the segmentation holds no segment", visit_id)
+    outside = sorted(f"{t.key} {t.side}" for t in targets.values() if (t.key, t.side) in uncovered)
+    if outside:
+        return _refuse(sessions, correction_id, f"{', '.join(outside)}: not covered by the protocol the visit was "
+                                                "measured with (its field of view holds no such muscle)", visit_id)
     automatic_path = settings.quant.qc_dir / f"visit-{visit_id}" / "subject_labels.nii.gz"
     try:
         grid = derived_grid(derived)

@@ -37,6 +37,7 @@ from quant.qc import write_qc
 from quant.visit_io import load_visit, write_measurements
 from quant.volumes import head_first
 from storage import models as m
+from storage.catalogue import not_covered
 from storage.database import transaction
 from storage.filestore import FileStore
 from storage.visit_states import VisitState, move_visit
@@ -107,13 +108,15 @@ def _process_visit(settings: Settings, sessions: sessionmaker[Session], store: F
             visit_input = load_visit(s, store, visit_id, t2_te_ms=settings.protocol.t2_te_ms)
             replaces = previous_results(s, store, visit_id)
         t_load = time.perf_counter() - t0
-        q = quantify(visit_input.t2, visit_input.dwi, atlas, settings.quant.params(), progress)
+        q = quantify(visit_input.t2, visit_input.dwi, atlas, settings.quant.params(), progress,
+                     covered=settings.protocol.muscles)
         t1 = time.perf_counter()
         qc_dir = _write_qc_atomically(settings.quant.qc_dir, visit_id, q, atlas.table, visit_input.provenance)
         t2 = time.perf_counter()
         if progress:
             progress("DICOM results")
-        ctx = ResultContext(content_datetime=datetime.now(UTC), myonode_version=__version__, pipeline_version=PIPELINE_VERSION, atlas_id=atlas.id, replaces=replaces)
+        ctx = ResultContext(content_datetime=datetime.now(UTC), myonode_version=__version__, pipeline_version=PIPELINE_VERSION, atlas_id=atlas.id, replaces=replaces,
+                            not_covered=not_covered(settings.protocol.profile))
         results = build_results(q.rows, [v.image for v in head_first(visit_input.t2)], q.subject_labels,
                                 q.adc_stations, visit_input.headers, visit_input.dwi_header, atlas.table, ctx)
         t3 = time.perf_counter()
@@ -124,6 +127,7 @@ def _process_visit(settings: Settings, sessions: sessionmaker[Session], store: F
             reset_changed(s, visit_id, before, q.rows)
             n = write_measurements(s, visit_id, q.rows, PIPELINE_VERSION, atlas.id)
             record_results(s, settings, visit_id, stored, replaces)
+            s.get_one(m.Visit, visit_id).profile = settings.protocol.profile
             move_visit(s, visit_id, VisitState.PROCESSED)
         timings = {"load": t_load, **q.timings, "qc": t2 - t1, "dicom_results": t3 - t2,
                    "store": time.perf_counter() - t3}

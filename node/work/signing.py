@@ -21,6 +21,7 @@ from node.work.review import ReviewError, visit_review
 from quant.dicom_out import ResultContext, Verifier, measurement_report
 from quant.visit_io import measurement_row
 from storage import models as m
+from storage.catalogue import not_covered
 from storage.filestore import FileStore
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,12 @@ def sign_visit(settings: Settings, sessions: sessionmaker[Session], store: FileS
         derived = newest_results(s, store, visit_id, m.ResultKind.STITCHED_T2)
         adc = newest_results(s, store, visit_id, m.ResultKind.ADC_MAP)
         previous = newest_results(s, store, visit_id, m.ResultKind.SR)
+        profile = s.get_one(m.Visit, visit_id).profile
     if not rows or not seg or not derived or not previous:
         raise ReviewError(f"visit {visit_id} lacks measurements or results to sign")
     ctx = ResultContext(content_datetime=datetime.now(UTC), myonode_version=__version__,
                         pipeline_version=measurements[0].pipeline_version, atlas_id=measurements[0].atlas_id or "-",
-                        replaces={"sr": previous[:1]})
+                        replaces={"sr": previous[:1]}, not_covered=not_covered(profile))
     sr = measurement_report(rows, seg[0], derived, adc[0] if adc else None, ctx,
                             verifier=Verifier(name=review.reviewer, organisation=organisation))
     publish(settings, sessions, store, visit_id, [("sr", sr)], replaces={"sr": previous[:1]})

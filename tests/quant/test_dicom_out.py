@@ -617,3 +617,60 @@ def test_a_segmentation_saved_by_a_workstation_comes_back_as_the_labels_it_holds
     auto = sitk.GetArrayFromImage(automatic)
     assert ((merged == 3) == (corrected == 3)).all()
     assert (merged[(auto != 3) & (corrected != 3)] == auto[(auto != 3) & (corrected != 3)]).all()
+
+
+# --- a protocol that does not cover every muscle ------------------------------------------------------
+
+
+def _groups(report: Dataset) -> dict[str, list[Dataset]]:
+    """Every measurement group (DCM 125007) of a TID 1500 report by tracking identifier: its content items."""
+    found: dict[str, list[Dataset]] = {}
+
+    def walk(items: list[Dataset]) -> None:
+        for item in items:
+            name = item.ConceptNameCodeSequence[0].CodeValue if "ConceptNameCodeSequence" in item else ""
+            if name == "125007":
+                children = list(item.get("ContentSequence", []))
+                ident = next(str(c.TextValue) for c in children if c.ConceptNameCodeSequence[0].CodeValue == "112039")
+                found[ident] = children
+            elif "ContentSequence" in item:
+                walk(list(item.ContentSequence))
+
+    walk(list(report.ContentSequence))
+    return found
+
+
+def test_a_muscle_the_protocol_does_not_cover_has_a_group_saying_so_and_no_value(visit: Visit, first,
+                                                                                 tmp_path: Path) -> None:
+    """A visit scanned with a leg profile: every catalogue muscle × side outside its field has a TID 1501 group
+    with the qualitative evaluation "not covered" and no measurement; dciodvfy and dcmqi's tid1500reader take the
+    report; a value for such a muscle is refused."""
+    from quant import codes as C
+
+    old, _ = first
+    measured = {(r.muscle, r.side) for r in visit.rows}
+    uncovered = [("quadriceps", "left"), ("quadriceps", "right")]
+    assert not measured & set(uncovered)
+    ctx = ResultContext(content_datetime=LATER, myonode_version="0.1.1", pipeline_version="1.0",
+                        atlas_id="phantom-atlas-v3", not_covered=uncovered)
+    report = measurement_report(visit.rows, old.seg, old.stitched_t2, old.adc_map, ctx)
+    path = tmp_path / "partial.dcm"
+    report.save_as(path, enforce_file_format=True)
+    for line in _dciodvfy(path):
+        assert line.removeprefix("Warning - ").strip() in ALLOWED_WARNINGS, line
+    groups = _groups(pydicom.dcmread(path))
+    for muscle, side in uncovered:
+        items = groups[f"{muscle}_{side}"]
+        assert not [i for i in items if i.ValueType == "NUM"]  # no value
+        assert [(i.ConceptNameCodeSequence[0].CodeValue, i.ConceptCodeSequence[0].CodeValue)
+                for i in items if i.ValueType == "CODE" and i.ConceptNameCodeSequence[0].CodeValue == C.COVERAGE.value
+                ] == [(C.COVERAGE.value, C.NOT_COVERED.value)]
+    assert {f"{m}_{s}" for m, s in measured} <= set(groups)  # the measured ones are all still there
+    out = tmp_path / "partial.json"
+    proc = subprocess.run([str(VENV_BIN / "tid1500reader"), "--inputDICOM", str(path), "--outputMetadata", str(out)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    with pytest.raises(ValueError, match="a value for a muscle the protocol does not cover"):
+        measurement_report(visit.rows, old.seg, old.stitched_t2, old.adc_map,
+                           ResultContext(content_datetime=LATER, myonode_version="0.1.1", pipeline_version="1.0",
+                                         atlas_id="phantom-atlas-v3", not_covered=[sorted(measured)[0]]))
