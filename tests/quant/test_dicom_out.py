@@ -44,6 +44,7 @@ from quant.dicom_out import (
 )
 from quant.pipeline import QC_FLAGS, MeasurementRow, summary_mean
 from storage.catalogue import MUSCLES, Modality
+from tests.support.sr import measurement_groups
 
 VENV_BIN = Path(sys.executable).parent
 WHEN = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
@@ -622,24 +623,6 @@ def test_a_segmentation_saved_by_a_workstation_comes_back_as_the_labels_it_holds
 # --- a protocol that does not cover every muscle ------------------------------------------------------
 
 
-def _groups(report: Dataset) -> dict[str, list[Dataset]]:
-    """Every measurement group (DCM 125007) of a TID 1500 report by tracking identifier: its content items."""
-    found: dict[str, list[Dataset]] = {}
-
-    def walk(items: list[Dataset]) -> None:
-        for item in items:
-            name = item.ConceptNameCodeSequence[0].CodeValue if "ConceptNameCodeSequence" in item else ""
-            if name == "125007":
-                children = list(item.get("ContentSequence", []))
-                ident = next(str(c.TextValue) for c in children if c.ConceptNameCodeSequence[0].CodeValue == "112039")
-                found[ident] = children
-            elif "ContentSequence" in item:
-                walk(list(item.ContentSequence))
-
-    walk(list(report.ContentSequence))
-    return found
-
-
 def test_a_muscle_the_protocol_does_not_cover_has_a_group_saying_so_and_no_value(visit: Visit, first,
                                                                                  tmp_path: Path) -> None:
     """A visit scanned with a leg profile: every catalogue muscle × side outside its field has a TID 1501 group
@@ -658,7 +641,7 @@ def test_a_muscle_the_protocol_does_not_cover_has_a_group_saying_so_and_no_value
     report.save_as(path, enforce_file_format=True)
     for line in _dciodvfy(path):
         assert line.removeprefix("Warning - ").strip() in ALLOWED_WARNINGS, line
-    groups = _groups(pydicom.dcmread(path))
+    groups = measurement_groups(pydicom.dcmread(path))
     for muscle, side in uncovered:
         items = groups[f"{muscle}_{side}"]
         assert not [i for i in items if i.ValueType == "NUM"]  # no value
