@@ -32,9 +32,9 @@ from pynetdicom.sop_class import Verification  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
 from node.demo.ports import free_port  # noqa: E402
-from node.demo.run import prepare_demo_folder, push_visit  # noqa: E402
+from node.demo.scenario import prepare_demo_folder, push_visit  # noqa: E402
 from node.web.accounts import add_user  # noqa: E402
-from phantom.cohort import write_cohort  # noqa: E402
+from phantom.cohort_files import write_cohort  # noqa: E402
 from stats.importer import import_subjects  # noqa: E402
 from storage import models as m  # noqa: E402
 from storage.database import make_engine, session_factory, transaction  # noqa: E402

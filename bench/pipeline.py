@@ -24,7 +24,7 @@ import numpy as np
 from sqlalchemy import select
 
 from node.demo.ports import free_port
-from node.demo.run import prepare_demo_folder, push_visit
+from node.demo.scenario import prepare_demo_folder, push_visit
 from node.service import start_node
 from node.work.processing import process_visit
 from phantom.anatomy import AnatomyParams

@@ -128,7 +128,7 @@ def serve(
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
     """Run the DICOM node (listener, storage, index) until stopped with Ctrl-C or SIGTERM."""
-    from node.demo.default_atlas import with_default_atlas
+    from node.demo.fallback_atlas import with_default_atlas
     from node.service import serve_forever
 
     settings = settings_of(config)
@@ -262,7 +262,7 @@ def worker(
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
     """Run job consumers: on the Redis queue (any number of machines) or the SQLite queue (the node's host)."""
-    from node.demo.default_atlas import with_default_atlas
+    from node.demo.fallback_atlas import with_default_atlas
     from node.service import work_forever
 
     settings = settings_of(config)
@@ -384,7 +384,7 @@ def demo(
     subjects: Annotated[int, typer.Option(envvar="DEMO_SUBJECTS", help="cohort size (60 % patients)")] = 10,
 ) -> None:
     """The whole story: phantom scanner → node → quantification → PACS → cohort report (see node/demo.py)."""
-    from node.demo.run import DemoError, run_demo
+    from node.demo.scenario import DemoError, run_demo
 
     patients = max(1, round(subjects * 0.6)) if subjects != 51 else 29
     try:

@@ -83,7 +83,7 @@ def phantom_cohort(
     effects: Annotated[Path | None, typer.Option(help="JSON file overriding planted effects (phantom/cohort_model.py)")] = None,
 ) -> None:
     """A cohort with known truth: every visit's DICOM, subjects/clinical/ephys CSVs, truth.json."""
-    from phantom.cohort import visits_table, write_cohort
+    from phantom.cohort_files import visits_table, write_cohort
     from phantom.cohort_model import EffectsError, load_effects
     from phantom.dicom import DicomOptions
 
@@ -157,7 +157,7 @@ def process(
     """Quantify one visit now, with a progress display: measurements, QC pictures, DICOM results."""
     from sqlalchemy import select
 
-    from node.demo.default_atlas import with_default_atlas
+    from node.demo.fallback_atlas import with_default_atlas
     from node.work.processing import process_visit
     from storage import models as m
     from storage.filestore import FileStore

@@ -2,7 +2,7 @@
 
 The serving code builds no atlas. With ``[atlas] path`` unset, the command that starts a node
 (``myonode serve``, ``worker``, ``process``, ``demo``) fills it in with the default phantom atlas
-and says so (:func:`node.demo.default_atlas.with_default_atlas`).
+and says so (:func:`node.demo.fallback_atlas.with_default_atlas`).
 """
 
 from __future__ import annotations

@@ -27,12 +27,12 @@ from sqlalchemy import func, select
 
 from node.demo.orthanc import start_orthanc
 from node.demo.ports import free_port
-from node.demo.run import find_results, prepare_demo_folder, push_visit
+from node.demo.scenario import find_results, prepare_demo_folder, push_visit
 from node.service import Node, start_node
 from node.settings import Settings
 from node.web.accounts import add_user
 from node.work.reports import run_report
-from phantom.cohort import write_cohort
+from phantom.cohort_files import write_cohort
 from stats.importer import import_observations, import_subjects
 from storage import models as m
 from storage.database import transaction

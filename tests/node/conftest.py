@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from node.demo.default_atlas import with_default_atlas
+from node.demo.fallback_atlas import with_default_atlas
 from node.demo.ports import free_port
 from node.service import Node, start_node
 from node.settings import Settings, load_settings

@@ -116,3 +116,14 @@ def test_the_serving_code_never_imports_the_phantom() -> None:
     wrong = [f"{module} imports {target}" for module, targets in _graph().items()
              if module.startswith(SERVING) for target in targets if target.startswith("phantom")]
     assert not wrong, "\n".join(wrong)
+
+
+def test_no_two_modules_share_a_name_for_different_jobs() -> None:
+    """One name per thing across the packages: ``atlas``, ``status``, ``metrics``, ``corrections``, ``run``, ``cohort``
+    each once (a reader who meets the name knows which module it is)."""
+    seen: dict[str, list[str]] = {}
+    for module, path in _modules().items():
+        if path.name in ("__init__.py", "__main__.py") or "migrations" in path.parts:
+            continue
+        seen.setdefault(path.stem, []).append(module)
+    assert not {name: where for name, where in seen.items() if len(where) > 1}

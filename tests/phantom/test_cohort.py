@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from phantom.cohort import write_cohort
+from phantom.cohort_files import write_cohort
 from phantom.cohort_model import EffectsError, SimulatedCohort, load_effects, simulate_cohort
 from stats.inputs import read_observations, read_subjects
 

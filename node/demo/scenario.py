@@ -36,7 +36,7 @@ from rich.progress import (
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from node.demo.default_atlas import with_default_atlas
+from node.demo.fallback_atlas import with_default_atlas
 from node.demo.ports import free_port
 from node.settings import Settings, load_settings
 from node.work.jobs import PROCESS_VISIT, visit_of_target
@@ -47,7 +47,7 @@ from storage.migrate import upgrade
 
 if TYPE_CHECKING:
     from node.service import Node
-    from phantom.cohort import CohortVisit
+    from phantom.cohort_files import CohortVisit
     from phantom.geometry import Size
 
 DEMO_SETTINGS = """\
@@ -244,7 +244,7 @@ def run_demo(folder: Path, console: Console, size: Size = "small", patients: int
     from node.demo.orthanc import start_orthanc
     from node.service import start_node
     from node.work.reports import run_report
-    from phantom.cohort import write_cohort
+    from phantom.cohort_files import write_cohort
     from stats.importer import import_observations, import_subjects
     from storage.database import transaction
 
