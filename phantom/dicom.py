@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -45,6 +46,9 @@ from phantom.geometry import Station
 from phantom.images import StationImage, VisitImages, VisitMeta
 
 PHILIPS_IMAGING = "Philips Imaging DD 001"  # private creator of (2001,xx03) Diffusion B-Factor, FL
+VENDORS = {"philips": ("Philips", "Ingenia"), "siemens": ("SIEMENS", "MAGNETOM Prisma"),
+           "ge": ("GE MEDICAL SYSTEMS", "SIGNA Premier")}
+GE_B_VALUE_BIAS = 1_000_000_000  # what GE software adds to the b-value in (0043,1039)
 PHILIPS_MR_IMAGING = "Philips MR Imaging DD 001"  # private creator of (2005,xx0E) MR Scale Slope, FL
 PHILIPS_MR_IMAGING_005 = "Philips MR Imaging DD 005"  # private creator of (2005,140F), the per-frame private items
 PER_FRAME_PRIVATE_CREATOR_TAG = 0x20050014  # Philips' fixed slot for "Philips MR Imaging DD 005"
@@ -71,6 +75,10 @@ class DicomOptions:
     enhanced: bool = False  # Enhanced MR Image Storage (multi-frame instances) instead of one file per slice
     one_series: bool = False  # all stations of a sequence in one series (Philips "whole-body" style)
     time_point_id: bool = True  # Clinical Trial Time Point ID (0012,0050) when the visit has one
+    # whose classic headers: Philips (b-value standard and in (2001,1003), MR Scale Slope), or as Siemens (b-value
+    # only in (0019,100C)) and GE (only in (0043,1039), with the 10^9 its software adds) send DWI — pixel values
+    # then plain Rescale Slope/Intercept. Enhanced objects carry the standard b-value whoever writes them.
+    vendor: Literal["philips", "siemens", "ge"] = "philips"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,13 +187,16 @@ class _Series:
 def write_visit(images: VisitImages, meta: VisitMeta, out_dir: Path,
                 options: DicomOptions = DicomOptions()) -> list[Path]:
     """Write every file of the visit under ``out_dir``; the paths in write order (series number, instance)."""
+    if options.enhanced and options.vendor != "philips":
+        raise ValueError(f"vendor {options.vendor!r} headers are for classic MR: enhanced objects carry the standard "
+                         "b-value whoever writes them")
     common = _common_attributes(meta, options)
-    write = _write_enhanced_series if options.enhanced else _write_classic_series
     paths: list[Path] = []
     for series in _plan(images, meta, options):
         folder = out_dir / series.folder
         folder.mkdir(parents=True, exist_ok=True)
-        paths.extend(write(series, common, meta, folder))
+        paths.extend(_write_enhanced_series(series, common, meta, folder) if options.enhanced
+                     else _write_classic_series(series, common, meta, folder, options.vendor))
     return paths
 
 
@@ -279,8 +290,7 @@ def _common_attributes(meta: VisitMeta, options: DicomOptions) -> Dataset:
     ds.StudyID = meta.visit[:16].upper()
     ds.ReferringPhysicianName = ""
     ds.StudyDescription = "WB MUSCLE MND"
-    ds.Manufacturer = "Philips"
-    ds.ManufacturerModelName = "Ingenia"
+    ds.Manufacturer, ds.ManufacturerModelName = VENDORS[options.vendor]
     ds.DeviceSerialNumber = "45301"
     ds.SoftwareVersions = ["5.7.1", "5.7.1.2"]
     ds.InstitutionName = "myonode phantom site"
@@ -364,6 +374,15 @@ def _acquired_matrix(protocol: _Protocol, station: Station) -> tuple[int, int]:
     return frequency, round(frequency * protocol.percent_sampling / 100.0)
 
 
+def _add_vendor_diffusion(ds: Dataset, vendor: str, b_value: float) -> None:
+    """A classic DWI header as Siemens or GE writes it: the b-value only in the vendor's private element."""
+    if vendor == "siemens":
+        ds.private_block(0x0019, "SIEMENS MR HEADER", create=True).add_new(0x0C, "IS", str(round(b_value)))
+    else:
+        block = ds.private_block(0x0043, "GEMS_PARM_01", create=True)
+        block.add_new(0x39, "IS", f"{GE_B_VALUE_BIAS + round(b_value)}\\8\\0\\0")
+
+
 def _add_philips_private(ds: Dataset, scaling: Scaling, b_value: float | None) -> None:
     """Philips MR Scale Slope (2005,100E) and, for diffusion images, the b-value (2001,1003)."""
     ds.private_block(0x2005, PHILIPS_MR_IMAGING, create=True).add_new(0x0E, "FL", scaling.scale_slope)
@@ -404,7 +423,8 @@ def _classic_protocol_attributes(ds: Dataset, protocol: _Protocol, station: Stat
     ds.FlipAngle = _ds(protocol.flip_angle_deg)
 
 
-def _classic_image_dataset(series: _Series, template: Dataset, placed: _Image, scaling: Scaling) -> Dataset:
+def _classic_image_dataset(series: _Series, template: Dataset, placed: _Image, scaling: Scaling,
+                           vendor: str = "philips") -> Dataset:
     """The series template plus the attributes common to every slice of one station image."""
     image, station = placed.image, placed.station
     ds = Dataset()
@@ -420,11 +440,20 @@ def _classic_image_dataset(series: _Series, template: Dataset, placed: _Image, s
     ds.SliceThickness = _ds(station.spacing[2])
     ds.SpacingBetweenSlices = _ds(station.spacing[2])
     ds.Rows, ds.Columns = station.size[1], station.size[0]
-    ds.RescaleIntercept = _ds(scaling.rescale_intercept)
-    ds.RescaleSlope = _ds(scaling.rescale_slope)
+    if vendor == "philips":
+        slope, intercept = scaling.rescale_slope, scaling.rescale_intercept
+    else:  # no MR Scale Slope: the rescale gives the floating value itself, FP = SV/SS + RI/(RS·SS)
+        slope = float(_ds(1.0 / scaling.scale_slope))
+        intercept = float(_ds(scaling.rescale_intercept / (scaling.rescale_slope * scaling.scale_slope)))
+    ds.RescaleIntercept = _ds(intercept)
+    ds.RescaleSlope = _ds(slope)
     ds.RescaleType = "US"
-    ds.WindowCenter = _ds(STORED_MAX * scaling.rescale_slope / 2 + scaling.rescale_intercept)
-    ds.WindowWidth = _ds(STORED_MAX * scaling.rescale_slope)
+    ds.WindowCenter = _ds(STORED_MAX * slope / 2 + intercept)
+    ds.WindowWidth = _ds(STORED_MAX * slope)
+    if vendor != "philips":
+        if image.b_value is not None:
+            _add_vendor_diffusion(ds, vendor, image.b_value)
+        return ds
     if image.b_value is not None:
         ds.DiffusionBValue = float(image.b_value)
         ds.DiffusionDirectionality = _directionality(image.b_value)
@@ -432,14 +461,15 @@ def _classic_image_dataset(series: _Series, template: Dataset, placed: _Image, s
     return ds
 
 
-def _write_classic_series(series: _Series, common: Dataset, meta: VisitMeta, folder: Path) -> list[Path]:
+def _write_classic_series(series: _Series, common: Dataset, meta: VisitMeta, folder: Path,
+                          vendor: str = "philips") -> list[Path]:
     """One file per slice; instance numbers run through the series."""
     template = _series_attributes(series, common, MRImageStorage)
     paths: list[Path] = []
     for placed in series.images:
         scaling = placed.scaling()
         stored = scaling.stored(placed.image.data)
-        ds = _classic_image_dataset(series, template, placed, scaling)
+        ds = _classic_image_dataset(series, template, placed, scaling, vendor)
         for k, pixels in enumerate(stored):
             number = len(paths) + 1
             ds.SOPInstanceUID = _uid(meta, series.uid, placed.ordinal, k)

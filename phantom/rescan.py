@@ -14,6 +14,7 @@ import numpy as np
 
 from phantom.anatomy import AnatomyParams
 from phantom.contrast import MuscleState
+from phantom.dicom import DicomOptions
 from phantom.geometry import Size
 from phantom.images import VisitMeta
 from phantom.scanner import ScanSettings
@@ -23,7 +24,8 @@ SESSIONS = ("scan", "rescan")
 
 
 def scan_rescan(out: Path, seed: int, size: Size = "full", patient_id: str = "PH0001",
-                state: MuscleState = MuscleState(), sex: str = "M") -> tuple[VisitResult, VisitResult]:
+                state: MuscleState = MuscleState(), sex: str = "M",
+                options: DicomOptions = DicomOptions()) -> tuple[VisitResult, VisitResult]:
     """Write ``out/scan`` and ``out/rescan`` (DICOM + truth) for subject ``seed``."""
     body = AnatomyParams.random(np.random.default_rng(seed), sex)
     results = []
@@ -34,5 +36,5 @@ def scan_rescan(out: Path, seed: int, size: Size = "full", patient_id: str = "PH
                          height_m=round(body.height_mm / 1000.0, 2), study_date=date(2026, 3, 2),
                          study_time=time(9 + 2 * i, 0), visit="baseline", seed=seed * 100 + i + 1,
                          time_point_id=None)
-        results.append(scan_visit(meta, params, state, out / session, ScanSettings(size=size)))
+        results.append(scan_visit(meta, params, state, out / session, ScanSettings(size=size), options))
     return results[0], results[1]

@@ -18,6 +18,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from node.cli.common import console, err_console, sessions_of, settings_of
 
 if TYPE_CHECKING:
+    from phantom.dicom import DicomOptions
     from phantom.geometry import Size
 
 phantom_app = typer.Typer(help="The synthetic 3 T scanner: subjects, rescans, cohorts with known truth.",
@@ -29,6 +30,21 @@ SizeOption = Annotated[str, typer.Option("--size", help="full (the clinical prot
 Enhanced = Annotated[bool, typer.Option("--enhanced", help="Enhanced MR Image Storage (multi-frame)")]
 OneSeries = Annotated[bool, typer.Option("--one-series", help="all stations of a sequence in one series")]
 Derived = Annotated[bool, typer.Option("--scanner-derived", help="also send the scanner's trace and ADC images")]
+Vendor = Annotated[str, typer.Option("--vendor", help="classic DWI headers as philips (standard b-value), siemens "
+                                                       "((0019,100C) only) or ge ((0043,1039) only) write them")]
+
+
+def _options(enhanced: bool, one_series: bool, vendor: str) -> DicomOptions:
+    from phantom.dicom import DicomOptions
+
+    if vendor not in ("philips", "siemens", "ge"):
+        err_console.print(f"error: --vendor must be philips, siemens or ge (got {vendor!r})")
+        raise typer.Exit(2)
+    if enhanced and vendor != "philips":
+        err_console.print("error: --vendor siemens/ge writes classic headers; enhanced objects carry the standard "
+                          "b-value whoever writes them")
+        raise typer.Exit(2)
+    return DicomOptions(enhanced=enhanced, one_series=one_series, vendor=vendor)  # type: ignore[arg-type]
 
 
 def _check_size(size: str) -> Size:
@@ -52,13 +68,13 @@ def phantom_subject(
     enhanced: Enhanced = False,
     one_series: OneSeries = False,
     scanner_derived: Derived = False,
+    vendor: Vendor = "philips",
 ) -> None:
     """One healthy subject, one visit: T2 and DWI DICOM plus truth.json and true labels."""
     import numpy as np
 
     from phantom.anatomy import AnatomyParams
     from phantom.contrast import MuscleState
-    from phantom.dicom import DicomOptions
     from phantom.scanner import ScanSettings
     from phantom.visit import scan_visit
 
@@ -66,7 +82,7 @@ def phantom_subject(
     params = AnatomyParams.random(rng, sex).placed(rng)
     meta = _meta(patient_id, sex, date.fromisoformat(study_date), visit, seed, params.height_mm)
     result = scan_visit(meta, params, MuscleState(), out, ScanSettings(size=_check_size(size), snr_t2=snr),
-                        DicomOptions(enhanced=enhanced, one_series=one_series), )
+                        _options(enhanced, one_series, vendor))
     console.print(f"{len(result.files)} files in {out / 'dicom'}; truth {result.truth_path}; "
                   f"{sum(result.seconds.values()):.1f} s", highlight=False)
 
@@ -80,12 +96,12 @@ def phantom_cohort(
     size: SizeOption = "full",
     enhanced: Enhanced = False,
     one_series: OneSeries = False,
+    vendor: Vendor = "philips",
     effects: Annotated[Path | None, typer.Option(help="JSON file overriding planted effects (phantom/cohort_model.py)")] = None,
 ) -> None:
     """A cohort with known truth: every visit's DICOM, subjects/clinical/ephys CSVs, truth.json."""
     from phantom.cohort_files import visits_table, write_cohort
     from phantom.cohort_model import EffectsError, load_effects
-    from phantom.dicom import DicomOptions
 
     try:
         planted = load_effects(effects) if effects else None
@@ -95,7 +111,7 @@ def phantom_cohort(
 
     with console.status(f"scanning {patients} patients and {controls} controls …"):
         files = write_cohort(out, patients, controls, seed, _check_size(size),
-                             DicomOptions(enhanced=enhanced, one_series=one_series), effects=planted)
+                             _options(enhanced, one_series, vendor), effects=planted)
     visits_table(files).to_csv(out / "visits.csv", index=False)
     console.print(f"{len(files.visits)} visits under {out / 'visits'}; {files.subjects_csv.name}, "
                   f"{files.clinical_csv.name}, {files.ephys_csv.name}, truth.json, visits.csv in {out}",

@@ -368,3 +368,49 @@ def test_same_inputs_give_byte_identical_files(tmp_path: Path, images: VisitImag
     b = write_visit(images, META, tmp_path / "b", options)
     assert [p.relative_to(tmp_path / "a") for p in a] == [p.relative_to(tmp_path / "b") for p in b]
     assert [hashlib.sha256(p.read_bytes()).digest() for p in a] == [hashlib.sha256(p.read_bytes()).digest() for p in b]
+
+
+@pytest.mark.parametrize(("vendor", "source"), [("siemens", "siemens_private"), ("ge", "ge_private")])
+def test_siemens_and_ge_style_dwi_headers_give_the_same_b_values_and_values_as_philips(
+        written: Callable[[DicomOptions], list[Path]], tmp_path: Path, vendor: str, source: str) -> None:
+    """The phantom writes a classic visit as Siemens (b-value only in (0019,100C)) or GE (only in (0043,1039),
+    plus 10^9) would: the node reads the same b-values (named as private), the same floating values without a
+    Philips MR Scale Slope, and dcm2niix reads the same b-values; dciodvfy finds no error."""
+    from quant.diffusion import diffusion_of
+    from tests.support.dcm2niix import dcm2niix
+
+    philips = written(CLASSIC)
+    other = written(DicomOptions(vendor=vendor))  # type: ignore[arg-type]
+    assert [p.relative_to(p.parents[1]) for p in philips] == [p.relative_to(p.parents[1]) for p in other]
+    dwi = [p for p in other if "DWIBS" in p.parent.name and p.parent.name.endswith("st1")]
+    for path in dwi:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert "DiffusionBValue" not in ds and 0x20011003 not in ds and 0x2005100E not in ds
+        weighting = diffusion_of(ds)
+        if weighting is not None:
+            assert weighting.source.value == source
+        errors, _ = dciodvfy(path)
+        assert not errors, f"{path.name}: {errors}"
+    for ours, theirs in ((load_series([p for p in philips if p.parent.name == folder]),
+                          load_series([p for p in other if p.parent.name == folder]))
+                         for folder in sorted({p.parent.name for p in philips if p.parent.name.endswith("st1")})):
+        assert [(v.station_key.split("|", 1)[1], v.b_value) for v in ours] == \
+            [(v.station_key.split("|", 1)[1], v.b_value) for v in theirs]
+        for a, b in zip(ours, theirs, strict=True):
+            np.testing.assert_allclose(sitk_array(b), sitk_array(a), rtol=1e-9, atol=1e-9)
+    if vendor == "ge":  # dcm2niix takes a GE b-value only with its gradient direction, which a trace-weighted
+        return          # image has none (the GE path is checked against dcm2niix in tests/quant/test_vendor_input.py)
+    acquired = [p for p in dwi if "ORIGINAL" in pydicom.dcmread(p, stop_before_pixels=True).ImageType]
+    folder = tmp_path / "dwi"
+    folder.mkdir()
+    for path in acquired:
+        (folder / path.name).write_bytes(path.read_bytes())
+    ours = sorted({d.b_value for p in acquired if (d := diffusion_of(pydicom.dcmread(p, stop_before_pixels=True)))})
+    assert ours == [0.0, 1000.0]
+    assert [sorted(set(c.b_values)) for c in dcm2niix(folder, tmp_path / "nifti") if c.b_values] == [ours]
+
+
+def sitk_array(volume) -> np.ndarray:  # type: ignore[no-untyped-def]
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(volume.image)
