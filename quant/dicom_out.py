@@ -183,17 +183,59 @@ def _direction(image: sitk.Image) -> np.ndarray:
 # --- 1. the stitched T2 as a derived MR series -----------------------------------------------
 
 
-def _source_extents(source: Sequence[Dataset], normal: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True, kw_only=True)
+class _SourceImage:
+    """One 2-D source image: a classic instance, or one frame (1-based ``frame``) of an enhanced one."""
+
+    ds: Dataset
+    frame: int | None
+    orientation: np.ndarray  # Image Orientation (Patient), 6 values
+    position: np.ndarray  # Image Position (Patient)
+    spacing: tuple[float, float]  # Pixel Spacing (between rows, between columns)
+    thickness: float
+
+
+def _group(frame: Dataset | None, shared: Dataset | None, sequence: str) -> Dataset:
+    for groups in (frame, shared):
+        if groups is not None and groups.get(sequence):
+            return groups[sequence][0]
+    return Dataset()
+
+
+def _source_images(source: Sequence[Dataset]) -> list[_SourceImage]:
+    """Every 2-D image of the sources, with its geometry (per frame for Enhanced MR, from its functional groups)."""
+    out = []
+    for ds in source:
+        frames = ds.get("PerFrameFunctionalGroupsSequence") or []
+        if not frames:
+            out.append(_SourceImage(ds=ds, frame=None, orientation=np.asarray(ds.ImageOrientationPatient, dtype=float),
+                                    position=np.asarray(ds.ImagePositionPatient, dtype=float),
+                                    spacing=(float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])),
+                                    thickness=float(ds.get("SliceThickness") or 0.0)))
+            continue
+        shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+        for number, frame in enumerate(frames, start=1):
+            measures = _group(frame, shared, "PixelMeasuresSequence")
+            out.append(_SourceImage(
+                ds=ds, frame=number,
+                orientation=np.asarray(_group(frame, shared, "PlaneOrientationSequence").ImageOrientationPatient,
+                                       dtype=float),
+                position=np.asarray(_group(frame, shared, "PlanePositionSequence").ImagePositionPatient, dtype=float),
+                spacing=(float(measures.PixelSpacing[0]), float(measures.PixelSpacing[1])),
+                thickness=float(measures.get("SliceThickness") or 0.0)))
+    return out
+
+
+def _source_extents(source: Sequence[_SourceImage], normal: np.ndarray) -> np.ndarray:
     """Each source image's extent (mm) along ``normal``: (n, 2) of low, high, including half its thickness."""
     out = np.empty((len(source), 2))
-    for i, ds in enumerate(source):
-        iop = np.asarray(ds.ImageOrientationPatient, dtype=float)
-        row_dir, col_dir = iop[:3], iop[3:]
-        col_mm, row_mm = float(ds.PixelSpacing[1]) * (ds.Columns - 1), float(ds.PixelSpacing[0]) * (ds.Rows - 1)
-        corners = [np.asarray(ds.ImagePositionPatient, dtype=float) + a * col_mm * row_dir + b * row_mm * col_dir
-                   for a in (0, 1) for b in (0, 1)]
+    for i, image in enumerate(source):
+        row_dir, col_dir = image.orientation[:3], image.orientation[3:]
+        col_mm = image.spacing[1] * (int(image.ds.Columns) - 1)
+        row_mm = image.spacing[0] * (int(image.ds.Rows) - 1)
+        corners = [image.position + a * col_mm * row_dir + b * row_mm * col_dir for a in (0, 1) for b in (0, 1)]
         along = [float(c @ normal) for c in corners]
-        half = float(ds.get("SliceThickness") or 0.0) / 2 * abs(float(np.cross(row_dir, col_dir) @ normal))
+        half = image.thickness / 2 * abs(float(np.cross(row_dir, col_dir) @ normal))
         out[i] = (min(along) - half, max(along) + half)
     return out
 
@@ -224,7 +266,8 @@ def derived_t2_series(stitched: sitk.Image, source: Sequence[Dataset], ctx: Resu
     centre, width = _window(stored)
     d = _direction(stitched)
     spacing = stitched.GetSpacing()
-    extents = _source_extents(source, d[:, 2])
+    images = _source_images(source)
+    extents = _source_extents(images, d[:, 2])
     series_uid = generate_uid()
     derivation = ("Stations stitched with feathered overlaps, each scaled to a common bright-fat level "
                   f"(display only: measurements use the native stations); myonode {ctx.myonode_version}, "
@@ -254,7 +297,7 @@ def derived_t2_series(stitched: sitk.Image, source: Sequence[Dataset], ctx: Resu
         position = np.asarray(stitched.TransformIndexToPhysicalPoint((0, 0, k)))
         level = float(position @ d[:, 2])
         hit = (extents[:, 0] < level + spacing[2] / 2) & (extents[:, 1] > level - spacing[2] / 2)
-        ds.SourceImageSequence = [_source_item(source[int(i)]) for i in np.flatnonzero(hit)]
+        ds.SourceImageSequence = [_source_item(images[int(i)]) for i in np.flatnonzero(hit)]
         ds.ImagePositionPatient = [round(float(v), 4) for v in position]
         ds.ImageOrientationPatient = [round(float(v), 6) for v in (*d[:, 0], *d[:, 1])]
         ds.PixelSpacing = [round(spacing[1], 6), round(spacing[0], 6)]
@@ -269,9 +312,11 @@ def derived_t2_series(stitched: sitk.Image, source: Sequence[Dataset], ctx: Resu
     return out
 
 
-def _source_item(src: Dataset) -> Dataset:
+def _source_item(src: _SourceImage) -> Dataset:
     item = Dataset()
-    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = src.SOPClassUID, src.SOPInstanceUID
+    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = src.ds.SOPClassUID, src.ds.SOPInstanceUID
+    if src.frame is not None:
+        item.ReferencedFrameNumber = src.frame
     item.PurposeOfReferenceCodeSequence = [_copy(C.SOURCE_IMAGE_PURPOSE)]
     return item
 

@@ -14,7 +14,7 @@ station from its b-value pair, and measure ADC per axial muscle. No I/O here: th
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +23,7 @@ import SimpleITK as sitk
 from quant.adc import by_station, estimate_noise_floor, station_adc
 from quant.atlas import Atlas, AtlasLabel
 from quant.params import QuantParams
+from quant.partial import partial_labels
 from quant.regional import refine_region
 from quant.register import Transform, register, registration_maps, warp_labels
 from quant.roistats import RoiStat, erode_labels, pooled_mean, relative_t2, roi_stats, touches_edge
@@ -154,9 +155,12 @@ def label_volumes_ml(labels: sitk.Image) -> np.ndarray:
 
 
 def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, settings: QuantParams,
-             progress: Callable[[str], None] | None = None, covered: Collection[str] | None = None) -> VisitQuant:
+             progress: Callable[[str], None] | None = None, covered: Collection[str] | None = None,
+             station_muscles: Sequence[Collection[str]] | None = None) -> VisitQuant:
     """Measure one visit: relative T2 for every atlas muscle the protocol covers (``covered``, see
-    :func:`covered_muscles`), ADC for the axial ones (DESIGN.md)."""
+    :func:`covered_muscles`), ADC for the axial ones (DESIGN.md). ``station_muscles`` (a leg protocol: the
+    muscles of each T2 station, head first) registers the atlas station by station and leg by leg
+    (:mod:`quant.partial`) instead of the whole atlas to the stitched stations."""
     say = progress or (lambda _step: None)
     timings: dict[str, float] = {}
     warnings: list[str] = []
@@ -174,19 +178,28 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
     scales = normalising_scales(t2_images)
     stitched = stitch_on(t2_images, reg_grid, scales)
     lap("stitch")
-    say("register atlas")
-    maps = registration_maps(deformable=True, grid_mm=settings.grid_mm, iterations=settings.iterations)
-    atlas_tf = register(stitched, atlas.template, maps)
-    lap("register")
     label_grid = union_grid(t2_images, settings.label_mm)
-    subject_labels = warp_labels(atlas.labels, atlas_tf, label_grid)
-    lap("propagate")
-    transforms = {"atlas_to_t2": atlas_tf}
-    if settings.refine_regions and atlas.regions:
+    say("register atlas")
+    transforms: dict[str, Transform] = {}
+    if station_muscles is not None:
+        partial = partial_labels(head_first(t2), station_muscles, atlas, label_grid, grid_mm=settings.grid_mm,
+                                 iterations=settings.iterations)
+        subject_labels, warnings = partial.labels, [*warnings, *partial.warnings]
+        transforms.update({f"atlas_to_t2_{name}": tf for name, tf in partial.transforms.items()})
+        lap("register")
+    else:
+        maps = registration_maps(deformable=True, grid_mm=settings.grid_mm, iterations=settings.iterations)
+        atlas_tf = register(stitched, atlas.template, maps)
+        lap("register")
+        subject_labels = warp_labels(atlas.labels, atlas_tf, label_grid)
+        lap("propagate")
+        transforms["atlas_to_t2"] = atlas_tf
+    if station_muscles is None and settings.refine_regions and atlas.regions:
         say("refine regions")
         for region in atlas.regions:
             try:
-                refined = refine_region(t2_images, scales, subject_labels, atlas_tf, region, settings.regions)
+                refined = refine_region(t2_images, scales, subject_labels, transforms["atlas_to_t2"], region,
+                                        settings.regions)
             except RuntimeError as exc:  # elastix gave up (e.g. the part mostly outside the field of view)
                 warnings.append(f"region {region.name}: local registration failed, whole-body labels kept: "
                                 f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}")

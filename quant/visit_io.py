@@ -79,8 +79,9 @@ def load_visit(s: Session, store: FileStore, visit_id: int, *, t2_te_ms: float |
             for ds in datasets:  # pixels are in the volumes now; keep the headers only
                 if "PixelData" in ds:
                     del ds.PixelData
-            if kind is m.SeriesKind.T2:
-                headers.extend(datasets)
+            if kind is m.SeriesKind.T2:  # the instances measured (of a multi-echo series, the chosen echo's)
+                used = {uid for volume in found for uid in volume.sop_uids}
+                headers.extend(ds for ds in datasets if str(ds.SOPInstanceUID) in used)
             elif datasets and dwi_header is None:
                 dwi_header = datasets[0]
     if not volumes[m.SeriesKind.T2]:

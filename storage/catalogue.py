@@ -175,10 +175,15 @@ MUSCLE_BY_KEY: dict[str, Muscle] = {m.key: m for m in MUSCLES}
 
 # The muscles each profile's field of view holds; every other muscle of a visit so scanned is "not covered":
 # no value, never one from labels extrapolated beyond the images.
+# A leg protocol's T2 stations, head first, and the muscles each holds (how the atlas is registered to them:
+# quant.partial); the whole-body protocol registers the whole atlas to all its stations stitched.
+PROFILE_STATIONS: dict[ScanProfile, tuple[tuple[str, ...], ...]] = {
+    ScanProfile.LOWER_LIMBS: (("quadriceps", "hamstrings"), ("tibialis_anterior", "gastrocnemius_soleus")),
+    ScanProfile.CALVES: (("tibialis_anterior", "gastrocnemius_soleus"),),
+}
 PROFILE_MUSCLES: dict[ScanProfile, tuple[str, ...]] = {
     ScanProfile.WHOLE_BODY: tuple(m.key for m in MUSCLES),
-    ScanProfile.LOWER_LIMBS: ("quadriceps", "hamstrings", "tibialis_anterior", "gastrocnemius_soleus"),
-    ScanProfile.CALVES: ("tibialis_anterior", "gastrocnemius_soleus"),
+    **{profile: tuple(key for station in stations for key in station) for profile, stations in PROFILE_STATIONS.items()},
 }
 
 

@@ -37,7 +37,7 @@ from quant.qc import write_qc
 from quant.visit_io import load_visit, write_measurements
 from quant.volumes import head_first
 from storage import models as m
-from storage.catalogue import not_covered
+from storage.catalogue import PROFILE_STATIONS, not_covered
 from storage.database import transaction
 from storage.filestore import FileStore
 from storage.visit_states import VisitState, move_visit
@@ -109,7 +109,8 @@ def _process_visit(settings: Settings, sessions: sessionmaker[Session], store: F
             replaces = previous_results(s, store, visit_id)
         t_load = time.perf_counter() - t0
         q = quantify(visit_input.t2, visit_input.dwi, atlas, settings.quant.params(), progress,
-                     covered=settings.protocol.muscles)
+                     covered=settings.protocol.muscles,
+                     station_muscles=PROFILE_STATIONS.get(settings.protocol.profile))
         t1 = time.perf_counter()
         qc_dir = _write_qc_atomically(settings.quant.qc_dir, visit_id, q, atlas.table, visit_input.provenance)
         t2 = time.perf_counter()

@@ -64,3 +64,99 @@ def test_a_siemens_calf_exam_completes_a_visit_of_the_calves_profile(running_nod
     assert {kinds[name[4:]] for name in DIXON} == {(m.SeriesKind.OTHER, 1)}  # stored and served, not processed
     gaps = exam_gaps(facts, node.settings.protocol)
     assert (len(gaps.t2_stations), gaps.complete, gaps.lines()) == (1, True, [])
+
+
+@pytest.mark.slow
+def test_a_siemens_calf_exam_is_measured_in_the_calves_and_its_rois_lie_in_muscle(running_node, tmp_path: Path) -> None:
+    """The real calf exam processed by the node with the calves profile: relative T2 for left and right tibialis
+    anterior and gastrocnemius/soleus, every other muscle not covered; the SEG and SR pass dciodvfy; and, judged by
+    data the node did not make — the exam's own Dixon (fat 016, water 018), resampled onto the T2 slices through
+    the shared frame of reference — each reported (eroded) ROI lies in muscle (fat fraction under 10 %), in its
+    own leg (at least 90 % of it on its side of the gap between the legs), and gastrocnemius/soleus behind
+    tibialis anterior."""
+    import shutil
+    import subprocess
+    import time
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    from quant import volumes as V
+    from quant.pipeline import labels_on
+    from quant.roistats import erode_labels
+    from quant.volumes import station_volumes
+    from storage.catalogue import not_covered
+    from tests.support.sr import evaluations, measurement_groups
+
+    node = running_node(protocol='profile = "calves"\nstable_age_s = 1\n')
+    files = [*mese_files(), *(next((myoqmri_example_data() / "Dixon_enhanced" / name).glob("*.dcm")) for name in DIXON)]
+    register(node, "CALF-001", str(pydicom.dcmread(files[0], stop_before_pixels=True).PatientID))
+    sent = dcmtk("storescu", "-aet", "STORESCU", "-aec", "MYONODE", "127.0.0.1", str(node.listener.port),
+                 *map(str, files))
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and visit_states(node) != [("baseline", "processed", False)]:
+        time.sleep(1)
+    assert visit_states(node) == [("baseline", "processed", False)]
+
+    from node.work.results import newest_results
+
+    with node.sessions() as s:
+        visit_id = s.scalars(select(m.Visit.id)).one()
+        rows = {(x.muscle, x.side.value): x for x in s.scalars(select(m.Measurement))}
+        (sr,) = newest_results(s, node.store, visit_id, m.ResultKind.SR)
+        (seg,) = newest_results(s, node.store, visit_id, m.ResultKind.SEG)
+    legs = {(k, side) for k in ("tibialis_anterior", "gastrocnemius_soleus") for side in ("left", "right")}
+    assert set(rows) == legs and all(0.0 < x.value < 5.0 for x in rows.values())
+    groups = measurement_groups(sr)
+    for muscle, side in not_covered(node.settings.protocol.profile):
+        assert ("COVERAGE", "NOT-COVERED") in evaluations(groups[f"{muscle}_{side}"])
+    dciodvfy = shutil.which("dciodvfy")
+    assert dciodvfy
+    for ds in (sr, seg):
+        path = tmp_path / f"{ds.Modality}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        errors = [line for line in subprocess.run([dciodvfy, str(path)], capture_output=True, text=True,
+                                                  check=False).stderr.splitlines() if line.startswith("Error")]
+        assert not errors, f"{ds.Modality}: {errors}"
+
+    (t2,) = station_volumes([pydicom.dcmread(f) for f in mese_files()], echo_ms=80.0)
+    labels = labels_on(sitk.ReadImage(str(node.settings.quant.qc_dir / f"visit-{visit_id}" / "subject_labels.nii.gz")),
+                       t2.image)
+    eroded = erode_labels(labels, t2.image.GetSpacing(), node.settings.quant.erosion_mm)
+
+    def dixon(name: str) -> np.ndarray:
+        path = next((myoqmri_example_data() / "Dixon_enhanced" / name).glob("*.dcm"))
+        image = V._volume("dixon", V._slices(pydicom.dcmread(path))).image  # derived images: read as they are
+        return sitk.GetArrayFromImage(sitk.Resample(image, t2.image, sitk.Transform(), sitk.sitkLinear, 0.0))
+
+    fat, water = dixon("016_dixon_2echo_RR_F"), dixon("018_dixon_2echo_RR_W")
+    fraction = fat / np.maximum(fat + water, 1e-6)
+    body = (fat + water) > 0.2 * np.percentile(fat + water, 99)
+    columns = np.flatnonzero(body.any(axis=(0, 1)))
+    gap = columns[np.argmax(np.diff(columns))] + 1 if np.diff(columns).max() > 1 else None
+    profile = body.sum(axis=(0, 1)).astype(float)
+    middle = slice(len(profile) // 3, 2 * len(profile) // 3)
+    gap = middle.start + int(np.argmin(profile[middle])) if gap is None else gap
+    x_of_column = np.asarray([t2.image.TransformIndexToPhysicalPoint((i, 0, 0))[0] for i in range(len(profile))])
+    gap_x = float(x_of_column[gap])
+    table = {(lab.key, lab.side): lab.value for lab in node_atlas_table(node)}
+    centres = {}
+    for (muscle, side) in legs:
+        roi = eroded == table[(muscle, side)]
+        assert roi.sum() >= 100, (muscle, side, int(roi.sum()))
+        assert float(fraction[roi].mean()) < 0.10, (muscle, side, float(fraction[roi].mean()))
+        ks, js, is_ = np.nonzero(roi)
+        xs = x_of_column[is_]
+        own = (xs > gap_x) if side == "left" else (xs < gap_x)
+        assert own.mean() >= 0.90, (muscle, side, float(own.mean()))
+        centres[(muscle, side)] = np.mean([t2.image.TransformIndexToPhysicalPoint((int(i), int(j), int(k)))
+                                           for k, j, i in zip(ks[::7], js[::7], is_[::7], strict=True)], axis=0)
+    for side in ("left", "right"):  # LPS: posterior is +y
+        assert centres[("gastrocnemius_soleus", side)][1] > centres[("tibialis_anterior", side)][1] + 20.0
+
+
+def node_atlas_table(node):  # type: ignore[no-untyped-def]
+    from node.work.atlas_in_use import atlas_in_use
+
+    return atlas_in_use(node.settings.atlas).table
