@@ -5,7 +5,8 @@ pip, SHA-256 checked, cached outside the repository): the 17-echo spin echo (the
 T2-weighted image), registered leg by leg to the default atlas (quant.partial), and judged by the exam's own
 two-point Dixon (fat 016, water 018) resampled onto the T2 slices through their shared frame of reference:
 per reported ROI (eroded as the pipeline erodes), its voxels, its mean fat fraction and its 85th percentile,
-the share of it in its own leg, and its relative T2 and QC flags.
+the share of it in its own leg, and its relative T2 and QC flags; and the marrow the relative T2 is referred to
+(refined onto the cavity: quant.partial.refine_marrow), with its fat fraction.
 
     python bench/real_calves.py
 """
@@ -67,6 +68,11 @@ def main() -> None:
             "dixon_fat_fraction_p85": round(float(np.percentile(fraction[roi], 85)), 4),
             "in_own_leg": round(float(((xs > gap) if row.side == "left" else (xs < gap)).mean()), 4),
             "relative_t2": round(row.value, 4), "qc_flags": row.qc_flags}
+    for lab in (lab for lab in atlas.table if lab.is_marrow):
+        roi = labels == lab.value
+        if roi.any():  # the relative T2's reference: fat marrow, so its Dixon fat fraction is high
+            rois[f"{lab.key}:{lab.side}"] = {"voxels": int(roi.sum()),
+                                             "dixon_fat_fraction_mean": round(float(fraction[roi].mean()), 4)}
     print(json.dumps({"benchmark": "real_calves", "date": date.today().isoformat(), "atlas": atlas.id,
                       "echo_ms": t2.echo_time_ms, "quantify_s": round(seconds, 1), "rois": rois,
                       "warnings": q.warnings}, indent=1))
