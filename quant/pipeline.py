@@ -160,7 +160,8 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
     """Measure one visit: relative T2 for every atlas muscle the protocol covers (``covered``, see
     :func:`covered_muscles`), ADC for the axial ones (DESIGN.md). ``station_muscles`` (a leg protocol: the
     muscles of each T2 station, head first) registers the atlas station by station and leg by leg
-    (:mod:`quant.partial`) instead of the whole atlas to the stitched stations."""
+    (:mod:`quant.partial`) instead of the whole atlas to the stitched stations — when the visit has that many
+    T2 stations (a whole-body scan measured for a leg protocol is registered whole, with a warning)."""
     say = progress or (lambda _step: None)
     timings: dict[str, float] = {}
     warnings: list[str] = []
@@ -181,6 +182,10 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
     label_grid = union_grid(t2_images, settings.label_mm)
     say("register atlas")
     transforms: dict[str, Transform] = {}
+    if station_muscles is not None and len(station_muscles) != len(t2):
+        warnings.append(f"the protocol names {len(station_muscles)} T2 station(s), the visit has {len(t2)}: the atlas "
+                        "is registered to the stations stitched, as for a whole-body exam")
+        station_muscles = None
     if station_muscles is not None:
         partial = partial_labels(head_first(t2), station_muscles, atlas, label_grid, grid_mm=settings.grid_mm,
                                  iterations=settings.iterations)

@@ -67,7 +67,8 @@ def test_a_whole_body_visit_measured_again_with_the_lower_limb_profile_values_on
 
         legs = settings.model_copy(update={"protocol": settings.protocol.model_copy(
             update={"profile": ScanProfile.LOWER_LIMBS})})
-        process_visit(legs, node.sessions, node.store, visit.id)
+        outcome = process_visit(legs, node.sessions, node.store, visit.id)
+        assert any("registered to the stations stitched" in w for w in outcome.warnings)
         uncovered = not_covered(ScanProfile.LOWER_LIMBS)
         with node.sessions() as s:
             assert s.get_one(m.Visit, visit.id).profile is ScanProfile.LOWER_LIMBS
