@@ -71,9 +71,12 @@ def test_a_siemens_calf_exam_is_measured_in_the_calves_and_its_rois_lie_in_muscl
     """The real calf exam processed by the node with the calves profile: relative T2 for left and right tibialis
     anterior and gastrocnemius/soleus, every other muscle not covered; the SEG and SR pass dciodvfy; and, judged by
     data the node did not make — the exam's own Dixon (fat 016, water 018), resampled onto the T2 slices through
-    the shared frame of reference — each reported (eroded) ROI lies in muscle (fat fraction under 10 %), in its
-    own leg (at least 90 % of it on its side of the gap between the legs), and gastrocnemius/soleus behind
-    tibialis anterior."""
+    the shared frame of reference, and the vendor's fat-fraction map of the spin echo — each reported (eroded)
+    ROI lies in muscle (Dixon fat fraction under 10 %; the vendor's map under 20 % on average with 85 % of the
+    voxels under 30 %, where the T2-weighted signal is well above background), in its own leg (at least 90 % of
+    it on its side of the gap between the legs); tibialis anterior lies lateral to the tibial marrow (found in
+    the Dixon as the leg's inner fat), at most 2 cm behind it and in front of the leg's centre, and
+    gastrocnemius/soleus behind it."""
     import shutil
     import subprocess
     import time
@@ -157,6 +160,34 @@ def test_a_siemens_calf_exam_is_measured_in_the_calves_and_its_rois_lie_in_muscl
                                            for k, j, i in zip(ks[::7], js[::7], is_[::7], strict=True)], axis=0)
     for side in ("left", "right"):  # LPS: posterior is +y
         assert centres[("gastrocnemius_soleus", side)][1] > centres[("tibialis_anterior", side)][1] + 20.0
+
+    from scipy import ndimage
+
+    vendor = np.zeros(fraction.shape)  # the scanner's fat fraction (%) of the spin echo, a file per slice
+    for path in sorted((myoqmri_example_data() / "004_mese_product" / "ff").glob("*.dcm")):
+        ds = pydicom.dcmread(path, force=True)  # written without a preamble
+        vendor[t2.image.TransformPhysicalPointToIndex([float(v) for v in ds.ImagePositionPatient])[2]] = ds.pixel_array
+    t2w = sitk.GetArrayFromImage(t2.image)
+    background = max(float(np.median(t2w[~body])), 1.0)
+    y_of_row = np.asarray([t2.image.TransformIndexToPhysicalPoint((0, j, 0))[1] for j in range(t2w.shape[1])])
+    for (muscle, side) in legs:
+        roi = eroded == table[(muscle, side)]
+        assert float(vendor[roi].mean()) < 20.0 and float((vendor[roi] < 30.0).mean()) >= 0.85, (muscle, side)
+        assert float(t2w[roi].mean()) > 10 * background, (muscle, side)
+    for side in ("left", "right"):
+        on_side = (x_of_column > gap_x) if side == "left" else (x_of_column < gap_x)
+        inner = np.stack([ndimage.binary_erosion(ndimage.binary_fill_holes(b), iterations=6) for b in body])
+        candidates = (fraction > 0.8) & inner & on_side[None, None, :]
+        parts, n = ndimage.label(candidates)
+        assert n >= 1, side
+        cavity = parts == int(np.argmax(ndimage.sum(candidates, parts, range(1, n + 1)))) + 1
+        _, mj, mi = np.nonzero(cavity)
+        _, tj, ti = np.nonzero(eroded == table[("tibialis_anterior", side)])
+        _, lj, _ = np.nonzero(body & on_side[None, None, :])
+        marrow_x, marrow_y = x_of_column[mi].mean(), y_of_row[mj].mean()
+        ta_x, ta_y = x_of_column[ti].mean(), y_of_row[tj].mean()
+        assert abs(ta_x - gap_x) > abs(marrow_x - gap_x), (side, ta_x, marrow_x)  # lateral
+        assert ta_y - marrow_y < 20.0 and ta_y < y_of_row[lj].mean(), (side, ta_y, marrow_y)
     marrow = np.isin(eroded, [lab.value for lab in node_atlas_table(node) if lab.is_marrow])
     assert marrow.sum() >= 20 and float(fraction[marrow].mean()) > 0.7  # the reference lies in fat marrow
 
