@@ -123,13 +123,14 @@ def partial_labels(stations: Sequence[StationVolume], station_muscles: Sequence[
     out = np.zeros(sitk.GetArrayFromImage(reference).shape, np.uint16)
     transforms: dict[str, Transform] = {}
     warnings: list[str] = []
-    ref_x = _x_of_columns(reference)
+    ref_x = _x_of_voxels(reference)
+    # each side's own labels, and the unpaired ones (a marrow label may hold both tibiae) on its side of the gap
+    side_labels = {side: [lab for lab in atlas.table if lab.side in (side, "none") and lab.tissue != "air"]
+                   for side in SIDES}
     for index, (station, muscles) in enumerate(zip(stations, station_muscles, strict=True), start=1):
         midline = leg_midline_x(station.image)
         for side in SIDES:
-            # the side's own labels, and the unpaired ones (a marrow label may hold both tibiae) on its side of the gap
-            side_labels = [lab for lab in atlas.table if lab.side in (side, "none") and lab.tissue != "air"]
-            wanted = [lab.value for lab in side_labels if lab.key in muscles]
+            wanted = [lab.value for lab in side_labels[side] if lab.key in muscles]
             if not wanted:
                 continue
             template, labels = _atlas_region(atlas, wanted)
@@ -137,7 +138,7 @@ def partial_labels(stations: Sequence[StationVolume], station_muscles: Sequence[
             transform = register(leg, template, partial_maps(station.image.GetSpacing()[2], grid_mm, iterations))
             transforms[f"station{index}_{side}"] = transform
             warped = sitk.GetArrayFromImage(warp_labels(labels, transform, reference)).astype(np.uint16)
-            own = np.isin(warped, [lab.value for lab in side_labels])
+            own = np.isin(warped, [lab.value for lab in side_labels[side]])
             own &= (ref_x > midline) if side == "left" else (ref_x < midline)  # never across the gap between legs
             own &= out == 0
             out[own] = warped[own]
@@ -178,7 +179,7 @@ def refine_marrow(labels: np.ndarray, image: np.ndarray, covered: np.ndarray, ma
             values = image[z][region]
             if values.size < 16 or float(values.max()) <= float(values.min()):
                 continue
-            threshold = _otsu(values)
+            threshold = _otsu(image[z], region)
             parts, n = ndimage.label(region & (image[z] > threshold), structure)
             if n == 0:
                 continue
@@ -190,23 +191,18 @@ def refine_marrow(labels: np.ndarray, image: np.ndarray, covered: np.ndarray, ma
             labels[z][cavity & ~np.isin(labels[z], list(muscles))] = value
 
 
-def _otsu(values: np.ndarray, bins: int = 128) -> float:
-    """Otsu's threshold of a set of values (SimpleITK's filter wants an image and a mask; a neighbourhood of a
-    slice is neither, and the histogram form is four lines)."""
-    counts, edges = np.histogram(values, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight = np.cumsum(counts)
-    mean = np.cumsum(counts * centres)
-    total, grand = weight[-1], mean[-1]
-    between = (grand * weight - mean * total) ** 2 / np.maximum(weight * (total - weight), 1e-12)
-    return float(centres[int(np.argmax(between[:-1]))])
+def _otsu(image: np.ndarray, region: np.ndarray) -> float:
+    """Otsu's threshold (SimpleITK, 128 bins) of the values of a slice ``image`` inside ``region``."""
+    otsu = sitk.OtsuThresholdImageFilter()
+    otsu.SetNumberOfHistogramBins(128)
+    otsu.SetMaskValue(1)
+    otsu.Execute(sitk.GetImageFromArray(image.astype(np.float32)), sitk.GetImageFromArray(region.astype(np.uint8)))
+    return float(otsu.GetThreshold())
 
 
-def _x_of_columns(image: sitk.Image) -> np.ndarray:
+def _x_of_voxels(image: sitk.Image) -> np.ndarray:
     """x (LPS, mm) of every voxel of ``image``, as an array of its shape (k, j, i)."""
-    size = image.GetSize()
-    origin, spacing = np.asarray(image.GetOrigin()), np.asarray(image.GetSpacing())
-    direction = np.asarray(image.GetDirection()).reshape(3, 3)
-    i, j, k = np.meshgrid(np.arange(size[0]), np.arange(size[1]), np.arange(size[2]), indexing="ij")
-    x = origin[0] + direction[0, 0] * i * spacing[0] + direction[0, 1] * j * spacing[1] + direction[0, 2] * k * spacing[2]
-    return np.transpose(x, (2, 1, 0))
+    step = np.asarray(image.GetDirection()).reshape(3, 3)[0] * np.asarray(image.GetSpacing())  # x per index step
+    i, j, k = (np.arange(n) for n in image.GetSize())
+    return (image.GetOrigin()[0] + step[0] * i[None, None, :] + step[1] * j[None, :, None]
+            + step[2] * k[:, None, None])
