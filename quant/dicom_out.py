@@ -37,6 +37,7 @@ from quant import codes as C
 from quant.atlas import AtlasLabel
 from quant.pipeline import MeasurementRow, normalised, summary_mean
 from quant.stitch import stitch
+from quant.volumes import functional_group
 from storage.catalogue import MUSCLE_BY_KEY, MUSCLES, Modality
 
 MANUFACTURER = "myonode"
@@ -195,11 +196,8 @@ class _SourceImage:
     thickness: float
 
 
-def _group(frame: Dataset | None, shared: Dataset | None, sequence: str) -> Dataset:
-    for groups in (frame, shared):
-        if groups is not None and groups.get(sequence):
-            return groups[sequence][0]
-    return Dataset()
+def _group(frame: Dataset, shared: Dataset | None, sequence: str) -> Dataset:
+    return functional_group(frame, shared, sequence) or Dataset()
 
 
 def _source_images(source: Sequence[Dataset]) -> list[_SourceImage]:

@@ -127,7 +127,7 @@ def _philips_scale_slope(datasets: Iterable[Dataset]) -> float | None:
     return None
 
 
-def _macro(frame: Dataset, shared: Dataset | None, sequence: str) -> Dataset | None:
+def functional_group(frame: Dataset | None, shared: Dataset | None, sequence: str) -> Dataset | None:
     """The item of a functional-group ``sequence`` for a frame: per-frame first, then shared."""
     for groups in (frame, shared):
         if groups is not None and groups.get(sequence):
@@ -188,16 +188,16 @@ def _enhanced_slices(ds: Dataset) -> list[_Slice]:
     for index, frame in enumerate(frames):
         frame_number = index + 1
         where = f"series {ds.get('SeriesInstanceUID', '?')} instance {ds.SOPInstanceUID} frame {frame_number}"
-        orientation = _macro(frame, shared, "PlaneOrientationSequence")
+        orientation = functional_group(frame, shared, "PlaneOrientationSequence")
         iop = _required(orientation, "ImageOrientationPatient", where)
         row, col = _unit_vectors(iop, where)
-        position = _required(_macro(frame, shared, "PlanePositionSequence"), "ImagePositionPatient", where)
-        measures = _macro(frame, shared, "PixelMeasuresSequence")
+        position = _required(functional_group(frame, shared, "PlanePositionSequence"), "ImagePositionPatient", where)
+        measures = functional_group(frame, shared, "PixelMeasuresSequence")
         spacing = _required(measures, "PixelSpacing", where)
-        scaling = _macro(frame, shared, "PixelValueTransformationSequence") or ds
-        echo = _macro(frame, shared, "MREchoSequence")
-        frame_type = _macro(frame, shared, "MRImageFrameTypeSequence")
-        content = _macro(frame, shared, "FrameContentSequence")
+        scaling = functional_group(frame, shared, "PixelValueTransformationSequence") or ds
+        echo = functional_group(frame, shared, "MREchoSequence")
+        frame_type = functional_group(frame, shared, "MRImageFrameTypeSequence")
+        content = functional_group(frame, shared, "FrameContentSequence")
         acquisition = content.get("FrameAcquisitionNumber") if content is not None else None
         out.append(_Slice(
             sop_uid=str(ds.SOPInstanceUID),
@@ -214,7 +214,7 @@ def _enhanced_slices(ds: Dataset) -> list[_Slice]:
             intercept=number(scaling.get("RescaleIntercept")) or 0.0,
             scale_slope=_philips_scale_slope(
                 [*_with_items(frame), *(_with_items(shared) if shared is not None else []), ds]),
-            diffusion=diffusion_of(ds, _macro(frame, shared, "MRDiffusionSequence")),
+            diffusion=diffusion_of(ds, functional_group(frame, shared, "MRDiffusionSequence")),
             echo_time=number(echo.get("EffectiveEchoTime")) if echo is not None else number(ds.get("EchoTime")),
             derived=is_derived_image_type(
                 (frame_type.get("FrameType") if frame_type is not None else None) or ds.get("ImageType") or []),

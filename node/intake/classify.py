@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset
 
 from node.settings import SeriesRule
 from quant.diffusion import Diffusion, diffusion_of
-from quant.volumes import is_derived_image_type
+from quant.volumes import functional_group, is_derived_image_type
 
 Orientation = Literal["coronal", "axial", "sagittal"]
 
@@ -76,9 +76,7 @@ def diffusions(ds: Dataset) -> list[Diffusion]:
     shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
     found = []
     for frame in frames or [None]:
-        item = next((groups["MRDiffusionSequence"][0] for groups in (frame, shared)
-                     if groups is not None and groups.get("MRDiffusionSequence")), None)
-        weighting = diffusion_of(ds, item)
+        weighting = diffusion_of(ds, functional_group(frame, shared, "MRDiffusionSequence"))
         if weighting is not None:
             found.append(weighting)
     return found
