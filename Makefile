@@ -46,10 +46,10 @@ lint: install
 	$(BIN)/mypy
 
 test: install debs lint
-	MYONODE_TEST_REQUIRE=postgres,redis $(BIN)/python -m pytest -n $(TEST_WORKERS)
+	MYONODE_TEST_REQUIRE=postgres,redis,registry $(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test-fast: install debs lint
-	MYONODE_TEST_REQUIRE=postgres,redis $(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow"
+	MYONODE_TEST_REQUIRE=postgres,redis,registry $(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 demo: install
 	$(BIN)/myonode demo

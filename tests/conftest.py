@@ -10,13 +10,9 @@ import pytest
 from sqlalchemy import Engine, text
 
 from storage.database import make_engine
+from tests.support.peers import required
 
 POSTGRES_URL = os.environ.get("MYONODE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def _required(kind: str) -> bool:
-    """`make test` sets MYONODE_TEST_REQUIRE=postgres,redis: a missing server then fails instead of skipping."""
-    return kind.lower() in os.environ.get("MYONODE_TEST_REQUIRE", "").lower().split(",")
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +23,7 @@ def postgres_admin() -> Iterator[Engine]:
             conn.execute(text("SELECT 1"))
     except Exception as exc:
         engine.dispose()
-        if _required("POSTGRES"):
+        if required("postgres"):
             pytest.fail(f"PostgreSQL required but not reachable at {POSTGRES_URL}: {exc}")
         pytest.skip(f"no PostgreSQL reachable at {POSTGRES_URL} ({exc.__class__.__name__})")
     yield engine
@@ -72,7 +68,7 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
-        if _required("REDIS"):
+        if required("redis"):
             pytest.fail(f"Redis required but not reachable at {REDIS_URL}: {exc}")
         pytest.skip(f"no Redis reachable at {REDIS_URL} ({exc.__class__.__name__})")
     return REDIS_URL

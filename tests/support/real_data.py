@@ -7,7 +7,7 @@ the repository (never committed):
 - :func:`nibabel_dicom`: the DICOM files nibabel ships with its tests (a dependency of ours): two classic
   Siemens diffusion images (b 0 and b 1000, mosaic, CSA header) and a Philips MPRAGE.
 
-Under ``make test`` (which sets ``MYONODE_TEST_REQUIRE``) an unreachable registry fails the test, as an
+Under ``make test`` (``MYONODE_TEST_REQUIRE`` names ``registry``) an unreachable registry fails the test, as an
 unreachable PostgreSQL does; elsewhere it is skipped. A download whose SHA-256 differs always fails.
 """
 
@@ -26,6 +26,8 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
+from tests.support.peers import required
+
 MYOQMRI = "myoqmri==2.0.2"
 MYOQMRI_SHA256 = "dc3b012790b20f1d3ba207ca78b22deafd5375e8b3b1543782830c1c516b0cd1"
 
@@ -33,10 +35,6 @@ MYOQMRI_SHA256 = "dc3b012790b20f1d3ba207ca78b22deafd5375e8b3b1543782830c1c516b0c
 def cache_root() -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "myonode" / "test-data"
-
-
-def _required() -> bool:
-    return bool(os.environ.get("MYONODE_TEST_REQUIRE"))
 
 
 def myoqmri_example_data() -> Path:
@@ -62,7 +60,7 @@ def _download_and_unpack(root: Path) -> None:
                              timeout=600)
         if run.returncode != 0 or not archive.is_file():
             message = f"cannot fetch {MYOQMRI} from the package registry: {run.stderr.strip()[-400:]}"
-            if _required():
+            if required("registry"):
                 pytest.fail(message)
             pytest.skip(message)
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
