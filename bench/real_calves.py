@@ -22,12 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from phantom.default_atlas import ensure_default_atlas
-from quant import volumes as V
 from quant.atlas import load_atlas
 from quant.params import QuantParams
 from quant.partial import leg_midline_x
@@ -35,13 +33,7 @@ from quant.pipeline import labels_on, quantify
 from quant.roistats import erode_labels
 from quant.volumes import station_volumes
 from storage.catalogue import PROFILE_MUSCLES, PROFILE_STATIONS, ScanProfile
-from tests.support.real_data import mese_files, myoqmri_example_data
-
-
-def dixon(name: str, onto: sitk.Image) -> np.ndarray:
-    path = next((myoqmri_example_data() / "Dixon_enhanced" / name).glob("*.dcm"))
-    image = V._volume("dixon", V._slices(pydicom.dcmread(path))).image  # Siemens marks Dixon images DERIVED
-    return sitk.GetArrayFromImage(sitk.Resample(image, onto, sitk.Transform(), sitk.sitkLinear, 0.0))
+from tests.support.real_data import dixon_on, mese_files
 
 
 def main() -> None:
@@ -54,7 +46,7 @@ def main() -> None:
                  station_muscles=PROFILE_STATIONS[ScanProfile.CALVES])
     seconds = time.perf_counter() - started
     labels = erode_labels(labels_on(q.subject_labels, t2.image), t2.image.GetSpacing(), params.erosion_mm)
-    fat, water = dixon("016_dixon_2echo_RR_F", t2.image), dixon("018_dixon_2echo_RR_W", t2.image)
+    fat, water = dixon_on("016_dixon_2echo_RR_F", t2.image), dixon_on("018_dixon_2echo_RR_W", t2.image)
     fraction = fat / np.maximum(fat + water, 1e-6)
     gap = leg_midline_x(t2.image)
     x = np.asarray([t2.image.TransformIndexToPhysicalPoint((i, 0, 0))[0] for i in range(t2.image.GetSize()[0])])

@@ -332,10 +332,12 @@ def head_first(volumes: Iterable[StationVolume]) -> list[StationVolume]:
     return sorted(volumes, key=lambda v: -centre_z(v.image))
 
 
-def station_volumes(datasets: Iterable[Dataset], *, echo_ms: float | None = None) -> list[StationVolume]:
+def station_volumes(datasets: Iterable[Dataset], *, echo_ms: float | None = None,
+                    derived: bool = False) -> list[StationVolume]:
     """Station volumes of the acquired (non-derived) images in ``datasets``, one per station, b-value and echo
     time — or, with ``echo_ms``, one per station and b-value: of several echoes the one nearest ``echo_ms``
-    (the shorter of two as near).
+    (the shorter of two as near). ``derived``: the scanner's derived images too (a Dixon water or fat image is
+    DERIVED; the pipeline never reads them, the tests and benchmarks judge its ROIs with them).
 
     Ordered by series, then head to feet, then b-value, then echo time. Raises :class:`VolumeError` on
     inconsistent orientation / pixel spacing / matrix within a station, or on a gap, a
@@ -344,7 +346,7 @@ def station_volumes(datasets: Iterable[Dataset], *, echo_ms: float | None = None
     groups: dict[tuple[str, float | None, float | None], list[_Slice]] = {}
     for ds in datasets:
         for s in _slices(ds):
-            if not s.derived:
+            if derived or not s.derived:
                 groups.setdefault((_station_key(s), s.b_value, s.echo_time), []).append(s)
     if echo_ms is not None:
         nearest: dict[tuple[str, float | None], float | None] = {}

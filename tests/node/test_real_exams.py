@@ -17,7 +17,7 @@ from storage import models as m
 from storage.catalogue import MUSCLES, ScanProfile
 from tests.node.test_exams import mark_processed, quiet, register, settle, visit_states, wait_visit_state
 from tests.support.dcmtk import dcmtk
-from tests.support.real_data import mese_files, myoqmri_example_data
+from tests.support.real_data import dixon_on, mese_files, myoqmri_example_data
 
 DIXON = ("012_dixon_2echo_RR_opp", "014_dixon_2echo_RR_in", "016_dixon_2echo_RR_F", "018_dixon_2echo_RR_W")
 
@@ -84,7 +84,6 @@ def test_a_siemens_calf_exam_is_measured_in_the_calves_and_its_rois_lie_in_muscl
     import numpy as np
     import SimpleITK as sitk
 
-    from quant import volumes as V
     from quant.pipeline import labels_on
     from quant.roistats import erode_labels
     from quant.volumes import station_volumes
@@ -131,12 +130,7 @@ def test_a_siemens_calf_exam_is_measured_in_the_calves_and_its_rois_lie_in_muscl
                        t2.image)
     eroded = erode_labels(labels, t2.image.GetSpacing(), node.settings.quant.erosion_mm)
 
-    def dixon(name: str) -> np.ndarray:
-        path = next((myoqmri_example_data() / "Dixon_enhanced" / name).glob("*.dcm"))
-        image = V._volume("dixon", V._slices(pydicom.dcmread(path))).image  # derived images: read as they are
-        return sitk.GetArrayFromImage(sitk.Resample(image, t2.image, sitk.Transform(), sitk.sitkLinear, 0.0))
-
-    fat, water = dixon("016_dixon_2echo_RR_F"), dixon("018_dixon_2echo_RR_W")
+    fat, water = dixon_on("016_dixon_2echo_RR_F", t2.image), dixon_on("018_dixon_2echo_RR_W", t2.image)
     fraction = fat / np.maximum(fat + water, 1e-6)
     body = (fat + water) > 0.2 * np.percentile(fat + water, 99)
     columns = np.flatnonzero(body.any(axis=(0, 1)))

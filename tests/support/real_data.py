@@ -22,8 +22,10 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
+import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
 from tests.support.peers import required
@@ -91,3 +93,13 @@ def nibabel_dicom(name: str) -> Dataset:
     from io import BytesIO
 
     return pydicom.dcmread(BytesIO(raw))
+
+
+def dixon_on(series: str, onto: sitk.Image) -> np.ndarray:
+    """A Dixon series of the myoqmri exam (e.g. ``016_dixon_2echo_RR_F``), resampled onto ``onto``'s grid through
+    the frame of reference they share (linear), as an array (k, j, i). Siemens marks Dixon images DERIVED."""
+    from quant.volumes import station_volumes
+
+    path = next((myoqmri_example_data() / "Dixon_enhanced" / series).glob("*.dcm"))
+    (volume,) = station_volumes([pydicom.dcmread(path)], derived=True)
+    return sitk.GetArrayFromImage(sitk.Resample(volume.image, onto, sitk.Transform(), sitk.sitkLinear, 0.0))
