@@ -44,11 +44,11 @@ from pydicom.valuerep import format_number_as_ds
 
 from phantom.geometry import Station
 from phantom.images import StationImage, VisitImages, VisitMeta
+from quant.diffusion import GE_B_VALUE_BIAS, GE_PARM_CREATOR, PHILIPS_IMAGING_CREATOR, SIEMENS_MR_CREATOR
 
-PHILIPS_IMAGING = "Philips Imaging DD 001"  # private creator of (2001,xx03) Diffusion B-Factor, FL
+PHILIPS_IMAGING = PHILIPS_IMAGING_CREATOR  # private creator of (2001,xx03) Diffusion B-Factor, FL
 VENDORS = {"philips": ("Philips", "Ingenia"), "siemens": ("SIEMENS", "MAGNETOM Prisma"),
            "ge": ("GE MEDICAL SYSTEMS", "SIGNA Premier")}
-GE_B_VALUE_BIAS = 1_000_000_000  # what GE software adds to the b-value in (0043,1039)
 PHILIPS_MR_IMAGING = "Philips MR Imaging DD 001"  # private creator of (2005,xx0E) MR Scale Slope, FL
 PHILIPS_MR_IMAGING_005 = "Philips MR Imaging DD 005"  # private creator of (2005,140F), the per-frame private items
 PER_FRAME_PRIVATE_CREATOR_TAG = 0x20050014  # Philips' fixed slot for "Philips MR Imaging DD 005"
@@ -377,9 +377,9 @@ def _acquired_matrix(protocol: _Protocol, station: Station) -> tuple[int, int]:
 def _add_vendor_diffusion(ds: Dataset, vendor: str, b_value: float) -> None:
     """A classic DWI header as Siemens or GE writes it: the b-value only in the vendor's private element."""
     if vendor == "siemens":
-        ds.private_block(0x0019, "SIEMENS MR HEADER", create=True).add_new(0x0C, "IS", str(round(b_value)))
+        ds.private_block(0x0019, SIEMENS_MR_CREATOR, create=True).add_new(0x0C, "IS", str(round(b_value)))
     else:
-        block = ds.private_block(0x0043, "GEMS_PARM_01", create=True)
+        block = ds.private_block(0x0043, GE_PARM_CREATOR, create=True)
         block.add_new(0x39, "IS", f"{GE_B_VALUE_BIAS + round(b_value)}\\8\\0\\0")
 
 
