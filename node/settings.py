@@ -178,14 +178,16 @@ class QueueSettings(_Section):
 
 
 class SeriesRule(_Section):
-    """Classifies a series as whole-body T2 or DWI; all given conditions must match."""
+    """Classifies a series as the protocol's T2, DWI, or Dixon water or fat images; all given conditions must match."""
 
-    kind: Literal["t2", "dwi"]
+    kind: Literal["t2", "dwi", "dixon_water", "dixon_fat"]
     description: str = Field(description="regex searched in SeriesDescription or ProtocolName (case-insensitive)")
     orientation: Literal["coronal", "axial", "sagittal"] | None = None
     scanning_sequence: str | None = Field(default=None, description="regex searched in ScanningSequence")
+    image_type: str | None = Field(default=None, description="regex searched in the ImageType values joined by "
+                                                             "backslashes (case-insensitive)")
 
-    @field_validator("description", "scanning_sequence")
+    @field_validator("description", "scanning_sequence", "image_type")
     @classmethod
     def _regex(cls, pattern: str | None) -> str | None:
         if pattern is not None:
@@ -197,14 +199,22 @@ class SeriesRule(_Section):
 
 
 # What each [protocol] profile expects unless the settings say otherwise: how its series are recognised and how
-# many stations make a complete exam (a leg protocol's DWI is optional: 0 stations required).
+# many stations make a complete exam (a leg protocol's DWI is optional: 0 stations required). Dixon water and fat
+# images (optional everywhere) are known by their Image Type, as the vendors write it: Siemens DIXON\WATER and
+# DIXON\FAT, Philips W and F, GE WATER and FAT.
+_DIXON_RULES = (
+    {"kind": "dixon_water", "description": "", "image_type": r"(^|\\)(WATER|W)(\\|$)"},
+    {"kind": "dixon_fat", "description": "", "image_type": r"(^|\\)(FAT|F)(\\|$)"},
+)
 _LEG_RULES = (
+    *_DIXON_RULES,
     {"kind": "t2", "description": r"T2|mese|multi.?echo|me.?se|se.?mc|t2.?map", "orientation": "axial"},
     {"kind": "dwi", "description": r"DWI|diff|resolve"},
 )
 PROFILE_DEFAULTS: dict[ScanProfile, dict[str, object]] = {
     ScanProfile.WHOLE_BODY: {
-        "rules": [{"kind": "t2", "description": r"(WB|whole.?body).*T2|T2.*(WB|whole.?body)", "orientation": "coronal"},
+        "rules": [*_DIXON_RULES,
+                  {"kind": "t2", "description": r"(WB|whole.?body).*T2|T2.*(WB|whole.?body)", "orientation": "coronal"},
                   {"kind": "dwi", "description": r"(WB|whole.?body).*(DWI|diff)|(DWI|diff).*(WB|whole.?body)"}],
         "t2_stations": 6, "dwi_stations": 8,
     },

@@ -95,6 +95,7 @@ RELATIVE_T2 = _private("REL-T2", "Relative T2 signal")
 SUMMARY_RELATIVE_T2 = _private("REL-T2-SUMMARY", "Mean relative T2 signal over all muscles")
 VOLUME = _std(codes.SCT.Volume)
 ADC = _std(codes.DCM.ApparentDiffusionCoefficient)
+FAT_FRACTION = _std(codes.DCM.FatFraction)  # DCM 129100, measured as the signal fat fraction F / (W + F) of Dixon
 MEAN = _std(codes.SCT.Mean)
 STANDARD_DEVIATION = _std(codes.SCT.StandardDeviation)
 
@@ -103,10 +104,12 @@ ARBITRARY_UNIT = CodedConcept("[arb'U]", "UCUM", "arbitrary unit")
 RATIO = CodedConcept("1", "UCUM", "no units")
 MILLILITRE = CodedConcept("ml", "UCUM", "milliliter")
 MM2_PER_S = CodedConcept("mm2/s", "UCUM", "square millimeter per second")
+PERCENT = _std(codes.UCUM.Percent)
 
 # Quality control: one concept per modality measured, one value per flag of quant.pipeline.QC_FLAGS
 QC_FLAG = {Modality.REL_T2: _private("QC-FLAG-T2", "Relative T2 quality control flag"),
-           Modality.ADC: _private("QC-FLAG-ADC", "ADC quality control flag")}
+           Modality.ADC: _private("QC-FLAG-ADC", "ADC quality control flag"),
+           Modality.FF: _private("QC-FLAG-FF", "Fat fraction quality control flag")}
 QC_VALUES: dict[str, CodedConcept] = {
     "roi_too_small": _private("QC-ROI-SMALL", "ROI too small"),
     "touches_field_edge": _private("QC-FOV-EDGE", "ROI touches the field of view edge"),
@@ -128,5 +131,5 @@ def all_codes() -> list[CodedConcept]:
     """Every concept of this table (for checks against the code dictionary)."""
     singles = [LATERALITY["left"], LATERALITY["right"], TISSUE, SKELETAL_MUSCLE, ALGORITHM_FAMILY, IMAGE_STITCHING,
                SOURCE_IMAGE_PURPOSE, REPLACED_SERIES, WHOLE_BODY_MRI, REPORT_TITLE, DEVICE_OBSERVER, T2W_SIGNAL,
-               REFERENCE_SIGNAL, RELATIVE_T2, SUMMARY_RELATIVE_T2, VOLUME, ADC, MEAN, STANDARD_DEVIATION]
+               REFERENCE_SIGNAL, RELATIVE_T2, SUMMARY_RELATIVE_T2, VOLUME, ADC, FAT_FRACTION, MEAN, STANDARD_DEVIATION]
     return [*MUSCLE_CODES.values(), *singles, *QC_FLAG.values(), *QC_VALUES.values(), COVERAGE, NOT_COVERED]

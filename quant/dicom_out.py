@@ -452,7 +452,7 @@ def _check_rows(rows: Sequence[MeasurementRow], not_covered: Sequence[tuple[str,
         seen.add(key)
 
 
-def _measurements(t2: MeasurementRow | None, adc: MeasurementRow | None,
+def _measurements(t2: MeasurementRow | None, adc: MeasurementRow | None, ff: MeasurementRow | None,
                   adc_map: Dataset | None) -> list[hd.sr.Measurement]:
     out = []
     if t2 is not None:
@@ -461,7 +461,7 @@ def _measurements(t2: MeasurementRow | None, adc: MeasurementRow | None,
         if t2.reference_value is not None:
             out.append(hd.sr.Measurement(C.REFERENCE_SIGNAL, t2.reference_value, C.ARBITRARY_UNIT, derivation=C.MEAN))
         out.append(hd.sr.Measurement(C.RELATIVE_T2, t2.value, C.RATIO))
-    volume = t2.volume_ml if t2 is not None else adc.volume_ml if adc is not None else None
+    volume = next((r.volume_ml for r in (t2, adc, ff) if r is not None), None)
     if volume is not None:
         out.append(hd.sr.Measurement(C.VOLUME, volume, C.MILLILITRE))
     if adc is not None:
@@ -469,12 +469,15 @@ def _measurements(t2: MeasurementRow | None, adc: MeasurementRow | None,
         out += [hd.sr.Measurement(C.ADC, adc.value, C.MM2_PER_S, derivation=C.MEAN, referenced_images=source),
                 hd.sr.Measurement(C.ADC, adc.sd, C.MM2_PER_S, derivation=C.STANDARD_DEVIATION,
                                   referenced_images=source)]
+    if ff is not None:
+        out += [hd.sr.Measurement(C.FAT_FRACTION, ff.value, C.PERCENT, derivation=C.MEAN),
+                hd.sr.Measurement(C.FAT_FRACTION, ff.sd, C.PERCENT, derivation=C.STANDARD_DEVIATION)]
     return out
 
 
-def _qc(t2: MeasurementRow | None, adc: MeasurementRow | None) -> list[hd.sr.QualitativeEvaluation]:
+def _qc(*rows: MeasurementRow | None) -> list[hd.sr.QualitativeEvaluation]:
     return [hd.sr.QualitativeEvaluation(C.QC_FLAG[r.modality], C.QC_VALUES[flag])
-            for r in (t2, adc) if r is not None for flag in sorted(set(r.qc_flags))]
+            for r in rows if r is not None for flag in sorted(set(r.qc_flags))]
 
 
 def measurement_report(rows: Sequence[MeasurementRow], seg: Dataset, derived: Sequence[Dataset],
@@ -487,8 +490,9 @@ def measurement_report(rows: Sequence[MeasurementRow], seg: Dataset, derived: Se
     (``ctx.replaces["sr"]``), which stays stored and queryable.
 
     A group holds the T2 measurements (mean and SD of the T2-weighted signal, the bone marrow
-    reference mean, relative T2), the volume and, for the axial muscles, mean and SD of the
-    ADC with the ADC map as their source of measurement; its QC flags are qualitative
+    reference mean, relative T2), the volume, for the axial muscles mean and SD of the
+    ADC with the ADC map as their source of measurement, and where the visit has Dixon images mean and SD of
+    the fat fraction (DCM 129100, %); its QC flags are qualitative
     evaluations (one concept per modality). It references its SEG segment (TID 1411) when
     the SEG has one for that muscle × side; otherwise it is a TID 1501 group. A muscle × side the
     protocol does not cover (``ctx.not_covered``) has a TID 1501 group with no measurement and the
@@ -508,13 +512,14 @@ def measurement_report(rows: Sequence[MeasurementRow], seg: Dataset, derived: Se
                  | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations] = []
     for muscle in MUSCLES:
         for side in muscle.sides:
-            t2, adc = by_key.get((Modality.REL_T2, muscle.key, side)), by_key.get((Modality.ADC, muscle.key, side))
-            if t2 is None and adc is None:
+            t2, adc, ff = (by_key.get((modality, muscle.key, side))
+                           for modality in (Modality.REL_T2, Modality.ADC, Modality.FF))
+            if t2 is None and adc is None and ff is None:
                 continue
             ident = tracking_id(muscle.key, side)
             tracking = hd.sr.TrackingIdentifier(uid=tracking_uid(patient, muscle.key, side), identifier=ident)
             sites = [hd.sr.FindingSite(_copy(C.MUSCLE_CODES[muscle.key]), laterality=C.LATERALITY.get(side))]
-            measurements, evaluations = _measurements(t2, adc, adc_map), _qc(t2, adc) or None
+            measurements, evaluations = _measurements(t2, adc, ff, adc_map), _qc(t2, adc, ff) or None
             if ident in segments:
                 segment = hd.sr.ReferencedSegment(seg.SOPClassUID, seg.SOPInstanceUID, segments[ident],
                                                   source_series=source_series)

@@ -7,7 +7,8 @@ by a local registration on a 1 mm grid (:mod:`quant.regional`); map the labels i
 grid, erode them, and measure on the native station voxels — relative T2 against the
 marrow reference of the same station; register the stitched DWI b0 to the stitched T2
 (affine, mutual information), carry the labels into every DWI station, compute ADC per
-station from its b-value pair, and measure ADC per axial muscle. No I/O here: the caller
+station from its b-value pair, and measure ADC per axial muscle; where the protocol has Dixon water and fat images,
+measure each muscle's fat fraction on them through the shared Frame of Reference (:mod:`quant.fat`). No I/O here: the caller
 (:mod:`quant.visit_io`) loads the volumes and stores the results.
 """
 
@@ -22,6 +23,7 @@ import SimpleITK as sitk
 
 from quant.adc import by_station, estimate_noise_floor, station_adc
 from quant.atlas import Atlas, AtlasLabel
+from quant.fat import DixonStation, muscle_fat_fractions
 from quant.params import QuantParams
 from quant.partial import partial_labels
 from quant.regional import refine_region
@@ -48,7 +50,7 @@ QC_FLAGS = (ROI_TOO_SMALL, TOUCHES_FIELD_EDGE, REFERENCE_OUT_OF_RANGE, REFERENCE
 class MeasurementRow:
     muscle: str
     side: str
-    modality: Modality  # relative T2 (ratio) | ADC (mm²/s)
+    modality: Modality  # relative T2 (ratio) | ADC (mm²/s) | fat fraction (%)
     value: float
     mean_signal: float
     sd: float
@@ -156,9 +158,11 @@ def label_volumes_ml(labels: sitk.Image) -> np.ndarray:
 
 def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, settings: QuantParams,
              progress: Callable[[str], None] | None = None, covered: Collection[str] | None = None,
-             station_muscles: Sequence[Collection[str]] | None = None) -> VisitQuant:
+             station_muscles: Sequence[Collection[str]] | None = None,
+             dixon: Sequence[DixonStation] = ()) -> VisitQuant:
     """Measure one visit: relative T2 for every atlas muscle the protocol covers (``covered``, see
-    :func:`covered_muscles`), ADC for the axial ones (DESIGN.md). ``station_muscles`` (a leg protocol: the
+    :func:`covered_muscles`), ADC for the axial ones (DESIGN.md), and fat fraction where the visit has Dixon
+    images (``dixon``, on the T2's Frame of Reference). ``station_muscles`` (a leg protocol: the
     muscles of each T2 station, head first) registers the atlas station by station and leg by leg
     (:mod:`quant.partial`) instead of the whole atlas to the stitched stations — when the visit has that many
     T2 stations (a whole-body scan measured for a leg protocol is registered whole, with a warning)."""
@@ -222,6 +226,11 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
     measured = covered_muscles(atlas, covered)
     warnings += t2_warnings
     lap("measure_t2")
+    if dixon:
+        say("measure fat fraction")
+        ff_rows, ff_warnings = measure_fat(dixon, head_first(t2), t2_labels, measured, settings, volumes_ml)
+        rows, warnings = [*rows, *ff_rows], [*warnings, *ff_warnings]
+        lap("measure_ff")
 
     adc_images: list[sitk.Image] = []
     b0_stations: list[sitk.Image] = []
@@ -318,6 +327,31 @@ def measure_t2(t2: list[StationVolume], subject_labels: sitk.Image, atlas: Atlas
         rows.append(MeasurementRow(muscle=m.key, side=m.side, modality=Modality.REL_T2, value=res.value, mean_signal=res.mean_signal, sd=res.sd, reference_value=res.reference_mean,
                                    voxel_count=res.n, volume_ml=float(volumes_ml[m.value]), stations=res.stations, qc_flags=flags, references=res.references))
     return rows, station_labels, warnings
+
+
+def measure_fat(dixon: Sequence[DixonStation], t2: list[StationVolume], station_labels: Sequence[sitk.Image],
+                muscles: Sequence[AtlasLabel], settings: QuantParams, volumes_ml: np.ndarray | None = None
+                ) -> tuple[list[MeasurementRow], list[str]]:
+    """Fat fraction (%) of ``muscles`` on the Dixon stations over the ROIs their relative T2 is measured on
+    (:mod:`quant.fat`): ``t2`` head first and ``station_labels`` as :func:`measure_t2` returns them (eroded here as
+    there). The rows and a warning for each muscle measurable on no Dixon station. ``volumes_ml`` (of the subject
+    label grid) gives the rows' volumes; without it they have none."""
+    rois = [erode_labels(sitk.GetArrayViewFromImage(lab), vol.image.GetSpacing(), settings.erosion_mm)
+            for vol, lab in zip(t2, station_labels, strict=True)]
+    found = muscle_fat_fractions(dixon, t2, rois, [m.value for m in muscles], min_voxels=settings.min_voxels)
+    rows, warnings = [], []
+    for m in muscles:
+        res = found.get(m.value)
+        if res is None:
+            warnings.append(f"{m.name}: not measurable on the Dixon images (fewer than {settings.min_voxels} voxels "
+                            "of its T2 ROI in every Dixon station)")
+            continue
+        rows.append(MeasurementRow(muscle=m.key, side=m.side, modality=Modality.FF, value=res.value,
+                                   mean_signal=res.value, sd=res.sd, reference_value=None, voxel_count=res.n,
+                                   volume_ml=float(volumes_ml[m.value]) if volumes_ml is not None else None,
+                                   stations=res.stations,
+                                   qc_flags=[ROI_TOO_SMALL] if res.n < settings.small_roi_voxels else []))
+    return rows, warnings
 
 
 def _stitching_axis(img: sitk.Image) -> int:

@@ -1,7 +1,8 @@
 """The storage side of quantification: a visit's stored DICOM in, its measurements out.
 
-Reading takes the newest stored version of every instance of the visit's T2 and DWI
-series. Writing replaces the visit's previous measurements in one transaction, so a
+Reading takes the newest stored version of every instance of the visit's T2, DWI and Dixon
+series (Dixon water and fat pairs on the T2's Frame of Reference; one that cannot be used is named in the
+provenance and left out — the Dixon images are optional, the T2 is not). Writing replaces the visit's previous measurements in one transaction, so a
 re-run never leaves a mix of old and new rows.
 """
 
@@ -14,6 +15,7 @@ from pydicom.dataset import Dataset
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from quant.fat import DixonStation, dixon_stations
 from quant.pipeline import MeasurementRow
 from quant.volumes import StationVolume, VolumeError, station_volumes
 from storage import models as m
@@ -31,6 +33,7 @@ class VisitInput:
     dwi: list[StationVolume]
     headers: list[Dataset]  # one header per T2 instance (pixel data dropped): patient, study, frame of reference
     dwi_header: Dataset | None = None  # one DWI header (source of the ADC map)
+    dixon: list[DixonStation] = field(default_factory=list)  # water and fat per Dixon station, head first
     provenance: list[str] = field(default_factory=list)  # what was chosen from the inputs, said once
 
 
@@ -52,9 +55,28 @@ def _newest_instances(s: Session, visit_id: int, kind: m.SeriesKind) -> dict[str
     return out
 
 
+def _read(store: FileStore, visit_id: int, series_uid: str, instances: list[m.Instance]) -> list[Dataset]:
+    datasets = []
+    for inst in instances:
+        path = store.absolute(inst.file_path)
+        try:
+            datasets.append(pydicom.dcmread(path))
+        except (OSError, pydicom.errors.InvalidDicomError) as exc:
+            raise VisitInputError(f"visit {visit_id}, series {series_uid}: cannot read {path}: {exc}") from exc
+    return datasets
+
+
+def _without_pixels(datasets: list[Dataset]) -> None:
+    """The pixels are in the volumes now: keep the headers only."""
+    for ds in datasets:
+        if "PixelData" in ds:
+            del ds.PixelData
+
+
 def load_visit(s: Session, store: FileStore, visit_id: int, *, t2_te_ms: float | None = None) -> VisitInput:
-    """Station volumes of the visit's T2 and DWI series, read from the file store; of a multi-echo T2 series the
-    echo nearest ``t2_te_ms`` (``[protocol] t2_te_ms``), named in :attr:`VisitInput.provenance`."""
+    """Station volumes of the visit's T2, DWI and Dixon series, read from the file store; of a multi-echo T2 series
+    the echo nearest ``t2_te_ms`` (``[protocol] t2_te_ms``), named in :attr:`VisitInput.provenance`, as is any
+    Dixon series left out (another Frame of Reference than the T2's, unreadable geometry, no image, no partner)."""
     if s.get(m.Visit, visit_id) is None:
         raise VisitInputError(f"visit {visit_id} does not exist")
     volumes: dict[m.SeriesKind, list[StationVolume]] = {m.SeriesKind.T2: [], m.SeriesKind.DWI: []}
@@ -63,22 +85,14 @@ def load_visit(s: Session, store: FileStore, visit_id: int, *, t2_te_ms: float |
     provenance: list[str] = []
     for kind in volumes:
         for series_uid, instances in _newest_instances(s, visit_id, kind).items():
-            datasets = []
-            for inst in instances:
-                path = store.absolute(inst.file_path)
-                try:
-                    datasets.append(pydicom.dcmread(path))
-                except (OSError, pydicom.errors.InvalidDicomError) as exc:
-                    raise VisitInputError(f"visit {visit_id}, series {series_uid}: cannot read {path}: {exc}") from exc
+            datasets = _read(store, visit_id, series_uid, instances)
             try:
                 found = station_volumes(datasets, echo_ms=t2_te_ms if kind is m.SeriesKind.T2 else None)
                 volumes[kind].extend(found)
                 provenance.extend(_echo_choice(series_uid, found))
             except VolumeError as exc:
                 raise VisitInputError(f"visit {visit_id}: {exc}") from exc
-            for ds in datasets:  # pixels are in the volumes now; keep the headers only
-                if "PixelData" in ds:
-                    del ds.PixelData
+            _without_pixels(datasets)
             if kind is m.SeriesKind.T2:  # the instances measured (of a multi-echo series, the chosen echo's)
                 used = {uid for volume in found for uid in volume.sop_uids}
                 headers.extend(ds for ds in datasets if str(ds.SOPInstanceUID) in used)
@@ -86,8 +100,27 @@ def load_visit(s: Session, store: FileStore, visit_id: int, *, t2_te_ms: float |
                 dwi_header = datasets[0]
     if not volumes[m.SeriesKind.T2]:
         raise VisitInputError(f"visit {visit_id}: no T2 series stored")
+    frames = {str(ds.get("FrameOfReferenceUID", "")) for ds in headers} - {""}
+    dixon: dict[m.SeriesKind, list[StationVolume]] = {m.SeriesKind.DIXON_WATER: [], m.SeriesKind.DIXON_FAT: []}
+    for kind in dixon:
+        for series_uid, instances in _newest_instances(s, visit_id, kind).items():
+            datasets = _read(store, visit_id, series_uid, instances)
+            theirs = {str(ds.get("FrameOfReferenceUID", "")) for ds in datasets}
+            if not theirs <= frames:
+                provenance.append(f"Dixon series {series_uid}: Frame of Reference {', '.join(sorted(theirs))} is not "
+                                  "the T2's; its images cannot carry the T2 labels, not used")
+                continue
+            try:
+                dixon[kind].extend(station_volumes(datasets, derived=True))  # scanners mark Dixon images DERIVED
+            except VolumeError as exc:
+                provenance.append(f"Dixon series {series_uid} not used: {exc}")
+    pairs, notes = dixon_stations(dixon[m.SeriesKind.DIXON_WATER], dixon[m.SeriesKind.DIXON_FAT])
+    provenance += notes
+    if pairs:
+        provenance.append(f"fat fraction measured on {len(pairs)} Dixon station(s): water "
+                          f"{', '.join(p.water.series_uid for p in pairs)}, fat {', '.join(p.fat.series_uid for p in pairs)}")
     return VisitInput(visit_id=visit_id, t2=volumes[m.SeriesKind.T2], dwi=volumes[m.SeriesKind.DWI], headers=headers,
-                      dwi_header=dwi_header, provenance=provenance)
+                      dwi_header=dwi_header, provenance=provenance, dixon=pairs)
 
 
 def _echo_choice(series_uid: str, kept: list[StationVolume]) -> list[str]:

@@ -63,6 +63,7 @@ class StationVolume:
     echo_time_ms: float | None = None  # (Effective) Echo Time of its images, when they give one
     echoes_ms: tuple[float, ...] = ()  # every echo time the station had, when one was chosen among several
     diffusion: Diffusion | None = None  # where the b-value was read (its first image's)
+    slice_thickness_mm: float | None = None  # Slice Thickness of its first image, when given
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -318,7 +319,8 @@ def _volume(key: str, slices: Sequence[_Slice]) -> StationVolume:
     image.SetDirection(tuple(float(v) for v in np.column_stack([first.row, first.col, first.normal]).ravel()))
     return StationVolume(image=image, series_uid=first.series_uid, station_key=key, b_value=first.b_value,
                          sop_uids=[s.sop_uid for s in ordered], frame_numbers=[s.frame_number for s in ordered],
-                         echo_time_ms=first.echo_time, diffusion=first.diffusion)
+                         echo_time_ms=first.echo_time, diffusion=first.diffusion,
+                         slice_thickness_mm=first.slice_thickness)
 
 
 def centre_z(image: sitk.Image) -> float:

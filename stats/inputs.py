@@ -125,7 +125,7 @@ def read_observations(path: Path, subjects: pd.DataFrame, visits: list[str],
         side = row["side"]
         if side not in SIDES:
             raise InputError(f"{where}, column side: {side!r} is not left, right or none")
-        if measure in ("relT2", "ADC") and side not in MUSCLE_BY_KEY[muscle].sides:
+        if measure in ("relT2", "ADC", "FF") and side not in MUSCLE_BY_KEY[muscle].sides:
             raise InputError(f"{where}, column side: {muscle} takes side {'/'.join(MUSCLE_BY_KEY[muscle].sides)}")
         if measure == "MRC" and side not in mrc_sides(muscle):
             raise InputError(f"{where}, column side: MRC {muscle} takes side {'/'.join(mrc_sides(muscle))}")

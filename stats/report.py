@@ -129,12 +129,16 @@ def render_html(result: RunResult, obs: pd.DataFrame, subjects: pd.DataFrame, in
     tables = [
         _between(f["table1"], "Table 1 — relative T2-signal, patients vs controls at baseline", with_prop=True),
         _between(f["table1_adc"], "Table 1 (ADC) — apparent diffusion coefficient at baseline", with_prop=False),
+        *([_between(f["table1_ff"], "Table 1 (fat fraction) — Dixon fat fraction at baseline (%)", with_prop=False)]
+          if not f["table1_ff"].empty else []),
         _between(f["table2"], "Table 2 — electrophysiology at baseline (side tested)", with_prop=False),
         _simple(f["table3"], "Table 3 — associations with relative T2 (patients, baseline)",
                 [("Measure", "measure"), ("Muscle", "muscle"), ("n", "n")]),
         _longitudinal(f["table4"], "Table 4 — clinical and electrophysiological change", percent=False),
         _longitudinal(f["table5"], "Table 5 — change in relative T2-signal", percent=True),
         _longitudinal(f["table5_adc"], "Table 5 (ADC) — change in ADC", percent=True),
+        *([_longitudinal(f["table5_ff"], "Table 5 (fat fraction) — change in Dixon fat fraction (percentage points)",
+                         percent=False)] if not f["table5_ff"].empty else []),
         _simple(f["predictors"], "Baseline relative T2 as predictor of MRC change",
                 [("Subset", "subset"), ("Visit", "visit"), ("Muscle", "muscle"), ("n", "n")]),
         _simple(f["mrc_wilcoxon"].assign(side=f["mrc_wilcoxon"]["side"]),

@@ -17,8 +17,8 @@ import pandas as pd
 from stats import tables
 from stats.inputs import Cohort
 
-OUTPUTS = ("table1", "table1_adc", "table2", "table3", "table4", "table5", "table5_adc", "predictors",
-           "mrc_wilcoxon", "demographics")
+OUTPUTS = ("table1", "table1_adc", "table1_ff", "table2", "table3", "table4", "table5", "table5_adc", "table5_ff",
+           "predictors", "mrc_wilcoxon", "demographics")
 
 
 @dataclass(kw_only=True)
@@ -50,11 +50,13 @@ def compute(cohort: Cohort) -> RunResult:
     steps = {
         "table1": lambda: tables.table1(obs, subjects, visits[0]),
         "table1_adc": lambda: tables.table1_adc(obs, subjects, visits[0]),
+        "table1_ff": lambda: tables.table1_ff(obs, subjects, visits[0]),
         "table2": lambda: tables.table2(obs, subjects, visits[0]),
         "table3": lambda: tables.table3(by_side, subjects, visits[0]),
         "table4": lambda: tables.table4(obs, subjects, visits, notes),
         "table5": lambda: tables.table5(obs, subjects, visits, notes),
         "table5_adc": lambda: tables.table5_adc(obs, subjects, visits, notes),
+        "table5_ff": lambda: tables.table5_ff(obs, subjects, visits, notes),
         "predictors": lambda: tables.predictors(obs, subjects, visits),
         "mrc_wilcoxon": lambda: tables.mrc_wilcoxon(obs, subjects, visits),
         "demographics": lambda: tables.demographics(obs, subjects, visits),
@@ -63,7 +65,7 @@ def compute(cohort: Cohort) -> RunResult:
         start = time.perf_counter()
         result.frames[name] = step()
         result.timings_s[name] = round(time.perf_counter() - start, 3)
-    for name in ("table1", "table1_adc", "table2"):
+    for name in ("table1", "table1_adc", "table1_ff", "table2"):
         frame = result.frames[name]
         for _, r in frame[frame["p"].notna() & frame["ci_low"].isna()].iterrows():
             notes.append(f"{name} {r['measure']} {r['muscle']} {r['side']}: Fieller interval unbounded (empty CI)")

@@ -206,6 +206,12 @@ def table1_adc(obs: pd.DataFrame, subjects: pd.DataFrame, baseline: str) -> pd.D
     return table_between(obs, subjects, ("ADC",), baseline, with_proportion=False)
 
 
+def table1_ff(obs: pd.DataFrame, subjects: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Table 1 for the Dixon fat fraction (not in the paper: measured where a protocol has Dixon images; empty
+    otherwise)."""
+    return table_between(obs, subjects, ("FF",), baseline, with_proportion=False)
+
+
 def table2(obs: pd.DataFrame, subjects: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """Table 2: electrophysiology (CMAP, MUNIX, MUSIX) of patients vs controls at baseline."""
     return table_between(obs, subjects, EPHYS, baseline, with_proportion=False)
@@ -225,6 +231,11 @@ def table5(obs: pd.DataFrame, subjects: pd.DataFrame, visits: list[str], notes: 
 def table5_adc(obs: pd.DataFrame, subjects: pd.DataFrame, visits: list[str], notes: list[str]) -> pd.DataFrame:
     """Table 5 for ADC."""
     return longitudinal(obs, subjects, ("ADC",), visits, percent=True, notes=notes)
+
+
+def table5_ff(obs: pd.DataFrame, subjects: pd.DataFrame, visits: list[str], notes: list[str]) -> pd.DataFrame:
+    """Table 5 for the Dixon fat fraction (change in percentage points; empty without Dixon measurements)."""
+    return longitudinal(obs, subjects, ("FF",), visits, percent=False, notes=notes)
 
 
 def table3(obs: pd.DataFrame, subjects: pd.DataFrame, baseline: str) -> pd.DataFrame:

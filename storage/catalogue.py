@@ -61,19 +61,24 @@ class Diagnosis(str, enum.Enum):
 
 
 class SeriesKind(str, enum.Enum):
-    """What a received series is to the node: processing input (t2, dwi), a result, or other (stored, served, never processed)."""
+    """What a received series is to the node: processing input (t2, dwi; a Dixon protocol's water and fat images),
+    a result, or other (stored, served, never processed)."""
 
     T2 = "t2"
     DWI = "dwi"
+    DIXON_WATER = "dixon_water"
+    DIXON_FAT = "dixon_fat"
     RESULT = "result"
     OTHER = "other"
 
 
 class Modality(str, enum.Enum):
-    """The imaging measures: relative T2 (ratio) and ADC (mm²/s); the same names as the observations' measures."""
+    """The imaging measures: relative T2 (ratio), ADC (mm²/s) and, where the protocol has Dixon water and fat
+    images, fat fraction (%); the same names as the observations' measures."""
 
     REL_T2 = "relT2"
     ADC = "ADC"
+    FF = "FF"
 
 
 class ObservationSource(str, enum.Enum):
@@ -215,6 +220,7 @@ GLOBAL_MEASURES = ("ALSFRS-R", "MRC_sum", "weight")
 MEASURE_MUSCLES: dict[str, tuple[str, ...]] = {
     "relT2": tuple(m.key for m in MUSCLES),
     "ADC": tuple(m.key for m in MUSCLES if m.adc),
+    "FF": tuple(m.key for m in MUSCLES),
     "MRC": MRC_MUSCLES,
     "dynamometry": DYNAMOMETRY_MUSCLES,
     "MUNIX": EPHYS_MUSCLES,

@@ -1,4 +1,4 @@
-"""Classify a series as whole-body T2, whole-body DWI or other, by the ``[protocol]`` rules."""
+"""Classify a series as the protocol's T2, DWI, Dixon water or fat, a result or other, by the ``[protocol]`` rules."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def orientation(ds: Dataset) -> Orientation | None:
     return ("sagittal", "coronal", "axial")[axis]
 
 
-def classify_series(ds: Dataset, rules: list[SeriesRule]) -> Literal["t2", "dwi", "result", "other"]:
+def classify_series(ds: Dataset, rules: list[SeriesRule]
+                    ) -> Literal["t2", "dwi", "dixon_water", "dixon_fat", "result", "other"]:
     """The kind of the series ``ds`` belongs to; the first rule whose conditions all match wins."""
     if str(ds.get("SOPClassUID", "")) in RESULT_SOP_CLASSES:
         return "result"
@@ -57,12 +58,15 @@ def classify_series(ds: Dataset, rules: list[SeriesRule]) -> Literal["t2", "dwi"
     text = f"{ds.get('SeriesDescription', '')}\n{ds.get('ProtocolName', '')}"
     plane = orientation(ds)
     sequence = str(ds.get("ScanningSequence", ""))
+    image_type_text = "\\".join(str(v) for v in image_type)
     for rule in rules:
         if not re.search(rule.description, text, re.IGNORECASE):
             continue
         if rule.orientation is not None and rule.orientation != plane:
             continue
         if rule.scanning_sequence is not None and not re.search(rule.scanning_sequence, sequence):
+            continue
+        if rule.image_type is not None and not re.search(rule.image_type, image_type_text, re.IGNORECASE):
             continue
         return rule.kind
     return "other"

@@ -10,8 +10,9 @@ objects) becomes a :class:`storage.models.Correction` when the exam watcher next
    workstation saves every segment, so only those whose voxels differ from myonode's own SEG of
    the visit count as corrected;
 3. the automatic subject labels with those muscles replaced (:func:`quant.corrected_labels.corrected_labels`)
-   are measured on the native T2 stations (:func:`quant.pipeline.measure_t2`; no registration), and the
-   corrected muscles' relative T2 is kept as ``source = corrected`` beside the automatic value.
+   are measured on the native T2 stations (:func:`quant.pipeline.measure_t2`; no registration) and, where the
+   visit has Dixon images, on them (:func:`quant.pipeline.measure_fat`), and the corrected muscles' relative T2
+   and fat fraction are kept as ``source = corrected`` beside the automatic values.
 
 What cannot be applied — a SEG of myonode's own making, one that references no known series, a
 segment that is no muscle of the catalogue — is stored like any instance and listed as refused
@@ -84,8 +85,9 @@ def apply_correction(settings: Settings, sessions: sessionmaker[Session], store:
     from node.work.atlas_in_use import atlas_in_use
     from node.work.results import newest_results
     from quant.corrected_labels import CorrectionError, corrected_labels, derived_grid, seg_label_array, segment_targets
-    from quant.pipeline import PIPELINE_VERSION, measure_t2
+    from quant.pipeline import PIPELINE_VERSION, label_volumes_ml, measure_fat, measure_t2
     from quant.visit_io import load_visit, measurement_record
+    from quant.volumes import head_first
 
     with sessions() as s:
         correction = s.get_one(m.Correction, correction_id)
@@ -138,9 +140,14 @@ def apply_correction(settings: Settings, sessions: sessionmaker[Session], store:
     labels = corrected_labels(sitk.ReadImage(str(automatic_path)), grid, corrected,
                               [t.value for t in targets.values()])
     with sessions() as s:
-        stations = load_visit(s, store, visit_id, t2_te_ms=settings.protocol.t2_te_ms).t2
-    rows, _, warnings = measure_t2(stations, labels, atlas, settings.quant.params())
+        visit_input = load_visit(s, store, visit_id, t2_te_ms=settings.protocol.t2_te_ms)
     wanted = {(t.key, t.side) for t in targets.values()}
+    rows, station_labels, warnings = measure_t2(visit_input.t2, labels, atlas, settings.quant.params())
+    if visit_input.dixon:
+        ff_rows, ff_warnings = measure_fat(visit_input.dixon, head_first(visit_input.t2), station_labels,
+                                           [a for a in atlas.muscles() if (a.key, a.side) in wanted],
+                                           settings.quant.params(), label_volumes_ml(labels))
+        rows, warnings = [*rows, *ff_rows], [*warnings, *ff_warnings]
     rows = [r for r in rows if (r.muscle, r.side) in wanted]
     with transaction(sessions) as s:
         for muscle, side in wanted:

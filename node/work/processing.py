@@ -110,7 +110,7 @@ def _process_visit(settings: Settings, sessions: sessionmaker[Session], store: F
         t_load = time.perf_counter() - t0
         q = quantify(visit_input.t2, visit_input.dwi, atlas, settings.quant.params(), progress,
                      covered=settings.protocol.muscles,
-                     station_muscles=PROFILE_STATIONS.get(settings.protocol.profile))
+                     station_muscles=PROFILE_STATIONS.get(settings.protocol.profile), dixon=visit_input.dixon)
         t1 = time.perf_counter()
         qc_dir = _write_qc_atomically(settings.quant.qc_dir, visit_id, q, atlas.table, visit_input.provenance)
         t2 = time.perf_counter()

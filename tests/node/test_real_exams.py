@@ -19,6 +19,7 @@ from tests.node.test_exams import mark_processed, quiet, register, settle, visit
 from tests.support.dcmtk import dcmtk
 from tests.support.real_data import dixon_on, mese_files, myoqmri_example_data
 
+MEAN = "373098007"  # SCT: Mean
 DIXON = ("012_dixon_2echo_RR_opp", "014_dixon_2echo_RR_in", "016_dixon_2echo_RR_F", "018_dixon_2echo_RR_W")
 
 
@@ -28,7 +29,7 @@ def test_each_profile_gives_its_own_defaults_and_any_of_them_can_still_be_set(tm
     calves = load_settings(path, environ={}).protocol
     assert (calves.profile, calves.t2_stations, calves.dwi_stations) == (ScanProfile.CALVES, 1, 0)
     assert calves.muscles == ("tibialis_anterior", "gastrocnemius_soleus")
-    assert {r.kind for r in calves.rules} == {"t2", "dwi"}
+    assert {r.kind for r in calves.rules} == {"t2", "dwi", "dixon_water", "dixon_fat"}
     legs = load_settings(path, environ={"MYONODE_PROTOCOL__PROFILE": "lower_limbs",
                                          "MYONODE_PROTOCOL__DWI_STATIONS": "2"}).protocol
     assert (legs.profile, legs.t2_stations, legs.dwi_stations) == (ScanProfile.LOWER_LIMBS, 2, 2)
@@ -61,15 +62,18 @@ def test_a_siemens_calf_exam_completes_a_visit_of_the_calves_profile(running_nod
         visit_id = s.scalars(select(m.Visit.id)).one()
         facts, _, _ = exam_facts(s, visit_id=visit_id)
     assert kinds["mese_product"] == (m.SeriesKind.T2, 17)  # every echo one enhanced instance of one series
-    assert {kinds[name[4:]] for name in DIXON} == {(m.SeriesKind.OTHER, 1)}  # stored and served, not processed
+    assert [kinds[name[4:]] for name in DIXON] == [  # in- and opposed-phase stored and served, not processed
+        (m.SeriesKind.OTHER, 1), (m.SeriesKind.OTHER, 1), (m.SeriesKind.DIXON_FAT, 1), (m.SeriesKind.DIXON_WATER, 1)]
     gaps = exam_gaps(facts, node.settings.protocol)
     assert (len(gaps.t2_stations), gaps.complete, gaps.lines()) == (1, True, [])
 
 
 @pytest.mark.slow
 def test_a_siemens_calf_exam_is_measured_in_the_calves_and_its_rois_lie_in_muscle(running_node, tmp_path: Path) -> None:
-    """The real calf exam processed by the node with the calves profile: relative T2 for left and right tibialis
-    anterior and gastrocnemius/soleus, every other muscle not covered; the SEG and SR pass dciodvfy; and, judged by
+    """The real calf exam processed by the node with the calves profile: relative T2 and Dixon fat fraction for left
+    and right tibialis anterior and gastrocnemius/soleus, every other muscle not covered; the SEG and SR pass
+    dciodvfy; the fat fraction in the SR lies within 5 percentage points of the Dixon's over the reported T2 ROI;
+    and, judged by
     data the node did not make — the exam's own Dixon (fat 016, water 018), resampled onto the T2 slices through
     the shared frame of reference, and the vendor's fat-fraction map of the spin echo — each reported (eroded)
     ROI lies in muscle (Dixon fat fraction under 10 %; the vendor's map under 20 % on average with 85 % of the
@@ -88,7 +92,7 @@ def test_a_siemens_calf_exam_is_measured_in_the_calves_and_its_rois_lie_in_muscl
     from quant.roistats import erode_labels
     from quant.volumes import station_volumes
     from storage.catalogue import not_covered
-    from tests.support.sr import evaluations, measurement_groups
+    from tests.support.sr import evaluations, measurement_groups, numbers
 
     node = running_node(protocol='profile = "calves"\nstable_age_s = 1\n')
     files = [*mese_files(), *(next((myoqmri_example_data() / "Dixon_enhanced" / name).glob("*.dcm")) for name in DIXON)]
@@ -105,11 +109,12 @@ def test_a_siemens_calf_exam_is_measured_in_the_calves_and_its_rois_lie_in_muscl
 
     with node.sessions() as s:
         visit_id = s.scalars(select(m.Visit.id)).one()
-        rows = {(x.muscle, x.side.value): x for x in s.scalars(select(m.Measurement))}
+        measured = {(x.modality, x.muscle, x.side.value): x for x in s.scalars(select(m.Measurement))}
         (sr,) = newest_results(s, node.store, visit_id, m.ResultKind.SR)
         (seg,) = newest_results(s, node.store, visit_id, m.ResultKind.SEG)
     legs = {(k, side) for k in ("tibialis_anterior", "gastrocnemius_soleus") for side in ("left", "right")}
-    assert set(rows) == legs
+    assert set(measured) == {(modality, *leg) for modality in (m.Modality.REL_T2, m.Modality.FF) for leg in legs}
+    rows = {(muscle, side): x for (modality, muscle, side), x in measured.items() if modality is m.Modality.REL_T2}
     for x in rows.values():  # muscle at TE 77 ms against fat marrow: about a quarter, and the reference plausible
         assert 0.1 < x.value < 0.5 and "reference_out_of_range" not in x.qc_flags, (x.muscle, x.side, x.value,
                                                                                   x.qc_flags)
@@ -146,6 +151,9 @@ def test_a_siemens_calf_exam_is_measured_in_the_calves_and_its_rois_lie_in_muscl
         roi = eroded == table[(muscle, side)]
         assert roi.sum() >= 100, (muscle, side, int(roi.sum()))
         assert float(fraction[roi].mean()) < 0.10, (muscle, side, float(fraction[roi].mean()))
+        reported = numbers(groups[f"{muscle}_{side}"])[("129100", MEAN, "%")]  # DCM fat fraction, mean, percent
+        assert reported == pytest.approx(measured[(m.Modality.FF, muscle, side)].value)
+        assert abs(reported - 100 * float(fraction[roi].mean())) < 5.0, (muscle, side, reported)
         ks, js, is_ = np.nonzero(roi)
         xs = x_of_column[is_]
         own = (xs > gap_x) if side == "left" else (xs < gap_x)

@@ -179,3 +179,33 @@ def test_a_visit_left_complete_by_an_older_node_is_queued_and_complete_is_refuse
         assert conn.execute(text("SELECT state FROM visits")).scalar_one() == "queued"
     with pytest.raises(IntegrityError), engine.begin() as conn:
         conn.execute(text("UPDATE visits SET state = 'complete'"))
+
+
+def test_dixon_series_and_fat_fractions_are_stored_after_0012_and_dropped_by_its_downgrade(engine: Engine) -> None:
+    """Migration 0012 widens the series kinds (dixon_water, dixon_fat) and the measures (FF) without touching the
+    rows already there; its downgrade turns Dixon series into 'other' and drops fat fractions."""
+    from alembic import command
+
+    from storage.migrate import alembic_config
+
+    upgrade(engine, "0011")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO patients (patient_id, issuer, created_at) VALUES ('MND-001', '', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO studies (patient_fk, study_instance_uid, created_at) SELECT id, '1.2.3', CURRENT_TIMESTAMP "
+                          "FROM patients"))
+        conn.execute(text("INSERT INTO series (study_fk, series_instance_uid, kind, n_instances, first_received_at, "
+                          "last_received_at) SELECT id, '1.2.3.1', 't2', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP "
+                          "FROM studies"))
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO series (study_fk, series_instance_uid, kind, n_instances, first_received_at, "
+                          "last_received_at) SELECT id, '1.2.3.2', 'dixon_water', 1, CURRENT_TIMESTAMP, "
+                          "CURRENT_TIMESTAMP FROM studies"))
+        kinds = dict(conn.execute(text("SELECT series_instance_uid, kind FROM series")).all())
+    assert kinds == {"1.2.3.1": "t2", "1.2.3.2": "dixon_water"}
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text("UPDATE series SET kind = 'dixon' WHERE series_instance_uid = '1.2.3.2'"))
+    command.downgrade(alembic_config(engine), "0011")
+    with engine.connect() as conn:
+        assert dict(conn.execute(text("SELECT series_instance_uid, kind FROM series")).all()) == {
+            "1.2.3.1": "t2", "1.2.3.2": "other"}

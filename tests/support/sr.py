@@ -31,3 +31,20 @@ def evaluations(items: list[Dataset]) -> list[tuple[str, str]]:
     """The (concept, value) codes of a group's qualitative evaluations."""
     return [(i.ConceptNameCodeSequence[0].CodeValue, i.ConceptCodeSequence[0].CodeValue)
             for i in items if i.ValueType == "CODE" and "ConceptCodeSequence" in i]
+
+
+DERIVATION = "121401"  # DCM: Derivation
+
+
+def numbers(items: list[Dataset]) -> dict[tuple[str, str, str], float]:
+    """A group's numeric measurements: (concept, derivation or "", unit) → value."""
+    found = {}
+    for i in items:
+        if i.ValueType != "NUM" or not i.get("MeasuredValueSequence"):
+            continue
+        derivation = next((c.ConceptCodeSequence[0].CodeValue for c in i.get("ContentSequence", [])
+                           if c.ConceptNameCodeSequence[0].CodeValue == DERIVATION), "")
+        value = i.MeasuredValueSequence[0]
+        found[(i.ConceptNameCodeSequence[0].CodeValue, derivation,
+               value.MeasurementUnitsCodeSequence[0].CodeValue)] = float(value.NumericValue)
+    return found
