@@ -56,7 +56,7 @@ def _newest_instances(s: Session, visit_id: int, kind: m.SeriesKind) -> dict[str
 
 
 def _read(store: FileStore, visit_id: int, series_uid: str, instances: list[m.Instance]) -> list[Dataset]:
-    datasets = []
+    datasets: list[Dataset] = []
     for inst in instances:
         path = store.absolute(inst.file_path)
         try:

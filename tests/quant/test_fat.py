@@ -43,9 +43,10 @@ def test_the_voxel_fat_fraction_is_fat_over_water_plus_fat_in_percent_and_nan_ou
     fat = sitk.GetArrayFromImage(pair.fat.image).astype(float)
     measured = np.isfinite(ff)
     assert 0.2 < measured.mean() < 0.8  # the legs, not the air around them
-    assert np.all((water + fat)[~measured] <= np.percentile(water + fat, 5) + 1e-6) or not (~measured).any()
+    total = water + fat
+    assert total[~measured].max() <= total[measured].min()  # one threshold (the noise floor) decides
     np.testing.assert_allclose(ff[measured], 100 * fat[measured] / (water + fat)[measured], rtol=1e-5)
-    assert 0.0 <= float(np.nanmin(ff)) and float(np.nanmax(ff)) <= 100.0
+    assert float(np.nanmin(ff)) >= 0.0 and float(np.nanmax(ff)) <= 100.0
 
 
 def test_t2_rois_reach_the_dixon_grid_only_within_the_t2_slices_and_never_in_the_gaps(t2: StationVolume) -> None:

@@ -25,7 +25,9 @@ COLUMNS = {
     "predictors": "subset,visit,muscle,side,n,coef,ci_low,ci_high,p,p_bh,sig_bh",
     "mrc_wilcoxon": "muscle,side,visit,n,median_baseline,median_visit,p,p_bh,sig_bh",
 }
-COLUMNS["table5"] = COLUMNS["table5_adc"] = COLUMNS["table4"]
+COLUMNS["table5"] = COLUMNS["table5_adc"] = COLUMNS["table5_ff"] = COLUMNS["table4"]
+COLUMNS["table1_ff"] = COLUMNS["table1_adc"]
+WITHOUT_DIXON = ("table1_ff", "table5_ff")  # the paper's protocol has no Dixon: no fat fraction to tabulate
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +91,10 @@ def test_cli_writes_every_table_with_the_specified_columns(tmp_path: Path) -> No
         text = (tmp_path / "out" / f"{name}.csv").read_text(encoding="utf-8")
         if name in COLUMNS:
             assert text.splitlines()[0] == COLUMNS[name]
-        assert len(text.splitlines()) > 1, f"{name} is empty"
+        if name in WITHOUT_DIXON:
+            assert len(text.splitlines()) == 1, f"{name} has rows without fat-fraction measurements"
+        else:
+            assert len(text.splitlines()) > 1, f"{name} is empty"
     meta = json.loads((tmp_path / "out" / "run.json").read_text())
     assert len(meta["inputs_digest"]) == 64 and meta["subjects"] == 20 and "statsmodels" in meta["versions"]
 
@@ -118,3 +123,38 @@ def test_associations_include_munix_on_the_side_tested(simulated) -> None:
     assert set(munix["muscle"]) == {"biceps_brachii", "tibialis_anterior", "thenar", "hypothenar"}
     assert set(munix["side"]) <= {"left", "right"} and (munix["n"] >= 5).all()
     assert {"quadriceps", "tibialis_anterior", "first_dorsal_interosseous"} <= set(t3[t3["measure"] == "dynamometry"]["muscle"])
+
+
+def test_fat_fractions_where_a_protocol_has_dixon_get_their_own_between_group_and_change_tables() -> None:
+    """Fat fraction (%) of the leg muscles added to a simulated cohort, as Dixon sites would measure it: controls
+    5 % ± 1, patients 40 % higher at baseline and rising 1.5 percentage points by 12 months. Table 1 (FF) finds the
+    40 % difference, Table 5 (FF) the change in percentage points; relative T2 and ADC are untouched."""
+    import numpy as np
+
+    sim = simulate_cohort(seed=4, patients=24, controls=18)
+    rng = np.random.default_rng(4)
+    group = dict(zip(sim.subjects["subject_id"], sim.subjects["group"], strict=True))
+    legs = ("quadriceps", "tibialis_anterior")
+    visits = sim.observations[["subject_id", "visit", "days"]].drop_duplicates()
+    rows = []
+    for subject_id, visit, days in visits.itertuples(index=False):
+        patient = group[subject_id] == "patient"
+        for muscle in legs:
+            for side in ("left", "right"):
+                base = 5.0 * (1.4 if patient else 1.0)
+                change = 1.5 * days / 365.0 if patient else 0.0
+                rows.append((subject_id, visit, days, "FF", muscle, side, base + change + rng.normal(0, 0.5)))
+    ff = pd.DataFrame(rows, columns=sim.observations.columns)
+    subjects = sim.subjects.assign(female=(sim.subjects["sex"] == "F").astype(float),
+                                   patient=(sim.subjects["group"] == "patient").astype(float))
+    with_ff = compute(Cohort(subjects=subjects, observations=pd.concat([sim.observations, ff]), visits=VISITS))
+    without = compute(Cohort(subjects=subjects, observations=sim.observations, visits=VISITS))
+    t1 = with_ff.frames["table1_ff"]
+    assert set(zip(t1["muscle"], t1["side"])) == {(m, s) for m in legs for s in ("left", "right")}
+    assert ((t1["ci_low"] < 40) & (t1["ci_high"] > 40)).mean() >= 0.75 and (t1["p"] < 0.001).all()
+    t5 = with_ff.frames["table5_ff"]
+    m12 = t5[(t5["group"] == "patient") & (t5["visit"] == "m12")]
+    assert len(m12) == 4 and ((m12["ci_low"] < 1.5) & (m12["ci_high"] > 1.5)).mean() >= 0.75
+    assert m12["pct_change"].isna().all()  # a change in percentage points, not a percentage of a percentage
+    for name in ("table1", "table1_adc", "table5"):
+        pd.testing.assert_frame_equal(with_ff.frames[name], without.frames[name])
