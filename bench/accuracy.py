@@ -16,10 +16,15 @@ atlas. Reported:
   largest change of any relative T2 (same labels);
 - ADC error vs the tissue's true ADC per axial muscle, median absolute (the b-values read from
   wherever the ``--vendor`` writes them: Philips standard + (2001,1003), Siemens (0019,100C), GE
-  (0043,1039); ``--enhanced`` writes Enhanced MR instead).
+  (0043,1039); ``--enhanced`` writes Enhanced MR instead);
+- with ``--echoes`` the T2 is a multi-echo spin echo (the echo nearest 80 ms is measured, as the node does);
+- with ``--dixon`` the phantom also writes a two-point Dixon and the pipeline measures fat fraction: its error
+  vs the planted fat fraction (percentage points) per muscle, median absolute and the largest.
+
+The series are told apart by the node's own rules for the whole-body profile (node.intake.classify).
 
     python bench/accuracy.py [--subjects 3] [--size full|small] [--atlas DIR] [--vendor philips|siemens|ge]
-                             [--enhanced]
+                             [--enhanced] [--echoes 20,40,60,80,100,120] [--dixon]
 """
 
 from __future__ import annotations
@@ -33,30 +38,42 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from node.intake.classify import classify_series
+from node.settings import PROFILE_DEFAULTS, SeriesRule
 from phantom.anatomy import LABELS
 from phantom.contrast import MuscleState, lookup_tables
 from phantom.default_atlas import ensure_default_atlas
 from phantom.dicom import DicomOptions
 from phantom.rescan import scan_rescan
 from quant.atlas import load_atlas
+from quant.fat import DixonStation, dixon_stations
 from quant.params import QuantParams
 from quant.pipeline import MeasurementRow, measure_t2, quantify
-from quant.volumes import StationVolume, load_series
-from storage.catalogue import Modality
+from quant.volumes import StationVolume, station_volumes
+from storage.catalogue import Modality, ScanProfile
 
 LEG = {"quadriceps", "hamstrings", "tibialis_anterior", "gastrocnemius_soleus"}
 TRUE_ADC = lookup_tables(MuscleState())[2]  # per label value, mm²/s (the healthy subjects here)
 VALUE = {(lab.key, lab.side): lab.value for lab in LABELS}
 
 
-def visit_volumes(folder: Path) -> tuple[list[StationVolume], list[StationVolume]]:
-    files = sorted(p for p in (folder / "dicom").rglob("*") if p.is_file())
-    vols = load_series(files)
-    return [v for v in vols if v.b_value is None], [v for v in vols if v.b_value is not None]
+RULES = [SeriesRule(**rule) for rule in PROFILE_DEFAULTS[ScanProfile.WHOLE_BODY]["rules"]]  # type: ignore[attr-defined]
+
+
+def visit_volumes(folder: Path) -> tuple[list[StationVolume], list[StationVolume], list[DixonStation]]:
+    """T2 (of several echoes the one nearest 80 ms), DWI and Dixon stations of a phantom visit's DICOM."""
+    kinds: dict[str, list] = {}  # type: ignore[type-arg]
+    for path in sorted(p for p in (folder / "dicom").rglob("*") if p.is_file()):
+        ds = pydicom.dcmread(path)
+        kinds.setdefault(classify_series(ds, RULES), []).append(ds)
+    dixon, _ = dixon_stations(station_volumes(kinds.get("dixon_water", []), derived=True),
+                              station_volumes(kinds.get("dixon_fat", []), derived=True))
+    return station_volumes(kinds["t2"], echo_ms=80.0), station_volumes(kinds["dwi"]), dixon
 
 
 def truth_ratio(row: MeasurementRow, truth: dict) -> float:
@@ -94,7 +111,10 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--vendor", default="philips", choices=("philips", "siemens", "ge"))
     ap.add_argument("--enhanced", action="store_true")
+    ap.add_argument("--echoes", default="", help="multi-echo T2: echo times (ms), comma-separated, 80 among them")
+    ap.add_argument("--dixon", action="store_true", help="also a Dixon: fat fraction measured against its truth")
     args = ap.parse_args()
+    echoes = tuple(float(v) for v in args.echoes.split(",")) if args.echoes else ()
     work = args.work or Path(tempfile.mkdtemp(prefix="myonode-accuracy-"))
     atlas = load_atlas(args.atlas or ensure_default_atlas(3))
     settings = QuantParams()
@@ -103,16 +123,18 @@ def main() -> None:
     pairs: dict[str, list[tuple[float, float]]] = {}
     gain_change = 0.0
     adc_errors: dict[str, list[float]] = {}
+    ff_errors: dict[str, list[float]] = {}
     seconds = []
     for k in range(args.subjects):
         seed = 1 + k
         scan, rescan = scan_rescan(work / f"subject{seed}", seed, args.size, f"ACC{seed:03d}",
-                                   options=DicomOptions(vendor=args.vendor, enhanced=args.enhanced))
+                                   options=DicomOptions(vendor=args.vendor, enhanced=args.enhanced),
+                                   echoes_ms=echoes, dixon=args.dixon)
         values = []
         for session in (scan, rescan):
-            t2, dwi = visit_volumes(session.truth_path.parent)
+            t2, dwi, dixon = visit_volumes(session.truth_path.parent)
             t0 = time.perf_counter()
-            q = quantify(t2, dwi, atlas, settings)
+            q = quantify(t2, dwi, atlas, settings, dixon=dixon)
             seconds.append(time.perf_counter() - t0)
             truth = json.loads(session.truth_path.read_text())
             for key, d in dice(q.subject_labels, sitk.ReadImage(str(session.labels_path))).items():
@@ -123,6 +145,9 @@ def main() -> None:
                     true_adc = float(TRUE_ADC[VALUE[(row.muscle, row.side)]])
                     adc_errors.setdefault(f"{row.muscle}:{row.side}", []).append(
                         100.0 * (row.value - true_adc) / true_adc)
+                if row.modality is Modality.FF:
+                    true_ff = truth["fat_fraction"][str(VALUE[(row.muscle, row.side)])]
+                    ff_errors.setdefault(f"{row.muscle}:{row.side}", []).append(row.value - true_ff)
                 if row.modality is not Modality.REL_T2:
                     continue
                 key = f"{row.muscle}:{row.side}"
@@ -159,7 +184,11 @@ def main() -> None:
         "rescan_cov_pct_max_all": max(covs.values()),
         "muscles_over_5pct_cov": sorted(k for k, v in covs.items() if v > 5),
         "coil_gain_25pct_max_change_pct": gain_change,
-        "vendor": args.vendor, "enhanced": args.enhanced,
+        "vendor": args.vendor, "enhanced": args.enhanced, "echoes_ms": list(echoes), "dixon": args.dixon,
+        **({"ff_abs_error_pp_median": float(np.median([np.median(np.abs(v)) for v in ff_errors.values()])),
+            "ff_abs_error_pp_max_muscle": max(((k, float(np.median(np.abs(v)))) for k, v in ff_errors.items()),
+                                              key=lambda kv: kv[1]),
+            "ff_muscles": len(ff_errors)} if ff_errors else {}),
         "adc_abs_error_pct_median": float(np.median([np.median(np.abs(v)) for v in adc_errors.values()])),
         "seconds_per_visit_median": float(np.median(seconds)),
         "dice": dice_median, "relT2_error_pct": err_median, "rescan_cov_pct": covs,

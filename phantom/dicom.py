@@ -22,6 +22,7 @@ Input: the station images of one visit (``phantom.images``). Output: the visit's
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -147,6 +148,13 @@ T2 = _Protocol(
     inversion_time_ms=None, echo_train_length=16, echo_planar=False, flip_angle_deg=90.0, averages=1,
     pixel_bandwidth_hz=289.0, sense_factor=2.0, acquired_fraction=0.5, percent_sampling=80.0,
     phase_direction="ROW", acquisition_contrast="T2", station_seconds=150.0)
+DIXON_WATER = _Protocol(
+    name="WB_mDIXON_W", series_base=500, scanning_sequence=("GR",), sequence_variant=("SP",),
+    scan_options=("PFP",), pulse_sequence_name="mDIXON", repetition_time_ms=5.5, echo_time_ms=1.8,
+    inversion_time_ms=None, echo_train_length=2, echo_planar=False, flip_angle_deg=10.0, averages=1,
+    pixel_bandwidth_hz=1000.0, sense_factor=2.0, acquired_fraction=0.5, percent_sampling=80.0,
+    phase_direction="ROW", acquisition_contrast="PROTON_DENSITY", station_seconds=40.0)
+DIXON_FAT = dataclasses.replace(DIXON_WATER, name="WB_mDIXON_F", series_base=600)
 DWI = _Protocol(
     name="WB_DWIBS_AX", series_base=400, scanning_sequence=("SE", "EP", "IR"), sequence_variant=("SK",),
     scan_options=("PFP",), pulse_sequence_name="DwiSE", repetition_time_ms=9412.0, echo_time_ms=66.0,
@@ -252,9 +260,15 @@ def _plan(images: VisitImages, meta: VisitMeta, options: DicomOptions) -> list[_
     t2_start = datetime.combine(meta.study_date, meta.study_time) + timedelta(seconds=SURVEY_SECONDS)
     t2_starts = _station_starts(images.t2, t2_start, T2)
     dwi_start = t2_start + timedelta(seconds=len(t2_starts) * T2.station_seconds + SEQUENCE_GAP_SECONDS)
+    dwi_starts = _station_starts(images.dwi, dwi_start, DWI)
+    dixon_start = dwi_start + timedelta(seconds=len(dwi_starts) * DWI.station_seconds + SEQUENCE_GAP_SECONDS)
+    dixon_starts = _station_starts(images.dixon, dixon_start, DIXON_WATER)  # water and fat: one acquisition
     series: list[_Series] = []
-    for protocol, items, starts in ((T2, images.t2, t2_starts),
-                                    (DWI, images.dwi, _station_starts(images.dwi, dwi_start, DWI))):
+    for protocol, items, starts in ((T2, images.t2, t2_starts), (DWI, images.dwi, dwi_starts),
+                                    (DIXON_WATER, [i for i in images.dixon if i.kind == "water"], dixon_starts),
+                                    (DIXON_FAT, [i for i in images.dixon if i.kind == "fat"], dixon_starts)):
+        if not items:
+            continue
         placed = [_Image(image=img, ordinal=n, start=starts[img.station.index]) for n, img in enumerate(items)]
         placed.sort(key=lambda p: p.station.index)  # stable: b-values and derived images keep their order
         if options.one_series:
@@ -351,6 +365,8 @@ def _image_type(image: StationImage) -> list[str]:
         return ["DERIVED", "PRIMARY", "DIFFUSION", "ISOTROPIC"]
     if image.kind == "adc":
         return ["DERIVED", "PRIMARY", "DIFFUSION", "ADC"]
+    if image.kind in ("water", "fat"):  # as Philips labels mDIXON images
+        return ["DERIVED", "PRIMARY", image.kind.upper()[0], image.kind.upper()[0], "DERIVED"]
     return ["ORIGINAL", "PRIMARY", "M_SE", "M", "SE"]
 
 
@@ -360,6 +376,8 @@ def _frame_type(image: StationImage) -> list[str]:
         return ["DERIVED", "PRIMARY", "DIFFUSION", "DIFFUSION_ISO"]
     if image.kind == "adc":
         return ["DERIVED", "PRIMARY", "DIFFUSION", "ADC"]
+    if image.kind in ("water", "fat"):
+        return ["DERIVED", "PRIMARY", "WHOLE_BODY", image.kind.upper()]
     return ["ORIGINAL", "PRIMARY", "WHOLE_BODY" if image.b_value is None else "DIFFUSION", "NONE"]
 
 
@@ -394,8 +412,9 @@ def _add_philips_private(ds: Dataset, scaling: Scaling, b_value: float | None) -
 # classic MR Image Storage: one file per slice
 
 
-def _classic_protocol_attributes(ds: Dataset, protocol: _Protocol, station: Station) -> None:
-    """MR Image module attributes of the sequence."""
+def _classic_protocol_attributes(ds: Dataset, protocol: _Protocol, station: Station, echo: tuple[float, int] | None
+                                 = None) -> None:
+    """MR Image module attributes of the sequence (``echo``: the echo time and number of a multi-echo image)."""
     frequency, phase = _acquired_matrix(protocol, station)
     ds.ScanningSequence = list(protocol.scanning_sequence)
     ds.SequenceVariant = list(protocol.sequence_variant)
@@ -404,13 +423,13 @@ def _classic_protocol_attributes(ds: Dataset, protocol: _Protocol, station: Stat
     ds.SequenceName = protocol.pulse_sequence_name
     ds.AngioFlag = "N"
     ds.RepetitionTime = _ds(protocol.repetition_time_ms)
-    ds.EchoTime = _ds(protocol.echo_time_ms)
+    ds.EchoTime = _ds(echo[0] if echo else protocol.echo_time_ms)
     if protocol.inversion_time_ms is not None:
         ds.InversionTime = _ds(protocol.inversion_time_ms)
     ds.NumberOfAverages = _ds(protocol.averages)
     ds.ImagingFrequency = _ds(IMAGING_FREQUENCY_MHZ)
     ds.ImagedNucleus = "1H"
-    ds.EchoNumbers = 1
+    ds.EchoNumbers = echo[1] if echo else 1
     ds.NumberOfPhaseEncodingSteps = phase
     ds.EchoTrainLength = protocol.echo_train_length
     ds.PercentSampling = _ds(protocol.percent_sampling)
@@ -434,7 +453,9 @@ def _classic_image_dataset(series: _Series, template: Dataset, placed: _Image, s
     done = placed.start + timedelta(seconds=series.protocol.station_seconds)
     ds.AcquisitionDate, ds.AcquisitionTime = _da(placed.start), _tm(placed.start)
     ds.ContentDate, ds.ContentTime = _da(done), _tm(done)
-    _classic_protocol_attributes(ds, series.protocol, station)
+    echoes = sorted({p.image.echo_time_ms for p in series.images if p.image.echo_time_ms is not None})
+    echo = None if image.echo_time_ms is None else (image.echo_time_ms, echoes.index(image.echo_time_ms) + 1)
+    _classic_protocol_attributes(ds, series.protocol, station, echo)
     ds.ImageOrientationPatient = _ds_list([*station.row_direction, *station.column_direction])
     ds.PixelSpacing = _ds_list([station.spacing[1], station.spacing[0]])
     ds.SliceThickness = _ds(station.spacing[2])
@@ -501,12 +522,12 @@ def _seq(**attributes: object) -> Sequence:
     return Sequence([_item(**attributes)])
 
 
-def _enhanced_protocol_attributes(ds: Dataset, protocol: _Protocol) -> None:
+def _enhanced_protocol_attributes(ds: Dataset, protocol: _Protocol, multi_echo: bool = False) -> None:
     """MR Pulse Sequence module."""
     ds.PulseSequenceName = protocol.pulse_sequence_name
     ds.MRAcquisitionType = "2D"
     ds.EchoPulseSequence = "SPIN"
-    ds.MultipleSpinEcho = "NO"
+    ds.MultipleSpinEcho = "YES" if multi_echo else "NO"
     ds.MultiPlanarExcitation = "YES"
     ds.PhaseContrast = "NO"
     ds.TimeOfFlightContrast = "NO"
@@ -553,7 +574,7 @@ def _shared_groups(protocol: _Protocol, first: _Image) -> Dataset:
         InPlanePhaseEncodingDirection="ROW" if protocol.phase_direction == "ROW" else "COLUMN",
         MRAcquisitionFrequencyEncodingSteps=frequency, MRAcquisitionPhaseEncodingStepsInPlane=phase,
         PercentSampling=protocol.percent_sampling, PercentPhaseFieldOfView=100.0)
-    shared.MREchoSequence = _seq(EffectiveEchoTime=protocol.echo_time_ms)
+    shared.MREchoSequence = _seq(EffectiveEchoTime=first.image.echo_time_ms or protocol.echo_time_ms)
     modifier = _item(InversionRecovery="YES" if inversion else "NO", FlowCompensation="NONE", T2Preparation="NO",
                      SpectrallySelectedExcitation="NONE", SpatialPresaturation="NONE", PartialFourier="YES",
                      PartialFourierDirection="PHASE", ParallelAcquisition="YES", ParallelAcquisitionTechnique="SENSE",
@@ -628,11 +649,19 @@ def _frame_groups(placed: _Image, k: int, scaling: Scaling, dims: _Dimensions, d
 
 
 def _enhanced_groups(images: tuple[_Image, ...]) -> list[tuple[str, tuple[_Image, ...]]]:
-    """The instances of an enhanced series: acquired images, then scanner-made trace and ADC images, each apart;
-    in each, images ordered by station, then b-value (the Dimension Index order)."""
+    """The instances of an enhanced series: acquired images (of a multi-echo series one instance per echo, as
+    Siemens writes them), then scanner-made trace and ADC images, each apart; in each, images ordered by station,
+    then b-value (the Dimension Index order)."""
     ordered = sorted(images, key=lambda p: (p.station.index, p.image.b_value or 0.0))
-    kinds = ("original", "trace", "adc")
-    return [(kind, group) for kind in kinds if (group := tuple(p for p in ordered if p.image.kind == kind))]
+    kinds = ("original", "trace", "adc", "water", "fat")
+    echoes = sorted({p.image.echo_time_ms for p in ordered if p.image.echo_time_ms is not None})
+    groups = []
+    for kind in kinds:
+        for echo in echoes if kind == "original" and echoes else [None]:
+            group = tuple(p for p in ordered if p.image.kind == kind and (echo is None or p.image.echo_time_ms == echo))
+            if group:
+                groups.append((kind if echo is None else f"{kind}-echo-{echo:g}", group))
+    return groups
 
 
 def _enhanced_instance(series: _Series, images: tuple[_Image, ...], template: Dataset, uid: str,
@@ -667,7 +696,7 @@ def _enhanced_instance(series: _Series, images: tuple[_Image, ...], template: Da
     ds.PresentationLUTShape = "IDENTITY"
     ds.AcquisitionContextSequence = Sequence()
     if frame_type[0] == "ORIGINAL":
-        _enhanced_protocol_attributes(ds, protocol)
+        _enhanced_protocol_attributes(ds, protocol, multi_echo=first.image.echo_time_ms is not None)
     ds.Rows, ds.Columns = first.station.size[1], first.station.size[0]
     organization = _uid(meta, uid, "dimension-organization")
     ds.DimensionOrganizationSequence = _seq(DimensionOrganizationUID=organization)

@@ -16,7 +16,7 @@ import numpy as np
 
 from phantom.geometry import Station
 
-ImageKind = Literal["original", "trace", "adc"]
+ImageKind = Literal["original", "trace", "adc", "water", "fat"]
 
 
 @dataclass(kw_only=True)
@@ -26,19 +26,22 @@ class StationImage:
     ``data`` is float32, shape (slices, rows, columns), in the station's voxel order
     (slice k at ``station.slice_position(k)``). For DWI, ``b_value`` is s/mm² (0 or 1000);
     ``kind`` says whether it is an acquired image or one the scanner derived (isotropic
-    trace or ADC, whose values are mm²/s × 1e6 as Philips stores them).
+    trace or ADC, whose values are mm²/s × 1e6 as Philips stores them) or a Dixon water or fat image;
+    ``echo_time_ms`` is the echo of a multi-echo series' image (None: the sequence's one echo time).
     """
 
     station: Station
     data: np.ndarray
     b_value: float | None = None
     kind: ImageKind = "original"
+    echo_time_ms: float | None = None
 
 
 @dataclass(kw_only=True)
 class VisitImages:
     t2: list[StationImage]
     dwi: list[StationImage]  # b0 and b1000 per station (plus scanner-derived images when asked for)
+    dixon: list[StationImage] = field(default_factory=list)  # water and fat per T2 station, when scanned
 
 
 @dataclass(kw_only=True)

@@ -25,8 +25,10 @@ SESSIONS = ("scan", "rescan")
 
 def scan_rescan(out: Path, seed: int, size: Size = "full", patient_id: str = "PH0001",
                 state: MuscleState = MuscleState(), sex: str = "M",
-                options: DicomOptions = DicomOptions()) -> tuple[VisitResult, VisitResult]:
-    """Write ``out/scan`` and ``out/rescan`` (DICOM + truth) for subject ``seed``."""
+                options: DicomOptions = DicomOptions(), echoes_ms: tuple[float, ...] = (), dixon: bool = False
+                ) -> tuple[VisitResult, VisitResult]:
+    """Write ``out/scan`` and ``out/rescan`` (DICOM + truth) for subject ``seed`` (``echoes_ms``, ``dixon``: a
+    multi-echo T2 and a Dixon, see :class:`phantom.scanner.ScanSettings`)."""
     body = AnatomyParams.random(np.random.default_rng(seed), sex)
     results = []
     for i, session in enumerate(SESSIONS):
@@ -36,5 +38,6 @@ def scan_rescan(out: Path, seed: int, size: Size = "full", patient_id: str = "PH
                          height_m=round(body.height_mm / 1000.0, 2), study_date=date(2026, 3, 2),
                          study_time=time(9 + 2 * i, 0), visit="baseline", seed=seed * 100 + i + 1,
                          time_point_id=None)
-        results.append(scan_visit(meta, params, state, out / session, ScanSettings(size=size), options))
+        settings = ScanSettings(size=size, echoes_ms=echoes_ms, dixon=dixon)
+        results.append(scan_visit(meta, params, state, out / session, settings, options))
     return results[0], results[1]

@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
-from phantom.contrast import MuscleState, lookup_tables
+from phantom.contrast import (
+    DIXON_PD,
+    T2_ECHO_MS,
+    MuscleState,
+    dixon_lookup_tables,
+    echo_lookup_table,
+    fat_fraction_table,
+    lookup_tables,
+)
 from phantom.geometry import Size, Station, stations
 from phantom.images import StationImage
 
@@ -35,6 +43,19 @@ class ScanSettings:
     snr_dwi: float = 20.0  # healthy muscle b0 signal / noise SD, at gain 1
     gain_range: tuple[float, float] = (0.8, 1.25)
     scanner_derived: bool = False  # also send the scanner's isotropic (trace) and ADC images
+    # a multi-echo spin echo instead of the single-echo T2w FSE: its echo times (ms), 80 among them (the echo the
+    # truth's T2w signal is given at); empty: the paper's FSE at 80 ms
+    echoes_ms: tuple[float, ...] = ()
+    dixon: bool = False  # also a two-point Dixon (water and fat images) on the T2 stations' grids
+    snr_dixon: float = 100.0  # healthy muscle water signal / noise SD, at gain 1
+
+    def __post_init__(self) -> None:
+        if self.echoes_ms:
+            if any(e <= 0 for e in self.echoes_ms) or len(set(self.echoes_ms)) != len(self.echoes_ms):
+                raise ValueError(f"echo times must be distinct and positive, got {list(self.echoes_ms)}")
+            if T2_ECHO_MS not in self.echoes_ms:
+                raise ValueError(f"the echo times must include {T2_ECHO_MS:g} ms (the T2-weighted echo the truth "
+                                 f"is given at), got {list(self.echoes_ms)}")
 
 
 @dataclass(kw_only=True)
@@ -42,6 +63,8 @@ class Acquisition:
     t2: list[StationImage]
     dwi: list[StationImage]
     gains: dict[str, list[float]]  # sequence → gain per station (index 1 first)
+    dixon: list[StationImage] = field(default_factory=list)
+    fat_fraction: dict[int, float] = field(default_factory=dict)  # label value → true fat fraction (%), with Dixon
     # sequence → station index → label value → noise-free mean signal (T2w; DWI b0)
     truth_signal: dict[str, dict[int, dict[int, float]]] = field(default_factory=dict)
     # station index → label value → voxel count of the label in that station's grid
@@ -126,15 +149,31 @@ def acquire(labels: sitk.Image, state: MuscleState, settings: ScanSettings,
     muscle_t2 = float(t2_lut[4])  # "other muscle": the healthy reference level for SNR
     muscle_s0 = float(s0_lut[4])
 
-    world_t2 = _blur(_world(labels, t2_lut), _resolution(t2_stations[0]))
     for st, gain in zip(t2_stations, gains["t2"]):
         bias = receive_bias(st) * np.float32(gain)
         lab = _sample(labels, st, sitk.sitkNearestNeighbor)
         truth, counts = _label_means(lab, t2_lut[lab] * bias)
         acq.truth_signal["t2"][st.index], acq.truth_voxels["t2"][st.index] = truth, counts
-        clean = _sample(world_t2, st) * bias
-        acq.t2.append(StationImage(station=st, data=_rician(clean, muscle_t2 * gain / settings.snr_t2, rng)))
-    del world_t2
+    resolution = _resolution(t2_stations[0])
+    for echo in settings.echoes_ms or (None,):  # the noise is the same on every echo's scale: σ at 80 ms
+        lut = t2_lut if echo is None else echo_lookup_table(state, echo)
+        world_t2 = _blur(_world(labels, lut), resolution)
+        for st, gain in zip(t2_stations, gains["t2"]):
+            clean = _sample(world_t2, st) * receive_bias(st) * np.float32(gain)
+            acq.t2.append(StationImage(station=st, data=_rician(clean, muscle_t2 * gain / settings.snr_t2, rng),
+                                       echo_time_ms=echo))
+        del world_t2
+    if settings.dixon:
+        water_lut, fat_lut = dixon_lookup_tables(state)
+        acq.fat_fraction = {v: round(100.0 * float(ff), 6) for v, ff in enumerate(fat_fraction_table(state))
+                            if water_lut[v] + fat_lut[v] > 0}
+        for kind, table in (("water", water_lut), ("fat", fat_lut)):
+            world = _blur(_world(labels, table), resolution)
+            for st, gain in zip(t2_stations, gains["t2"]):
+                sigma = DIXON_PD["muscle"] * gain / settings.snr_dixon
+                clean = _sample(world, st) * receive_bias(st) * np.float32(gain)
+                acq.dixon.append(StationImage(station=st, data=_rician(clean, sigma, rng), kind=kind))  # type: ignore[arg-type]
+            del world
 
     dwi_res = _resolution(dwi_stations[0])
     world_b0 = _blur(_world(labels, s0_lut), dwi_res)

@@ -69,11 +69,15 @@ def scan_visit(meta: VisitMeta, params: AnatomyParams, state: MuscleState, out_d
     acq = acquire(labels, state, settings, rng)
     t2 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = write_visit(VisitImages(t2=acq.t2, dwi=acq.dwi), meta, out_dir / "dicom", options)
+    files = write_visit(VisitImages(t2=acq.t2, dwi=acq.dwi, dixon=acq.dixon), meta, out_dir / "dicom", options)
     t3 = time.perf_counter()
     labels_path = out_dir / "labels.nii.gz"
     sitk.WriteImage(labels, str(labels_path), useCompression=True)
     truth = truth_record(meta, params, state, settings, acq.gains, acq.truth_signal, acq.truth_voxels)
+    if acq.fat_fraction:  # label value → the true fat fraction (%) a Dixon measures
+        truth["fat_fraction"] = {str(v): ff for v, ff in acq.fat_fraction.items()}
+    if settings.echoes_ms:
+        truth["echoes_ms"] = list(settings.echoes_ms)
     truth_path = out_dir / "truth.json"
     truth_path.write_text(json.dumps(truth, indent=1, sort_keys=True))
     return VisitResult(files=files, truth_path=truth_path, labels_path=labels_path,

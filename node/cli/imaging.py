@@ -32,6 +32,27 @@ OneSeries = Annotated[bool, typer.Option("--one-series", help="all stations of a
 Derived = Annotated[bool, typer.Option("--scanner-derived", help="also send the scanner's trace and ADC images")]
 Vendor = Annotated[str, typer.Option("--vendor", help="classic DWI headers as philips (standard b-value), siemens "
                                                        "((0019,100C) only) or ge ((0043,1039) only) write them")]
+Echoes = Annotated[str, typer.Option("--echoes", help="a multi-echo spin echo instead of the T2w FSE: its echo "
+                                                       "times in ms, comma-separated, 80 among them")]
+Dixon = Annotated[bool, typer.Option("--dixon", help="also a two-point Dixon (water and fat) on the T2 stations")]
+
+
+def _echoes(text: str) -> tuple[float, ...]:
+    if not text.strip():
+        return ()
+    try:
+        echoes = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        err_console.print(f"error: --echoes takes echo times in ms separated by commas (got {text!r})")
+        raise typer.Exit(2) from None
+    from phantom.scanner import ScanSettings
+
+    try:
+        ScanSettings(echoes_ms=echoes)
+    except ValueError as exc:
+        err_console.print(f"error: --echoes: {exc}")
+        raise typer.Exit(2) from None
+    return echoes
 
 
 def _options(enhanced: bool, one_series: bool, vendor: str) -> DicomOptions:
@@ -69,8 +90,10 @@ def phantom_subject(
     one_series: OneSeries = False,
     scanner_derived: Derived = False,
     vendor: Vendor = "philips",
+    echoes: Echoes = "",
+    dixon: Dixon = False,
 ) -> None:
-    """One healthy subject, one visit: T2 and DWI DICOM plus truth.json and true labels."""
+    """One healthy subject, one visit: T2 and DWI DICOM (and Dixon, with --dixon) plus truth.json and true labels."""
     import numpy as np
 
     from phantom.anatomy import AnatomyParams
@@ -81,8 +104,9 @@ def phantom_subject(
     rng = np.random.default_rng(seed)
     params = AnatomyParams.random(rng, sex).placed(rng)
     meta = _meta(patient_id, sex, date.fromisoformat(study_date), visit, seed, params.height_mm)
-    result = scan_visit(meta, params, MuscleState(), out, ScanSettings(size=_check_size(size), snr_t2=snr),
-                        _options(enhanced, one_series, vendor))
+    settings = ScanSettings(size=_check_size(size), snr_t2=snr, scanner_derived=scanner_derived,
+                            echoes_ms=_echoes(echoes), dixon=dixon)
+    result = scan_visit(meta, params, MuscleState(), out, settings, _options(enhanced, one_series, vendor))
     console.print(f"{len(result.files)} files in {out / 'dicom'}; truth {result.truth_path}; "
                   f"{sum(result.seconds.values()):.1f} s", highlight=False)
 
@@ -124,11 +148,13 @@ def phantom_rescan(
     seed: Annotated[int, typer.Option(help="subject seed")] = 1,
     size: SizeOption = "full",
     patient_id: Annotated[str, typer.Option(help="Patient ID")] = "PH0001",
+    echoes: Echoes = "",
+    dixon: Dixon = False,
 ) -> None:
     """A scan–rescan pair: same subject and disease state, new position on the table, new coil gains, new noise."""
     from phantom.rescan import scan_rescan
 
-    scan, rescan = scan_rescan(out, seed, _check_size(size), patient_id)
+    scan, rescan = scan_rescan(out, seed, _check_size(size), patient_id, echoes_ms=_echoes(echoes), dixon=dixon)
     console.print(f"scan {scan.truth_path.parent}, rescan {rescan.truth_path.parent}", highlight=False)
 
 

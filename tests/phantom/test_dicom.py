@@ -414,3 +414,45 @@ def sitk_array(volume) -> np.ndarray:  # type: ignore[no-untyped-def]
     import SimpleITK as sitk
 
     return sitk.GetArrayFromImage(volume.image)
+
+
+def _echo_and_dixon_images() -> VisitImages:
+    """Station 1 only: a three-echo spin echo (40, 80, 120 ms) and a Dixon's water and fat images."""
+    rng = np.random.default_rng(11)
+    st = stations("t2", "small")[0]
+    echoes = [StationImage(station=st, data=_array(st, rng, 40.0, 900.0 / (1 + n)), echo_time_ms=te)
+              for n, te in enumerate((40.0, 80.0, 120.0))]
+    dixon = [StationImage(station=st, data=_array(st, rng, 0.0, 600.0), kind="water"),
+             StationImage(station=st, data=_array(st, rng, 0.0, 300.0), kind="fat")]
+    return VisitImages(t2=echoes, dwi=[], dixon=dixon)
+
+
+@pytest.mark.parametrize("options", [CLASSIC, ENHANCED], ids=["classic", "enhanced"])
+def test_a_multi_echo_t2_and_a_dixon_are_written_as_the_node_reads_them(tmp_path: Path, options: DicomOptions) -> None:
+    """Every echo comes back with its echo time (enhanced: one instance per echo, as Siemens writes a multi-echo
+    spin echo) and the echo nearest 80 ms is the 80 ms image; the Dixon water and fat series are classified as
+    such by the node's default rules and read back as written; dciodvfy finds no error."""
+    from quant.volumes import station_volumes
+
+    images = _echo_and_dixon_images()
+    paths = write_visit(images, META, tmp_path, options)
+    rules = ProtocolSettings().rules
+    by_kind: dict[str, list[Dataset]] = {}
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        by_kind.setdefault(classify_series(ds, rules), []).append(ds)
+        errors, _ = dciodvfy(path)
+        assert not errors, f"{path.parent.name}/{path.name}: {errors}"
+    assert sorted(by_kind) == ["dixon_fat", "dixon_water", "t2"]
+    if options.enhanced:
+        assert len(by_kind["t2"]) == 3  # one instance per echo
+    every = station_volumes(by_kind["t2"])
+    assert [v.echo_time_ms for v in every] == [40.0, 80.0, 120.0]
+    (chosen,) = station_volumes(by_kind["t2"], echo_ms=75.0)
+    assert (chosen.echo_time_ms, chosen.echoes_ms) == (80.0, (40.0, 80.0, 120.0))
+    step = lambda data: (data.max() - data.min()) / 4095  # noqa: E731 - half a stored step, either side
+    np.testing.assert_allclose(sitk_array(chosen), clean(images.t2[1].data), atol=float(step(images.t2[1].data)))
+    for kind, written_image in (("dixon_water", images.dixon[0]), ("dixon_fat", images.dixon[1])):
+        assert station_volumes(by_kind[kind]) == []  # DERIVED: never read as acquired images
+        (volume,) = station_volumes(by_kind[kind], derived=True)
+        np.testing.assert_allclose(sitk_array(volume), clean(written_image.data), atol=float(step(written_image.data)))
