@@ -19,12 +19,16 @@ atlas. Reported:
   (0043,1039); ``--enhanced`` writes Enhanced MR instead);
 - with ``--echoes`` the T2 is a multi-echo spin echo (the echo nearest 80 ms is measured, as the node does);
 - with ``--dixon`` the phantom also writes a two-point Dixon and the pipeline measures fat fraction: its error
-  vs the planted fat fraction (percentage points) per muscle, median absolute and the largest.
+  vs the planted fat fraction (percentage points) per muscle, median absolute and the largest;
+- with ``--layout lower_limbs`` the phantom scans the legs only (axial T2 of thighs and calves, slices with
+  gaps, no DWI) and the pipeline measures them as the ``lower_limbs`` profile does (leg by leg, quant.partial):
+  the same figures for the thigh and calf muscles.
 
-The series are told apart by the node's own rules for the whole-body profile (node.intake.classify).
+The series are told apart by the node's own rules for the profile (node.intake.classify).
 
     python bench/accuracy.py [--subjects 3] [--size full|small] [--atlas DIR] [--vendor philips|siemens|ge]
                              [--enhanced] [--echoes 20,40,60,80,100,120] [--dixon]
+                             [--layout whole_body|lower_limbs]
 """
 
 from __future__ import annotations
@@ -55,25 +59,24 @@ from quant.fat import DixonStation, dixon_stations
 from quant.params import QuantParams
 from quant.pipeline import MeasurementRow, measure_t2, quantify
 from quant.volumes import StationVolume, station_volumes
-from storage.catalogue import Modality, ScanProfile
+from storage.catalogue import PROFILE_MUSCLES, PROFILE_STATIONS, Modality, ScanProfile
 
 LEG = {"quadriceps", "hamstrings", "tibialis_anterior", "gastrocnemius_soleus"}
 TRUE_ADC = lookup_tables(MuscleState())[2]  # per label value, mm²/s (the healthy subjects here)
 VALUE = {(lab.key, lab.side): lab.value for lab in LABELS}
 
 
-RULES = [SeriesRule(**rule) for rule in PROFILE_DEFAULTS[ScanProfile.WHOLE_BODY]["rules"]]  # type: ignore[attr-defined]
-
-
-def visit_volumes(folder: Path) -> tuple[list[StationVolume], list[StationVolume], list[DixonStation]]:
+def visit_volumes(folder: Path, profile: ScanProfile = ScanProfile.WHOLE_BODY
+                  ) -> tuple[list[StationVolume], list[StationVolume], list[DixonStation]]:
     """T2 (of several echoes the one nearest 80 ms), DWI and Dixon stations of a phantom visit's DICOM."""
+    rules = [SeriesRule(**rule) for rule in PROFILE_DEFAULTS[profile]["rules"]]  # type: ignore[attr-defined]
     kinds: dict[str, list] = {}  # type: ignore[type-arg]
     for path in sorted(p for p in (folder / "dicom").rglob("*") if p.is_file()):
         ds = pydicom.dcmread(path)
-        kinds.setdefault(classify_series(ds, RULES), []).append(ds)
+        kinds.setdefault(classify_series(ds, rules), []).append(ds)
     dixon, _ = dixon_stations(station_volumes(kinds.get("dixon_water", []), derived=True),
                               station_volumes(kinds.get("dixon_fat", []), derived=True))
-    return station_volumes(kinds["t2"], echo_ms=80.0), station_volumes(kinds["dwi"]), dixon
+    return station_volumes(kinds["t2"], echo_ms=80.0), station_volumes(kinds.get("dwi", [])), dixon
 
 
 def truth_ratio(row: MeasurementRow, truth: dict) -> float:
@@ -90,12 +93,13 @@ def truth_ratio(row: MeasurementRow, truth: dict) -> float:
     return float(np.average(ratios, weights=weights)) if ratios else float("nan")
 
 
-def dice(propagated: sitk.Image, truth_labels: sitk.Image) -> dict[str, float]:
+def dice(propagated: sitk.Image, truth_labels: sitk.Image, covered: tuple[str, ...] | None = None
+         ) -> dict[str, float]:
     on_truth = sitk.Resample(propagated, truth_labels, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     a, b = sitk.GetArrayViewFromImage(on_truth), sitk.GetArrayViewFromImage(truth_labels)
     out = {}
     for lab in LABELS:
-        if lab.tissue != "muscle" or lab.key == "other_muscle":
+        if lab.tissue != "muscle" or lab.key == "other_muscle" or (covered is not None and lab.key not in covered):
             continue
         x, y = a == lab.value, b == lab.value
         if y.any():
@@ -113,7 +117,11 @@ def main() -> None:
     ap.add_argument("--enhanced", action="store_true")
     ap.add_argument("--echoes", default="", help="multi-echo T2: echo times (ms), comma-separated, 80 among them")
     ap.add_argument("--dixon", action="store_true", help="also a Dixon: fat fraction measured against its truth")
+    ap.add_argument("--layout", default="whole_body", choices=("whole_body", "lower_limbs"))
     args = ap.parse_args()
+    profile = ScanProfile(args.layout)
+    covered = None if profile is ScanProfile.WHOLE_BODY else PROFILE_MUSCLES[profile]
+    station_muscles = PROFILE_STATIONS.get(profile)
     echoes = tuple(float(v) for v in args.echoes.split(",")) if args.echoes else ()
     work = args.work or Path(tempfile.mkdtemp(prefix="myonode-accuracy-"))
     atlas = load_atlas(args.atlas or ensure_default_atlas(3))
@@ -129,15 +137,15 @@ def main() -> None:
         seed = 1 + k
         scan, rescan = scan_rescan(work / f"subject{seed}", seed, args.size, f"ACC{seed:03d}",
                                    options=DicomOptions(vendor=args.vendor, enhanced=args.enhanced),
-                                   echoes_ms=echoes, dixon=args.dixon)
+                                   echoes_ms=echoes, dixon=args.dixon, layout=args.layout)
         values = []
         for session in (scan, rescan):
-            t2, dwi, dixon = visit_volumes(session.truth_path.parent)
+            t2, dwi, dixon = visit_volumes(session.truth_path.parent, profile)
             t0 = time.perf_counter()
-            q = quantify(t2, dwi, atlas, settings, dixon=dixon)
+            q = quantify(t2, dwi, atlas, settings, covered=covered, station_muscles=station_muscles, dixon=dixon)
             seconds.append(time.perf_counter() - t0)
             truth = json.loads(session.truth_path.read_text())
-            for key, d in dice(q.subject_labels, sitk.ReadImage(str(session.labels_path))).items():
+            for key, d in dice(q.subject_labels, sitk.ReadImage(str(session.labels_path)), covered).items():
                 dices.setdefault(key, []).append(d)
             rel = {}
             for row in q.rows:
@@ -158,7 +166,7 @@ def main() -> None:
             if k == 0 and session is scan:
                 scaled = [StationVolume(image=v.image * (1.25 if i % 2 else 0.75), series_uid=v.series_uid, station_key=v.station_key, b_value=None, sop_uids=[], frame_numbers=[])
                           for i, v in enumerate(t2)]
-                again, _, _ = measure_t2(scaled, q.subject_labels, atlas, settings)
+                again, _, _ = measure_t2(scaled, q.subject_labels, atlas, settings, covered=covered)
                 base = {(r.muscle, r.side): r.value for r in q.rows if r.modality is Modality.REL_T2}
                 gain_change = max(abs(r.value / base[(r.muscle, r.side)] - 1) for r in again) * 100
         for key in set(values[0]) & set(values[1]):
@@ -176,6 +184,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "accuracy", "date": date.today().isoformat(), "size": args.size, "subjects": args.subjects,
         "atlas": atlas.id,
+        "layout": args.layout,
         "dice_median_all": float(np.median(list(dice_median.values()))),
         "dice_median_thigh_leg": float(np.median(leg)), "dice_min_thigh_leg": float(np.min(leg)),
         "relT2_abs_error_pct_median": float(np.median(list(err_median.values()))),
@@ -189,7 +198,8 @@ def main() -> None:
             "ff_abs_error_pp_max_muscle": max(((k, float(np.median(np.abs(v)))) for k, v in ff_errors.items()),
                                               key=lambda kv: kv[1]),
             "ff_muscles": len(ff_errors)} if ff_errors else {}),
-        "adc_abs_error_pct_median": float(np.median([np.median(np.abs(v)) for v in adc_errors.values()])),
+        "adc_abs_error_pct_median": (float(np.median([np.median(np.abs(v)) for v in adc_errors.values()]))
+                                     if adc_errors else None),
         "seconds_per_visit_median": float(np.median(seconds)),
         "dice": dice_median, "relT2_error_pct": err_median, "rescan_cov_pct": covs,
     }, indent=1))

@@ -25,7 +25,7 @@ from phantom.anatomy import AnatomyParams
 from phantom.cohort_model import Effects, SimulatedCohort, simulate_cohort
 from phantom.contrast import MuscleState
 from phantom.dicom import DicomOptions
-from phantom.geometry import Size
+from phantom.geometry import Layout, Size
 from phantom.images import VisitMeta
 from phantom.scanner import ScanSettings
 from phantom.visit import scan_visit
@@ -70,8 +70,10 @@ ARTEFACT_MUSCLES = (("quadriceps", "left"), ("quadriceps", "right"), ("hamstring
 
 def write_cohort(out: Path, patients: int = 29, controls: int = 22, seed: int = 1, size: Size = "full",
                  options: DicomOptions = DicomOptions(), snr_t2: float = 30.0,
-                 effects: Effects | None = None, artefacts: int = 0) -> CohortFiles:
-    """Simulate and write a whole cohort under ``out`` (see the module docstring).
+                 effects: Effects | None = None, artefacts: int = 0, layout: Layout = "whole_body",
+                 echoes_ms: tuple[float, ...] = (), dixon: bool = False) -> CohortFiles:
+    """Simulate and write a whole cohort under ``out`` (see the module docstring); ``layout``, ``echoes_ms`` and
+    ``dixon`` choose the protocol (a legs-only cohort, a multi-echo T2, a Dixon: :class:`phantom.scanner.ScanSettings`).
 
     ``artefacts``: that many visits (drawn from ``seed``) get an artefact — one muscle's T2w signal
     raised ×``ARTEFACT_T2_FACTOR`` — that a reviewer should reject; each visit's ``truth.json``
@@ -107,7 +109,8 @@ def write_cohort(out: Path, patients: int = 29, controls: int = 22, seed: int = 
                          study_time=time(8 + len(written) % 9, 0), visit=str(row.visit), seed=visit_seed,
                          time_point_id=str(row.visit).upper())
         folder = out / "visits" / f"{sid}_{row.visit}"
-        scan_visit(meta, params, state, folder, ScanSettings(size=size, snr_t2=snr_t2), options)
+        scan_visit(meta, params, state, folder, ScanSettings(size=size, snr_t2=snr_t2, layout=layout,
+                                                             echoes_ms=echoes_ms, dixon=dixon), options)
         if artefact is not None:
             truth_path = folder / "truth.json"
             truth = json.loads(truth_path.read_text())

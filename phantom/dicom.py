@@ -148,13 +148,14 @@ T2 = _Protocol(
     inversion_time_ms=None, echo_train_length=16, echo_planar=False, flip_angle_deg=90.0, averages=1,
     pixel_bandwidth_hz=289.0, sense_factor=2.0, acquired_fraction=0.5, percent_sampling=80.0,
     phase_direction="ROW", acquisition_contrast="T2", station_seconds=150.0)
+LEGS_T2 = dataclasses.replace(T2, name="LEGS_T2W_TSE_AX", station_seconds=180.0)
 DIXON_WATER = _Protocol(
-    name="WB_mDIXON_W", series_base=500, scanning_sequence=("GR",), sequence_variant=("SP",),
+    name="mDIXON_W", series_base=500, scanning_sequence=("GR",), sequence_variant=("SP",),
     scan_options=("PFP",), pulse_sequence_name="mDIXON", repetition_time_ms=5.5, echo_time_ms=1.8,
     inversion_time_ms=None, echo_train_length=2, echo_planar=False, flip_angle_deg=10.0, averages=1,
     pixel_bandwidth_hz=1000.0, sense_factor=2.0, acquired_fraction=0.5, percent_sampling=80.0,
     phase_direction="ROW", acquisition_contrast="PROTON_DENSITY", station_seconds=40.0)
-DIXON_FAT = dataclasses.replace(DIXON_WATER, name="WB_mDIXON_F", series_base=600)
+DIXON_FAT = dataclasses.replace(DIXON_WATER, name="mDIXON_F", series_base=600)
 DWI = _Protocol(
     name="WB_DWIBS_AX", series_base=400, scanning_sequence=("SE", "EP", "IR"), sequence_variant=("SK",),
     scan_options=("PFP",), pulse_sequence_name="DwiSE", repetition_time_ms=9412.0, echo_time_ms=66.0,
@@ -258,13 +259,14 @@ def _station_starts(items: list[StationImage], first: datetime, protocol: _Proto
 def _plan(images: VisitImages, meta: VisitMeta, options: DicomOptions) -> list[_Series]:
     """The visit's series in series-number order; T2 stations are scanned first, then DWI."""
     t2_start = datetime.combine(meta.study_date, meta.study_time) + timedelta(seconds=SURVEY_SECONDS)
-    t2_starts = _station_starts(images.t2, t2_start, T2)
-    dwi_start = t2_start + timedelta(seconds=len(t2_starts) * T2.station_seconds + SEQUENCE_GAP_SECONDS)
+    t2_protocol = LEGS_T2 if images.t2 and abs(images.t2[0].station.normal[2]) > 0.5 else T2  # axial: legs-only
+    t2_starts = _station_starts(images.t2, t2_start, t2_protocol)
+    dwi_start = t2_start + timedelta(seconds=len(t2_starts) * t2_protocol.station_seconds + SEQUENCE_GAP_SECONDS)
     dwi_starts = _station_starts(images.dwi, dwi_start, DWI)
     dixon_start = dwi_start + timedelta(seconds=len(dwi_starts) * DWI.station_seconds + SEQUENCE_GAP_SECONDS)
     dixon_starts = _station_starts(images.dixon, dixon_start, DIXON_WATER)  # water and fat: one acquisition
     series: list[_Series] = []
-    for protocol, items, starts in ((T2, images.t2, t2_starts), (DWI, images.dwi, dwi_starts),
+    for protocol, items, starts in ((t2_protocol, images.t2, t2_starts), (DWI, images.dwi, dwi_starts),
                                     (DIXON_WATER, [i for i in images.dixon if i.kind == "water"], dixon_starts),
                                     (DIXON_FAT, [i for i in images.dixon if i.kind == "fat"], dixon_starts)):
         if not items:
@@ -458,7 +460,7 @@ def _classic_image_dataset(series: _Series, template: Dataset, placed: _Image, s
     _classic_protocol_attributes(ds, series.protocol, station, echo)
     ds.ImageOrientationPatient = _ds_list([*station.row_direction, *station.column_direction])
     ds.PixelSpacing = _ds_list([station.spacing[1], station.spacing[0]])
-    ds.SliceThickness = _ds(station.spacing[2])
+    ds.SliceThickness = _ds(station.thickness_mm or station.spacing[2])
     ds.SpacingBetweenSlices = _ds(station.spacing[2])
     ds.Rows, ds.Columns = station.size[1], station.size[0]
     if vendor == "philips":
@@ -551,7 +553,7 @@ def _shared_groups(protocol: _Protocol, first: _Image) -> Dataset:
     region = _item(CodeValue=ENTIRE_BODY[0], CodingSchemeDesignator=ENTIRE_BODY[1], CodeMeaning=ENTIRE_BODY[2])
     shared = Dataset()
     shared.PixelMeasuresSequence = _seq(PixelSpacing=_ds_list([station.spacing[1], station.spacing[0]]),
-                                        SliceThickness=_ds(station.spacing[2]),
+                                        SliceThickness=_ds(station.thickness_mm or station.spacing[2]),
                                         SpacingBetweenSlices=_ds(station.spacing[2]))
     shared.PlaneOrientationSequence = _seq(
         ImageOrientationPatient=_ds_list([*station.row_direction, *station.column_direction]))

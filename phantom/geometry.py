@@ -5,7 +5,9 @@ z superior; the vertex of the head is at z = 0 and the feet at z = −height. Th
 line is x = y = 0.
 
 T2: coronal FSE stations (rows run head→feet, columns right→left, slices anterior→posterior),
-tiled along z with a fixed overlap. DWI: axial stations, abutting, tiled along z. A station
+tiled along z with a fixed overlap. DWI: axial stations, abutting, tiled along z. A legs-only protocol
+(``layout="lower_limbs"``, the ``lower_limbs`` profile's) has two axial T2 stations instead — mid-thigh and
+mid-calf, slices with gaps between them as neuromuscular protocols scan — and no DWI. A station
 is described by a SimpleITK reference image (origin = centre of the first voxel, direction
 columns = row direction, column direction, slice normal), so sampling a world volume into a
 station is one ``sitk.Resample`` call.
@@ -21,6 +23,8 @@ import SimpleITK as sitk
 
 Size = Literal["full", "small"]
 SIZES: tuple[str, ...] = ("full", "small")
+Layout = Literal["whole_body", "lower_limbs"]
+LAYOUTS: tuple[str, ...] = ("whole_body", "lower_limbs")
 
 ROW_CORONAL = (1.0, 0.0, 0.0)  # image rows advance to the patient's left
 COL_CORONAL = (0.0, 0.0, -1.0)  # image columns advance towards the feet
@@ -47,6 +51,16 @@ PROTOCOLS: dict[tuple[str, str], Protocol] = {
     ("dwi", "small"): Protocol(stations=8, matrix=48, pixel_mm=9.2, slices=25, slice_mm=10.0, overlap_mm=0.0),
 }
 
+# The legs-only T2 (axial, both legs in one field): slices ``slice_mm`` apart, each LEG_SLICE_THICKNESS_MM thick.
+LEG_PROTOCOLS: dict[str, Protocol] = {
+    "full": Protocol(stations=2, matrix=384, pixel_mm=1.25, slices=20, slice_mm=10.0, overlap_mm=0.0),
+    "small": Protocol(stations=2, matrix=96, pixel_mm=5.0, slices=10, slice_mm=20.0, overlap_mm=0.0),
+}
+LEG_SLICE_THICKNESS_MM: dict[str, float] = {"full": 6.0, "small": 10.0}
+# Station centres (z, mm) of the legs-only programme, fixed like the whole-body one: mid-thigh and mid-calf of the
+# reference body (1.75 m; phantom/anatomy.py: thigh −900 to −1255, calf −1295 to −1685).
+LEG_CENTRES_Z = (-1080.0, -1480.0)
+
 # The first station's top edge lies this far above the vertex (the operator's planning margin).
 TOP_MARGIN_MM = 20.0
 # Resolution of the truth (label) grid the anatomy is drawn on.
@@ -63,6 +77,7 @@ class Station:
     spacing: tuple[float, float, float]  # (column step, row step, slice step) = (Δ along row dir, Δ along col dir, Δ slice)
     direction: tuple[float, ...]  # 3×3 row-major, columns = row dir, column dir, slice normal
     size: tuple[int, int, int]  # (columns, rows, slices)
+    thickness_mm: float | None = None  # slice thickness when less than the slice step (slices with gaps)
 
     @property
     def row_direction(self) -> np.ndarray:
@@ -101,9 +116,25 @@ def _direction(row: tuple[float, float, float], col: tuple[float, float, float])
     return tuple(float(v) for v in np.column_stack([row, col, normal]).ravel())
 
 
-def stations(kind: Literal["t2", "dwi"], size: Size = "full") -> list[Station]:
+def leg_stations(size: Size = "full") -> list[Station]:
+    """The legs-only protocol's axial T2 stations, thigh then calf (:data:`LEG_CENTRES_Z`)."""
+    p = LEG_PROTOCOLS[size]
+    fov = p.matrix * p.pixel_mm
+    direction = _direction(ROW_AXIAL, COL_AXIAL)  # normal +z: slice 0 is the most inferior
+    out = []
+    for i, centre in enumerate(LEG_CENTRES_Z):
+        origin = (-fov / 2 + p.pixel_mm / 2, -fov / 2 + p.pixel_mm / 2, centre - (p.slices - 1) * p.slice_mm / 2)
+        out.append(Station(kind="t2", index=i + 1, origin=origin, spacing=(p.pixel_mm, p.pixel_mm, p.slice_mm),
+                           direction=direction, size=(p.matrix, p.matrix, p.slices),
+                           thickness_mm=LEG_SLICE_THICKNESS_MM[size]))
+    return out
+
+
+def stations(kind: Literal["t2", "dwi"], size: Size = "full", layout: Layout = "whole_body") -> list[Station]:
     """The station layout of one sequence, head first; independent of the subject (as on the scanner,
-    where the operator plans a fixed whole-body table programme)."""
+    where the operator plans a fixed table programme). The legs-only layout has no DWI."""
+    if layout == "lower_limbs":
+        return leg_stations(size) if kind == "t2" else []
     p = PROTOCOLS[(kind, size)]
     fov = p.matrix * p.pixel_mm
     out: list[Station] = []

@@ -15,7 +15,7 @@ import numpy as np
 from phantom.anatomy import AnatomyParams
 from phantom.contrast import MuscleState
 from phantom.dicom import DicomOptions
-from phantom.geometry import Size
+from phantom.geometry import Layout, Size
 from phantom.images import VisitMeta
 from phantom.scanner import ScanSettings
 from phantom.visit import VisitResult, scan_visit
@@ -25,10 +25,10 @@ SESSIONS = ("scan", "rescan")
 
 def scan_rescan(out: Path, seed: int, size: Size = "full", patient_id: str = "PH0001",
                 state: MuscleState = MuscleState(), sex: str = "M",
-                options: DicomOptions = DicomOptions(), echoes_ms: tuple[float, ...] = (), dixon: bool = False
-                ) -> tuple[VisitResult, VisitResult]:
-    """Write ``out/scan`` and ``out/rescan`` (DICOM + truth) for subject ``seed`` (``echoes_ms``, ``dixon``: a
-    multi-echo T2 and a Dixon, see :class:`phantom.scanner.ScanSettings`)."""
+                options: DicomOptions = DicomOptions(), echoes_ms: tuple[float, ...] = (), dixon: bool = False,
+                layout: Layout = "whole_body") -> tuple[VisitResult, VisitResult]:
+    """Write ``out/scan`` and ``out/rescan`` (DICOM + truth) for subject ``seed`` (``echoes_ms``, ``dixon``,
+    ``layout``: a multi-echo T2, a Dixon, the legs-only protocol, see :class:`phantom.scanner.ScanSettings`)."""
     body = AnatomyParams.random(np.random.default_rng(seed), sex)
     results = []
     for i, session in enumerate(SESSIONS):
@@ -38,6 +38,6 @@ def scan_rescan(out: Path, seed: int, size: Size = "full", patient_id: str = "PH
                          height_m=round(body.height_mm / 1000.0, 2), study_date=date(2026, 3, 2),
                          study_time=time(9 + 2 * i, 0), visit="baseline", seed=seed * 100 + i + 1,
                          time_point_id=None)
-        settings = ScanSettings(size=size, echoes_ms=echoes_ms, dixon=dixon)
+        settings = ScanSettings(size=size, echoes_ms=echoes_ms, dixon=dixon, layout=layout)
         results.append(scan_visit(meta, params, state, out / session, settings, options))
     return results[0], results[1]

@@ -28,7 +28,7 @@ from phantom.contrast import (
     fat_fraction_table,
     lookup_tables,
 )
-from phantom.geometry import Size, Station, stations
+from phantom.geometry import Layout, Size, Station, stations
 from phantom.images import StationImage
 
 B_LOW, B_HIGH = 0.0, 1000.0  # s/mm²
@@ -39,6 +39,7 @@ class ScanSettings:
     """Acquisition settings a test or the CLI may change."""
 
     size: Size = "full"
+    layout: Layout = "whole_body"  # or "lower_limbs": two axial T2 stations (thigh, calf) with gaps, no DWI
     snr_t2: float = 30.0  # healthy muscle signal / noise SD, at gain 1
     snr_dwi: float = 20.0  # healthy muscle b0 signal / noise SD, at gain 1
     gain_range: tuple[float, float] = (0.8, 1.25)
@@ -106,9 +107,11 @@ def _blur(img: sitk.Image, fwhm_mm: tuple[float, float, float]) -> sitk.Image:
 
 
 def _resolution(st: Station) -> tuple[float, float, float]:
-    """The station's resolution along world x, y, z (mm)."""
+    """The station's resolution along world x, y, z (mm): its pixels, and its slice thickness across slices."""
     d = np.abs(np.asarray(st.direction).reshape(3, 3))
-    return tuple(float(d[axis] @ np.asarray(st.spacing)) for axis in range(3))  # type: ignore[return-value]
+    across = st.thickness_mm if st.thickness_mm is not None else st.spacing[2]
+    return tuple(float(d[axis] @ np.asarray([st.spacing[0], st.spacing[1], across]))  # type: ignore[return-value]
+                 for axis in range(3))
 
 
 def _sample(world: sitk.Image, st: Station, interpolator: int = sitk.sitkLinear) -> np.ndarray:
@@ -141,8 +144,8 @@ def acquire(labels: sitk.Image, state: MuscleState, settings: ScanSettings,
             rng: np.random.Generator) -> Acquisition:
     """Scan one visit: T2 stations, then DWI stations at b = 0 and 1000 s/mm²."""
     t2_lut, s0_lut, adc_lut = lookup_tables(state)
-    t2_stations = stations("t2", settings.size)
-    dwi_stations = stations("dwi", settings.size)
+    t2_stations = stations("t2", settings.size, settings.layout)
+    dwi_stations = stations("dwi", settings.size, settings.layout)
     gains = {"t2": [float(rng.uniform(*settings.gain_range)) for _ in t2_stations],
              "dwi": [float(rng.uniform(*settings.gain_range)) for _ in dwi_stations]}
     acq = Acquisition(t2=[], dwi=[], gains=gains, truth_signal={"t2": {}, "dwi": {}}, truth_voxels={"t2": {}, "dwi": {}})
@@ -175,6 +178,8 @@ def acquire(labels: sitk.Image, state: MuscleState, settings: ScanSettings,
                 acq.dixon.append(StationImage(station=st, data=_rician(clean, sigma, rng), kind=kind))  # type: ignore[arg-type]
             del world
 
+    if not dwi_stations:  # a legs-only protocol
+        return acq
     dwi_res = _resolution(dwi_stations[0])
     world_b0 = _blur(_world(labels, s0_lut), dwi_res)
     decay = np.exp(-B_HIGH * adc_lut).astype(np.float32)

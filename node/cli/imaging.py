@@ -19,7 +19,7 @@ from node.cli.common import console, err_console, sessions_of, settings_of
 
 if TYPE_CHECKING:
     from phantom.dicom import DicomOptions
-    from phantom.geometry import Size
+    from phantom.geometry import Layout, Size
 
 phantom_app = typer.Typer(help="The synthetic 3 T scanner: subjects, rescans, cohorts with known truth.",
                           no_args_is_help=True)
@@ -35,6 +35,16 @@ Vendor = Annotated[str, typer.Option("--vendor", help="classic DWI headers as ph
 Echoes = Annotated[str, typer.Option("--echoes", help="a multi-echo spin echo instead of the T2w FSE: its echo "
                                                        "times in ms, comma-separated, 80 among them")]
 Dixon = Annotated[bool, typer.Option("--dixon", help="also a two-point Dixon (water and fat) on the T2 stations")]
+LayoutOption = Annotated[str, typer.Option("--layout", help="whole_body (the paper's protocol) or lower_limbs (axial "
+                                                            "T2 of thighs and calves, slices with gaps, no DWI)")]
+
+
+def _check_layout(layout: str) -> Layout:
+    layouts: tuple[Layout, ...] = ("whole_body", "lower_limbs")
+    if layout not in layouts:
+        err_console.print(f"error: --layout must be whole_body or lower_limbs (got {layout!r})")
+        raise typer.Exit(2)
+    return layout
 
 
 def _echoes(text: str) -> tuple[float, ...]:
@@ -92,6 +102,7 @@ def phantom_subject(
     vendor: Vendor = "philips",
     echoes: Echoes = "",
     dixon: Dixon = False,
+    layout: LayoutOption = "whole_body",
 ) -> None:
     """One healthy subject, one visit: T2 and DWI DICOM (and Dixon, with --dixon) plus truth.json and true labels."""
     import numpy as np
@@ -105,7 +116,7 @@ def phantom_subject(
     params = AnatomyParams.random(rng, sex).placed(rng)
     meta = _meta(patient_id, sex, date.fromisoformat(study_date), visit, seed, params.height_mm)
     settings = ScanSettings(size=_check_size(size), snr_t2=snr, scanner_derived=scanner_derived,
-                            echoes_ms=_echoes(echoes), dixon=dixon)
+                            echoes_ms=_echoes(echoes), dixon=dixon, layout=_check_layout(layout))
     result = scan_visit(meta, params, MuscleState(), out, settings, _options(enhanced, one_series, vendor))
     console.print(f"{len(result.files)} files in {out / 'dicom'}; truth {result.truth_path}; "
                   f"{sum(result.seconds.values()):.1f} s", highlight=False)
@@ -122,6 +133,9 @@ def phantom_cohort(
     one_series: OneSeries = False,
     vendor: Vendor = "philips",
     effects: Annotated[Path | None, typer.Option(help="JSON file overriding planted effects (phantom/cohort_model.py)")] = None,
+    layout: LayoutOption = "whole_body",
+    echoes: Echoes = "",
+    dixon: Dixon = False,
 ) -> None:
     """A cohort with known truth: every visit's DICOM, subjects/clinical/ephys CSVs, truth.json."""
     from phantom.cohort_files import visits_table, write_cohort
@@ -135,7 +149,8 @@ def phantom_cohort(
 
     with console.status(f"scanning {patients} patients and {controls} controls …"):
         files = write_cohort(out, patients, controls, seed, _check_size(size),
-                             _options(enhanced, one_series, vendor), effects=planted)
+                             _options(enhanced, one_series, vendor), effects=planted, layout=_check_layout(layout),
+                             echoes_ms=_echoes(echoes), dixon=dixon)
     visits_table(files).to_csv(out / "visits.csv", index=False)
     console.print(f"{len(files.visits)} visits under {out / 'visits'}; {files.subjects_csv.name}, "
                   f"{files.clinical_csv.name}, {files.ephys_csv.name}, truth.json, visits.csv in {out}",
@@ -150,11 +165,13 @@ def phantom_rescan(
     patient_id: Annotated[str, typer.Option(help="Patient ID")] = "PH0001",
     echoes: Echoes = "",
     dixon: Dixon = False,
+    layout: LayoutOption = "whole_body",
 ) -> None:
     """A scan–rescan pair: same subject and disease state, new position on the table, new coil gains, new noise."""
     from phantom.rescan import scan_rescan
 
-    scan, rescan = scan_rescan(out, seed, _check_size(size), patient_id, echoes_ms=_echoes(echoes), dixon=dixon)
+    scan, rescan = scan_rescan(out, seed, _check_size(size), patient_id, echoes_ms=_echoes(echoes), dixon=dixon,
+                               layout=_check_layout(layout))
     console.print(f"scan {scan.truth_path.parent}, rescan {rescan.truth_path.parent}", highlight=False)
 
 
