@@ -54,7 +54,7 @@ PROTOCOLS: dict[tuple[str, str], Protocol] = {
 # The legs-only T2 (axial, both legs in one field): slices ``slice_mm`` apart, each LEG_SLICE_THICKNESS_MM thick.
 LEG_PROTOCOLS: dict[str, Protocol] = {
     "full": Protocol(stations=2, matrix=384, pixel_mm=1.25, slices=20, slice_mm=10.0, overlap_mm=0.0),
-    "small": Protocol(stations=2, matrix=96, pixel_mm=5.0, slices=10, slice_mm=20.0, overlap_mm=0.0),
+    "small": Protocol(stations=2, matrix=160, pixel_mm=3.0, slices=10, slice_mm=20.0, overlap_mm=0.0),
 }
 LEG_SLICE_THICKNESS_MM: dict[str, float] = {"full": 6.0, "small": 10.0}
 # Station centres (z, mm) of the legs-only programme, fixed like the whole-body one: mid-thigh and mid-calf of the

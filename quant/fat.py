@@ -90,7 +90,7 @@ def dixon_stations(water: Sequence[StationVolume], fat: Sequence[StationVolume]
         if partner is None:
             warnings.append(f"Dixon water series {w.series_uid}: no fat image on its grid; not used")
             continue
-        unpaired_fat.remove(partner)
+        unpaired_fat = [f for f in unpaired_fat if f is not partner]  # by identity: == would compare the images
         if any(_same_grid(p.image, w.image) for p in pairs):
             warnings.append(f"Dixon series {w.series_uid} and {partner.series_uid}: a second water/fat pair on a "
                             "grid already measured; not used")

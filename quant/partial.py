@@ -67,8 +67,13 @@ def leg_midline_x(image: sitk.Image) -> float:
     return float(np.mean(xs))
 
 
+LEG_MARGIN_MM = 20.0  # kept around the leg's body (its rows) when a station is cut to one leg
+
+
 def _leg(image: sitk.Image, midline_x: float, side: str) -> sitk.Image:
-    """The half of ``image`` on ``side`` of the patient (LPS: left is +x), by columns."""
+    """The half of ``image`` on ``side`` of the patient (LPS: left is +x), by columns, and its rows cut to the body
+    (Otsu) with :data:`LEG_MARGIN_MM` around it — a field of view much deeper than the leg would leave most of the
+    registration's samples in air, outside the cropped atlas."""
     row = np.asarray(image.GetDirection()).reshape(3, 3)[:, 0]
     if abs(row[0]) < 0.9:
         raise VolumeError("a leg protocol's station must be axial with its rows along the patient's left-right axis")
@@ -78,8 +83,15 @@ def _leg(image: sitk.Image, midline_x: float, side: str) -> sitk.Image:
     index = np.flatnonzero(keep)
     if index.size < 8:
         raise VolumeError(f"the {side} leg holds {index.size} columns of the station: not enough to register")
-    return sitk.RegionOfInterest(image, [int(index.size), image.GetSize()[1], image.GetSize()[2]],
+    half = sitk.RegionOfInterest(image, [int(index.size), image.GetSize()[1], image.GetSize()[2]],
                                  [int(index.min()), 0, 0])
+    body = sitk.GetArrayFromImage(sitk.OtsuThreshold(sitk.Cast(half, sitk.sitkFloat32), 0, 1)) > 0
+    rows = np.flatnonzero(body.any(axis=(0, 2)))
+    if rows.size == 0:
+        return half
+    margin = int(np.ceil(LEG_MARGIN_MM / half.GetSpacing()[1]))
+    first, last = max(0, int(rows.min()) - margin), min(half.GetSize()[1] - 1, int(rows.max()) + margin)
+    return sitk.RegionOfInterest(half, [half.GetSize()[0], last - first + 1, half.GetSize()[2]], [0, first, 0])
 
 
 def _atlas_region(atlas: Atlas, values: Collection[int]) -> tuple[sitk.Image, sitk.Image]:
@@ -167,28 +179,43 @@ MARROW_SEARCH_MM = 8.0  # how far from its registered label a marrow cavity is l
 def refine_marrow(labels: np.ndarray, image: np.ndarray, covered: np.ndarray, marrows: Collection[int],
                   muscles: Collection[int], *, radius_mm: float, spacing: Sequence[float]) -> None:
     """Move each marrow label (in place, slice by slice where ``covered``) onto the bright cavity it was meant for:
-    within ``radius_mm`` of the registered label, the voxels above Otsu's threshold of that neighbourhood, the
-    connected part overlapping the label most (else the largest). Muscle labels are never overwritten; marrow
-    voxels left behind become unlabelled."""
+    for each connected piece of the registered label (one label may hold both legs' tibiae), within ``radius_mm``
+    of it, the voxels above Otsu's threshold of that neighbourhood, the connected part overlapping the piece most
+    (else the largest). Muscle labels are never overwritten; marrow voxels left behind become unlabelled."""
     radius = max(1, round(radius_mm / min(spacing[0], spacing[1])))
     structure = ndimage.generate_binary_structure(2, 1)
     for value in marrows:
         for z in np.flatnonzero((labels == value).any(axis=(1, 2)) & covered.any(axis=(1, 2))):
             mask = labels[z] == value
-            region = ndimage.binary_dilation(mask, structure, iterations=radius) & covered[z]
-            values = image[z][region]
-            if values.size < 16 or float(values.max()) <= float(values.min()):
-                continue
-            threshold = _otsu(image[z], region)
-            parts, n = ndimage.label(region & (image[z] > threshold), structure)
-            if n == 0:
-                continue
-            overlap = ndimage.sum(mask, parts, range(1, n + 1))
-            sizes = ndimage.sum(np.ones_like(mask), parts, range(1, n + 1))
-            best = int(np.argmax(overlap)) + 1 if overlap.max() > 0 else int(np.argmax(sizes)) + 1
-            cavity = parts == best
-            labels[z][mask & ~cavity] = 0
-            labels[z][cavity & ~np.isin(labels[z], list(muscles))] = value
+            pieces, n_pieces = ndimage.label(mask, structure)
+            cavities = np.zeros_like(mask)
+            kept = np.zeros_like(mask)  # pieces whose neighbourhood could not be judged stay as registered
+            for piece_index in range(1, n_pieces + 1):
+                piece = pieces == piece_index
+                cavity = _cavity(image[z], piece, covered[z], radius, structure)
+                if cavity is None:
+                    kept |= piece
+                else:
+                    cavities |= cavity
+            labels[z][mask & ~cavities & ~kept] = 0
+            labels[z][cavities & ~np.isin(labels[z], list(muscles))] = value
+
+
+def _cavity(image: np.ndarray, piece: np.ndarray, covered: np.ndarray, radius: int,
+            structure: np.ndarray) -> np.ndarray | None:
+    """The bright connected part near ``piece`` (see :func:`refine_marrow`), or None when its neighbourhood is too
+    small or flat to tell."""
+    region = ndimage.binary_dilation(piece, structure, iterations=radius) & covered
+    values = image[region]
+    if values.size < 16 or float(values.max()) <= float(values.min()):
+        return None
+    parts, n = ndimage.label(region & (image > _otsu(image, region)), structure)
+    if n == 0:
+        return None
+    overlap = ndimage.sum(piece, parts, range(1, n + 1))
+    sizes = ndimage.sum(np.ones_like(piece), parts, range(1, n + 1))
+    best = int(np.argmax(overlap)) + 1 if overlap.max() > 0 else int(np.argmax(sizes)) + 1
+    return parts == best
 
 
 def _otsu(image: np.ndarray, region: np.ndarray) -> float:

@@ -21,7 +21,7 @@ from node.web.accounts import add_user
 from node.work.processing import process_visit
 from node.work.reports import processing_status
 from node.work.results import newest_results
-from phantom.anatomy import AnatomyParams
+from phantom.anatomy import LABELS, AnatomyParams
 from phantom.contrast import MuscleState
 from phantom.images import VisitMeta
 from phantom.scanner import ScanSettings
@@ -95,3 +95,60 @@ def test_a_whole_body_visit_measured_again_with_the_lower_limb_profile_values_on
         assert "not covered (profile lower_limbs" in page
     finally:
         node.stop()
+
+
+def test_a_legs_only_exam_with_a_multi_echo_t2_and_a_dixon_completes_a_lower_limb_visit_with_fat_fractions(
+        running_node, tmp_path: Path) -> None:
+    """The phantom's legs-only protocol (two axial stations with gaps between the slices, a three-echo spin echo,
+    a Dixon) pushed by storescu completes a ``lower_limbs`` visit; it is measured leg by leg at the 80 ms echo (named
+    in the provenance), with relative T2 and fat fraction for the thigh and calf muscles only — the fat fraction
+    near the phantom's truth — and the console lists the fat fractions beside the relative T2."""
+    import json
+
+    from tests.node.test_exams import register
+    from tests.support.dcmtk import dcmtk
+
+    node = running_node(protocol='profile = "lower_limbs"\nstable_age_s = 1\n')
+    rng = np.random.default_rng(33)
+    params = AnatomyParams.random(rng, "M").placed(rng)
+    meta = VisitMeta(subject_id="LEGS02", patient_name="PHANTOM^LEGS2", birth_date=date(1962, 1, 1), sex="M",
+                     age_years=64.0, weight_kg=80.0, height_m=params.height_mm / 1000, study_date=date(2026, 3, 2),
+                     study_time=dtime(9, 0), visit="baseline", seed=33, time_point_id="BASELINE")
+    visit_dir = tmp_path / "visit"
+    scan_visit(meta, params, MuscleState(), visit_dir, ScanSettings(size="small", layout="lower_limbs",
+                                                                    echoes_ms=(40.0, 80.0, 120.0), dixon=True))
+    truth = json.loads((visit_dir / "truth.json").read_text())["fat_fraction"]
+    register(node, "LEGS02", "LEGS02", m.Group.CONTROL)
+    sent = dcmtk("storescu", "-aet", "STORESCU", "-aec", "MYONODE", "+sd", "+r", "127.0.0.1",
+                 str(node.listener.port), str(visit_dir / "dicom"))
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        with node.sessions() as s:
+            visit = s.scalars(select(m.Visit)).first()
+            if visit is not None and visit.state in (m.VisitState.PROCESSED, m.VisitState.FAILED):
+                break
+        time.sleep(1)
+    with node.sessions() as s:
+        visit = s.scalars(select(m.Visit)).one()
+        assert (visit.state, visit.profile, visit.incomplete) == (m.VisitState.PROCESSED, ScanProfile.LOWER_LIMBS,
+                                                                 False)
+        kinds = {se.kind for se in s.scalars(select(m.Series))}
+        measured = {(x.modality, x.muscle, x.side.value): x for x in s.scalars(select(m.Measurement))}
+    assert {m.SeriesKind.T2, m.SeriesKind.DIXON_WATER, m.SeriesKind.DIXON_FAT} <= kinds
+    legs = {(k, side) for k in PROFILE_MUSCLES[ScanProfile.LOWER_LIMBS] for side in ("left", "right")}
+    assert {(muscle, side) for (_, muscle, side) in measured} == legs
+    assert {modality for (modality, _, _) in measured} == {m.Modality.REL_T2, m.Modality.FF}
+    values = {(lab.key, lab.side): lab.value for lab in LABELS}
+    for (modality, muscle, side), x in measured.items():
+        if modality is m.Modality.FF:
+            assert abs(x.value - truth[str(values[(muscle, side)])]) < 2.0, (muscle, side, x.value)
+    provenance = (node.settings.quant.qc_dir / f"visit-{visit.id}" / "provenance.json").read_text()
+    assert "echo 2, at 80 ms" in provenance and "fat fraction measured on 2 Dixon station(s)" in provenance
+
+    with transaction(node.sessions) as s:
+        add_user(s, name="reader", password="correct horse battery", role=m.Role.VIEWER)
+    with httpx.Client(base_url=f"http://127.0.0.1:{node.settings.web.port}") as client:
+        post_login(client, "reader", "correct horse battery")
+        page = client.get(f"/visits/{visit.id}").text
+    assert page.count("<td>FF</td>") == len(legs) and page.count("<td>relT2</td>") == len(legs)

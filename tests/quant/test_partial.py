@@ -26,3 +26,21 @@ def test_a_marrow_label_off_its_cavity_moves_onto_the_bright_cavity_and_leaves_t
     assert before.sum() < 0.8 * cavity.sum()
     assert (after & cavity).sum() == cavity.sum() and (after & ~cavity).sum() == 0
     assert np.array_equal(labels[0] == MUSCLE, muscle_before)
+
+
+def test_a_marrow_label_holding_both_legs_keeps_both_cavities() -> None:
+    """One unpaired label (both tibiae) registered a little off both cavities: each piece moves onto its own."""
+    yy, xx = np.mgrid[0:60, 0:120]
+    image = np.full((1, 60, 120), 300.0)
+    labels = np.zeros((1, 60, 120), np.uint16)
+    for cx in (30, 90):
+        ring = (yy - 30) ** 2 + (xx - cx) ** 2 <= 81
+        cavity = (yy - 30) ** 2 + (xx - cx) ** 2 <= 36
+        image[0][ring & ~cavity] = 50.0
+        image[0][cavity] = 1200.0
+        labels[0][(yy - 33) ** 2 + (xx - cx - 2) ** 2 <= 25] = MARROW
+    refine_marrow(labels, image, np.ones_like(labels, bool), {MARROW}, {MUSCLE}, radius_mm=8.0, spacing=(1.0, 1.0, 1.0))
+    for cx in (30, 90):
+        cavity = (yy - 30) ** 2 + (xx - cx) ** 2 <= 36
+        assert (labels[0][cavity] == MARROW).all()
+    assert ((labels[0] == MARROW) & (image[0] < 1000)).sum() == 0
