@@ -162,7 +162,7 @@ def acquire(labels: sitk.Image, state: MuscleState, settings: ScanSettings,
         lut = t2_lut if echo is None else echo_lookup_table(state, echo)
         world_t2 = _blur(_world(labels, lut), resolution)
         for st, gain in zip(t2_stations, gains["t2"]):
-            clean = _sample(world_t2, st) * receive_bias(st) * np.float32(gain)
+            clean = _sample(world_t2, st) * (receive_bias(st) * np.float32(gain))  # as before echoes: same floats
             acq.t2.append(StationImage(station=st, data=_rician(clean, muscle_t2 * gain / settings.snr_t2, rng),
                                        echo_time_ms=echo))
         del world_t2
@@ -174,7 +174,7 @@ def acquire(labels: sitk.Image, state: MuscleState, settings: ScanSettings,
             world = _blur(_world(labels, table), resolution)
             for st, gain in zip(t2_stations, gains["t2"]):
                 sigma = DIXON_PD["muscle"] * gain / settings.snr_dixon
-                clean = _sample(world, st) * receive_bias(st) * np.float32(gain)
+                clean = _sample(world, st) * (receive_bias(st) * np.float32(gain))
                 acq.dixon.append(StationImage(station=st, data=_rician(clean, sigma, rng), kind=kind))  # type: ignore[arg-type]
             del world
 

@@ -158,3 +158,12 @@ def test_fat_fractions_where_a_protocol_has_dixon_get_their_own_between_group_an
     assert m12["pct_change"].isna().all()  # a change in percentage points, not a percentage of a percentage
     for name in ("table1", "table1_adc", "table5"):
         pd.testing.assert_frame_equal(with_ff.frames[name], without.frames[name])
+
+    from stats.report import ReportInputs, render_html
+
+    run = {"visits": VISITS, "started": "2026-12-06T02:00:00+00:00", "inputs_digest": "0" * 64,
+           "versions": {"myonode": "test"}}
+    inputs = ReportInputs(run=run, cutoff="2026-12-06", status={}, incomplete=[])
+    titled = "Table 1 (fat fraction) — Dixon fat fraction at baseline (%)"
+    assert titled in render_html(with_ff, pd.concat([sim.observations, ff]), subjects, inputs)
+    assert titled not in render_html(without, sim.observations, subjects, inputs)  # the paper's: no Dixon
