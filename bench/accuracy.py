@@ -5,8 +5,8 @@ For test subjects whose seeds are disjoint from the atlas subjects' (phantom/atl
 noise), written as DICOM, read back with quant.volumes and quantified with the default
 atlas. Reported:
 
-- Dice per muscle (propagated labels vs the true labels, on the truth grid), medians overall
-  and for the thigh and leg muscles;
+- Dice per muscle (propagated labels vs the true labels, on the truth grid; for a partial protocol within the
+  scanned field), medians overall and for the thigh and leg muscles;
 - relative-T2 error vs truth per muscle: truth = the noise-free station signal ratio of the
   muscle to the reference marrow the pipeline chose, combined over stations like the
   pipeline (voxel count); median absolute error;
@@ -93,10 +93,25 @@ def truth_ratio(row: MeasurementRow, truth: dict) -> float:
     return float(np.average(ratios, weights=weights)) if ratios else float("nan")
 
 
-def dice(propagated: sitk.Image, truth_labels: sitk.Image, covered: tuple[str, ...] | None = None
-         ) -> dict[str, float]:
+def in_field(truth_labels: sitk.Image, stations: list[StationVolume]) -> np.ndarray:
+    """The truth-grid voxels inside some T2 station's field (between its first and last slice)."""
+    inside = np.zeros(sitk.GetArrayViewFromImage(truth_labels).shape, bool)
+    for v in stations:
+        ones = sitk.Image(v.image.GetSize(), sitk.sitkUInt8) + 1
+        ones.CopyInformation(v.image)
+        inside |= sitk.GetArrayFromImage(sitk.Resample(ones, truth_labels, sitk.Transform(),
+                                                       sitk.sitkNearestNeighbor, 0)) > 0
+    return inside
+
+
+def dice(propagated: sitk.Image, truth_labels: sitk.Image, covered: tuple[str, ...] | None = None,
+         field: np.ndarray | None = None) -> dict[str, float]:
+    """Dice per muscle on the truth grid; with ``field`` (a partial protocol) over the scanned field only — the
+    muscles go on beyond it, where the protocol has no image and the pipeline no label."""
     on_truth = sitk.Resample(propagated, truth_labels, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    a, b = sitk.GetArrayViewFromImage(on_truth), sitk.GetArrayViewFromImage(truth_labels)
+    a, b = sitk.GetArrayFromImage(on_truth), sitk.GetArrayFromImage(truth_labels)
+    if field is not None:
+        a[~field], b[~field] = 0, 0
     out = {}
     for lab in LABELS:
         if lab.tissue != "muscle" or lab.key == "other_muscle" or (covered is not None and lab.key not in covered):
@@ -145,7 +160,9 @@ def main() -> None:
             q = quantify(t2, dwi, atlas, settings, covered=covered, station_muscles=station_muscles, dixon=dixon)
             seconds.append(time.perf_counter() - t0)
             truth = json.loads(session.truth_path.read_text())
-            for key, d in dice(q.subject_labels, sitk.ReadImage(str(session.labels_path)), covered).items():
+            truth_labels = sitk.ReadImage(str(session.labels_path))
+            field = in_field(truth_labels, t2) if covered is not None else None
+            for key, d in dice(q.subject_labels, truth_labels, covered, field).items():
                 dices.setdefault(key, []).append(d)
             rel = {}
             for row in q.rows:
