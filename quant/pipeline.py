@@ -228,7 +228,9 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
     lap("measure_t2")
     if dixon:
         say("measure fat fraction")
-        ff_rows, ff_warnings = measure_fat(dixon, head_first(t2), t2_labels, measured, settings, volumes_ml)
+        with_t2 = {(r.muscle, r.side) for r in rows}  # a muscle with no T2 ROI has none on the Dixon either
+        ff_rows, ff_warnings = measure_fat(dixon, head_first(t2), t2_labels,
+                                           [m for m in measured if (m.key, m.side) in with_t2], settings, volumes_ml)
         rows, warnings = [*rows, *ff_rows], [*warnings, *ff_warnings]
         lap("measure_ff")
 
