@@ -24,11 +24,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ATLAS_VERSION = "2"  # 2: regional hand templates
+DEFAULT_ATLAS_VERSION = "3"  # 2: regional hand templates; 3: atlas.json says it is synthetic
 
 # The code the default atlas is made from: when any of it changes, so does the atlas id (and it is rebuilt).
 ATLAS_SOURCES = ("phantom/anatomy.py", "phantom/contrast.py", "phantom/geometry.py", "phantom/atlas_subjects.py",
-                 "quant/atlas.py", "quant/register.py")
+                 "phantom/default_atlas.py", "quant/atlas.py", "quant/register.py")
 
 
 def default_atlas_id(subjects: int) -> str:
@@ -67,7 +67,8 @@ def build_phantom_atlas(out: Path, subjects: int) -> Path:
                for name, template, labels, refine in hand_regions(samples[0][1])]
     description = (f"Default myonode atlas: {subjects} healthy phantom subjects (atlas seeds), registered to the "
                    f"first and fused by majority vote; each hand also at 1 mm (subject 0) for regional refinement")
-    return save_atlas(out, default_atlas_id(subjects), description, template, labels, phantom_label_table(), regions)
+    return save_atlas(out, default_atlas_id(subjects), description, template, labels, phantom_label_table(), regions,
+                      synthetic=True)
 
 
 def ensure_default_atlas(subjects: int) -> Path:

@@ -76,6 +76,8 @@ class Atlas:
     labels: sitk.Image
     table: list[AtlasLabel]
     regions: list[AtlasRegion] = field(default_factory=list)
+    # drawn from synthetic (phantom) subjects, not real anatomy: every result measured with it says so
+    synthetic: bool = False
 
     def muscles(self) -> list[AtlasLabel]:
         return [lab for lab in self.table if lab.is_muscle]
@@ -121,7 +123,11 @@ def load_atlas(path: Path) -> Atlas:
             raise AtlasError(f"{where}: refine values {sorted(set(refine) - set(values))} are not in the label table")
         r_template, r_labels = _read_pair(path, entry, where, set(values))
         regions.append(AtlasRegion(name=str(entry["name"]), template=r_template, labels=r_labels, refine=refine))
-    return Atlas(id=meta["id"], path=path, template=template, labels=labels, table=table, regions=regions)
+    synthetic = meta.get("synthetic", False)
+    if not isinstance(synthetic, bool):
+        raise AtlasError(f"{meta_path}: synthetic must be true or false, got {synthetic!r}")
+    return Atlas(id=meta["id"], path=path, template=template, labels=labels, table=table, regions=regions,
+                 synthetic=synthetic)
 
 
 def _read_pair(path: Path, entry: dict, where: object, values: set[int]) -> tuple[sitk.Image, sitk.Image]:
@@ -140,8 +146,9 @@ def _read_pair(path: Path, entry: dict, where: object, values: set[int]) -> tupl
 
 
 def save_atlas(out: Path, atlas_id: str, description: str, template: sitk.Image, labels: sitk.Image,
-               table: Sequence[AtlasLabel], regions: Sequence[AtlasRegion] = ()) -> Path:
-    """Write an atlas folder atomically (a temporary sibling renamed into place)."""
+               table: Sequence[AtlasLabel], regions: Sequence[AtlasRegion] = (), *, synthetic: bool) -> Path:
+    """Write an atlas folder atomically (a temporary sibling renamed into place); ``synthetic``: drawn from phantom
+    subjects, not real anatomy (``atlas.json`` says so, and so does every result measured with it)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
 
@@ -149,7 +156,7 @@ def save_atlas(out: Path, atlas_id: str, description: str, template: sitk.Image,
         sitk.WriteImage(sitk.Cast(image, pixel), str(tmp / name), useCompression=True)
         return name
 
-    meta = {"id": atlas_id, "description": description,
+    meta = {"id": atlas_id, "description": description, "synthetic": synthetic,
             "template": write(template, "template_t2.nii.gz", sitk.sitkFloat32),
             "labels": write(labels, "labels.nii.gz", sitk.sitkUInt8), "label_table": [asdict(lab) for lab in table]}
     if regions:

@@ -119,6 +119,9 @@ QC_VALUES: dict[str, CodedConcept] = {
 # A muscle of the catalogue outside the protocol's field of view ([protocol] profile): its group says so, no value.
 COVERAGE = _private("COVERAGE", "Coverage by the scanned field of view")
 NOT_COVERED = _private("NOT-COVERED", "Not covered by the protocol: not measured")
+# The atlas the ROIs were propagated from was drawn from synthetic (phantom) subjects, not real anatomy.
+ATLAS_ANATOMY = _private("ATLAS-ANATOMY", "Anatomy of the atlas the regions were propagated from")
+SYNTHETIC_ATLAS = _private("SYNTHETIC-ATLAS", "Synthetic atlas (phantom subjects, not real anatomy)")
 
 
 def coding_scheme_identification() -> CodingSchemeIdentificationItem:
@@ -132,4 +135,5 @@ def all_codes() -> list[CodedConcept]:
     singles = [LATERALITY["left"], LATERALITY["right"], TISSUE, SKELETAL_MUSCLE, ALGORITHM_FAMILY, IMAGE_STITCHING,
                SOURCE_IMAGE_PURPOSE, REPLACED_SERIES, WHOLE_BODY_MRI, REPORT_TITLE, DEVICE_OBSERVER, T2W_SIGNAL,
                REFERENCE_SIGNAL, RELATIVE_T2, SUMMARY_RELATIVE_T2, VOLUME, ADC, FAT_FRACTION, MEAN, STANDARD_DEVIATION]
-    return [*MUSCLE_CODES.values(), *singles, *QC_FLAG.values(), *QC_VALUES.values(), COVERAGE, NOT_COVERED]
+    return [*MUSCLE_CODES.values(), *singles, *QC_FLAG.values(), *QC_VALUES.values(), COVERAGE, NOT_COVERED,
+            ATLAS_ANATOMY, SYNTHETIC_ATLAS]

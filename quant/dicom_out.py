@@ -81,6 +81,8 @@ class ResultContext:
     replaces: Mapping[str, Sequence[Dataset]] = field(default_factory=dict)
     # (muscle, side) the protocol's field of view does not hold: no segment, a group in the SR that says so
     not_covered: Sequence[tuple[str, str]] = ()
+    # the atlas was drawn from synthetic (phantom) subjects: every measurement group of the SR says so
+    synthetic_atlas: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -480,6 +482,11 @@ def _qc(*rows: MeasurementRow | None) -> list[hd.sr.QualitativeEvaluation]:
             for r in rows if r is not None for flag in sorted(set(r.qc_flags))]
 
 
+def _atlas_evaluation(ctx: ResultContext) -> list[hd.sr.QualitativeEvaluation]:
+    """A synthetic atlas said in every group that holds a value (a reader of one group sees it)."""
+    return [hd.sr.QualitativeEvaluation(C.ATLAS_ANATOMY, C.SYNTHETIC_ATLAS)] if ctx.synthetic_atlas else []
+
+
 def measurement_report(rows: Sequence[MeasurementRow], seg: Dataset, derived: Sequence[Dataset],
                        adc_map: Dataset | None, ctx: ResultContext,
                        verifier: Verifier | None = None) -> hd.sr.Comprehensive3DSR:
@@ -494,7 +501,8 @@ def measurement_report(rows: Sequence[MeasurementRow], seg: Dataset, derived: Se
     ADC with the ADC map as their source of measurement, and where the visit has Dixon images mean and SD of
     the fat fraction (DCM 129100, %); its QC flags are qualitative
     evaluations (one concept per modality). It references its SEG segment (TID 1411) when
-    the SEG has one for that muscle × side; otherwise it is a TID 1501 group. A muscle × side the
+    the SEG has one for that muscle × side; otherwise it is a TID 1501 group. Measured with a synthetic atlas
+    (``ctx.synthetic_atlas``), each group with a value says so (qualitative evaluation "synthetic atlas"). A muscle × side the
     protocol does not cover (``ctx.not_covered``) has a TID 1501 group with no measurement and the
     qualitative evaluation "not covered".
     """
@@ -519,7 +527,8 @@ def measurement_report(rows: Sequence[MeasurementRow], seg: Dataset, derived: Se
             ident = tracking_id(muscle.key, side)
             tracking = hd.sr.TrackingIdentifier(uid=tracking_uid(patient, muscle.key, side), identifier=ident)
             sites = [hd.sr.FindingSite(_copy(C.MUSCLE_CODES[muscle.key]), laterality=C.LATERALITY.get(side))]
-            measurements, evaluations = _measurements(t2, adc, ff, adc_map), _qc(t2, adc, ff) or None
+            measurements = _measurements(t2, adc, ff, adc_map)
+            evaluations = [*_qc(t2, adc, ff), *_atlas_evaluation(ctx)] or None
             if ident in segments:
                 segment = hd.sr.ReferencedSegment(seg.SOPClassUID, seg.SOPInstanceUID, segments[ident],
                                                   source_series=source_series)

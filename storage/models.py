@@ -301,6 +301,9 @@ class Visit(Base):
     incomplete: Mapped[bool] = mapped_column(Boolean, default=False)
     # the [protocol] profile its measurements were made with (None: not processed since profiles existed)
     profile: Mapped[ScanProfile | None] = mapped_column(_enum(ScanProfile, "scan_profile"))
+    # its measurements were made with an atlas drawn from synthetic (phantom) subjects, not real anatomy (None: not
+    # processed since the flag existed)
+    atlas_synthetic: Mapped[bool | None] = mapped_column(Boolean)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     subject: Mapped[Subject] = relationship(back_populates="visits")

@@ -117,7 +117,7 @@ def _process_visit(settings: Settings, sessions: sessionmaker[Session], store: F
         if progress:
             progress("DICOM results")
         ctx = ResultContext(content_datetime=datetime.now(UTC), myonode_version=__version__, pipeline_version=PIPELINE_VERSION, atlas_id=atlas.id, replaces=replaces,
-                            not_covered=not_covered(settings.protocol.profile))
+                            not_covered=not_covered(settings.protocol.profile), synthetic_atlas=atlas.synthetic)
         results = build_results(q.rows, [v.image for v in head_first(visit_input.t2)], q.subject_labels,
                                 q.adc_stations, visit_input.headers, visit_input.dwi_header, atlas.table, ctx)
         t3 = time.perf_counter()
@@ -128,7 +128,8 @@ def _process_visit(settings: Settings, sessions: sessionmaker[Session], store: F
             reset_changed(s, visit_id, before, q.rows)
             n = write_measurements(s, visit_id, q.rows, PIPELINE_VERSION, atlas.id)
             record_results(s, settings, visit_id, stored, replaces)
-            s.get_one(m.Visit, visit_id).profile = settings.protocol.profile
+            visit = s.get_one(m.Visit, visit_id)
+            visit.profile, visit.atlas_synthetic = settings.protocol.profile, atlas.synthetic
             move_visit(s, visit_id, VisitState.PROCESSED)
         timings = {"load": t_load, **q.timings, "qc": t2 - t1, "dicom_results": t3 - t2,
                    "store": time.perf_counter() - t3}

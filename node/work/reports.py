@@ -62,7 +62,8 @@ def visit_completeness(s: Session, require: Collection[str]) -> tuple[set[int], 
 
 
 def processing_status(s: Session, incomplete: int) -> dict[str, int]:
-    """What the report says of processing: visits by state, and how many were measured with a partial profile."""
+    """What the report says of processing: visits by state, how many were measured with a partial profile and how
+    many with a synthetic atlas."""
     counts = dict(s.execute(select(m.Visit.state, func.count()).group_by(m.Visit.state)).all())
     status = {"received (visits)": sum(counts.values()), "processed": counts.get(m.VisitState.PROCESSED, 0),
               "failed": counts.get(m.VisitState.FAILED, 0),
@@ -77,6 +78,10 @@ def processing_status(s: Session, incomplete: int) -> dict[str, int]:
         uncovered = sorted({muscle for muscle, _ in not_covered(profile)})
         status[f"measured with profile {profile.value} ({len(uncovered)} muscles not covered: "
                f"{', '.join(uncovered)})"] = n
+    synthetic = s.scalar(select(func.count()).select_from(m.Visit).where(m.Visit.state == m.VisitState.PROCESSED,
+                                                                          m.Visit.atlas_synthetic.is_(True))) or 0
+    if synthetic:
+        status["measured with a synthetic atlas (phantom subjects, not real anatomy: not study values)"] = synthetic
     return status
 
 

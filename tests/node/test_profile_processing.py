@@ -102,7 +102,8 @@ def test_a_legs_only_exam_with_a_multi_echo_t2_and_a_dixon_completes_a_lower_lim
     """The phantom's legs-only protocol (two axial stations with gaps between the slices, a three-echo spin echo,
     a Dixon) pushed by storescu completes a ``lower_limbs`` visit; it is measured leg by leg at the 80 ms echo (named
     in the provenance), with relative T2 and fat fraction for the thigh and calf muscles only — the fat fraction
-    near the phantom's truth — and the console lists the fat fractions beside the relative T2."""
+    near the phantom's truth — and the console lists the fat fractions beside the relative T2. Measured with the
+    default (phantom) atlas, the visit, its SR, its console page and the report's status say the atlas is synthetic."""
     import json
 
     from tests.node.test_exams import register
@@ -133,8 +134,16 @@ def test_a_legs_only_exam_with_a_multi_echo_t2_and_a_dixon_completes_a_lower_lim
         visit = s.scalars(select(m.Visit)).one()
         assert (visit.state, visit.profile, visit.incomplete) == (m.VisitState.PROCESSED, ScanProfile.LOWER_LIMBS,
                                                                  False)
+        assert visit.atlas_synthetic is True
         kinds = {se.kind for se in s.scalars(select(m.Series))}
         measured = {(x.modality, x.muscle, x.side.value): x for x in s.scalars(select(m.Measurement))}
+        (sr,) = newest_results(s, node.store, visit.id, m.ResultKind.SR)
+        status = processing_status(s, 0)
+    synthetic = (C.ATLAS_ANATOMY.value, C.SYNTHETIC_ATLAS.value)
+    groups = measurement_groups(sr)
+    assert all(synthetic in evaluations(groups[f"{muscle}_{side}"]) for muscle, side in
+               {(k, side) for k in PROFILE_MUSCLES[ScanProfile.LOWER_LIMBS] for side in ("left", "right")})
+    assert status["measured with a synthetic atlas (phantom subjects, not real anatomy: not study values)"] == 1
     assert {m.SeriesKind.T2, m.SeriesKind.DIXON_WATER, m.SeriesKind.DIXON_FAT} <= kinds
     legs = {(k, side) for k in PROFILE_MUSCLES[ScanProfile.LOWER_LIMBS] for side in ("left", "right")}
     assert {(muscle, side) for (_, muscle, side) in measured} == legs
@@ -152,3 +161,4 @@ def test_a_legs_only_exam_with_a_multi_echo_t2_and_a_dixon_completes_a_lower_lim
         post_login(client, "reader", "correct horse battery")
         page = client.get(f"/visits/{visit.id}").text
     assert page.count("<td>FF</td>") == len(legs) and page.count("<td>relT2</td>") == len(legs)
+    assert 'id="synthetic-atlas"' in page and "not from real anatomy" in page

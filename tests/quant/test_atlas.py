@@ -35,12 +35,12 @@ def folder(tmp_path: Path) -> Path:
                          labels=image(fine, 1.0, (4.0, 4.0, 4.0)), refine=(3,))
     return save_atlas(tmp_path / "atlas", "test-atlas", "two compartments and a hand",
                       image(np.random.default_rng(0).random((6, 6, 6)).astype(np.float32), 4.0), image(labels, 4.0),
-                      TABLE, [region])
+                      TABLE, [region], synthetic=False)
 
 
 def test_round_trip_keeps_table_images_and_regions(folder: Path) -> None:
     atlas = load_atlas(folder)
-    assert atlas.id == "test-atlas" and atlas.table == TABLE
+    assert atlas.id == "test-atlas" and atlas.table == TABLE and not atlas.synthetic
     assert [m.key for m in atlas.muscles()] == ["quadriceps", "thenar"] and [m.key for m in atlas.marrows()] == ["marrow_femur"]
     assert np.array_equal(np.unique(sitk.GetArrayViewFromImage(atlas.labels)), [0, 1, 2])
     (region,) = atlas.regions
@@ -62,6 +62,7 @@ def test_an_atlas_without_regions_is_still_read(folder: Path) -> None:
     (lambda m: m["regions"][0].update(template="nowhere.nii.gz"), r"regions\[0\]: template file .*nowhere.nii.gz is missing"),
     (lambda m: m.update(label_table=[e for e in m["label_table"] if e["tissue"] != "marrow"]), "no marrow label"),
     (lambda m: m.pop("labels"), "missing key 'labels'"),
+    (lambda m: m.update(synthetic="yes"), "synthetic must be true or false, got 'yes'"),
 ])
 def test_broken_atlas_folders_are_refused_with_the_reason(folder: Path, change, message: str) -> None:
     meta = json.loads((folder / "atlas.json").read_text())
@@ -77,3 +78,15 @@ def test_label_values_missing_from_the_table_are_named(folder: Path) -> None:
     sitk.WriteImage(image(bad, 4.0), str(folder / "labels.nii.gz"))
     with pytest.raises(AtlasError, match=r"labels.nii.gz: label values \[42\]"):
         load_atlas(folder)
+
+
+def test_an_atlas_drawn_from_phantom_subjects_says_it_is_synthetic(folder: Path) -> None:
+    """``atlas.json`` written with synthetic=true reads back as synthetic; one written before the key existed (a
+    site's own atlas) is not."""
+    meta = json.loads((folder / "atlas.json").read_text())
+    assert meta["synthetic"] is False
+    (folder / "atlas.json").write_text(json.dumps({**meta, "synthetic": True}))
+    assert load_atlas(folder).synthetic
+    del meta["synthetic"]
+    (folder / "atlas.json").write_text(json.dumps(meta))
+    assert not load_atlas(folder).synthetic

@@ -657,3 +657,25 @@ def test_a_muscle_the_protocol_does_not_cover_has_a_group_saying_so_and_no_value
         measurement_report(visit.rows, old.seg, old.stitched_t2, old.adc_map,
                            ResultContext(content_datetime=LATER, myonode_version="0.1.1", pipeline_version="1.0",
                                          atlas_id="phantom-atlas-v3", not_covered=[sorted(measured)[0]]))
+
+
+def test_a_report_measured_with_a_synthetic_atlas_says_so_in_every_group_with_a_value(visit: Visit, first,
+                                                                                      tmp_path: Path) -> None:
+    """Every measurement group with a value carries the qualitative evaluation "synthetic atlas" when the atlas was
+    drawn from phantom subjects, none when it was not; dciodvfy takes the report."""
+    from quant import codes as C
+    from tests.support.sr import evaluations
+
+    old, _ = first
+    flagged = (C.ATLAS_ANATOMY.value, C.SYNTHETIC_ATLAS.value)
+    for synthetic in (True, False):
+        ctx = ResultContext(content_datetime=LATER, myonode_version="0.1.1", pipeline_version="1.0",
+                            atlas_id="phantom-atlas-v3", synthetic_atlas=synthetic)
+        path = tmp_path / f"synthetic-{synthetic}.dcm"
+        measurement_report(visit.rows, old.seg, old.stitched_t2, old.adc_map, ctx).save_as(path,
+                                                                                        enforce_file_format=True)
+        for line in _dciodvfy(path):
+            assert line.removeprefix("Warning - ").strip() in ALLOWED_WARNINGS, line
+        groups = measurement_groups(pydicom.dcmread(path))
+        with_value = {f"{r.muscle}_{r.side}" for r in visit.rows}
+        assert with_value and all((flagged in evaluations(groups[g])) is synthetic for g in with_value)
