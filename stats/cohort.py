@@ -1,9 +1,13 @@
-"""Assemble the statistics' tidy inputs from the database (subjects, measurements, observations)."""
+"""Assemble the statistics' tidy inputs from the database (subjects, measurements, observations), and say when their
+imaging measurements come from more than one atlas (a table never mixes atlases: an atlas change would masquerade as
+a change of the muscles)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from stats.inputs import OBSERVATION_COLUMNS, Cohort
@@ -51,3 +55,31 @@ def cohort_from_db(s: Session, visits: list[str], visit_ids: set[int] | None = N
             rows.append((sid, visit.label, days, ob.measure, ob.muscle, ob.side.value, ob.value))
     obs = pd.DataFrame(rows, columns=OBSERVATION_COLUMNS)
     return Cohort(subjects=subj, observations=obs, visits=visits)
+
+
+def atlas_mix(s: Session, visit_ids: set[int] | None = None) -> str | None:
+    """None when every measurement of the visits (all, or ``visit_ids``) comes from one atlas; else what to say: the
+    atlas of the newest measurements, and the visits measured with another that wait to be processed again."""
+    q = (select(m.Measurement.atlas_id, m.Subject.subject_id, m.Visit.label, func.max(m.Measurement.created_at))
+         .join(m.Visit, m.Measurement.visit_fk == m.Visit.id).join(m.Subject)
+         .where(m.Measurement.atlas_id.is_not(None))
+         .group_by(m.Measurement.atlas_id, m.Subject.subject_id, m.Visit.label))
+    if visit_ids is not None:
+        q = q.where(m.Visit.id.in_(visit_ids))
+    by_atlas: dict[str, list[tuple[str, str]]] = {}
+    newest: dict[str, datetime] = {}
+    for atlas_id, subject_id, label, created in s.execute(q).tuples():
+        if atlas_id is None or created is None:
+            continue
+        by_atlas.setdefault(atlas_id, []).append((subject_id, label))
+        newest[atlas_id] = max(newest.get(atlas_id, created), created)
+    if len(by_atlas) < 2:
+        return None
+    current = max(newest, key=newest.__getitem__)
+    waiting = sorted((subject, label, atlas) for atlas, visits in by_atlas.items() if atlas != current
+                     for subject, label in visits)
+    listed = ", ".join(f"{subject} {label} ({atlas})" for subject, label, atlas in waiting[:20])
+    more = f" and {len(waiting) - 20} more" if len(waiting) > 20 else ""
+    return (f"the measurements come from {len(by_atlas)} atlases; the tables never mix them. "
+            f"{len(by_atlas[current])} visit(s) are measured with {current}, the newest; {len(waiting)} still wait "
+            f"to be processed again with it: {listed}{more}")

@@ -454,10 +454,14 @@ def stats_run(
             raise typer.Exit(2) from None
         source = f"{subjects}, {observations}"
     else:
-        from stats.cohort import cohort_from_db
+        from stats.cohort import atlas_mix, cohort_from_db
 
         with sessions_of(settings)() as s:
+            mixed = atlas_mix(s)
             cohort = cohort_from_db(s, visits)
+        if mixed is not None:
+            err_console.print(f"error: {mixed}", markup=False, soft_wrap=True)
+            raise typer.Exit(2)
         source = masked_db(settings)
     result = write_run(cohort, out, source)
     console.print(f"wrote {len(result.frames)} tables to {out} ({len(result.warnings)} warning(s), see run.json)",

@@ -27,7 +27,7 @@ from node.settings import Settings
 from node.work.results import publish
 from node.work.review import rejected_rois
 from stats import tables
-from stats.cohort import cohort_from_db
+from stats.cohort import atlas_mix, cohort_from_db
 from stats.report import ReportInputs, write_report
 from stats.report_dicom import encapsulated_pdf
 from stats.run import cohort_digest, write_run
@@ -161,10 +161,18 @@ def run_report(settings: Settings, *, force: bool = False) -> m.StatsRun | None:
         cohort = cohort_from_db(s, visits, complete, rejected_rois=review.rejected_rois if review.used else None,
                                 rejected_visits=review.rejected_visits if review.used else None)
         status = processing_status(s, len(incomplete))
+        mixed = atlas_mix(s, complete)
         last = s.scalars(select(m.StatsRun).where(m.StatsRun.state == m.RunState.DONE)
                          .order_by(m.StatsRun.id.desc())).first()
         cutoff = s.scalar(select(func.max(m.Visit.visit_date)).where(m.Visit.id.in_(complete))) if complete else None
     digest = cohort_digest(cohort)
+    if mixed is not None:  # recorded as a failed run: the console's reports page says what waits
+        log.error("cohort report not run: %s", mixed)
+        with transaction(sessions) as s:
+            row = m.StatsRun(state=m.RunState.FAILED, started_at=datetime.now(UTC), finished_at=datetime.now(UTC),
+                             input_digest=digest, forced=force, error=f"not run: {mixed}"[:4000])
+            s.add(row)
+        return row
     if not force and last is not None and last.input_digest == digest:
         log.info("cohort report: nothing changed since run %d (%s); skipped", last.id, digest[:12])
         return None

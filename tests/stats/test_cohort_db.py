@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from stats.cohort import cohort_from_db
 from stats.run import compute
@@ -45,3 +45,30 @@ def test_cohort_from_db_feeds_the_tables(engine: Engine) -> None:
     t1 = result.frames["table1"]
     ta = t1[(t1["muscle"] == "tibialis_anterior") & (t1["side"] == "left")].iloc[0]
     assert ta["n_patients"] == 3 and ta["n_controls"] == 3 and ta["pct_diff"] > 20
+
+
+def test_measurements_from_two_atlases_are_never_tabulated_together_and_the_visits_that_wait_are_named(
+        engine: Engine) -> None:
+    """After an atlas change, the visits still measured with the old atlas are named (the newest measurements'
+    atlas is the one in use); once every visit is measured with one atlas, the tables may run."""
+    from datetime import UTC, datetime, timedelta
+
+    from stats.cohort import atlas_mix
+
+    upgrade(engine)
+    factory = session_factory(engine)
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    with transaction(factory) as s:
+        for i, atlas in enumerate(("site-atlas-2", "site-atlas-1", "site-atlas-2")):
+            sub = m.Subject(subject_id=f"S{i}", group=m.Group.CONTROL, sex=m.Sex.MALE, baseline_age=50.0)
+            v = m.Visit(subject=sub, label="baseline", visit_date=date(2026, 1, 5), state=m.VisitState.PROCESSED)
+            v.measurements.append(m.Measurement(modality=m.Modality.REL_T2, muscle="quadriceps", side=m.Side.LEFT,
+                                                value=1.0, voxel_count=100, pipeline_version="test", atlas_id=atlas,
+                                                created_at=t0 + timedelta(days=i if atlas == "site-atlas-2" else -1)))
+            s.add(v)
+    with factory() as s:
+        said = atlas_mix(s)
+        one = atlas_mix(s, {v.id for v in s.scalars(select(m.Visit)) if v.subject.subject_id != "S1"})
+    assert said is not None and "2 atlases" in said and "2 visit(s) are measured with site-atlas-2, the newest" in said
+    assert "1 still wait to be processed again with it: S1 baseline (site-atlas-1)" in said
+    assert one is None

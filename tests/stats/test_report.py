@@ -55,6 +55,21 @@ def test_report_runs_once_per_change_and_lists_incomplete_visits(settings) -> No
     assert [r.state for r in runs(settings)] == [m.RunState.DONE, m.RunState.DONE]
 
 
+def test_a_cohort_measured_with_two_atlases_is_not_reported_and_the_failed_run_says_which_visits_wait(
+        settings) -> None:
+    good = run_report(settings)
+    engine = make_engine(settings.storage.database_url)
+    with transaction(session_factory(engine)) as s:
+        rows = list(s.scalars(select(m.Measurement)))
+        visit = rows[0].visit_fk
+        for row in rows:
+            row.atlas_id = "site-atlas-1" if row.visit_fk == visit else "site-atlas-2"
+    failed = run_report(settings, force=True)
+    assert failed is not None and failed.state is m.RunState.FAILED
+    assert failed.error.startswith("not run: the measurements come from 2 atlases") and "site-atlas-1" in failed.error
+    assert sorted(p.name for p in Path(settings.report.out).iterdir()) == [Path(good.output_dir).name]
+
+
 def test_failed_run_keeps_previous_report(settings, monkeypatch) -> None:
     good = run_report(settings)
     monkeypatch.setattr("node.work.reports.write_report", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk full")))
