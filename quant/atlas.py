@@ -15,13 +15,16 @@ Format (one folder):
   :mod:`quant.regional` registers again, locally, after the whole-body registration; only the
   label values in ``refine`` are replaced by the regional result.
 
-The default atlas is built from phantom subjects (``myonode atlas build``); a site can drop
-in one made from its own contoured scans with :func:`build_atlas`, which averages several
-contoured subjects into one template by registering them to the first.
+The default atlas is built from phantom subjects (``myonode atlas build``) and says it is synthetic
+(``"synthetic": true``); a site makes one from its own contoured scans with ``myonode atlas import``
+(:func:`import_atlas`: a folder of ``NAME_t2.nii.gz`` + ``NAME_labels.nii.gz`` pairs and a ``labels.csv``
+label table, checked with errors that name the file, line and label), which averages the contoured
+subjects into one template by registering them to the first (:func:`build_atlas`).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
@@ -207,3 +210,103 @@ def build_atlas(samples: Sequence[tuple[sitk.Image, sitk.Image]], *, deformable:
     fused = sitk.GetImageFromArray(majority_vote(label_arrays).astype(np.uint8))
     fused.CopyInformation(ref_labels)
     return template, fused
+
+
+LABEL_TABLE_COLUMNS = ("value", "key", "side", "tissue", "name", "reference")
+SIDES = ("left", "right", "none")
+T2_SUFFIX, LABELS_SUFFIX = "_t2.nii.gz", "_labels.nii.gz"
+
+
+def read_label_table(path: Path) -> list[AtlasLabel]:
+    """A label table CSV (columns :data:`LABEL_TABLE_COLUMNS`, ``reference`` may be empty): values 0–255 and unique,
+    sides left / right / none, a muscle's key and side from the catalogue, a reference naming a marrow key of the
+    table, at least one marrow. Raises :class:`AtlasError` naming the file, line and column."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise AtlasError(f"{path}: cannot read the label table: {exc}") from exc
+    reader = csv.DictReader(text.splitlines())
+    missing = [c for c in LABEL_TABLE_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise AtlasError(f"{path}: missing column(s) {', '.join(missing)} (needs {', '.join(LABEL_TABLE_COLUMNS)})")
+    table: list[AtlasLabel] = []
+    seen: dict[int, int] = {}
+    for line, row in enumerate(reader, start=2):
+        where = f"{path}, line {line}"
+        try:
+            value = int(row["value"])
+        except (TypeError, ValueError):
+            raise AtlasError(f"{where}, column value: {row['value']!r} is not an integer") from None
+        if not 0 <= value <= 255:
+            raise AtlasError(f"{where}, column value: {value} is outside 0–255")
+        if value in seen:
+            raise AtlasError(f"{where}, column value: {value} is also on line {seen[value]}")
+        seen[value] = line
+        key, side, tissue = (row[c].strip() for c in ("key", "side", "tissue"))
+        if not key or not tissue:
+            raise AtlasError(f"{where}: key and tissue must not be empty")
+        if side not in SIDES:
+            raise AtlasError(f"{where}, column side: {side!r} is not left, right or none")
+        if tissue == "muscle":
+            if key not in MUSCLE_BY_KEY:
+                raise AtlasError(f"{where}, column key: {key!r} is not a muscle of the catalogue")
+            if side not in MUSCLE_BY_KEY[key].sides:
+                raise AtlasError(f"{where}, column side: {key} takes side {'/'.join(MUSCLE_BY_KEY[key].sides)}")
+        table.append(AtlasLabel(value=value, key=key, side=side, tissue=tissue, name=row["name"].strip() or key,
+                                reference=(row["reference"] or "").strip() or None))
+    marrows = {lab.key for lab in table if lab.is_marrow}
+    if not marrows:
+        raise AtlasError(f"{path}: no marrow label (tissue marrow): relative T2 needs a bone-marrow reference")
+    for lab in table:
+        if lab.reference is not None and lab.reference not in marrows:
+            raise AtlasError(f"{path}, line {seen[lab.value]}, column reference: {lab.reference!r} is no marrow key "
+                             f"of the table ({', '.join(sorted(marrows))})")
+    return table
+
+
+def _read_image(path: Path) -> sitk.Image:
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise AtlasError(f"{path}: not an image SimpleITK reads: {str(exc).strip().splitlines()[-1]}") from None
+
+
+def contoured_subjects(folder: Path, table: Sequence[AtlasLabel]) -> list[tuple[sitk.Image, sitk.Image]]:
+    """The ``NAME_t2.nii.gz`` / ``NAME_labels.nii.gz`` pairs of ``folder``, sorted by name, checked: every image has
+    its partner, labels are integer and in their T2's physical space, and hold only values of ``table``."""
+    t2s = {p.name[: -len(T2_SUFFIX)]: p for p in folder.glob(f"*{T2_SUFFIX}")}
+    labels = {p.name[: -len(LABELS_SUFFIX)]: p for p in folder.glob(f"*{LABELS_SUFFIX}")}
+    alone = sorted({*t2s, *labels} - (set(t2s) & set(labels)))
+    if alone:
+        raise AtlasError(f"{folder}: no partner for {', '.join(alone)} (each subject needs NAME{T2_SUFFIX} and "
+                         f"NAME{LABELS_SUFFIX})")
+    if not t2s:
+        raise AtlasError(f"{folder}: no contoured subject (NAME{T2_SUFFIX} with NAME{LABELS_SUFFIX})")
+    known = {lab.value for lab in table}
+    samples = []
+    for name in sorted(t2s):
+        t2, lab = _read_image(t2s[name]), _read_image(labels[name])
+        if lab.GetPixelID() not in (sitk.sitkUInt8, sitk.sitkUInt16, sitk.sitkInt8, sitk.sitkInt16, sitk.sitkInt32,
+                                    sitk.sitkUInt32):
+            raise AtlasError(f"{labels[name]}: labels must be integers, not {lab.GetPixelIDTypeAsString()}")
+        if not (t2.GetSize() == lab.GetSize() and np.allclose(t2.GetOrigin(), lab.GetOrigin(), atol=1e-3)
+                and np.allclose(t2.GetSpacing(), lab.GetSpacing(), atol=1e-4)
+                and np.allclose(t2.GetDirection(), lab.GetDirection(), atol=1e-4)):
+            raise AtlasError(f"{labels[name]}: not on the grid of {t2s[name].name} (size, origin, spacing and "
+                             "direction must match)")
+        present = set(np.unique(sitk.GetArrayViewFromImage(lab)).tolist())
+        unknown = sorted(present - known - {0})
+        if unknown:
+            raise AtlasError(f"{labels[name]}: label values {unknown} are not in the label table")
+        samples.append((sitk.Cast(t2, sitk.sitkFloat32), sitk.Cast(lab, sitk.sitkUInt8)))
+    return samples
+
+
+def import_atlas(folder: Path, out: Path, atlas_id: str, description: str) -> Path:
+    """An atlas from a site's contoured scans in ``folder`` (``labels.csv`` and the subject pairs, see
+    :func:`contoured_subjects`), fused into one template (:func:`build_atlas`) and written to ``out``; not
+    synthetic."""
+    table = read_label_table(folder / "labels.csv")
+    samples = contoured_subjects(folder, table)
+    template, labels = build_atlas(samples) if len(samples) > 1 else samples[0]
+    return save_atlas(out, atlas_id, description, template, labels, table, synthetic=False)

@@ -208,6 +208,27 @@ def atlas_build(
     console.print(f"atlas written to {path}", highlight=False)
 
 
+@atlas_app.command("import")
+def atlas_import(
+    folder: Annotated[Path, typer.Argument(help="contoured scans: NAME_t2.nii.gz + NAME_labels.nii.gz pairs and "
+                                                "labels.csv (value,key,side,tissue,name,reference)")],
+    out: Annotated[Path, typer.Option(help="atlas folder to write")],
+    atlas_id: Annotated[str, typer.Option("--id", help="the atlas id every result will name")],
+    description: Annotated[str, typer.Option(help="what the atlas is made of")] = "",
+) -> None:
+    """An atlas from the site's own contoured scans (checked; several subjects are registered to the first and
+    fused by majority vote). Point [atlas] path at the folder written."""
+    from quant.atlas import AtlasError, import_atlas
+
+    try:
+        with console.status(f"importing the contoured scans of {folder} …"):
+            path = import_atlas(folder, out, atlas_id, description or f"contoured scans imported from {folder.name}")
+    except AtlasError as exc:
+        err_console.print(f"error: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(f"atlas {atlas_id} written to {path}", highlight=False)
+
+
 def process(
     target: Annotated[str, typer.Argument(help="visit id, or a Study Instance UID (its visit is processed)")],
     force: Annotated[bool, typer.Option("--force", help="process again even when already processed")] = False,
