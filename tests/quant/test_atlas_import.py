@@ -18,7 +18,7 @@ LEG_KEYS = ("tibialis_anterior", "gastrocnemius_soleus", "marrow_tibia")
 
 @pytest.fixture(scope="module")
 def contoured(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two contoured calves (phantom atlas subjects cut to the lower legs) and their label table."""
+    """Two contoured calves (phantom atlas subjects cut to 60 mm of mid-calf) and their label table."""
     from phantom.atlas_subjects import atlas_subject
     from phantom.default_atlas import phantom_label_table
 
@@ -30,7 +30,8 @@ def contoured(tmp_path_factory: pytest.TempPathFactory) -> Path:
         t2 = sitk.Resample(t2, labels, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)  # one grid
         arr = sitk.GetArrayViewFromImage(labels)
         zs = np.flatnonzero(np.isin(arr, keep).any(axis=(1, 2)))
-        lo, hi = int(zs.min()), int(zs.max())
+        middle = (int(zs.min()) + int(zs.max())) // 2  # 60 mm of mid-calf: every label, a quick registration
+        lo, hi = middle - 15, middle + 15
         size = [labels.GetSize()[0], labels.GetSize()[1], hi - lo + 1]
         cut = [sitk.RegionOfInterest(image, size, [0, 0, lo]) for image in (t2, labels)]
         cut[1] = sitk.Cast(sitk.ChangeLabel(cut[1], {v: 0 for v in np.unique(sitk.GetArrayViewFromImage(cut[1])).tolist()
