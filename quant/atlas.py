@@ -31,6 +31,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -89,8 +90,20 @@ class Atlas:
         return [lab for lab in self.table if lab.is_marrow]
 
 
-def load_atlas(path: Path) -> Atlas:
-    """Read and check an atlas folder."""
+@dataclass(frozen=True, kw_only=True)
+class AtlasManifest:
+    """What ``atlas.json`` says, checked, without reading an image (what the console shows of the atlas in use)."""
+
+    id: str
+    description: str
+    synthetic: bool
+    table: list[AtlasLabel]
+    regions: list[str]  # names of the finer regional templates
+    meta: dict[str, Any]  # the JSON itself (image file names)
+
+
+def read_manifest(path: Path) -> AtlasManifest:
+    """An atlas folder's ``atlas.json``, checked (keys, label table, a marrow label, the synthetic flag)."""
     meta_path = path / "atlas.json"
     try:
         meta = json.loads(meta_path.read_text())
@@ -112,6 +125,19 @@ def load_atlas(path: Path) -> Atlas:
         raise AtlasError(f"{meta_path}: label_table has duplicate values")
     if not any(lab.is_marrow for lab in table):
         raise AtlasError(f"{meta_path}: no marrow label: relative T2 needs a bone-marrow reference")
+    synthetic = meta.get("synthetic", False)
+    if not isinstance(synthetic, bool):
+        raise AtlasError(f"{meta_path}: synthetic must be true or false, got {synthetic!r}")
+    regions = [str(r.get("name", "?")) if isinstance(r, dict) else "?" for r in meta.get("regions", [])]
+    return AtlasManifest(id=str(meta["id"]), description=str(meta.get("description", "")), synthetic=synthetic,
+                         table=table, regions=regions, meta=meta)
+
+
+def load_atlas(path: Path) -> Atlas:
+    """Read and check an atlas folder."""
+    manifest = read_manifest(path)
+    meta, meta_path, table = manifest.meta, path / "atlas.json", manifest.table
+    values = [lab.value for lab in table]
     template, labels = _read_pair(path, meta, meta_path, set(values))
     regions = []
     for i, entry in enumerate(meta.get("regions", [])):
@@ -126,11 +152,8 @@ def load_atlas(path: Path) -> Atlas:
             raise AtlasError(f"{where}: refine values {sorted(set(refine) - set(values))} are not in the label table")
         r_template, r_labels = _read_pair(path, entry, where, set(values))
         regions.append(AtlasRegion(name=str(entry["name"]), template=r_template, labels=r_labels, refine=refine))
-    synthetic = meta.get("synthetic", False)
-    if not isinstance(synthetic, bool):
-        raise AtlasError(f"{meta_path}: synthetic must be true or false, got {synthetic!r}")
-    return Atlas(id=meta["id"], path=path, template=template, labels=labels, table=table, regions=regions,
-                 synthetic=synthetic)
+    return Atlas(id=manifest.id, path=path, template=template, labels=labels, table=table, regions=regions,
+                 synthetic=manifest.synthetic)
 
 
 def _read_pair(path: Path, entry: dict, where: object, values: set[int]) -> tuple[sitk.Image, sitk.Image]:

@@ -486,7 +486,20 @@ async def report_file(request: Request) -> Response:
 
 async def settings_page(request: Request) -> Response:
     import json
-    return render(request, "settings.html", settings=json.dumps(web_context(request).settings.masked(), indent=2))
+
+    from quant.atlas import AtlasError, read_manifest
+
+    ctx = web_context(request)
+    atlas, atlas_error = None, None
+    if ctx.settings.atlas.path is None:
+        atlas_error = "[atlas] path is not set"
+    else:
+        try:
+            atlas = read_manifest(ctx.settings.atlas.path)
+        except AtlasError as exc:
+            atlas_error = str(exc)
+    return render(request, "settings.html", settings=json.dumps(ctx.settings.masked(), indent=2), atlas=atlas,
+                  atlas_error=atlas_error, atlas_path=ctx.settings.atlas.path)
 
 
 async def corrections(request: Request) -> Response:

@@ -116,6 +116,8 @@ def test_the_console_never_shows_a_secret(running_node: Callable[..., Node]) -> 
     page = client.get("/settings")
     assert page.status_code == 200 and "session_secret" in page.text
     assert "sEcReT-sEsSiOn-KeY-123" not in page.text and "***" in page.text
+    # the atlas in use (the default phantom atlas here): what it is made of, and that it is synthetic
+    assert 'id="atlas"' in page.text and 'id="atlas-synthetic"' in page.text and "myonode-phantom-" in page.text
     for path in ("/", "/studies", "/visits", "/jobs", "/outbox", "/patients", "/reports", "/audit"):
         assert "sEcReT-sEsSiOn-KeY-123" not in client.get(path).text, path
 
