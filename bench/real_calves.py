@@ -39,12 +39,7 @@ from quant.pipeline import labels_on, quantify
 from quant.roistats import erode_labels
 from quant.volumes import station_volumes
 from storage.catalogue import PROFILE_MUSCLES, PROFILE_STATIONS, Modality, ScanProfile
-from tests.support.real_data import dixon_on, mese_files, myoqmri_example_data
-
-
-def dixon_series(name: str) -> list:  # type: ignore[type-arg]
-    path = next((myoqmri_example_data() / "Dixon_enhanced" / name).glob("*.dcm"))
-    return station_volumes([pydicom.dcmread(path)], derived=True)
+from tests.support.real_data import dixon_on, dixon_volumes, mese_files
 
 
 def main() -> None:
@@ -58,7 +53,7 @@ def main() -> None:
         t2 = dataclasses.replace(t2, image=t2.image[:, :, first:last], sop_uids=t2.sop_uids[first:last],
                                  frame_numbers=t2.frame_numbers[first:last])
     atlas = load_atlas(ensure_default_atlas(3))
-    dixon, dixon_warnings = dixon_stations(dixon_series("018_dixon_2echo_RR_W"), dixon_series("016_dixon_2echo_RR_F"))
+    dixon, dixon_warnings = dixon_stations(dixon_volumes("018_dixon_2echo_RR_W"), dixon_volumes("016_dixon_2echo_RR_F"))
     started = time.perf_counter()
     q = quantify([t2], [], atlas, params, covered=PROFILE_MUSCLES[ScanProfile.CALVES],
                  station_muscles=PROFILE_STATIONS[ScanProfile.CALVES], dixon=dixon)

@@ -133,8 +133,8 @@ def fat_fraction_table(state: MuscleState) -> np.ndarray:
 
 def dixon_lookup_tables(state: MuscleState) -> tuple[np.ndarray, np.ndarray]:
     """Per label value (0–255): the Dixon water and fat signal (float32)."""
-    pd_lut = np.asarray([DIXON_PD[_tissue(lab.tissue)] for lab in sorted(LABELS, key=lambda x: x.value)])
     pd = np.zeros(256)
-    pd[[lab.value for lab in sorted(LABELS, key=lambda x: x.value)]] = pd_lut
+    for lab in LABELS:
+        pd[lab.value] = DIXON_PD[_tissue(lab.tissue)]
     ff = fat_fraction_table(state)
     return (pd * (1 - ff)).astype(np.float32), (pd * ff).astype(np.float32)

@@ -152,17 +152,17 @@ def acquire(labels: sitk.Image, state: MuscleState, settings: ScanSettings,
     muscle_t2 = float(t2_lut[4])  # "other muscle": the healthy reference level for SNR
     muscle_s0 = float(s0_lut[4])
 
-    for st, gain in zip(t2_stations, gains["t2"]):
-        bias = receive_bias(st) * np.float32(gain)
-        lab = _sample(labels, st, sitk.sitkNearestNeighbor)
-        truth, counts = _label_means(lab, t2_lut[lab] * bias)
-        acq.truth_signal["t2"][st.index], acq.truth_voxels["t2"][st.index] = truth, counts
     resolution = _resolution(t2_stations[0])
-    for echo in settings.echoes_ms or (None,):  # the noise is the same on every echo's scale: σ at 80 ms
+    for n, echo in enumerate(settings.echoes_ms or (None,)):  # the noise is the same on every echo's scale: σ at 80 ms
         lut = t2_lut if echo is None else echo_lookup_table(state, echo)
         world_t2 = _blur(_world(labels, lut), resolution)
         for st, gain in zip(t2_stations, gains["t2"]):
-            clean = _sample(world_t2, st) * (receive_bias(st) * np.float32(gain))  # as before echoes: same floats
+            bias = receive_bias(st) * np.float32(gain)
+            if n == 0:  # the truth: the noise-free T2w signal (80 ms) of every label, once per station
+                lab = _sample(labels, st, sitk.sitkNearestNeighbor)
+                truth, counts = _label_means(lab, t2_lut[lab] * bias)
+                acq.truth_signal["t2"][st.index], acq.truth_voxels["t2"][st.index] = truth, counts
+            clean = _sample(world_t2, st) * bias
             acq.t2.append(StationImage(station=st, data=_rician(clean, muscle_t2 * gain / settings.snr_t2, rng),
                                        echo_time_ms=echo))
         del world_t2

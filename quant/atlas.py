@@ -37,7 +37,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from quant.register import register, registration_maps, resample, warp_labels
-from storage.catalogue import MUSCLE_BY_KEY
+from quant.volumes import same_grid
+from storage.catalogue import MUSCLE_BY_KEY, Side
 
 
 class AtlasError(ValueError):
@@ -236,7 +237,6 @@ def build_atlas(samples: Sequence[tuple[sitk.Image, sitk.Image]], *, deformable:
 
 
 LABEL_TABLE_COLUMNS = ("value", "key", "side", "tissue", "name", "reference")
-SIDES = ("left", "right", "none")
 T2_SUFFIX, LABELS_SUFFIX = "_t2.nii.gz", "_labels.nii.gz"
 
 
@@ -268,7 +268,7 @@ def read_label_table(path: Path) -> list[AtlasLabel]:
         key, side, tissue = (row[c].strip() for c in ("key", "side", "tissue"))
         if not key or not tissue:
             raise AtlasError(f"{where}: key and tissue must not be empty")
-        if side not in SIDES:
+        if side not in {s.value for s in Side}:
             raise AtlasError(f"{where}, column side: {side!r} is not left, right or none")
         if tissue == "muscle":
             if key not in MUSCLE_BY_KEY:
@@ -312,9 +312,7 @@ def contoured_subjects(folder: Path, table: Sequence[AtlasLabel]) -> list[tuple[
         if lab.GetPixelID() not in (sitk.sitkUInt8, sitk.sitkUInt16, sitk.sitkInt8, sitk.sitkInt16, sitk.sitkInt32,
                                     sitk.sitkUInt32):
             raise AtlasError(f"{labels[name]}: labels must be integers, not {lab.GetPixelIDTypeAsString()}")
-        if not (t2.GetSize() == lab.GetSize() and np.allclose(t2.GetOrigin(), lab.GetOrigin(), atol=1e-3)
-                and np.allclose(t2.GetSpacing(), lab.GetSpacing(), atol=1e-4)
-                and np.allclose(t2.GetDirection(), lab.GetDirection(), atol=1e-4)):
+        if not same_grid(t2, lab, position_mm=1e-3, spacing_mm=1e-4):
             raise AtlasError(f"{labels[name]}: not on the grid of {t2s[name].name} (size, origin, spacing and "
                              "direction must match)")
         present = set(np.unique(sitk.GetArrayViewFromImage(lab)).tolist())

@@ -22,17 +22,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from quant.adc import estimate_noise_floor
-from quant.roistats import pooled_mean, roi_stats
-from quant.volumes import StationVolume, head_first
+from quant.roistats import MuscleResult, pooled_mean, roi_stats
+from quant.volumes import StationVolume, head_first, same_grid
 
 # A Dixon image with fewer distinct values than this holds no picture (a magnitude image of a body has hundreds):
 # scanners export such series beside the real ones (the myoqmri exam's 017 and 019 store 2047–2048 throughout).
 MIN_DISTINCT_VALUES = 16
 GEOMETRY_TOLERANCE_MM = 0.01
-
-
-class DixonError(ValueError):
-    """The Dixon images cannot be measured (the message names the series)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,21 +43,8 @@ class DixonStation:
         return self.water.image
 
 
-@dataclass(frozen=True, kw_only=True)
-class FatFractionResult:
-    """One muscle's fat fraction over the Dixon stations (voxel-weighted)."""
-
-    value: float  # %
-    sd: float  # pooled within-station SD of the voxel fat fractions (%)
-    n: int
-    stations: list[int]
-
-
 def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
-    return (a.GetSize() == b.GetSize()
-            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=GEOMETRY_TOLERANCE_MM)
-            and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=GEOMETRY_TOLERANCE_MM)
-            and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-4))
+    return same_grid(a, b, position_mm=GEOMETRY_TOLERANCE_MM, spacing_mm=GEOMETRY_TOLERANCE_MM)
 
 
 def is_flat(volume: StationVolume) -> bool:
@@ -152,14 +135,11 @@ def t2_rois_on(grid: sitk.Image, t2: Sequence[StationVolume], rois: Sequence[np.
 
 
 def muscle_fat_fractions(stations: Sequence[DixonStation], t2: Sequence[StationVolume], rois: Sequence[np.ndarray],
-                         label_values: Collection[int], *, min_voxels: int) -> dict[int, FatFractionResult]:
-    """Fat fraction of every label value in ``label_values`` measurable in at least one Dixon station (stations
-    numbered head first from 1), over the T2 ROIs (``rois``, see :func:`t2_rois_on`)."""
+                         label_values: Collection[int], *, min_voxels: int) -> dict[int, MuscleResult]:
+    """Fat fraction (%: value, pooled SD, voxels, stations) of every label value in ``label_values`` measurable in at
+    least one Dixon station (stations numbered head first from 1), over the T2 ROIs (``rois``, see
+    :func:`t2_rois_on`), combined over stations by voxel count (:func:`quant.roistats.pooled_mean`)."""
     stats = {index: roi_stats(fat_fraction_map(st), t2_rois_on(st.image, t2, rois))
              for index, st in enumerate(stations, start=1)}
-    out = {}
-    for value in label_values:
-        res = pooled_mean(stats, value, min_voxels)
-        if res is not None:
-            out[value] = FatFractionResult(value=res.value, sd=res.sd, n=res.n, stations=res.stations)
-    return out
+    found = {value: pooled_mean(stats, value, min_voxels) for value in label_values}
+    return {value: res for value, res in found.items() if res is not None}

@@ -7,20 +7,21 @@ apart, that fails: the atlas's trunk and arms have nothing to match, and a stitc
 the gaps. Here instead, for each T2 station (head first) and the muscles the protocol says it holds
 (:data:`storage.catalogue.PROFILE_STATIONS`):
 
-1. the station is split at the gap between the legs (the two largest parts of its body mask), and each leg
-   is registered on its own — the legs of a real patient are not placed as the atlas's are;
+1. the station is split at the gap between the legs (the two largest parts of its body mask), each leg cut to
+   its body's rows, and registered on its own — the legs of a real patient are not placed as the atlas's are;
 2. the atlas is cropped to that side's muscles of the station (with a margin), so the registration only
    sees the region the station holds — where in the atlas the field lies is given by the protocol;
 3. elastix registers the cropped atlas to the leg (affine, then B-spline with control points every
    ``grid_mm`` in-plane and at least twice the slice spacing along the slices), the image pyramid never
    shrinking the few slices along their axis;
 4. the side's labels (muscles and marrow) are carried onto ``reference`` (the subject's label grid);
-5. each marrow label is refined on the images (:func:`refine_marrow`): a marrow cavity is a few millimetres
-   across, a registration error of that size puts its label on cortex, and the relative T2's reference with it.
+5. each piece of a marrow label (one label may hold both tibiae) is refined on the images
+   (:func:`refine_marrow`): a marrow cavity is a few millimetres across, a registration error of that size puts
+   its label on cortex, and the relative T2's reference with it.
 
 Measured on a real Siemens calf exam (myoqmri's volunteer, 8 slices 37 mm apart; ``bench/real_calves.py``,
-``tests/node/test_real_exams.py``): over each eroded ROI the exam's own Dixon fat fraction is 2.6–5.7 %, all of it
-in its own leg; with the marrow refined the relative T2 is 0.19–0.27 (muscle at TE 77 ms against fat marrow),
+``tests/node/test_real_exams.py``): over each eroded ROI the exam's own Dixon fat fraction is 2.4–5.6 %, all of it
+in its own leg; with the marrow refined the relative T2 is 0.19–0.26 (muscle at TE 77 ms against fat marrow),
 without it the label lay partly on cortex (1.0–1.4, flagged ``reference_out_of_range``).
 """
 

@@ -323,6 +323,15 @@ def _volume(key: str, slices: Sequence[_Slice]) -> StationVolume:
                          slice_thickness_mm=first.slice_thickness)
 
 
+def same_grid(a: sitk.Image, b: sitk.Image, *, position_mm: float, spacing_mm: float) -> bool:
+    """True when two images share one voxel grid: the same size, origins within ``position_mm``, spacings within
+    ``spacing_mm`` and directions within 1e-4."""
+    return (a.GetSize() == b.GetSize()
+            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=position_mm)
+            and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=spacing_mm)
+            and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-4))
+
+
 def centre_z(image: sitk.Image) -> float:
     """z (mm, LPS: positive = superior) of an image's centre."""
     size = np.asarray(image.GetSize(), dtype=float)

@@ -10,7 +10,7 @@ import json
 from datetime import date
 from datetime import time as dtime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -39,12 +39,17 @@ LayoutOption = Annotated[str, typer.Option("--layout", help="whole_body (the pap
                                                             "T2 of thighs and calves, slices with gaps, no DWI)")]
 
 
-def _check_layout(layout: str) -> Layout:
-    layouts: tuple[Layout, ...] = ("whole_body", "lower_limbs")
-    if layout not in layouts:
-        err_console.print(f"error: --layout must be whole_body or lower_limbs (got {layout!r})")
+def _one_of(option: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` when it is one of ``choices``; else the command ends saying what ``option`` takes (exit 2)."""
+    if value not in choices:
+        listed = f"{', '.join(choices[:-1])} or {choices[-1]}"
+        err_console.print(f"error: {option} must be {listed} (got {value!r})")
         raise typer.Exit(2)
-    return layout
+    return value
+
+
+def _check_layout(layout: str) -> Layout:
+    return cast("Layout", _one_of("--layout", layout, ("whole_body", "lower_limbs")))
 
 
 def _echoes(text: str) -> tuple[float, ...]:
@@ -68,9 +73,7 @@ def _echoes(text: str) -> tuple[float, ...]:
 def _options(enhanced: bool, one_series: bool, vendor: str) -> DicomOptions:
     from phantom.dicom import DicomOptions
 
-    if vendor not in ("philips", "siemens", "ge"):
-        err_console.print(f"error: --vendor must be philips, siemens or ge (got {vendor!r})")
-        raise typer.Exit(2)
+    _one_of("--vendor", vendor, ("philips", "siemens", "ge"))
     if enhanced and vendor != "philips":
         err_console.print("error: --vendor siemens/ge writes classic headers; enhanced objects carry the standard "
                           "b-value whoever writes them")
@@ -79,11 +82,7 @@ def _options(enhanced: bool, one_series: bool, vendor: str) -> DicomOptions:
 
 
 def _check_size(size: str) -> Size:
-    sizes: tuple[Size, ...] = ("full", "small")
-    if size not in sizes:
-        err_console.print(f"error: --size must be full or small (got {size!r})")
-        raise typer.Exit(2)
-    return size
+    return cast("Size", _one_of("--size", size, ("full", "small")))
 
 
 @phantom_app.command("subject")

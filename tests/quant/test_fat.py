@@ -10,12 +10,7 @@ import SimpleITK as sitk
 
 from quant.fat import dixon_stations, fat_fraction_map, muscle_fat_fractions, t2_rois_on
 from quant.volumes import StationVolume, station_volumes
-from tests.support.real_data import mese_files, myoqmri_example_data
-
-
-def _dixon(name: str) -> list[StationVolume]:
-    path = next((myoqmri_example_data() / "Dixon_enhanced" / name).glob("*.dcm"))
-    return station_volumes([pydicom.dcmread(path)], derived=True)
+from tests.support.real_data import dixon_volumes, mese_files
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +20,8 @@ def t2() -> StationVolume:
 
 
 def test_the_siemens_series_that_hold_no_image_are_left_out_by_name_and_water_pairs_with_fat_on_its_grid() -> None:
-    water = [*_dixon("018_dixon_2echo_RR_W"), *_dixon("019_dixon_2echo_RR_W")]
-    fat = [*_dixon("016_dixon_2echo_RR_F"), *_dixon("017_dixon_2echo_RR_F")]
+    water = [*dixon_volumes("018_dixon_2echo_RR_W"), *dixon_volumes("019_dixon_2echo_RR_W")]
+    fat = [*dixon_volumes("016_dixon_2echo_RR_F"), *dixon_volumes("017_dixon_2echo_RR_F")]
     pairs, warnings = dixon_stations(water, fat)
     assert [(p.water.series_uid, p.fat.series_uid) for p in pairs] == [(water[0].series_uid, fat[0].series_uid)]
     assert sorted(warnings) == sorted(f"Dixon {kind} series {uid}: holds no image (fewer than 16 distinct values); "
@@ -37,7 +32,7 @@ def test_the_siemens_series_that_hold_no_image_are_left_out_by_name_and_water_pa
 
 
 def test_the_voxel_fat_fraction_is_fat_over_water_plus_fat_in_percent_and_nan_outside_the_body() -> None:
-    (pair,), _ = dixon_stations(_dixon("018_dixon_2echo_RR_W"), _dixon("016_dixon_2echo_RR_F"))
+    (pair,), _ = dixon_stations(dixon_volumes("018_dixon_2echo_RR_W"), dixon_volumes("016_dixon_2echo_RR_F"))
     ff = fat_fraction_map(pair)
     water = sitk.GetArrayFromImage(pair.water.image).astype(float)
     fat = sitk.GetArrayFromImage(pair.fat.image).astype(float)
@@ -52,7 +47,7 @@ def test_the_voxel_fat_fraction_is_fat_over_water_plus_fat_in_percent_and_nan_ou
 def test_t2_rois_reach_the_dixon_grid_only_within_the_t2_slices_and_never_in_the_gaps(t2: StationVolume) -> None:
     """7 mm slices 37 mm apart: a Dixon slice (2 mm, parallel) is labelled where its plane lies within 3.5 mm of a T2
     slice's, along their (oblique) normal."""
-    (pair,), _ = dixon_stations(_dixon("018_dixon_2echo_RR_W"), _dixon("016_dixon_2echo_RR_F"))
+    (pair,), _ = dixon_stations(dixon_volumes("018_dixon_2echo_RR_W"), dixon_volumes("016_dixon_2echo_RR_F"))
     size = t2.image.GetSize()
     roi = np.ones((size[2], size[1], size[0]), np.uint8)  # every T2 voxel in label 1
     on_dixon = t2_rois_on(pair.image, [t2], [roi])
@@ -76,7 +71,7 @@ def test_t2_rois_reach_the_dixon_grid_only_within_the_t2_slices_and_never_in_the
 
 def test_a_muscle_fat_fraction_is_the_mean_over_its_t2_roi_on_the_dixon_voxels_and_none_below_the_minimum(
         t2: StationVolume) -> None:
-    (pair,), _ = dixon_stations(_dixon("018_dixon_2echo_RR_W"), _dixon("016_dixon_2echo_RR_F"))
+    (pair,), _ = dixon_stations(dixon_volumes("018_dixon_2echo_RR_W"), dixon_volumes("016_dixon_2echo_RR_F"))
     size = t2.image.GetSize()
     roi = np.zeros((size[2], size[1], size[0]), np.uint8)
     roi[3, 40:60, 60:100] = 5  # a block in one slice

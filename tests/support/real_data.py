@@ -28,6 +28,7 @@ import pytest
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
+from quant.volumes import StationVolume, station_volumes
 from tests.support.peers import required
 
 MYOQMRI = "myoqmri==2.0.2"
@@ -95,11 +96,15 @@ def nibabel_dicom(name: str) -> Dataset:
     return pydicom.dcmread(BytesIO(raw))
 
 
-def dixon_on(series: str, onto: sitk.Image) -> np.ndarray:
-    """A Dixon series of the myoqmri exam (e.g. ``016_dixon_2echo_RR_F``), resampled onto ``onto``'s grid through
-    the frame of reference they share (linear), as an array (k, j, i). Siemens marks Dixon images DERIVED."""
-    from quant.volumes import station_volumes
-
+def dixon_volumes(series: str) -> list[StationVolume]:
+    """The station volumes of a Dixon series of the myoqmri exam (e.g. ``016_dixon_2echo_RR_F``), its images read as
+    the node reads them (Siemens marks Dixon images DERIVED)."""
     path = next((myoqmri_example_data() / "Dixon_enhanced" / series).glob("*.dcm"))
-    (volume,) = station_volumes([pydicom.dcmread(path)], derived=True)
+    return station_volumes([pydicom.dcmread(path)], derived=True)
+
+
+def dixon_on(series: str, onto: sitk.Image) -> np.ndarray:
+    """A Dixon series of the myoqmri exam (:func:`dixon_volumes`), resampled onto ``onto``'s grid through the frame
+    of reference they share (linear), as an array (k, j, i)."""
+    (volume,) = dixon_volumes(series)
     return sitk.GetArrayFromImage(sitk.Resample(volume.image, onto, sitk.Transform(), sitk.sitkLinear, 0.0))
