@@ -28,7 +28,7 @@ DEFAULT_ATLAS_VERSION = "3"  # 2: regional hand templates; 3: atlas.json says it
 
 # The code the default atlas is made from: when any of it changes, so does the atlas id (and it is rebuilt).
 ATLAS_SOURCES = ("phantom/anatomy.py", "phantom/contrast.py", "phantom/geometry.py", "phantom/atlas_subjects.py",
-                 "phantom/default_atlas.py", "quant/atlas.py", "quant/register.py")
+                 "phantom/default_atlas.py", "quant/atlas.py", "quant/atlas_build.py", "quant/register.py")
 
 
 def default_atlas_id(subjects: int) -> str:
@@ -59,10 +59,13 @@ def phantom_label_table() -> list[AtlasLabel]:
 def build_phantom_atlas(out: Path, subjects: int) -> Path:
     """Build the default atlas from ``subjects`` phantom subjects (seeds disjoint from every cohort's)."""
     from phantom.atlas_subjects import atlas_subject, hand_regions
-    from quant.atlas import AtlasRegion, build_atlas, save_atlas
+    from quant.atlas import AtlasRegion, save_atlas
+    from quant.atlas_build import Subject, build_atlas
 
     samples = [atlas_subject(k) for k in range(subjects)]
-    template, labels = build_atlas(samples)
+    built = build_atlas([Subject(name=f"atlas subject {k}", t2=t2, labels=labels) for k, (t2, labels) in
+                         enumerate(samples)], reference=0)
+    template, labels = built.template, built.labels
     regions = [AtlasRegion(name=name, template=template, labels=labels, refine=refine)
                for name, template, labels, refine in hand_regions(samples[0][1])]
     description = (f"Default myonode atlas: {subjects} healthy phantom subjects (atlas seeds), registered to the "

@@ -15,11 +15,17 @@ Format (one folder):
   :mod:`quant.regional` registers again, locally, after the whole-body registration; only the
   label values in ``refine`` are replaced by the regional result.
 
+- ``entries`` (optional, a multi-atlas built by :mod:`quant.atlas_build`): ``[{"name", "labels", "unusable",
+  "source"}]`` — each subject it was built from, its labels carried into the template's space, and the label
+  values a reviewer rejected in it (``unusable``: they never vote);
+- ``accuracy`` (optional): the build's leave-one-out accuracy (:func:`quant.atlas_build.leave_one_out`);
+- ``source`` (optional): what it was made from (visits, a folder).
+
 The default atlas is built from phantom subjects (``myonode atlas build``) and says it is synthetic
-(``"synthetic": true``); a site makes one from its own contoured scans with ``myonode atlas import``
-(:func:`import_atlas`: a folder of ``NAME_t2.nii.gz`` + ``NAME_labels.nii.gz`` pairs and a ``labels.csv``
-label table, checked with errors that name the file, line and label), which averages the contoured
-subjects into one template by registering them to the first (:func:`build_atlas`).
+(``"synthetic": true``); a site makes one from its own reviewed visits (``myonode atlas build --from-visits``) or
+contoured scans (``myonode atlas import``) with :mod:`quant.atlas_build`. This module reads and writes the
+folder and checks what it reads: the label table (:func:`read_label_table`) and contoured subjects
+(:func:`contoured_subjects`) with errors that name the file, line and label.
 """
 
 from __future__ import annotations
@@ -36,7 +42,6 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from quant.register import register, registration_maps, resample, warp_labels
 from quant.volumes import same_grid
 from storage.catalogue import MUSCLE_BY_KEY, Side
 
@@ -100,6 +105,8 @@ class AtlasManifest:
     synthetic: bool
     table: list[AtlasLabel]
     regions: list[str]  # names of the finer regional templates
+    entries: list[str]  # names of the subjects a multi-atlas was built from (empty: not said)
+    accuracy: dict[str, Any] | None  # the build's leave-one-out accuracy (quant.atlas_build.leave_one_out)
     meta: dict[str, Any]  # the JSON itself (image file names)
 
 
@@ -130,8 +137,15 @@ def read_manifest(path: Path) -> AtlasManifest:
     if not isinstance(synthetic, bool):
         raise AtlasError(f"{meta_path}: synthetic must be true or false, got {synthetic!r}")
     regions = [str(r.get("name", "?")) if isinstance(r, dict) else "?" for r in meta.get("regions", [])]
+    entries = meta.get("entries", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "name" in e for e in entries):
+        raise AtlasError(f"{meta_path}: entries must be a list of objects with a name")
+    accuracy = meta.get("accuracy")
+    if accuracy is not None and not isinstance(accuracy, dict):
+        raise AtlasError(f"{meta_path}: accuracy must be an object, got {type(accuracy).__name__}")
     return AtlasManifest(id=str(meta["id"]), description=str(meta.get("description", "")), synthetic=synthetic,
-                         table=table, regions=regions, meta=meta)
+                         table=table, regions=regions, entries=[str(e["name"]) for e in entries], accuracy=accuracy,
+                         meta=meta)
 
 
 def load_atlas(path: Path) -> Atlas:
@@ -172,10 +186,24 @@ def _read_pair(path: Path, entry: dict, where: object, values: set[int]) -> tupl
     return sitk.Cast(template, sitk.sitkFloat32), sitk.Cast(labels, sitk.sitkUInt8)
 
 
+@dataclass(frozen=True, kw_only=True)
+class AtlasEntry:
+    """One subject a multi-atlas was built from: its labels in the template's space, the label values a reviewer
+    rejected in it (they never vote), and where it came from (a visit, a file)."""
+
+    name: str
+    labels: sitk.Image
+    unusable: tuple[int, ...] = ()
+    source: dict[str, Any] = field(default_factory=dict)
+
+
 def save_atlas(out: Path, atlas_id: str, description: str, template: sitk.Image, labels: sitk.Image,
-               table: Sequence[AtlasLabel], regions: Sequence[AtlasRegion] = (), *, synthetic: bool) -> Path:
+               table: Sequence[AtlasLabel], regions: Sequence[AtlasRegion] = (), *, synthetic: bool,
+               entries: Sequence[AtlasEntry] = (), accuracy: dict[str, Any] | None = None,
+               source: dict[str, Any] | None = None) -> Path:
     """Write an atlas folder atomically (a temporary sibling renamed into place); ``synthetic``: drawn from phantom
-    subjects, not real anatomy (``atlas.json`` says so, and so does every result measured with it)."""
+    subjects, not real anatomy (``atlas.json`` says so, and so does every result measured with it); ``entries``,
+    ``accuracy`` and ``source``: a multi-atlas's subjects, its leave-one-out accuracy and what it was made from."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
 
@@ -190,6 +218,13 @@ def save_atlas(out: Path, atlas_id: str, description: str, template: sitk.Image,
         meta["regions"] = [{"name": r.name, "template": write(r.template, f"region_{r.name}_t2.nii.gz", sitk.sitkFloat32),
                             "labels": write(r.labels, f"region_{r.name}_labels.nii.gz", sitk.sitkUInt8),
                             "refine": list(r.refine)} for r in regions]
+    if entries:
+        meta["entries"] = [{"name": e.name, "labels": write(e.labels, f"entry_{i:03d}_labels.nii.gz", sitk.sitkUInt8),
+                            "unusable": sorted(e.unusable), "source": e.source} for i, e in enumerate(entries)]
+    if accuracy is not None:
+        meta["accuracy"] = accuracy
+    if source is not None:
+        meta["source"] = source
     (tmp / "atlas.json").write_text(json.dumps(meta, indent=1))
     if out.exists():
         old = out.with_name(f".{out.name}.old")
@@ -200,40 +235,6 @@ def save_atlas(out: Path, atlas_id: str, description: str, template: sitk.Image,
     else:
         os.replace(tmp, out)
     return out
-
-
-def majority_vote(label_arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """Per voxel, the label most subjects agree on (ties go to the first subject's label)."""
-    stack = np.stack(label_arrays)
-    best = stack[0].copy()
-    best_votes = (stack == stack[0]).sum(axis=0)
-    for k in range(1, len(stack)):
-        votes = (stack == stack[k]).sum(axis=0)
-        better = votes > best_votes
-        best[better] = stack[k][better]
-        best_votes[better] = votes[better]
-    return best
-
-
-def build_atlas(samples: Sequence[tuple[sitk.Image, sitk.Image]], *, deformable: bool = True) -> tuple[sitk.Image, sitk.Image]:
-    """A population template and label volume from contoured subjects ``(t2, labels)``.
-
-    Every subject is registered to the first (affine + B-spline, elastix); templates are
-    averaged and labels fused by majority vote on the first subject's grids.
-    """
-    ref_t2, ref_labels = samples[0]
-    t2_sum = sitk.GetArrayFromImage(ref_t2).astype(np.float64)
-    label_arrays = [sitk.GetArrayFromImage(ref_labels)]
-    maps = registration_maps(deformable=deformable)
-    for t2, labels in samples[1:]:
-        transform = register(ref_t2, t2, maps)
-        t2_sum += sitk.GetArrayFromImage(resample(t2, transform, ref_t2))
-        label_arrays.append(sitk.GetArrayFromImage(warp_labels(labels, transform, ref_labels)))
-    template = sitk.GetImageFromArray((t2_sum / len(samples)).astype(np.float32))
-    template.CopyInformation(ref_t2)
-    fused = sitk.GetImageFromArray(majority_vote(label_arrays).astype(np.uint8))
-    fused.CopyInformation(ref_labels)
-    return template, fused
 
 
 LABEL_TABLE_COLUMNS = ("value", "key", "side", "tissue", "name", "reference")
@@ -294,8 +295,8 @@ def _read_image(path: Path) -> sitk.Image:
         raise AtlasError(f"{path}: not an image SimpleITK reads: {str(exc).strip().splitlines()[-1]}") from None
 
 
-def contoured_subjects(folder: Path, table: Sequence[AtlasLabel]) -> list[tuple[sitk.Image, sitk.Image]]:
-    """The ``NAME_t2.nii.gz`` / ``NAME_labels.nii.gz`` pairs of ``folder``, sorted by name, checked: every image has
+def contoured_subjects(folder: Path, table: Sequence[AtlasLabel]) -> dict[str, tuple[sitk.Image, sitk.Image]]:
+    """The ``NAME_t2.nii.gz`` / ``NAME_labels.nii.gz`` pairs of ``folder`` by NAME, sorted, checked: every image has
     its partner, labels are integer and in their T2's physical space, and hold only values of ``table``."""
     t2s = {p.name[: -len(T2_SUFFIX)]: p for p in folder.glob(f"*{T2_SUFFIX}")}
     labels = {p.name[: -len(LABELS_SUFFIX)]: p for p in folder.glob(f"*{LABELS_SUFFIX}")}
@@ -306,7 +307,7 @@ def contoured_subjects(folder: Path, table: Sequence[AtlasLabel]) -> list[tuple[
     if not t2s:
         raise AtlasError(f"{folder}: no contoured subject (NAME{T2_SUFFIX} with NAME{LABELS_SUFFIX})")
     known = {lab.value for lab in table}
-    samples = []
+    samples = {}
     for name in sorted(t2s):
         t2, lab = _read_image(t2s[name]), _read_image(labels[name])
         if lab.GetPixelID() not in (sitk.sitkUInt8, sitk.sitkUInt16, sitk.sitkInt8, sitk.sitkInt16, sitk.sitkInt32,
@@ -319,15 +320,5 @@ def contoured_subjects(folder: Path, table: Sequence[AtlasLabel]) -> list[tuple[
         unknown = sorted(present - known - {0})
         if unknown:
             raise AtlasError(f"{labels[name]}: label values {unknown} are not in the label table")
-        samples.append((sitk.Cast(t2, sitk.sitkFloat32), sitk.Cast(lab, sitk.sitkUInt8)))
+        samples[name] = (sitk.Cast(t2, sitk.sitkFloat32), sitk.Cast(lab, sitk.sitkUInt8))
     return samples
-
-
-def import_atlas(folder: Path, out: Path, atlas_id: str, description: str) -> Path:
-    """An atlas from a site's contoured scans in ``folder`` (``labels.csv`` and the subject pairs, see
-    :func:`contoured_subjects`), fused into one template (:func:`build_atlas`) and written to ``out``; not
-    synthetic."""
-    table = read_label_table(folder / "labels.csv")
-    samples = contoured_subjects(folder, table)
-    template, labels = build_atlas(samples) if len(samples) > 1 else samples[0]
-    return save_atlas(out, atlas_id, description, template, labels, table, synthetic=False)

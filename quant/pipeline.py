@@ -134,6 +134,13 @@ def stitch_on(volumes: list[sitk.Image], grid: sitk.Image, scales: list[float] |
     return sitk.Resample(st.image, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
 
 
+def registration_image(t2_images: list[sitk.Image], spacing_mm: float) -> tuple[sitk.Image, list[float]]:
+    """The T2 stations normalised and stitched on a grid of ``spacing_mm``: what the atlas is registered to (and
+    what a site atlas is built from); with the stations' normalising scales."""
+    scales = normalising_scales(t2_images)
+    return stitch_on(t2_images, union_grid(t2_images, spacing_mm), scales), scales
+
+
 def labels_on(labels: sitk.Image, station: sitk.Image) -> np.ndarray:
     """Subject labels sampled on a station's own grid (nearest neighbour), as (slice, row, column)."""
     return sitk.GetArrayFromImage(sitk.Resample(labels, station, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
@@ -179,9 +186,7 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
 
     t2_images = [v.image for v in t2]
     say("stitch")
-    reg_grid = union_grid(t2_images, settings.registration_mm)
-    scales = normalising_scales(t2_images)
-    stitched = stitch_on(t2_images, reg_grid, scales)
+    stitched, scales = registration_image(t2_images, settings.registration_mm)
     lap("stitch")
     label_grid = union_grid(t2_images, settings.label_mm)
     say("register atlas")

@@ -445,6 +445,21 @@ class Correction(Base):
 # --- durable work --------------------------------------------------------------------
 
 
+class AtlasPin(Base):
+    """The atlas the study is measured with, chosen by a person (``myonode atlas use``): the newest row holds.
+    Every visit is measured with it; visits measured with another wait for re-processing (never mixed in a table)."""
+
+    __tablename__ = "atlas_pins"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    atlas_id: Mapped[str] = mapped_column(String(128))
+    path: Mapped[str] = mapped_column(String(1024))  # the atlas folder (absolute)
+    synthetic: Mapped[bool] = mapped_column(Boolean)
+    pinned_by: Mapped[str] = mapped_column(String(64))
+    pinned_at: Mapped[datetime] = mapped_column(default=utcnow)
+    visits_queued: Mapped[int] = mapped_column(Integer, default=0)  # re-processing jobs queued when it was pinned
+
+
 class Job(Base):
     """A long job. The queue only dispatches; this row is the truth a restart resumes from."""
 

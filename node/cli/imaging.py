@@ -198,13 +198,77 @@ def phantom_render(
 def atlas_build(
     out: Annotated[Path, typer.Option(help="atlas folder to write")],
     subjects: Annotated[int, typer.Option(help="phantom subjects fused into the atlas")] = 3,
+    from_visits: Annotated[bool, typer.Option("--from-visits", help="build from this node's reviewed visits "
+                                                                     "instead of phantom subjects")] = False,
+    atlas_id: Annotated[str | None, typer.Option("--id", help="the atlas id every result will name (--from-visits; "
+                                                              "default site-<date>-n<visits>)")] = None,
+    minimum: Annotated[int, typer.Option("--min", help="--from-visits: at least this many reviewed visits")] = 3,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="settings.toml")] = None,
 ) -> None:
-    """Build the default atlas from phantom subjects whose seeds no cohort uses."""
-    from phantom.default_atlas import build_phantom_atlas
+    """Build an atlas: by default the synthetic one from phantom subjects whose seeds no cohort uses; with
+    --from-visits a site atlas from the visits reviewers accepted (corrected ROIs included, rejected ROIs never
+    vote), with its leave-one-out accuracy in atlas.json. Then `myonode atlas use OUT` to measure the study with it."""
+    if not from_visits:
+        from phantom.default_atlas import build_phantom_atlas
 
-    with console.status(f"registering {subjects} phantom subjects …"):
-        path = build_phantom_atlas(out, subjects)
-    console.print(f"atlas written to {path}", highlight=False)
+        with console.status(f"registering {subjects} phantom subjects …"):
+            path = build_phantom_atlas(out, subjects)
+        console.print(f"atlas written to {path}", highlight=False)
+        return
+    from node.demo.fallback_atlas import with_default_atlas
+    from node.work.site_atlas import SiteAtlasError, build_from_visits
+    from quant.atlas import read_manifest
+    from storage.filestore import FileStore
+
+    settings = with_default_atlas(settings_of(config))
+    try:
+        with console.status("reading the reviewed visits …") as status:
+            path, left_out = build_from_visits(
+                settings, sessions_of(settings), FileStore(settings.storage.root), out,
+                atlas_id or f"site-{date.today():%Y%m%d}", minimum=minimum,
+                progress=lambda step: status.update(step))
+    except SiteAtlasError as exc:
+        err_console.print(f"error: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    for why in left_out:
+        console.print(f"left out: {why}", highlight=False, markup=False)
+    manifest = read_manifest(path)
+    acc = manifest.accuracy or {}
+    worst = acc.get("dice_worst_muscle") or {}
+    console.print(f"atlas {manifest.id} written to {path}: {len(manifest.entries)} visits; leave-one-out Dice median "
+                  f"{acc.get('dice_median')}, worst muscle {worst.get('name')} {worst.get('dice_median')}, relative "
+                  f"T2 difference median {acc.get('rel_t2_diff_pct_median')} %", highlight=False, markup=False)
+
+
+@atlas_app.command("use")
+def atlas_use(
+    folder: Annotated[Path, typer.Argument(help="the atlas folder (atlas.json) to measure the study with")],
+    by: Annotated[str, typer.Option(help="who decided (kept with the pin)")] = "cli",
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="settings.toml")] = None,
+) -> None:
+    """Measure the study with this atlas from now on: every visit measured with another is queued to be processed
+    again (each keeps its old values until its new ones are committed; the statistics never mix the two)."""
+    from node.service import open_jobs
+    from node.work.atlas_in_use import pin_atlas
+    from node.work.jobs import PROCESS_VISIT, target_of_visit
+    from quant.atlas import AtlasError
+    from storage.database import transaction
+
+    engine, jobs = open_jobs(settings_of(config))
+    created: list[int] = []
+    try:
+        with transaction(jobs.ctx.sessions) as s:
+            pinned = pin_atlas(s, folder, by, lambda s, visit_id: created.append(
+                jobs.create(s, PROCESS_VISIT, target_of_visit(visit_id)).id))
+    except AtlasError as exc:
+        err_console.print(f"error: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    for job_id in created:
+        jobs.dispatch(job_id)
+    console.print(f"the study is measured with {pinned.atlas_id}{' (synthetic)' if pinned.synthetic else ''}; "
+                  f"{len(pinned.queued)} visit(s) queued to be processed again", highlight=False)
 
 
 @atlas_app.command("import")
@@ -217,7 +281,8 @@ def atlas_import(
 ) -> None:
     """An atlas from the site's own contoured scans (checked; several subjects are registered to the first and
     fused by majority vote). Point [atlas] path at the folder written."""
-    from quant.atlas import AtlasError, import_atlas
+    from quant.atlas import AtlasError
+    from quant.atlas_build import import_atlas
 
     try:
         with console.status(f"importing the contoured scans of {folder} …"):

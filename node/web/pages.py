@@ -487,19 +487,20 @@ async def report_file(request: Request) -> Response:
 async def settings_page(request: Request) -> Response:
     import json
 
-    from quant.atlas import AtlasError, read_manifest
+    from node.work.atlas_in_use import current_pin, manifest_in_use
 
     ctx = web_context(request)
-    atlas, atlas_error = None, None
-    if ctx.settings.atlas.path is None:
-        atlas_error = "[atlas] path is not set"
-    else:
-        try:
-            atlas = read_manifest(ctx.settings.atlas.path)
-        except AtlasError as exc:
-            atlas_error = str(exc)
-    return render(request, "settings.html", settings=json.dumps(ctx.settings.masked(), indent=2), atlas=atlas,
-                  atlas_error=atlas_error, atlas_path=ctx.settings.atlas.path)
+
+    def work(s: Session) -> dict[str, Any]:
+        pin = current_pin(s)
+        path, manifest, error = manifest_in_use(ctx.settings.atlas, pin)
+        by_atlas = dict(s.execute(select(m.Measurement.atlas_id, func.count(func.distinct(m.Measurement.visit_fk)))
+                                  .group_by(m.Measurement.atlas_id)).tuples().all())
+        measured = by_atlas.pop(manifest.id, 0) if manifest else 0
+        return {"atlas": manifest, "atlas_error": error, "atlas_path": path, "pin": pin, "measured_with": measured,
+                "waiting": sum(n for atlas_id, n in by_atlas.items() if atlas_id is not None)}
+    return render(request, "settings.html", settings=json.dumps(ctx.settings.masked(), indent=2),
+                  **(await _read(request, work)))
 
 
 async def corrections(request: Request) -> Response:

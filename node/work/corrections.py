@@ -12,7 +12,10 @@ objects) becomes a :class:`storage.models.Correction` when the exam watcher next
 3. the automatic subject labels with those muscles replaced (:func:`quant.corrected_labels.corrected_labels`)
    are measured on the native T2 stations (:func:`quant.pipeline.measure_t2`; no registration) and, where the
    visit has Dixon images, on them (:func:`quant.pipeline.measure_fat`), and the corrected muscles' relative T2
-   and fat fraction are kept as ``source = corrected`` beside the automatic values.
+   and fat fraction are kept as ``source = corrected`` beside the automatic values. The visit's reviewed labels
+   (``reviewed_labels.nii.gz`` in its QC folder, :data:`REVIEWED_LABELS`: the automatic labels with every correction
+   applied so far) are written first, atomically, so a site atlas built from reviewed visits learns from them
+   (:mod:`node.work.site_atlas`); a correction applied twice writes the same file.
 
 What cannot be applied — a SEG of myonode's own making, one that references no known series, a
 segment that is no muscle of the catalogue — is stored like any instance and listed as refused
@@ -23,6 +26,7 @@ ADC of a corrected ROI is not re-measured (it needs the T2 → DWI transform); t
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime
 
 import pydicom
@@ -37,6 +41,9 @@ from storage.database import transaction
 from storage.filestore import FileStore
 
 log = logging.getLogger(__name__)
+
+SUBJECT_LABELS = "subject_labels.nii.gz"  # the automatic labels, in the visit's QC folder (node.work.processing)
+REVIEWED_LABELS = "reviewed_labels.nii.gz"  # the automatic labels with every applied correction
 
 MYONODE_MANUFACTURER = "myonode"
 
@@ -82,7 +89,7 @@ def apply_correction(settings: Settings, sessions: sessionmaker[Session], store:
     import numpy as np
     import SimpleITK as sitk
 
-    from node.work.atlas_in_use import atlas_in_use
+    from node.work.atlas_in_use import atlas_in_use, current_pin
     from node.work.results import newest_results
     from quant.corrected_labels import CorrectionError, corrected_labels, derived_grid, seg_label_array, segment_targets
     from quant.pipeline import PIPELINE_VERSION, label_volumes_ml, measure_fat, measure_t2
@@ -111,7 +118,8 @@ def apply_correction(settings: Settings, sessions: sessionmaker[Session], store:
                                .where(m.ResultObject.series_instance_uid == series_uid)))
         own_seg = newest_results(s, store, visit_id, m.ResultKind.SEG)
     derived = [pydicom.dcmread(store.absolute(p)) for p in paths]
-    atlas = atlas_in_use(settings.atlas)
+    with sessions() as s:
+        atlas = atlas_in_use(settings.atlas, current_pin(s))
     targets, unknown = segment_targets(seg, atlas.table)
     if unknown:
         return _refuse(sessions, correction_id, f"{'; '.join(unknown)}: no muscle × side of the catalogue "
@@ -122,7 +130,8 @@ def apply_correction(settings: Settings, sessions: sessionmaker[Session], store:
     if outside:
         return _refuse(sessions, correction_id, f"{', '.join(outside)}: not covered by the protocol the visit was "
                                                 "measured with (its field of view holds no such muscle)", visit_id)
-    automatic_path = settings.quant.qc_dir / f"visit-{visit_id}" / "subject_labels.nii.gz"
+    automatic_path = settings.quant.qc_dir / f"visit-{visit_id}" / SUBJECT_LABELS
+    reviewed_path = automatic_path.with_name(REVIEWED_LABELS)
     try:
         grid = derived_grid(derived)
         corrected = seg_label_array(seg, derived, targets)
@@ -137,8 +146,11 @@ def apply_correction(settings: Settings, sessions: sessionmaker[Session], store:
             corrected = np.where(np.isin(corrected, [t.value for t in targets.values()]), corrected, 0)
     except CorrectionError as exc:
         return _refuse(sessions, correction_id, str(exc), visit_id)
-    labels = corrected_labels(sitk.ReadImage(str(automatic_path)), grid, corrected,
-                              [t.value for t in targets.values()])
+    before = reviewed_path if reviewed_path.is_file() else automatic_path  # earlier corrections stay
+    labels = corrected_labels(sitk.ReadImage(str(before)), grid, corrected, [t.value for t in targets.values()])
+    partial = reviewed_path.with_name(f".{REVIEWED_LABELS}.partial.nii.gz")
+    sitk.WriteImage(labels, str(partial), useCompression=True)
+    os.replace(partial, reviewed_path)
     with sessions() as s:
         visit_input = load_visit(s, store, visit_id, t2_te_ms=settings.protocol.t2_te_ms)
     wanted = {(t.key, t.side) for t in targets.values()}

@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from node import __version__
 from node.settings import Settings
-from node.work.atlas_in_use import atlas_in_use
+from node.work.atlas_in_use import atlas_in_use, current_pin
+from node.work.corrections import SUBJECT_LABELS
 from node.work.results import StoredResult, discard_results, previous_results, record_results, store_results
 from node.work.review import reset_changed
 from quant.atlas import AtlasLabel
@@ -65,7 +66,7 @@ def _write_qc_atomically(qc_root: Path, visit_id: int, q: VisitQuant, table: lis
     tmp = qc_root / f".visit-{visit_id}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     write_qc(tmp, q.stitched_t2, q.subject_labels, table, q.b0_stations, q.dwi_station_labels)
-    sitk.WriteImage(q.subject_labels, str(tmp / "subject_labels.nii.gz"), useCompression=True)
+    sitk.WriteImage(q.subject_labels, str(tmp / SUBJECT_LABELS), useCompression=True)
     (tmp / "transforms.json").write_text(json.dumps({name: t.as_data() for name, t in q.transforms.items()},
                                                     indent=1))
     (tmp / "provenance.json").write_text(json.dumps({"inputs": provenance}, indent=1))
@@ -103,8 +104,8 @@ def _process_visit(settings: Settings, sessions: sessionmaker[Session], store: F
     stored: list[StoredResult] = []
     try:
         t0 = time.perf_counter()
-        atlas = atlas_in_use(settings.atlas)
         with sessions() as s:
+            atlas = atlas_in_use(settings.atlas, current_pin(s))
             visit_input = load_visit(s, store, visit_id, t2_te_ms=settings.protocol.t2_te_ms)
             replaces = previous_results(s, store, visit_id)
         t_load = time.perf_counter() - t0

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from quant.atlas import LABEL_TABLE_COLUMNS, AtlasError, import_atlas, load_atlas, read_label_table
+from quant.atlas import LABEL_TABLE_COLUMNS, AtlasError, load_atlas, read_label_table, read_manifest
+from quant.atlas_build import import_atlas
 
 LEG_KEYS = ("tibialis_anterior", "gastrocnemius_soleus", "marrow_tibia")
 
@@ -55,6 +56,18 @@ def test_contoured_scans_become_an_atlas_that_is_not_synthetic(contoured: Path, 
     assert [m.key for m in atlas.marrows()] == ["marrow_tibia"]
     present = set(np.unique(sitk.GetArrayViewFromImage(atlas.labels)).tolist())
     assert {lab.value for lab in atlas.table} <= present  # every label survives the fusion
+    manifest = read_manifest(path)
+    assert manifest.entries == ["calf0", "calf1"]
+    # leave-one-out: each calf measured with the other; mid-calf muscles of two healthy phantom subjects agree well
+    accuracy = manifest.accuracy
+    assert accuracy is not None and accuracy["subjects"] == 2
+    rows = {(r["key"], r["side"]): r for r in accuracy["labels"]}
+    assert set(rows) == {(lab.key, lab.side) for lab in atlas.table}
+    assert all(r["subjects"] == 2 and 0.6 < r["dice_worst"] <= r["dice_median"] <= 1 for r in rows.values())
+    assert all(r["rel_t2_diff_pct_median"] is not None and r["rel_t2_diff_pct_median"] < 10
+               for r in rows.values() if r["tissue"] == "muscle")
+    assert accuracy["dice_median"] == pytest.approx(
+        np.median([r["dice_median"] for r in rows.values() if r["tissue"] == "muscle"]), abs=1e-4)
 
 
 @pytest.mark.parametrize("change, message", [
