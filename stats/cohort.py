@@ -57,29 +57,34 @@ def cohort_from_db(s: Session, visits: list[str], visit_ids: set[int] | None = N
     return Cohort(subjects=subj, observations=obs, visits=visits)
 
 
-def atlas_mix(s: Session, visit_ids: set[int] | None = None) -> str | None:
-    """None when every measurement of the visits (all, or ``visit_ids``) comes from one atlas; else what to say: the
-    atlas of the newest measurements, and the visits measured with another that wait to be processed again."""
+def atlas_mix(s: Session, visit_ids: set[int] | None = None, in_use: str | None = None) -> str | None:
+    """None when every automatic measurement of the visits (all, or ``visit_ids``) comes from one atlas — ``in_use``, when the
+    caller knows the atlas the study is measured with; else what to say: that atlas (or the atlas of the newest
+    measurements) and the visits measured with another that wait to be processed again."""
     q = (select(m.Measurement.atlas_id, m.Subject.subject_id, m.Visit.label, func.max(m.Measurement.created_at))
          .join(m.Visit, m.Measurement.visit_fk == m.Visit.id).join(m.Subject)
-         .where(m.Measurement.atlas_id.is_not(None))
+         .where(m.Measurement.atlas_id.is_not(None), m.Measurement.source == m.MeasurementSource.AUTOMATIC)
          .group_by(m.Measurement.atlas_id, m.Subject.subject_id, m.Visit.label))
     if visit_ids is not None:
         q = q.where(m.Visit.id.in_(visit_ids))
     by_atlas: dict[str, list[tuple[str, str]]] = {}
     newest: dict[str, datetime] = {}
-    for atlas_id, subject_id, label, created in s.execute(q).tuples():
+    for atlas_id, subject_id, label, created in s.execute(q).all():
         if atlas_id is None or created is None:
             continue
         by_atlas.setdefault(atlas_id, []).append((subject_id, label))
         newest[atlas_id] = max(newest.get(atlas_id, created), created)
-    if len(by_atlas) < 2:
+    if (set(by_atlas) <= {in_use}) if in_use is not None else len(by_atlas) < 2:
         return None
-    current = max(newest, key=newest.__getitem__)
+    current = in_use if in_use is not None else max(newest, key=newest.__getitem__)
     waiting = sorted((subject, label, atlas) for atlas, visits in by_atlas.items() if atlas != current
                      for subject, label in visits)
     listed = ", ".join(f"{subject} {label} ({atlas})" for subject, label, atlas in waiting[:20])
     more = f" and {len(waiting) - 20} more" if len(waiting) > 20 else ""
+    if in_use is not None:
+        return (f"the study is measured with {current}; the tables never mix atlases. "
+                f"{len(by_atlas.get(current, []))} visit(s) are measured with it; {len(waiting)} still wait to be "
+                f"processed again with it: {listed}{more}")
     return (f"the measurements come from {len(by_atlas)} atlases; the tables never mix them. "
             f"{len(by_atlas[current])} visit(s) are measured with {current}, the newest; {len(waiting)} still wait "
             f"to be processed again with it: {listed}{more}")

@@ -495,7 +495,7 @@ async def settings_page(request: Request) -> Response:
         pin = current_pin(s)
         path, manifest, error = manifest_in_use(ctx.settings.atlas, pin)
         by_atlas = dict(s.execute(select(m.Measurement.atlas_id, func.count(func.distinct(m.Measurement.visit_fk)))
-                                  .group_by(m.Measurement.atlas_id)).tuples().all())
+                                  .group_by(m.Measurement.atlas_id)).all())
         measured = by_atlas.pop(manifest.id, 0) if manifest else 0
         return {"atlas": manifest, "atlas_error": error, "atlas_path": path, "pin": pin, "measured_with": measured,
                 "waiting": sum(n for atlas_id, n in by_atlas.items() if atlas_id is not None)}

@@ -79,8 +79,9 @@ def pin_atlas(s: Session, path: Path, by: str, queue: Callable[[Session, int], o
     load_atlas(path)
     manifest: AtlasManifest = read_manifest(path)
     measured = s.execute(select(m.Visit.id, m.Measurement.atlas_id).join(m.Measurement)
-                         .where(m.Visit.state.in_((m.VisitState.PROCESSED, m.VisitState.FAILED)))
-                         .distinct()).tuples().all()
+                         .where(m.Visit.state.in_((m.VisitState.PROCESSED, m.VisitState.FAILED)),
+                                m.Measurement.source == m.MeasurementSource.AUTOMATIC)
+                         .distinct()).all()
     failed = s.scalars(select(m.Visit.id).where(m.Visit.state == m.VisitState.FAILED)).all()
     waiting = sorted({visit for visit, atlas_id in measured if atlas_id != manifest.id} | set(failed))
     for visit_id in waiting:

@@ -152,6 +152,8 @@ def review_inputs(s: Session, use: str, complete: set[int]) -> ReviewInputs:
 
 def run_report(settings: Settings, *, force: bool = False) -> m.StatsRun | None:
     """Run the statistics and the report if the complete visits changed (or ``force``); None when skipped."""
+    from node.work.atlas_in_use import current_pin, manifest_in_use  # reads atlas.json; SimpleITK with it
+
     engine = make_engine(settings.storage.database_url)
     sessions = session_factory(engine)
     visits = [w.label for w in settings.visits.windows]
@@ -161,7 +163,8 @@ def run_report(settings: Settings, *, force: bool = False) -> m.StatsRun | None:
         cohort = cohort_from_db(s, visits, complete, rejected_rois=review.rejected_rois if review.used else None,
                                 rejected_visits=review.rejected_visits if review.used else None)
         status = processing_status(s, len(incomplete))
-        mixed = atlas_mix(s, complete)
+        _, in_use, _ = manifest_in_use(settings.atlas, current_pin(s))  # the atlas the study is measured with
+        mixed = atlas_mix(s, complete, in_use.id if in_use else None)
         last = s.scalars(select(m.StatsRun).where(m.StatsRun.state == m.RunState.DONE)
                          .order_by(m.StatsRun.id.desc())).first()
         cutoff = s.scalar(select(func.max(m.Visit.visit_date)).where(m.Visit.id.in_(complete))) if complete else None

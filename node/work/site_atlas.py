@@ -70,7 +70,7 @@ def choose(facts: list[VisitFacts], atlas_id: str) -> tuple[list[VisitFacts], li
 def visit_facts(s: Session, qc_dir: Path) -> list[VisitFacts]:
     facts = []
     rows = s.execute(select(m.Visit.id, m.Subject.subject_id, m.Visit.label).join(m.Subject)
-                     .where(m.Visit.state == m.VisitState.PROCESSED).order_by(m.Visit.id)).tuples().all()
+                     .where(m.Visit.state == m.VisitState.PROCESSED).order_by(m.Visit.id)).all()
     for visit_id, subject_id, label in rows:
         atlas_ids = frozenset(a for a in s.scalars(
             select(m.Measurement.atlas_id).where(m.Measurement.visit_fk == visit_id,

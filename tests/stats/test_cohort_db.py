@@ -72,3 +72,30 @@ def test_measurements_from_two_atlases_are_never_tabulated_together_and_the_visi
     assert said is not None and "2 atlases" in said and "2 visit(s) are measured with site-atlas-2, the newest" in said
     assert "1 still wait to be processed again with it: S1 baseline (site-atlas-1)" in said
     assert one is None
+
+
+def test_after_an_atlas_is_pinned_the_tables_wait_for_every_visit_measured_with_another_and_corrections_do_not_count(
+        engine: Engine) -> None:
+    """All visits still measured with the old atlas: one atlas, but not the study's — the tables wait; a corrected
+    ROI's value (a person's ROI, kept across re-processing) never makes a visit wait."""
+    from stats.cohort import atlas_mix
+
+    upgrade(engine)
+    factory = session_factory(engine)
+    with transaction(factory) as s:
+        for i, atlas in enumerate(("old", "old", "site-1")):
+            sub = m.Subject(subject_id=f"S{i}", group=m.Group.CONTROL, sex=m.Sex.MALE, baseline_age=50.0)
+            v = m.Visit(subject=sub, label="baseline", visit_date=date(2026, 1, 5), state=m.VisitState.PROCESSED)
+            v.measurements.append(m.Measurement(modality=m.Modality.REL_T2, muscle="quadriceps", side=m.Side.LEFT,
+                                                value=1.0, voxel_count=100, pipeline_version="test", atlas_id=atlas))
+            v.measurements.append(m.Measurement(modality=m.Modality.REL_T2, muscle="quadriceps", side=m.Side.LEFT,
+                                                value=1.1, voxel_count=90, pipeline_version="test", atlas_id="older",
+                                                source=m.MeasurementSource.CORRECTED))
+            s.add(v)
+    with factory() as s:
+        ids = {v.subject.subject_id: v.id for v in s.scalars(select(m.Visit))}
+        said = atlas_mix(s, {ids["S0"], ids["S1"]}, in_use="site-1")
+        assert said is not None and said.startswith("the study is measured with site-1")
+        assert "0 visit(s) are measured with it; 2 still wait" in said and "S0 baseline (old), S1 baseline (old)" in said
+        assert atlas_mix(s, {ids["S2"]}, in_use="site-1") is None
+        assert atlas_mix(s, {ids["S0"], ids["S1"]}) is None  # without the study's atlas: one atlas, no mix

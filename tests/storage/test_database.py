@@ -78,8 +78,10 @@ def _one_of_everything(session) -> dict[str, object]:
                       reason=m.RejectReason.MISREGISTERED, reviewer="physicist")
     correction = m.Correction(instance=instance, visit=visit, state=m.CorrectionState.APPLIED, manufacturer="Kitware",
                               muscles=["quadriceps left"], applied_at=T0)
+    pin = m.AtlasPin(atlas_id="site-2026", path="/srv/myonode/atlases/site-2026", synthetic=False,
+                     pinned_by="physicist", visits_queued=12)
     session.add_all([patient, subject, study, series, instance, measurement, observation, result, job, outbox, run,
-                     user, event, review, correction])
+                     user, event, review, correction, pin])
     return {"visit": visit}
 
 
