@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import SimpleITK as sitk
@@ -83,6 +84,10 @@ def muscle_label(key: str, side: str) -> int:
 
 # --- subject parameters -------------------------------------------------------------------------
 
+Population = Literal["paper", "site"]  # whose bodies: the study's cohort, or another site's (AnatomyParams.random)
+POPULATIONS: tuple[str, ...] = ("paper", "site")
+
+
 @dataclass(frozen=True, kw_only=True)
 class AnatomyParams:
     """What makes one body differ from another (and one visit's pose from another's)."""
@@ -100,8 +105,22 @@ class AnatomyParams:
     deformation_seed: int = 0
 
     @staticmethod
-    def random(rng: np.random.Generator, sex: str = "M") -> AnatomyParams:
-        """A plausible adult; heights 1.60–1.95 m (women shorter on average)."""
+    def random(rng: np.random.Generator, sex: str = "M", population: Population = "paper") -> AnatomyParams:
+        """A plausible adult of ``population`` (:data:`POPULATIONS`): ``paper``, the study's cohort (heights
+        1.60–1.95 m, women shorter on average); ``site``, another site's older patients — shorter, thinner limbs
+        (less girth and muscle bulk, little fat) and arms held further from the body — which an atlas drawn from
+        the paper's population fits worse."""
+        if population == "site":
+            mean_h = 1720.0 if sex == "M" else 1600.0
+            return AnatomyParams(
+                height_mm=float(np.clip(rng.normal(mean_h, 60.0), 1500.0, 1900.0)),
+                girth=float(np.clip(rng.normal(0.88, 0.04), 0.80, 0.96)),
+                fat_mm=float(np.clip(rng.normal(5.0 if sex == "M" else 7.0, 1.5), 3.0, 10.0)),
+                muscle_bulk=float(np.clip(rng.normal(0.80 if sex == "M" else 0.74, 0.05), 0.65, 0.92)),
+                arm_abduction_deg=float(rng.uniform(4.0, 7.0)),
+            )
+        if population != "paper":
+            raise ValueError(f"population {population!r}: one of {', '.join(POPULATIONS)}")
         mean_h = 1780.0 if sex == "M" else 1650.0
         return AnatomyParams(
             height_mm=float(np.clip(rng.normal(mean_h, 60.0), 1600.0, 1950.0)),

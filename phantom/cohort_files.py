@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from phantom.anatomy import AnatomyParams
+from phantom.anatomy import AnatomyParams, Population
 from phantom.cohort_model import Effects, SimulatedCohort, simulate_cohort
 from phantom.contrast import MuscleState
 from phantom.dicom import DicomOptions
@@ -71,9 +71,10 @@ ARTEFACT_MUSCLES = (("quadriceps", "left"), ("quadriceps", "right"), ("hamstring
 def write_cohort(out: Path, patients: int = 29, controls: int = 22, seed: int = 1, size: Size = "full",
                  options: DicomOptions = DicomOptions(), snr_t2: float = 30.0,
                  effects: Effects | None = None, artefacts: int = 0, layout: Layout = "whole_body",
-                 echoes_ms: tuple[float, ...] = (), dixon: bool = False) -> CohortFiles:
+                 echoes_ms: tuple[float, ...] = (), dixon: bool = False, population: Population = "paper") -> CohortFiles:
     """Simulate and write a whole cohort under ``out`` (see the module docstring); ``layout``, ``echoes_ms`` and
-    ``dixon`` choose the protocol (a legs-only cohort, a multi-echo T2, a Dixon: :class:`phantom.scanner.ScanSettings`).
+    ``dixon`` choose the protocol (a legs-only cohort, a multi-echo T2, a Dixon: :class:`phantom.scanner.ScanSettings`);
+    ``population`` whose bodies (:meth:`phantom.anatomy.AnatomyParams.random`: the paper's, or another site's).
 
     ``artefacts``: that many visits (drawn from ``seed``) get an artefact — one muscle's T2w signal
     raised ×``ARTEFACT_T2_FACTOR`` — that a reviewer should reject; each visit's ``truth.json``
@@ -92,7 +93,7 @@ def write_cohort(out: Path, patients: int = 29, controls: int = 22, seed: int = 
         sid = str(row.subject_id)
         sseed = _subject_seed(seed, sid)
         if sid not in bodies:
-            bodies[sid] = AnatomyParams.random(np.random.default_rng(sseed), str(row.sex))
+            bodies[sid] = AnatomyParams.random(np.random.default_rng(sseed), str(row.sex), population)
         study_date = enrolment[sid] + timedelta(days=int(row.days))
         visit_seed = sseed + 17 * (1 + int(row.days))
         key = (sid, str(row.visit))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from phantom.anatomy import AnatomyParams
+from phantom.anatomy import AnatomyParams, Population
 from phantom.contrast import MuscleState
 from phantom.dicom import DicomOptions
 from phantom.geometry import Layout, Size
@@ -26,10 +26,10 @@ SESSIONS = ("scan", "rescan")
 def scan_rescan(out: Path, seed: int, size: Size = "full", patient_id: str = "PH0001",
                 state: MuscleState = MuscleState(), sex: str = "M",
                 options: DicomOptions = DicomOptions(), echoes_ms: tuple[float, ...] = (), dixon: bool = False,
-                layout: Layout = "whole_body") -> tuple[VisitResult, VisitResult]:
-    """Write ``out/scan`` and ``out/rescan`` (DICOM + truth) for subject ``seed`` (``echoes_ms``, ``dixon``,
-    ``layout``: a multi-echo T2, a Dixon, the legs-only protocol, see :class:`phantom.scanner.ScanSettings`)."""
-    body = AnatomyParams.random(np.random.default_rng(seed), sex)
+                layout: Layout = "whole_body", population: Population = "paper") -> tuple[VisitResult, VisitResult]:
+    """Write ``out/scan`` and ``out/rescan`` (DICOM + truth) for subject ``seed`` of ``population`` (``echoes_ms``,
+    ``dixon``, ``layout``: a multi-echo T2, a Dixon, the legs-only protocol, see :class:`phantom.scanner.ScanSettings`)."""
+    body = AnatomyParams.random(np.random.default_rng(seed), sex, population)
     results = []
     for i, session in enumerate(SESSIONS):
         params = body.placed(np.random.default_rng([seed, i + 1]))

@@ -18,6 +18,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from node.cli.common import console, err_console, sessions_of, settings_of
 
 if TYPE_CHECKING:
+    from phantom.anatomy import Population
     from phantom.dicom import DicomOptions
     from phantom.geometry import Layout, Size
 
@@ -35,6 +36,9 @@ Vendor = Annotated[str, typer.Option("--vendor", help="classic DWI headers as ph
 Echoes = Annotated[str, typer.Option("--echoes", help="a multi-echo spin echo instead of the T2w FSE: its echo "
                                                        "times in ms, comma-separated, 80 among them")]
 Dixon = Annotated[bool, typer.Option("--dixon", help="also a two-point Dixon (water and fat) on the T2 stations")]
+PopulationOption = Annotated[str, typer.Option("--population", help="whose bodies: paper (the study's cohort) or site "
+                                                                 "(another site's older patients: shorter, thinner "
+                                                                 "limbs, arms further out)")]
 LayoutOption = Annotated[str, typer.Option("--layout", help="whole_body (the paper's protocol) or lower_limbs (axial "
                                                             "T2 of thighs and calves, slices with gaps, no DWI)")]
 
@@ -46,6 +50,10 @@ def _one_of(option: str, value: str, choices: tuple[str, ...]) -> str:
         err_console.print(f"error: {option} must be {listed} (got {value!r})")
         raise typer.Exit(2)
     return value
+
+
+def _check_population(population: str) -> Population:
+    return cast("Population", _one_of("--population", population, ("paper", "site")))
 
 
 def _check_layout(layout: str) -> Layout:
@@ -102,6 +110,7 @@ def phantom_subject(
     echoes: Echoes = "",
     dixon: Dixon = False,
     layout: LayoutOption = "whole_body",
+    population: PopulationOption = "paper",
 ) -> None:
     """One healthy subject, one visit: T2 and DWI DICOM (and Dixon, with --dixon) plus truth.json and true labels."""
     import numpy as np
@@ -112,7 +121,7 @@ def phantom_subject(
     from phantom.visit import scan_visit
 
     rng = np.random.default_rng(seed)
-    params = AnatomyParams.random(rng, sex).placed(rng)
+    params = AnatomyParams.random(rng, sex, _check_population(population)).placed(rng)
     meta = _meta(patient_id, sex, date.fromisoformat(study_date), visit, seed, params.height_mm)
     settings = ScanSettings(size=_check_size(size), snr_t2=snr, scanner_derived=scanner_derived,
                             echoes_ms=_echoes(echoes), dixon=dixon, layout=_check_layout(layout))
@@ -135,6 +144,7 @@ def phantom_cohort(
     layout: LayoutOption = "whole_body",
     echoes: Echoes = "",
     dixon: Dixon = False,
+    population: PopulationOption = "paper",
 ) -> None:
     """A cohort with known truth: every visit's DICOM, subjects/clinical/ephys CSVs, truth.json."""
     from phantom.cohort_files import visits_table, write_cohort
@@ -149,7 +159,7 @@ def phantom_cohort(
     with console.status(f"scanning {patients} patients and {controls} controls …"):
         files = write_cohort(out, patients, controls, seed, _check_size(size),
                              _options(enhanced, one_series, vendor), effects=planted, layout=_check_layout(layout),
-                             echoes_ms=_echoes(echoes), dixon=dixon)
+                             echoes_ms=_echoes(echoes), dixon=dixon, population=_check_population(population))
     visits_table(files).to_csv(out / "visits.csv", index=False)
     console.print(f"{len(files.visits)} visits under {out / 'visits'}; {files.subjects_csv.name}, "
                   f"{files.clinical_csv.name}, {files.ephys_csv.name}, truth.json, visits.csv in {out}",
@@ -165,12 +175,13 @@ def phantom_rescan(
     echoes: Echoes = "",
     dixon: Dixon = False,
     layout: LayoutOption = "whole_body",
+    population: PopulationOption = "paper",
 ) -> None:
     """A scan–rescan pair: same subject and disease state, new position on the table, new coil gains, new noise."""
     from phantom.rescan import scan_rescan
 
     scan, rescan = scan_rescan(out, seed, _check_size(size), patient_id, echoes_ms=_echoes(echoes), dixon=dixon,
-                               layout=_check_layout(layout))
+                               layout=_check_layout(layout), population=_check_population(population))
     console.print(f"scan {scan.truth_path.parent}, rescan {rescan.truth_path.parent}", highlight=False)
 
 

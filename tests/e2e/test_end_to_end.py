@@ -178,6 +178,7 @@ def test_two_subjects_from_scanner_to_pacs_and_report(tmp_path: Path) -> None:
         visit_id = console_in_a_browser(node, tmp_path, baselines[0].subject_id)
         signed_and_counted(node, settings, visit_id, tmp_path)
         corrected_by_a_workstation(node, settings, visit_id, port, tmp_path)
+        learned_by_a_site_atlas(node, settings, visit_id, tmp_path)
     finally:
         node.stop()
         orthanc.stop()
@@ -357,3 +358,85 @@ def corrected_by_a_workstation(node: Node, settings: Settings, visit_id: int, po
     run = run_report(settings, force=True)
     assert run is not None and run.state is m.RunState.DONE
     assert json.loads((Path(run.output_dir) / "run.json").read_text())["review"]["rois_corrected"] == 1
+
+
+def learned_by_a_site_atlas(node: Node, settings: Settings, reviewed_id: int, tmp_path: Path) -> None:
+    """The other visit accepted too, ``myonode atlas build --from-visits`` makes a site atlas of both — the corrected
+    quadriceps as the workstation sent it, the rejected tibialis anterior not voting — with its leave-one-out
+    accuracy; ``myonode atlas use`` pins it: both visits are queued, the report waits while they keep their old
+    values, then both are measured with the site atlas (the SR names it), the report runs and the console's Settings
+    page shows the atlas, its progress and its accuracy table."""
+    import httpx
+
+    from node.work.review import decide_visit
+    from quant.atlas import read_manifest
+    from tests.support.console import post_login
+
+    myonode = str(Path(sys.executable).parent / "myonode")
+    assert settings.source is not None
+    config = str(settings.source)
+    with transaction(node.sessions) as s:
+        other_id = s.scalars(select(m.Visit.id).where(m.Visit.id.in_(select(m.Study.visit_fk)),
+                                                      m.Visit.id != reviewed_id)).one()
+        decide_visit(s, visit_id=other_id, verdict=m.ReviewVerdict.ACCEPTED, reason=None, note=None,
+                     reviewer="physicist", organisation=None)
+        before = {(x.visit_fk, x.modality.value, x.muscle, x.side.value): (x.value, x.atlas_id)
+                  for x in s.scalars(select(m.Measurement).where(m.Measurement.source == m.MeasurementSource.AUTOMATIC))}
+    old_atlas = {atlas for _, atlas in before.values()}
+    assert len(old_atlas) == 1
+    folder = tmp_path / "site-atlas"
+    built = subprocess.run([myonode, "atlas", "build", "--from-visits", "--min", "2", "--id", "site-e2e", "--out",
+                            str(folder), "-c", config], capture_output=True, text=True, timeout=900, check=False)
+    assert built.returncode == 0, built.stderr + built.stdout
+    assert "atlas site-e2e written" in built.stdout and "leave-one-out Dice median" in built.stdout
+    manifest = read_manifest(folder)
+    assert (manifest.id, manifest.synthetic, len(manifest.entries)) == ("site-e2e", False, 2)
+    entries = {e["source"]["visit_id"]: e for e in manifest.meta["entries"]}
+    ta_left = next(lab.value for lab in manifest.table if (lab.key, lab.side) == ("tibialis_anterior", "left"))
+    assert entries[reviewed_id]["source"]["labels"] == "reviewed_labels.nii.gz"  # the workstation's quadriceps
+    assert entries[reviewed_id]["source"]["corrections"] == 1 and ta_left in entries[reviewed_id]["unusable"]
+    assert entries[other_id]["source"]["labels"] == "subject_labels.nii.gz" and entries[other_id]["unusable"] == []
+    accuracy = manifest.accuracy
+    assert accuracy is not None and accuracy["subjects"] == 2 and accuracy["dice_median"] > 0.6
+    legs = [r for r in accuracy["labels"] if r["key"] in ("quadriceps", "hamstrings")]
+    assert len(legs) == 4 and all(r["dice_median"] > 0.7 for r in legs)
+
+    used = subprocess.run([myonode, "atlas", "use", str(folder), "--by", "physicist", "-c", config],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert used.returncode == 0, used.stderr
+    assert "measured with site-e2e; 2 visit(s) queued" in used.stdout
+    waiting = run_report(settings, force=True)  # a small visit takes tens of seconds: neither is done yet
+    assert waiting is not None and waiting.state is m.RunState.FAILED
+    assert "the study is measured with site-e2e" in (waiting.error or "") and "still wait" in (waiting.error or "")
+    with node.sessions() as s:
+        kept = {(x.visit_fk, x.modality.value, x.muscle, x.side.value): (x.value, x.atlas_id)
+                for x in s.scalars(select(m.Measurement).where(m.Measurement.source == m.MeasurementSource.AUTOMATIC))}
+    old_still = {k: v for k, v in kept.items() if v[1] in old_atlas}
+    assert old_still and all(before[k] == v for k, v in old_still.items())  # a visit that waits keeps its values
+
+    def remeasured() -> bool:
+        with node.sessions() as s:
+            jobs = s.scalars(select(m.Job.state).where(m.Job.kind == "process_visit")).all()
+            atlases = set(s.scalars(select(m.Measurement.atlas_id)
+                                    .where(m.Measurement.source == m.MeasurementSource.AUTOMATIC)))
+            states = set(s.scalars(select(m.Visit.state).where(m.Visit.id.in_((reviewed_id, other_id)))))
+        assert m.JobState.FAILED not in jobs, "a re-processing job failed"
+        return atlases == {"site-e2e"} and states == {m.VisitState.PROCESSED}
+
+    wait_for(remeasured, 600, "both visits measured with the site atlas")
+    node.settle()
+    with node.sessions() as s:
+        sr_path = s.scalars(select(m.Instance.file_path).join(m.ResultObject)
+                            .where(m.ResultObject.visit_fk == other_id, m.ResultObject.kind == m.ResultKind.SR)
+                            .order_by(m.ResultObject.id.desc())).first()
+    assert sr_path is not None
+    assert b"atlas_id=site-e2e" in node.store.absolute(sr_path).read_bytes()  # the SR's algorithm parameters
+    again = run_report(settings, force=True)
+    assert again is not None and again.state is m.RunState.DONE, again.error if again else None
+
+    assert node.web is not None
+    with httpx.Client(base_url=f"http://127.0.0.1:{node.web.port}", timeout=30) as client:
+        assert post_login(client, "physicist", "a long operator password").status_code in (200, 303)
+        page = client.get("/settings").text
+    assert "site-e2e" in page and 'id="atlas-accuracy"' in page and "pinned for the study by physicist" in page
+    assert "2 measured with it" in page and "wait to be processed again" not in page
