@@ -64,7 +64,7 @@ def build_phantom_atlas(out: Path, subjects: int) -> Path:
 
     samples = [atlas_subject(k) for k in range(subjects)]
     built = build_atlas([Subject(name=f"atlas subject {k}", t2=t2, labels=labels) for k, (t2, labels) in
-                         enumerate(samples)], reference=0)
+                         enumerate(samples)], reference=0, partial_fields=False)
     template, labels = built.template, built.labels
     regions = [AtlasRegion(name=name, template=template, labels=labels, refine=refine)
                for name, template, labels, refine in hand_regions(samples[0][1])]

@@ -56,6 +56,7 @@ class InTemplate:
     t2: np.ndarray
     labels: np.ndarray
     abstains: np.ndarray
+    partial: bool = True  # its T2 counts in the template's mean only where it has an image (T2 > 0)
 
 
 @dataclass(kw_only=True)
@@ -100,9 +101,12 @@ def _abstains(t2: np.ndarray, labels: np.ndarray, unusable: frozenset[int], t2_i
 
 
 def build_atlas(subjects: Sequence[Subject], params: QuantParams = DEFAULT_PARAMS,
-                progress: Callable[[str], None] | None = None, reference: int | None = None) -> BuiltAtlas:
+                progress: Callable[[str], None] | None = None, reference: int | None = None,
+                partial_fields: bool = True) -> BuiltAtlas:
     """One template and one fused label volume from ``subjects`` (see the module docstring), on the grids of the
-    subject ``reference`` (default: the one with the largest field of view)."""
+    subject ``reference`` (default: the one with the largest field of view). ``partial_fields``: a subject neither
+    votes nor adds to the template's mean outside its image (a visit of a leg protocol); off, every subject counts
+    everywhere (the default phantom atlas's whole-body subjects, built so since its first version)."""
     if not subjects:
         raise ValueError("an atlas needs at least one subject")
     say = progress or (lambda _step: None)
@@ -119,8 +123,10 @@ def build_atlas(subjects: Sequence[Subject], params: QuantParams = DEFAULT_PARAM
             transform = register(ref_t2, subject.t2, maps)
             t2 = sitk.GetArrayFromImage(resample(subject.t2, transform, ref_t2))
             labels = sitk.GetArrayFromImage(warp_labels(subject.labels, transform, ref_labels))
-        carried.append(InTemplate(t2=t2.astype(np.float32), labels=labels.astype(np.uint8),
-                                  abstains=_abstains(t2, labels, subject.unusable, ref_t2, ref_labels)))
+        abstains = (_abstains(t2, labels, subject.unusable, ref_t2, ref_labels) if partial_fields
+                    else np.isin(labels, sorted(subject.unusable)))
+        carried.append(InTemplate(t2=t2.astype(np.float32), labels=labels.astype(np.uint8), abstains=abstains,
+                                  partial=partial_fields))
     template, fused = _fused(carried, ref_t2, ref_labels)
     return BuiltAtlas(template=template, labels=fused, reference=ref, carried=carried)
 
@@ -130,8 +136,9 @@ def _fused(carried: Sequence[InTemplate], ref_t2: sitk.Image, ref_labels: sitk.I
     total = np.zeros(carried[0].t2.shape, dtype=np.float64)
     count = np.zeros(carried[0].t2.shape, dtype=np.int16)
     for c in carried:
-        total += np.where(c.t2 > 0, c.t2, 0.0)
-        count += c.t2 > 0
+        inside = c.t2 > 0 if c.partial else np.ones(c.t2.shape, dtype=bool)
+        total += np.where(inside, c.t2, 0.0)
+        count += inside
     template = sitk.GetImageFromArray((total / np.maximum(count, 1)).astype(np.float32))
     template.CopyInformation(ref_t2)
     fused = sitk.GetImageFromArray(fuse_votes([c.labels for c in carried], [c.abstains for c in carried])

@@ -495,6 +495,7 @@ async def settings_page(request: Request) -> Response:
         pin = current_pin(s)
         path, manifest, error = manifest_in_use(ctx.settings.atlas, pin)
         by_atlas = dict(s.execute(select(m.Measurement.atlas_id, func.count(func.distinct(m.Measurement.visit_fk)))
+                                  .where(m.Measurement.source == m.MeasurementSource.AUTOMATIC)
                                   .group_by(m.Measurement.atlas_id)).all())
         measured = by_atlas.pop(manifest.id, 0) if manifest else 0
         return {"atlas": manifest, "atlas_error": error, "atlas_path": path, "pin": pin, "measured_with": measured,
