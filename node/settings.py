@@ -329,6 +329,9 @@ class AtlasSettings(_Section):
 
     path: Path | None = None
     default_subjects: int = Field(default=3, ge=1, le=20)
+    # where the console's "build a site atlas" writes (one folder per atlas id; `myonode atlas build --from-visits
+    # --out` may write anywhere)
+    site_dir: Path = Path("var/atlases")
 
 
 _QUANT, _REGION = QuantParams(), RegionParams()  # the defaults live in quant.params, once
@@ -550,7 +553,7 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         update={"root": path(settings.storage.root), "database_url": sqlite(settings.storage.database_url)}
     )
     queue = settings.queue.model_copy(update={"url": sqlite(settings.queue.url)})
-    atlas = settings.atlas.model_copy(update={"path": path(settings.atlas.path)})
+    atlas = settings.atlas.model_copy(update={"path": path(settings.atlas.path), "site_dir": path(settings.atlas.site_dir)})
     report = settings.report.model_copy(update={"out": path(settings.report.out)})
     quant = settings.quant.model_copy(update={"qc_dir": path(settings.quant.qc_dir)})
     web = settings.web.model_copy(update={k: path(getattr(settings.web, k)) for k in ("tls_cert", "tls_key")})

@@ -499,9 +499,80 @@ async def settings_page(request: Request) -> Response:
                                   .group_by(m.Measurement.atlas_id)).all())
         measured = by_atlas.pop(manifest.id, 0) if manifest else 0
         return {"atlas": manifest, "atlas_error": error, "atlas_path": path, "pin": pin, "measured_with": measured,
-                "waiting": sum(n for atlas_id, n in by_atlas.items() if atlas_id is not None)}
+                "waiting": sum(n for atlas_id, n in by_atlas.items() if atlas_id is not None),
+                "site_atlases": site_atlases(ctx.settings.atlas.site_dir), "site_dir": ctx.settings.atlas.site_dir}
     return render(request, "settings.html", settings=json.dumps(ctx.settings.masked(), indent=2),
-                  **(await _read(request, work)))
+                  message=request.query_params.get("message"), **(await _read(request, work)))
+
+
+async def atlas_build(request: Request) -> Response:
+    """Queue a ``build_site_atlas`` job (one attempt: too few reviewed visits fails it, saying which and why)."""
+    from node.work.jobs import BUILD_SITE_ATLAS, target_of_atlas
+    from node.work.site_atlas import ATLAS_ID
+
+    ctx = web_context(request)
+    atlas_id = str((await request.form()).get("atlas_id", "")).strip()
+    if not ATLAS_ID.fullmatch(atlas_id):
+        return _back(request, "/settings", f"not done: atlas id {atlas_id!r}: letters, digits, '_', '.', '-'")
+    if (ctx.settings.atlas.site_dir / atlas_id).exists():
+        return _back(request, "/settings", f"not done: {atlas_id} exists already in {ctx.settings.atlas.site_dir}")
+
+    def act() -> int:
+        with ctx.sessions.begin() as s:
+            job = ctx.jobs.create(s, BUILD_SITE_ATLAS, target_of_atlas(atlas_id), max_attempts=1)
+            audit(s, actor=request.state.user.name, action="site atlas build", target=f"atlas {atlas_id}",
+                  detail=f"job {job.id}", remote=client_address(request))
+            s.flush()
+            job_id = job.id
+        ctx.jobs.dispatch(job_id)  # after the commit: the job row exists
+        return job_id
+
+    job_id = await run_in_threadpool(act)
+    return _back(request, "/settings", f"building site atlas {atlas_id} from the reviewed visits (job {job_id})")
+
+
+async def atlas_use(request: Request) -> Response:
+    """Pin a site atlas of ``[atlas] site_dir`` for the study and queue every visit measured with another."""
+    from node.work.atlas_in_use import pin_atlas
+    from node.work.jobs import PROCESS_VISIT
+    from node.work.site_atlas import ATLAS_ID
+    from quant.atlas import AtlasError
+
+    ctx = web_context(request)
+    atlas_id = str((await request.form()).get("atlas_id", "")).strip()
+    folder = ctx.settings.atlas.site_dir / atlas_id
+    if not ATLAS_ID.fullmatch(atlas_id) or not (folder / "atlas.json").is_file():
+        return _back(request, "/settings", f"not done: no site atlas {atlas_id!r} in {ctx.settings.atlas.site_dir}")
+
+    def act() -> str:
+        created: list[int] = []
+        try:
+            with ctx.sessions.begin() as s:
+                pinned = pin_atlas(s, folder, request.state.user.name, lambda s, visit_id: created.append(
+                    ctx.jobs.create(s, PROCESS_VISIT, target_of_visit(visit_id)).id))
+                audit(s, actor=request.state.user.name, action="atlas use", target=f"atlas {pinned.atlas_id}",
+                      detail=f"{len(pinned.queued)} visit(s) queued", remote=client_address(request))
+        except AtlasError as exc:
+            return f"not done: {exc}"
+        for job_id in created:
+            ctx.jobs.dispatch(job_id)
+        return f"the study is measured with {pinned.atlas_id}; {len(pinned.queued)} visit(s) queued to be processed again"
+
+    return _back(request, "/settings", await run_in_threadpool(act))
+
+
+def site_atlases(folder: Path) -> list[Any]:
+    """The atlases in ``[atlas] site_dir`` (one folder each), by id; a folder that is no atlas is left out."""
+    from quant.atlas import AtlasError, read_manifest
+
+    found = []
+    if folder.is_dir():
+        for path in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            try:
+                found.append(read_manifest(path))
+            except AtlasError:
+                continue
+    return found
 
 
 async def corrections(request: Request) -> Response:
@@ -541,6 +612,8 @@ ROUTES: list[RouteSpec] = [
     ("/reports", reports, ["GET"], VIEWER),
     ("/reports/{run_id:int}/{name}", report_file, ["GET"], VIEWER),
     ("/settings", settings_page, ["GET"], VIEWER),
+    ("/settings/atlas/build", atlas_build, ["POST"], OPERATOR),
+    ("/settings/atlas/use", atlas_use, ["POST"], OPERATOR),
     ("/corrections", corrections, ["GET"], VIEWER),
     ("/audit", audit_page, ["GET"], VIEWER),
 ]

@@ -52,6 +52,7 @@ Handler = Callable[[JobContext, str], None]
 PROCESS_VISIT = "process_visit"  # the job kind that quantifies one visit; its target is target_of_visit(id)
 SIGN_VISIT = "sign_visit"  # the verified SR of a visit a reviewer accepted; its target is target_of_visit(id)
 APPLY_CORRECTION = "apply_correction"  # a SEG sent back from a workstation; its target is target_of_correction(id)
+BUILD_SITE_ATLAS = "build_site_atlas"  # a site atlas from the reviewed visits; its target is target_of_atlas(id)
 
 
 def target_of_visit(visit_id: int) -> str:
@@ -102,8 +103,24 @@ def apply_correction_job(ctx: JobContext, target: str) -> None:
     apply_correction(ctx.settings, ctx.sessions, ctx.store, int(number))
 
 
+def target_of_atlas(atlas_id: str) -> str:
+    """The target of a ``build_site_atlas`` job: ``atlas:<id>`` (its folder: ``[atlas] site_dir``/id)."""
+    return f"atlas:{atlas_id}"
+
+
+def build_site_atlas_job(ctx: JobContext, target: str) -> None:
+    """``build_site_atlas``: a site atlas from the reviewed visits into ``[atlas] site_dir``/id (node.work.site_atlas);
+    fewer usable visits than ``minimum`` fail the job with the visits left out and why."""
+    from node.work.site_atlas import ATLAS_ID, build_from_visits
+
+    prefix, _, atlas_id = target.partition(":")
+    if prefix != "atlas" or not ATLAS_ID.fullmatch(atlas_id):
+        raise ValueError(f"{BUILD_SITE_ATLAS}: target {target!r} names no atlas (expected 'atlas:<id>')")
+    build_from_visits(ctx.settings, ctx.sessions, ctx.store, ctx.settings.atlas.site_dir / atlas_id, atlas_id)
+
+
 HANDLERS: dict[str, Handler] = {PROCESS_VISIT: process_visit_job, SIGN_VISIT: sign_visit_job,
-                                APPLY_CORRECTION: apply_correction_job}
+                                APPLY_CORRECTION: apply_correction_job, BUILD_SITE_ATLAS: build_site_atlas_job}
 
 
 def make_huey(queue: QueueSettings) -> Huey:

@@ -15,6 +15,7 @@ labels a person accepted). Nothing is pinned here: ``myonode atlas use`` does th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,8 @@ from node.work.review import visit_review
 from storage import models as m
 from storage.catalogue import ReviewVerdict, not_covered
 from storage.filestore import FileStore
+
+ATLAS_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # an atlas id that is also a folder name
 
 
 class SiteAtlasError(ValueError):
@@ -98,6 +101,9 @@ def build_from_visits(settings: Settings, sessions: sessionmaker[Session], store
     from quant.pipeline import registration_image
     from quant.visit_io import load_visit
 
+    if not ATLAS_ID.fullmatch(atlas_id):
+        raise SiteAtlasError(f"atlas id {atlas_id!r}: letters, digits, '_', '.', '-' (at most 64), not starting "
+                             "with a symbol")
     say = progress or (lambda _step: None)
     with sessions() as s:
         in_use = atlas_in_use(settings.atlas, current_pin(s))
