@@ -117,7 +117,7 @@ class AnatomyParams:
                 girth=float(np.clip(rng.normal(0.88, 0.04), 0.80, 0.96)),
                 fat_mm=float(np.clip(rng.normal(5.0 if sex == "M" else 7.0, 1.5), 3.0, 10.0)),
                 muscle_bulk=float(np.clip(rng.normal(0.80 if sex == "M" else 0.74, 0.05), 0.65, 0.92)),
-                arm_abduction_deg=float(rng.uniform(4.0, 7.0)),
+                arm_abduction_deg=float(rng.uniform(2.0, 3.5)),
             )
         if population != "paper":
             raise ValueError(f"population {population!r}: one of {', '.join(POPULATIONS)}")
