@@ -163,8 +163,10 @@ def run_report(settings: Settings, *, force: bool = False) -> m.StatsRun | None:
         cohort = cohort_from_db(s, visits, complete, rejected_rois=review.rejected_rois if review.used else None,
                                 rejected_visits=review.rejected_visits if review.used else None)
         status = processing_status(s, len(incomplete))
-        _, in_use, _ = manifest_in_use(settings.atlas, current_pin(s))  # the atlas the study is measured with
-        mixed = atlas_mix(s, complete, in_use.id if in_use else None)
+        # the atlas the study is measured with: then every visit with measurements counts, complete or not (a visit
+        # queued to be processed again with it is not complete, and still holds the old atlas's values)
+        _, in_use, _ = manifest_in_use(settings.atlas, current_pin(s))
+        mixed = atlas_mix(s, None, in_use.id) if in_use else atlas_mix(s, complete)
         last = s.scalars(select(m.StatsRun).where(m.StatsRun.state == m.RunState.DONE)
                          .order_by(m.StatsRun.id.desc())).first()
         cutoff = s.scalar(select(func.max(m.Visit.visit_date)).where(m.Visit.id.in_(complete))) if complete else None
