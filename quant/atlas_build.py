@@ -50,13 +50,13 @@ class Subject:
 
 @dataclass(kw_only=True)
 class InTemplate:
-    """A subject carried into the template's space: its T2 (template grid), labels (label grid) and where it may
-    not vote (outside its image, or a label it may not vote with)."""
+    """A subject carried into the template's space: its T2 and where it adds to the template's mean (template
+    grid), its labels and where it may not vote (label grid: outside its image, or a label it may not vote with)."""
 
     t2: np.ndarray
+    inside: np.ndarray
     labels: np.ndarray
     abstains: np.ndarray
-    partial: bool = True  # its T2 counts in the template's mean only where it has an image (T2 > 0)
 
 
 @dataclass(kw_only=True)
@@ -87,17 +87,12 @@ def _field_mm3(img: sitk.Image) -> float:
     return float(np.prod(np.asarray(img.GetSize()) * np.asarray(img.GetSpacing())))
 
 
-def _abstains(t2: np.ndarray, labels: np.ndarray, unusable: frozenset[int], t2_img: sitk.Image,
-              label_img: sitk.Image) -> np.ndarray:
-    """Where a subject carried into the template's label grid may not vote: outside its image (its carried T2 is 0
-    there) and on label values it may not vote with."""
-    outside = sitk.GetImageFromArray((t2 <= 0).astype(np.uint8))
+def _outside_on(inside: np.ndarray, t2_img: sitk.Image, label_img: sitk.Image) -> np.ndarray:
+    """The label grid's voxels outside a carried subject's image (``inside``: on the template grid)."""
+    outside = sitk.GetImageFromArray((~inside).astype(np.uint8))
     outside.CopyInformation(t2_img)
     on_labels = sitk.Resample(outside, label_img, sitk.Transform(), sitk.sitkNearestNeighbor, 1, sitk.sitkUInt8)
-    mask = sitk.GetArrayFromImage(on_labels).astype(bool)
-    if unusable:
-        mask |= np.isin(labels, sorted(unusable))
-    return mask
+    return sitk.GetArrayFromImage(on_labels).astype(bool)
 
 
 def build_atlas(subjects: Sequence[Subject], params: QuantParams = DEFAULT_PARAMS,
@@ -123,10 +118,14 @@ def build_atlas(subjects: Sequence[Subject], params: QuantParams = DEFAULT_PARAM
             transform = register(ref_t2, subject.t2, maps)
             t2 = sitk.GetArrayFromImage(resample(subject.t2, transform, ref_t2))
             labels = sitk.GetArrayFromImage(warp_labels(subject.labels, transform, ref_labels))
-        abstains = (_abstains(t2, labels, subject.unusable, ref_t2, ref_labels) if partial_fields
-                    else np.isin(labels, sorted(subject.unusable)))
-        carried.append(InTemplate(t2=t2.astype(np.float32), labels=labels.astype(np.uint8), abstains=abstains,
-                                  partial=partial_fields))
+        abstains = np.isin(labels, sorted(subject.unusable))  # a label it may not vote with
+        if partial_fields:  # nor outside its image, where it neither votes nor adds to the mean
+            inside = t2 > 0
+            abstains |= _outside_on(inside, ref_t2, ref_labels)
+        else:
+            inside = np.ones(t2.shape, dtype=bool)
+        carried.append(InTemplate(t2=t2.astype(np.float32), inside=inside, labels=labels.astype(np.uint8),
+                                  abstains=abstains))
     template, fused = _fused(carried, ref_t2, ref_labels)
     return BuiltAtlas(template=template, labels=fused, reference=ref, carried=carried)
 
@@ -136,9 +135,8 @@ def _fused(carried: Sequence[InTemplate], ref_t2: sitk.Image, ref_labels: sitk.I
     total = np.zeros(carried[0].t2.shape, dtype=np.float64)
     count = np.zeros(carried[0].t2.shape, dtype=np.int16)
     for c in carried:
-        inside = c.t2 > 0 if c.partial else np.ones(c.t2.shape, dtype=bool)
-        total += np.where(inside, c.t2, 0.0)
-        count += inside
+        total += np.where(c.inside, c.t2, 0.0)
+        count += c.inside
     template = sitk.GetImageFromArray((total / np.maximum(count, 1)).astype(np.float32))
     template.CopyInformation(ref_t2)
     fused = sitk.GetImageFromArray(fuse_votes([c.labels for c in carried], [c.abstains for c in carried])
