@@ -454,12 +454,11 @@ def stats_run(
             raise typer.Exit(2) from None
         source = f"{subjects}, {observations}"
     else:
-        from node.work.atlas_in_use import current_pin, manifest_in_use
+        from node.work.atlas_in_use import atlas_id_in_use
         from stats.cohort import atlas_mix, cohort_from_db
 
         with sessions_of(settings)() as s:
-            _, in_use, _ = manifest_in_use(settings.atlas, current_pin(s))
-            mixed = atlas_mix(s, None, in_use.id if in_use else None)
+            mixed = atlas_mix(s, None, atlas_id_in_use(s, settings.atlas))
             cohort = cohort_from_db(s, visits)
         if mixed is not None:
             err_console.print(f"error: {mixed}", markup=False, soft_wrap=True)

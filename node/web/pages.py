@@ -522,8 +522,7 @@ async def atlas_build(request: Request) -> Response:
             job = ctx.jobs.create(s, BUILD_SITE_ATLAS, target_of_atlas(atlas_id), max_attempts=1)
             audit(s, actor=request.state.user.name, action="site atlas build", target=f"atlas {atlas_id}",
                   detail=f"job {job.id}", remote=client_address(request))
-            s.flush()
-            job_id = job.id
+            job_id = job.id  # create() flushed: the row has its id
         ctx.jobs.dispatch(job_id)  # after the commit: the job row exists
         return job_id
 

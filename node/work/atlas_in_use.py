@@ -76,19 +76,18 @@ def pin_atlas(s: Session, path: Path, by: str, queue: Callable[[Session, int], o
     processed or failed visit whose measurements come from another atlas. Raises :class:`quant.atlas.AtlasError`
     for a folder that is no atlas (checked by loading it: images and label table)."""
     path = path.resolve()
-    load_atlas(path)
-    manifest: AtlasManifest = read_manifest(path)
+    atlas = load_atlas(path)
     measured = s.execute(select(m.Visit.id, m.Measurement.atlas_id).join(m.Measurement)
                          .where(m.Visit.state.in_((m.VisitState.PROCESSED, m.VisitState.FAILED)),
                                 m.Measurement.source == m.MeasurementSource.AUTOMATIC)
                          .distinct()).all()
     failed = s.scalars(select(m.Visit.id).where(m.Visit.state == m.VisitState.FAILED)).all()
-    waiting = sorted({visit for visit, atlas_id in measured if atlas_id != manifest.id} | set(failed))
+    waiting = sorted({visit for visit, atlas_id in measured if atlas_id != atlas.id} | set(failed))
     for visit_id in waiting:
         queue(s, visit_id)
-    s.add(m.AtlasPin(atlas_id=manifest.id, path=str(path), synthetic=manifest.synthetic, pinned_by=by,
+    s.add(m.AtlasPin(atlas_id=atlas.id, path=str(path), synthetic=atlas.synthetic, pinned_by=by,
                      visits_queued=len(waiting)))
-    return Pinned(atlas_id=manifest.id, synthetic=manifest.synthetic, queued=waiting)
+    return Pinned(atlas_id=atlas.id, synthetic=atlas.synthetic, queued=waiting)
 
 
 def manifest_in_use(atlas: AtlasSettings, pin: m.AtlasPin | None) -> tuple[Path | None, AtlasManifest | None, str | None]:
@@ -101,4 +100,11 @@ def manifest_in_use(atlas: AtlasSettings, pin: m.AtlasPin | None) -> tuple[Path 
         return path, read_manifest(path), None
     except AtlasError as exc:
         return path, None, str(exc)
+
+
+def atlas_id_in_use(s: Session, atlas: AtlasSettings) -> str | None:
+    """The id of the atlas the study is measured with (the pin's, else ``[atlas] path``'s); None when neither names
+    a readable atlas."""
+    _, manifest, _ = manifest_in_use(atlas, current_pin(s))
+    return manifest.id if manifest else None
 

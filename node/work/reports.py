@@ -152,7 +152,7 @@ def review_inputs(s: Session, use: str, complete: set[int]) -> ReviewInputs:
 
 def run_report(settings: Settings, *, force: bool = False) -> m.StatsRun | None:
     """Run the statistics and the report if the complete visits changed (or ``force``); None when skipped."""
-    from node.work.atlas_in_use import current_pin, manifest_in_use  # reads atlas.json; SimpleITK with it
+    from node.work.atlas_in_use import atlas_id_in_use  # reads atlas.json; SimpleITK with it
 
     engine = make_engine(settings.storage.database_url)
     sessions = session_factory(engine)
@@ -165,8 +165,8 @@ def run_report(settings: Settings, *, force: bool = False) -> m.StatsRun | None:
         status = processing_status(s, len(incomplete))
         # the atlas the study is measured with: then every visit with measurements counts, complete or not (a visit
         # queued to be processed again with it is not complete, and still holds the old atlas's values)
-        _, in_use, _ = manifest_in_use(settings.atlas, current_pin(s))
-        mixed = atlas_mix(s, None, in_use.id) if in_use else atlas_mix(s, complete)
+        in_use = atlas_id_in_use(s, settings.atlas)
+        mixed = atlas_mix(s, None, in_use) if in_use else atlas_mix(s, complete)
         last = s.scalars(select(m.StatsRun).where(m.StatsRun.state == m.RunState.DONE)
                          .order_by(m.StatsRun.id.desc())).first()
         cutoff = s.scalar(select(func.max(m.Visit.visit_date)).where(m.Visit.id.in_(complete))) if complete else None
