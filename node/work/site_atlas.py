@@ -1,6 +1,6 @@
 """A site atlas from the node's own reviewed visits (``myonode atlas build --from-visits``, the console's action).
 
-Which visits (:func:`reviewed_visits`, a pure choice over what the database says): processed, accepted by a
+Which visits (:func:`choose`, a pure choice over what the database says, :func:`visit_facts`): processed, accepted by a
 reviewer (the newest decision on the whole visit), and measured with the atlas in use (their labels carry its
 label values). Left out, each with the reason: a visit not accepted, measured with another atlas, or whose
 corrections were applied before its last processing (the reviewed labels went with the old QC folder).
@@ -29,7 +29,7 @@ from node.work.atlas_in_use import atlas_in_use, current_pin
 from node.work.corrections import REVIEWED_LABELS, SUBJECT_LABELS
 from node.work.review import visit_review
 from storage import models as m
-from storage.catalogue import ReviewVerdict, not_covered
+from storage.catalogue import ReviewVerdict, ScanProfile, not_covered
 from storage.filestore import FileStore
 
 ATLAS_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # an atlas id that is also a folder name
@@ -50,6 +50,8 @@ class VisitFacts:
     corrections_applied: int
     reviewed_labels: bool  # its QC folder holds reviewed labels
     automatic_labels: bool
+    rejected: frozenset[tuple[str, str]] = frozenset()  # (muscle, side) ROIs a reviewer rejected
+    profile: ScanProfile | None = None  # the protocol profile it was measured with
 
 
 def choose(facts: list[VisitFacts], atlas_id: str) -> tuple[list[VisitFacts], list[str]]:
@@ -72,9 +74,9 @@ def choose(facts: list[VisitFacts], atlas_id: str) -> tuple[list[VisitFacts], li
 
 def visit_facts(s: Session, qc_dir: Path) -> list[VisitFacts]:
     facts = []
-    rows = s.execute(select(m.Visit.id, m.Subject.subject_id, m.Visit.label).join(m.Subject)
+    rows = s.execute(select(m.Visit.id, m.Subject.subject_id, m.Visit.label, m.Visit.profile).join(m.Subject)
                      .where(m.Visit.state == m.VisitState.PROCESSED).order_by(m.Visit.id)).all()
-    for visit_id, subject_id, label in rows:
+    for visit_id, subject_id, label, profile in rows:
         atlas_ids = frozenset(a for a in s.scalars(
             select(m.Measurement.atlas_id).where(m.Measurement.visit_fk == visit_id,
                                                  m.Measurement.source == m.MeasurementSource.AUTOMATIC).distinct())
@@ -82,11 +84,13 @@ def visit_facts(s: Session, qc_dir: Path) -> list[VisitFacts]:
         applied = len(s.scalars(select(m.Correction.id).where(m.Correction.visit_fk == visit_id,
                                                               m.Correction.state == m.CorrectionState.APPLIED)).all())
         folder = qc_dir / f"visit-{visit_id}"
+        review = visit_review(s, visit_id)
         facts.append(VisitFacts(visit_id=visit_id, name=f"{subject_id} {label}",
-                                accepted=visit_review(s, visit_id).verdict is ReviewVerdict.ACCEPTED,
+                                accepted=review.verdict is ReviewVerdict.ACCEPTED,
                                 atlas_ids=atlas_ids, corrections_applied=applied,
                                 reviewed_labels=(folder / REVIEWED_LABELS).is_file(),
-                                automatic_labels=(folder / SUBJECT_LABELS).is_file()))
+                                automatic_labels=(folder / SUBJECT_LABELS).is_file(),
+                                rejected=frozenset(review.rejected), profile=profile))
     return facts
 
 
@@ -115,10 +119,8 @@ def build_from_visits(settings: Settings, sessions: sessionmaker[Session], store
     subjects = []
     for f in chosen:
         say(f"reading {f.name}")
+        unusable = {by_key[k] for k in [*f.rejected, *not_covered(f.profile)] if k in by_key}
         with sessions() as s:
-            visit = s.get_one(m.Visit, f.visit_id)
-            rejected = visit_review(s, f.visit_id).rejected
-            unusable = {by_key[k] for k in [*rejected, *not_covered(visit.profile)] if k in by_key}
             visit_input = load_visit(s, store, f.visit_id, t2_te_ms=settings.protocol.t2_te_ms)
         t2, _ = registration_image([v.image for v in visit_input.t2], settings.quant.registration_mm)
         folder = settings.quant.qc_dir / f"visit-{f.visit_id}"
@@ -126,7 +128,7 @@ def build_from_visits(settings: Settings, sessions: sessionmaker[Session], store
         labels = sitk.Cast(sitk.ReadImage(str(labels_file)), sitk.sitkUInt8)
         subjects.append(Subject(name=f.name, t2=t2, labels=labels, unusable=frozenset(unusable),
                                 source={"visit_id": f.visit_id, "labels": labels_file.name,
-                                        "corrections": f.corrections_applied, "rejected": sorted(map(list, rejected))}))
+                                        "corrections": f.corrections_applied, "rejected": sorted(map(list, f.rejected))}))
     description = (f"Site atlas from {len(subjects)} reviewed visits of this node (accepted; corrected ROIs as the "
                    f"reviewers sent them; rejected ROIs never vote), labels first propagated with {in_use.id}")
     path = build_and_save(subjects, in_use.table, out, atlas_id, description, params=settings.quant.params(),
