@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import SimpleITK as sitk
@@ -86,6 +86,16 @@ def muscle_label(key: str, side: str) -> int:
 
 Population = Literal["paper", "site"]  # whose bodies: the study's cohort, or another site's (AnatomyParams.random)
 POPULATIONS: tuple[str, ...] = ("paper", "site")
+# How each population's bodies are drawn: per trait ((mean of men, of women), SD, lowest, highest), normal and
+# clipped, in this order; the arm's abduction uniform between two angles (degrees).
+BODIES: dict[str, dict[str, Any]] = {
+    "paper": {"height_mm": ((1780.0, 1650.0), 60.0, 1600.0, 1950.0), "girth": ((1.0, 1.0), 0.04, 0.92, 1.08),
+              "fat_mm": ((8.0, 11.0), 2.5, 4.0, 14.0), "muscle_bulk": ((1.0, 0.92), 0.06, 0.8, 1.15),
+              "arm": (0.0, 2.5)},
+    "site": {"height_mm": ((1720.0, 1600.0), 60.0, 1500.0, 1900.0), "girth": ((0.88, 0.88), 0.04, 0.80, 0.96),
+             "fat_mm": ((5.0, 7.0), 1.5, 3.0, 10.0), "muscle_bulk": ((0.80, 0.74), 0.05, 0.65, 0.92),
+             "arm": (2.0, 3.5)},
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,25 +120,16 @@ class AnatomyParams:
         1.60–1.95 m, women shorter on average); ``site``, another site's older patients — shorter, thinner limbs
         (less girth and muscle bulk, little fat) and arms held further from the body — which an atlas drawn from
         the paper's population fits worse."""
-        if population == "site":
-            mean_h = 1720.0 if sex == "M" else 1600.0
-            return AnatomyParams(
-                height_mm=float(np.clip(rng.normal(mean_h, 60.0), 1500.0, 1900.0)),
-                girth=float(np.clip(rng.normal(0.88, 0.04), 0.80, 0.96)),
-                fat_mm=float(np.clip(rng.normal(5.0 if sex == "M" else 7.0, 1.5), 3.0, 10.0)),
-                muscle_bulk=float(np.clip(rng.normal(0.80 if sex == "M" else 0.74, 0.05), 0.65, 0.92)),
-                arm_abduction_deg=float(rng.uniform(2.0, 3.5)),
-            )
-        if population != "paper":
+        if population not in BODIES:
             raise ValueError(f"population {population!r}: one of {', '.join(POPULATIONS)}")
-        mean_h = 1780.0 if sex == "M" else 1650.0
-        return AnatomyParams(
-            height_mm=float(np.clip(rng.normal(mean_h, 60.0), 1600.0, 1950.0)),
-            girth=float(np.clip(rng.normal(1.0, 0.04), 0.92, 1.08)),
-            fat_mm=float(np.clip(rng.normal(8.0 if sex == "M" else 11.0, 2.5), 4.0, 14.0)),
-            muscle_bulk=float(np.clip(rng.normal(1.0 if sex == "M" else 0.92, 0.06), 0.8, 1.15)),
-            arm_abduction_deg=float(rng.uniform(0.0, 2.5)),
-        )
+        b = BODIES[population]
+
+        def trait(name: str) -> float:
+            (mean_m, mean_f), sd, low, high = b[name]
+            return float(np.clip(rng.normal(mean_m if sex == "M" else mean_f, sd), low, high))
+
+        return AnatomyParams(height_mm=trait("height_mm"), girth=trait("girth"), fat_mm=trait("fat_mm"),
+                             muscle_bulk=trait("muscle_bulk"), arm_abduction_deg=float(rng.uniform(*b["arm"])))
 
     def placed(self, rng: np.random.Generator, deformation_mm: float = 3.0) -> AnatomyParams:
         """The same body with a new random position on the table (one visit, or one rescan)."""
