@@ -33,6 +33,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -230,7 +231,6 @@ def save_atlas(out: Path, atlas_id: str, description: str, template: sitk.Image,
         old = out.with_name(f".{out.name}.old")
         os.replace(out, old)
         os.replace(tmp, out)
-        import shutil
         shutil.rmtree(old)
     else:
         os.replace(tmp, out)

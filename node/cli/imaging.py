@@ -212,7 +212,7 @@ def atlas_build(
     from_visits: Annotated[bool, typer.Option("--from-visits", help="build from this node's reviewed visits "
                                                                      "instead of phantom subjects")] = False,
     atlas_id: Annotated[str | None, typer.Option("--id", help="the atlas id every result will name (--from-visits; "
-                                                              "default site-<date>-n<visits>)")] = None,
+                                                              "default site-<YYYYMMDD>)")] = None,
     minimum: Annotated[int, typer.Option("--min", help="--from-visits: at least this many reviewed visits")] = 3,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="settings.toml")] = None,
 ) -> None:
@@ -290,8 +290,9 @@ def atlas_import(
     atlas_id: Annotated[str, typer.Option("--id", help="the atlas id every result will name")],
     description: Annotated[str, typer.Option(help="what the atlas is made of")] = "",
 ) -> None:
-    """An atlas from the site's own contoured scans (checked; several subjects are registered to the first and
-    fused by majority vote). Point [atlas] path at the folder written."""
+    """An atlas from the site's own contoured scans (checked; several subjects are registered to the one with the
+    largest field of view and fused by majority vote, with their leave-one-out accuracy). Then `myonode atlas use`
+    the folder written."""
     from quant.atlas import AtlasError
     from quant.atlas_build import import_atlas
 
