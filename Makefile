@@ -19,9 +19,13 @@ DEBS := dcmtk:/usr/bin/storescu dicom3tools:/usr/bin/dciodvfy orthanc:/usr/sbin/
         r-base-core:/usr/bin/Rscript r-cran-lme4:/usr/lib/R/site-library/lme4/DESCRIPTION \
         chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver poppler-utils:/usr/bin/pdftoppm \
         orthanc-dicomweb:/usr/share/orthanc/plugins/libOrthancDicomWeb.so dcm2niix:/usr/bin/dcm2niix \
-        libpango-1.0-0:/usr/share/doc/libpango-1.0-0 libpangoft2-1.0-0:/usr/share/doc/libpangoft2-1.0-0
+        libpango-1.0-0:/usr/share/doc/libpango-1.0-0 libpangoft2-1.0-0:/usr/share/doc/libpangoft2-1.0-0 \
+        libdcmtk-dev:/usr/include/dcmtk/dcmnet/assoc.h g++:/usr/bin/g++
+# The compiled C-STORE receiver (node/dimse/compiled.py): DCMTK's network library from libdcmtk-dev.
+RECEIVER := node/dimse/dcmtk/myonode-receiver
+RECEIVER_LIBS := -ldcmnet -ldcmdata -loflog -lofstd -lz
 
-.PHONY: install debs lint test test-fast demo serve bench lock clean
+.PHONY: install debs receiver lint test test-fast demo serve bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +35,15 @@ $(STAMP): requirements.lock pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP)
+install: $(STAMP) receiver
+
+# Built where libdcmtk-dev is installed; elsewhere the node says so and receives with pynetdicom.
+receiver:
+	@if [ -e /usr/include/dcmtk/dcmnet/assoc.h ]; then $(MAKE) --no-print-directory $(RECEIVER); \
+	else echo "libdcmtk-dev is not installed: $(RECEIVER) not built (make debs as root installs it; the node receives with pynetdicom until then)"; fi
+
+$(RECEIVER): node/dimse/dcmtk/receiver.cc
+	g++ -O2 -std=c++17 -Wall -Wextra -Werror -o $@ $< $(RECEIVER_LIBS)
 
 debs:
 	@missing=""; for entry in $(DEBS); do pkg=$${entry%%:*}; file=$${entry#*:}; \
@@ -45,10 +57,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: install debs lint
+test: debs install lint
 	MYONODE_TEST_REQUIRE=postgres,redis,registry $(BIN)/python -m pytest -n $(TEST_WORKERS)
 
-test-fast: install debs lint
+test-fast: debs install lint
 	MYONODE_TEST_REQUIRE=postgres,redis,registry $(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 demo: install
@@ -66,4 +78,4 @@ lock: | $(BIN)/python
 	  $(BIN)/pip freeze --exclude-editable | grep -v '^myonode' ) > requirements.lock
 
 clean:
-	rm -rf $(VENV) var build *.egg-info
+	rm -rf $(VENV) var build *.egg-info $(RECEIVER)

@@ -30,6 +30,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from node.dimse import handlers as h
 from node.dimse import reactor
 from node.dimse import slots as slots_
+from node.dimse.compiled import CompiledReceiver
+from node.dimse.compiled import binary as compiled_binary
 from node.dimse.conformance import (
     QR_SOP_CLASSES,
     TRANSFER_SYNTAXES,
@@ -37,7 +39,7 @@ from node.dimse.conformance import (
 )
 from node.dimse.negotiation import handle_requested
 from node.dimse.slots import AssociationSlots
-from node.intake.receiver import Receiver
+from node.intake.receiver import Receiver, wake_address
 from node.settings import NodeSettings, QRSettings
 from storage.filestore import FileStore
 
@@ -60,11 +62,13 @@ def tls_context(settings: NodeSettings) -> ssl.SSLContext | None:
 
 
 class GuardedAssociationServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with a host allow-list and the TLS handshake off the accept loop."""
+    """pynetdicom's threaded server with a host allow-list, the TLS handshake off the accept loop, and the
+    storage-only associations handed to the compiled receiver (:mod:`node.dimse.compiled`) when it runs."""
 
     host_allowed: Callable[[str], bool] = staticmethod(lambda _addr: True)
     handshake_timeout: float = 30.0
     reuse_port: bool = False
+    compiled: CompiledReceiver | None = None
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         sock, address = self.socket.accept()  # type: ignore[union-attr]
@@ -87,6 +91,18 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         return False
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        if self.compiled is not None and self.ssl_context is None:
+            try:
+                taken = self.compiled.dispatch(request, client_address, self.handshake_timeout)
+            except Exception:  # the choice failed: pynetdicom serves this association as it would anyway
+                log.exception("dispatching the association from %s failed", client_address[0])
+                taken = False
+            if taken:
+                # The compiled receiver holds its own descriptor now: close ours without shutdown(),
+                # which would end the connection for it too.
+                request.close()
+                return
+            request.settimeout(self.handshake_timeout)
         if self.ssl_context is not None:
             try:
                 request = self.ssl_context.wrap_socket(request, server_side=True)
@@ -110,6 +126,7 @@ class Listener:
     ae: AE
     server: GuardedAssociationServer
     refused: list[str] = field(default_factory=list)
+    compiled: CompiledReceiver | None = None
 
     @property
     def port(self) -> int:
@@ -117,6 +134,8 @@ class Listener:
 
     def stop(self) -> None:
         self.server.shutdown()
+        if self.compiled is not None:
+            self.compiled.stop()
         self.ae.shutdown()
 
 
@@ -187,8 +206,34 @@ def start_listener(
     assert isinstance(server, GuardedAssociationServer)
     server.host_allowed = settings.host_allowed
     server.handshake_timeout = settings.network_timeout_s
+    server.compiled = start_compiled(settings, receiver, slots, refused, tls=server.ssl_context is not None)
     thread = threading.Thread(target=server.serve_forever, name="myonode-listener", daemon=True)
     thread.start()
     ae._servers.append(server)  # so ae.shutdown() stops it too
     log.info("listening as %s on %s:%d", settings.ae_title, settings.bind_host, server.server_address[1])
-    return Listener(ae=ae, server=server, refused=refused)
+    return Listener(ae=ae, server=server, refused=refused, compiled=server.compiled)
+
+
+def start_compiled(settings: NodeSettings, receiver: Receiver, slots: AssociationSlots, refused: list[str], *,
+                   tls: bool) -> CompiledReceiver | None:
+    """The compiled C-STORE receiver for this listener (``[node] receiver = "dcmtk"``), or None — with the
+    reason logged — when pynetdicom receives: asked for, TLS on, not built, or it would not start."""
+    if settings.receiver != "dcmtk":
+        log.info("C-STORE receiver: pynetdicom ([node] receiver)")
+        return None
+    if tls:
+        log.info("C-STORE receiver: pynetdicom (with TLS the association request cannot be read before the "
+                 "handshake, so one receiver serves all; [node] receiver = \"dcmtk\" applies to plain TCP)")
+        return None
+    path, why = compiled_binary()
+    if path is None:
+        log.warning("C-STORE receiver: pynetdicom (%s)", why)
+        return None
+    compiled = CompiledReceiver(
+        settings=settings, journal_dir=receiver.journal.folder, wake_address=wake_address(receiver.journal),
+        slots_dir=slots.paths[0].parent, max_associations=len(slots.paths), metrics=receiver.metrics,
+        refused=refused, executable=path)
+    if not compiled.start():
+        compiled.stop()
+        return None
+    return compiled

@@ -1,0 +1,800 @@
+// myonode-receiver: the C-STORE receive path on DCMTK's network library (libdcmnet).
+//
+// Contract (README "Receiving", node/dimse/compiled.py is the Python side):
+//
+//   myonode-receiver POLICY_FILE
+//
+// reads the policy myonode wrote from settings.toml (one "key value" per line; lists repeat the key),
+// binds the abstract Unix datagram socket `handoff_address`, prints "ready" on stdout and waits. Each
+// datagram carries one accepted TCP connection (SCM_RIGHTS) and the peer's address; the dispatcher in
+// node/dimse/listener.py has already applied the host allow-list and seen that the association proposes
+// storage (and verification) only. For each, the receiver forks: the child serves that one association
+// (both cores work; a crash loses one association) and exits; the parent only waits for the next.
+//
+// The child applies the policy of node/dimse/listener.py: the called AE title must be ours, the calling
+// one on the allow-list, one of `max_associations` slot files held with flock (node/dimse/slots.py, shared
+// with the pynetdicom receivers), the peer's own first transfer syntax per presentation context. Each
+// C-STORE is written as exactly the journal entry storage/journal.py writes -- temporary file with the same
+// file meta information as node/dimse/filemeta.py, fdatasync, rename to
+// <ns>-<pid>-<seq>.<base64url JSON [calling, peer]>.dcm, journal folder fsync -- and only then answered
+// 0x0000. The header check answers as node/intake/ingest.py's read_header does: 0xC000 with its comment for
+// a data set larger than max_instance_bytes (not kept: the rest is read and dropped), a deflate bomb, an
+// unreadable one, missing / NUL / over-long UIDs, a SOP Instance UID other than the request's, truncated or
+// short pixel data; 0xA700 when the disk refuses. What happens is told to the node as one datagram per
+// event on `events_address` (metrics and log lines there), and the indexer is woken on `wake_address`.
+
+#include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmdata/dcdeftag.h"
+#include "dcmtk/dcmdata/dcdict.h"
+#include "dcmtk/dcmdata/dcfilefo.h"
+#include "dcmtk/dcmdata/dcostrma.h"
+#include "dcmtk/dcmdata/dcpixel.h"
+#include "dcmtk/dcmdata/dcuid.h"
+#include "dcmtk/dcmnet/assoc.h"
+#include "dcmtk/dcmnet/dimse.h"
+#include "dcmtk/dcmnet/dul.h"
+#include "dcmtk/oflog/oflog.h"
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <fcntl.h>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <vector>
+#include <zlib.h>
+
+namespace {
+
+const char *const DEFLATED = "1.2.840.10008.1.2.1.99";
+const size_t INDEXED_UID_MAX_LENGTH = 128;  // storage/filestore.py
+const size_t UID_MAX_LENGTH = 64;
+const unsigned long long INFLATION_FLOOR = 64ULL << 20;  // node/intake/ingest.py
+
+struct Policy {
+  std::string ae_title;
+  std::set<std::string> calling_ae_titles;  // empty: any
+  int acse_timeout_s = 30, dimse_timeout_s = 120, network_timeout_s = 120;
+  long max_pdu = ASC_MAXIMUMPDUSIZE;
+  unsigned long long max_instance_bytes = 1ULL << 30;
+  double max_inflation_ratio = 100.0;
+  std::string slots_dir;
+  int max_associations = 8;
+  std::string journal_dir, wake_address, events_address, handoff_address;
+  std::string implementation_class_uid, implementation_version_name;
+  std::set<std::string> sop_classes;
+  std::set<std::string> transfer_syntaxes;
+};
+
+Policy policy;
+std::string peer_address;  // of the association this child serves
+
+std::string trim(const std::string &s) {
+  size_t a = s.find_first_not_of(' '), b = s.find_last_not_of(' ');
+  return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
+}
+
+bool read_policy(const char *path, std::string &error) {
+  std::ifstream in(path);
+  if (!in) {
+    error = std::string("cannot read the policy file ") + path;
+    return false;
+  }
+  std::string line;
+  int number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    if (line.empty() || line[0] == '#') continue;
+    size_t space = line.find(' ');
+    std::string key = line.substr(0, space), value = space == std::string::npos ? "" : line.substr(space + 1);
+    try {
+      if (key == "ae_title") policy.ae_title = value;
+      else if (key == "calling_ae_title") policy.calling_ae_titles.insert(value);
+      else if (key == "acse_timeout_s") policy.acse_timeout_s = std::max(1, (int)std::stod(value));
+      else if (key == "dimse_timeout_s") policy.dimse_timeout_s = std::max(1, (int)std::stod(value));
+      else if (key == "network_timeout_s") policy.network_timeout_s = std::max(1, (int)std::stod(value));
+      else if (key == "max_pdu") policy.max_pdu = std::stol(value);
+      else if (key == "max_instance_bytes") policy.max_instance_bytes = std::stoull(value);
+      else if (key == "max_inflation_ratio") policy.max_inflation_ratio = std::stod(value);
+      else if (key == "slots_dir") policy.slots_dir = value;
+      else if (key == "max_associations") policy.max_associations = std::stoi(value);
+      else if (key == "journal_dir") policy.journal_dir = value;
+      else if (key == "wake_address") policy.wake_address = value;
+      else if (key == "events_address") policy.events_address = value;
+      else if (key == "handoff_address") policy.handoff_address = value;
+      else if (key == "implementation_class_uid") policy.implementation_class_uid = value;
+      else if (key == "implementation_version_name") policy.implementation_version_name = value;
+      else if (key == "sop_class") policy.sop_classes.insert(value);
+      else if (key == "transfer_syntax") policy.transfer_syntaxes.insert(value);
+      else {
+        error = std::string(path) + " line " + std::to_string(number) + ": unknown key " + key;
+        return false;
+      }
+    } catch (const std::exception &) {
+      error = std::string(path) + " line " + std::to_string(number) + ": " + key + " is not a number: " + value;
+      return false;
+    }
+  }
+  if (policy.ae_title.empty() || policy.journal_dir.empty() || policy.handoff_address.empty() ||
+      policy.slots_dir.empty() || policy.sop_classes.empty() || policy.transfer_syntaxes.empty()) {
+    error = std::string(path) + ": ae_title, journal_dir, handoff_address, slots_dir, sop_class and "
+            "transfer_syntax are required";
+    return false;
+  }
+  if (policy.max_pdu <= 0 || policy.max_pdu > ASC_MAXIMUMPDUSIZE) policy.max_pdu = ASC_MAXIMUMPDUSIZE;
+  if (policy.max_pdu < ASC_MINIMUMPDUSIZE) policy.max_pdu = ASC_MINIMUMPDUSIZE;
+  return true;
+}
+
+// --- events to the node (one datagram each; lost when nobody listens, never blocking) -------------------
+
+int events_socket = -1;
+
+sockaddr_un abstract_address(const std::string &name, socklen_t &length) {
+  sockaddr_un addr;
+  std::memset(&addr, 0, sizeof(addr));
+  addr.sun_family = AF_UNIX;
+  size_t n = std::min(name.size(), sizeof(addr.sun_path) - 1);
+  std::memcpy(addr.sun_path + 1, name.data(), n);  // sun_path[0] == 0: Linux abstract namespace
+  length = (socklen_t)(offsetof(sockaddr_un, sun_path) + 1 + n);
+  return addr;
+}
+
+void send_to(const std::string &name, const std::string &message) {
+  if (name.empty()) return;
+  if (events_socket < 0) events_socket = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (events_socket < 0) return;
+  socklen_t length;
+  sockaddr_un addr = abstract_address(name, length);
+  sendto(events_socket, message.data(), message.size(), 0, (sockaddr *)&addr, length);
+}
+
+// Events: "stored\t<bytes>\t<seconds>", "refused\t<status hex>\t<calling>\t<peer>\t<comment>",
+// "rejected\t<calling>\t<peer>\t<called>\t<why>", "log\t<level>\t<message>".
+void event(const std::vector<std::string> &fields) {
+  std::string message;
+  for (size_t i = 0; i < fields.size(); ++i) {
+    if (i) message += '\t';
+    for (char c : fields[i]) message += (c == '\t' || c == '\n') ? ' ' : c;
+  }
+  send_to(policy.events_address, message);
+}
+
+void log_event(const char *level, const std::string &message) { event({"log", level, message}); }
+
+// --- the journal entry name (storage/journal.py) ----------------------------------------------------------
+
+std::string json_string(const std::string &s) {  // as Python's json.dumps (ASCII only)
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"') out += "\\\"";
+    else if (c == '\\') out += "\\\\";
+    else if (c == '\n') out += "\\n";
+    else if (c == '\r') out += "\\r";
+    else if (c == '\t') out += "\\t";
+    else if (c == '\b') out += "\\b";
+    else if (c == '\f') out += "\\f";
+    else if (c < 0x20 || c >= 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+      out += buf;
+    } else out += (char)c;
+  }
+  return out + "\"";
+}
+
+std::string base64url(const std::string &raw) {  // without padding, as storage/journal.py's _meta
+  static const char *alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < raw.size(); i += 3) {
+    unsigned v = ((unsigned char)raw[i] << 16) | ((unsigned char)raw[i + 1] << 8) | (unsigned char)raw[i + 2];
+    out += alphabet[(v >> 18) & 63];
+    out += alphabet[(v >> 12) & 63];
+    out += alphabet[(v >> 6) & 63];
+    out += alphabet[v & 63];
+  }
+  if (raw.size() - i == 1) {
+    unsigned v = (unsigned char)raw[i] << 16;
+    out += alphabet[(v >> 18) & 63];
+    out += alphabet[(v >> 12) & 63];
+  } else if (raw.size() - i == 2) {
+    unsigned v = ((unsigned char)raw[i] << 16) | ((unsigned char)raw[i + 1] << 8);
+    out += alphabet[(v >> 18) & 63];
+    out += alphabet[(v >> 12) & 63];
+    out += alphabet[(v >> 6) & 63];
+  }
+  return out;
+}
+
+std::string entry_name(const std::string &calling) {
+  static unsigned long seq = 0;
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  unsigned long long ns = (unsigned long long)now.tv_sec * 1000000000ULL + (unsigned long long)now.tv_nsec;
+  std::string meta = "[" + (calling.empty() ? std::string("null") : json_string(calling)) + "," +
+                     (peer_address.empty() ? std::string("null") : json_string(peer_address)) + "]";
+  char head[64];
+  std::snprintf(head, sizeof(head), "%020llu-%d-%08lu", ns, (int)getpid(), ++seq);
+  return std::string(head) + "." + base64url(meta) + ".dcm";
+}
+
+// --- file meta information, byte for byte as node/dimse/filemeta.py -------------------------------------
+
+void put_element(std::string &out, Uint16 element, const char *vr, const std::string &value) {
+  out += (char)0x02;
+  out += (char)0x00;
+  out += (char)(element & 0xff);
+  out += (char)(element >> 8);
+  out += vr;
+  if (std::strcmp(vr, "OB") == 0) {
+    out += std::string("\0\0", 2);
+    Uint32 n = (Uint32)value.size();
+    for (int i = 0; i < 4; ++i) out += (char)((n >> (8 * i)) & 0xff);
+  } else {
+    Uint16 n = (Uint16)value.size();
+    out += (char)(n & 0xff);
+    out += (char)(n >> 8);
+  }
+  out += value;
+}
+
+std::string padded(const std::string &value, char pad) { return value.size() % 2 ? value + pad : value; }
+
+std::string file_meta(const std::string &sop_class, const std::string &sop_instance, const std::string &ts) {
+  std::string group;
+  put_element(group, 0x0001, "OB", std::string("\0\1", 2));
+  put_element(group, 0x0002, "UI", padded(sop_class, '\0'));
+  put_element(group, 0x0003, "UI", padded(sop_instance, '\0'));
+  put_element(group, 0x0010, "UI", padded(ts, '\0'));
+  put_element(group, 0x0012, "UI", padded(policy.implementation_class_uid, '\0'));
+  if (!policy.implementation_version_name.empty())
+    put_element(group, 0x0013, "SH", padded(policy.implementation_version_name, ' '));
+  std::string out(128, '\0');
+  out += "DICM";
+  std::string length;
+  Uint32 n = (Uint32)group.size();
+  for (int i = 0; i < 4; ++i) length += (char)((n >> (8 * i)) & 0xff);
+  put_element(out, 0x0000, "UL", length);
+  return out + group;
+}
+
+// --- the journal file as it arrives: bounded, written through one descriptor ------------------------------
+
+// DIMSE_receiveDataSetInFile writes the data set to a DcmOutputStream; this consumer writes it to the
+// temporary journal file and stops writing (keeps counting) beyond max_instance_bytes, so an instance too
+// large is read to its end, answered 0xC000 and never fills the disk.
+class JournalConsumer : public DcmConsumer {
+ public:
+  JournalConsumer(int fd, unsigned long long limit) : fd_(fd), limit_(limit) {}
+  OFBool good() const override { return error_ == 0; }
+  OFCondition status() const override { return error_ == 0 ? EC_Normal : EC_InvalidStream; }
+  OFBool isFlushed() const override { return OFTrue; }
+  offile_off_t avail() const override { return 1 << 30; }
+  offile_off_t write(const void *buf, offile_off_t buflen) override {
+    bytes_ += (unsigned long long)buflen;
+    if (bytes_ > limit_ || error_) return buflen;  // over the limit: counted, not kept
+    const char *p = (const char *)buf;
+    offile_off_t left = buflen;
+    while (left > 0) {
+      ssize_t n = ::write(fd_, p, (size_t)left);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        error_ = errno;
+        return buflen;
+      }
+      p += n;
+      left -= n;
+    }
+    return buflen;
+  }
+  void flush() override {}
+  unsigned long long bytes() const { return bytes_; }
+  int error() const { return error_; }
+  bool over() const { return bytes_ > limit_; }
+
+ private:
+  int fd_;
+  unsigned long long limit_;
+  unsigned long long bytes_ = 0;
+  int error_ = 0;
+};
+
+class JournalStream : public DcmOutputStream {
+ public:
+  explicit JournalStream(JournalConsumer *consumer) : DcmOutputStream(consumer) {}
+};
+
+// --- the header check (node/intake/ingest.py read_header) -----------------------------------------------
+
+struct Refusal {
+  Uint16 status = 0;
+  std::string comment;
+};
+
+Refusal refuse(Uint16 status, const std::string &comment) { return Refusal{status, comment.substr(0, 1024)}; }
+
+// A deflated data set inflates with a bound before the parser inflates it whole.
+bool check_inflation(const std::string &path, size_t data_offset, Refusal &refusal) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return true;
+  struct stat st;
+  fstat(fd, &st);
+  unsigned long long compressed = st.st_size > (off_t)data_offset ? (unsigned long long)st.st_size - data_offset : 0;
+  unsigned long long bound = std::min(policy.max_instance_bytes,
+                                      std::max(INFLATION_FLOOR, (unsigned long long)(compressed * policy.max_inflation_ratio)));
+  z_stream zs;
+  std::memset(&zs, 0, sizeof(zs));
+  inflateInit2(&zs, -MAX_WBITS);
+  std::vector<unsigned char> in(1 << 16), out(1 << 20);
+  unsigned long long inflated = 0;
+  lseek(fd, (off_t)data_offset, SEEK_SET);
+  bool ok = true, done = false;
+  while (!done && inflated <= bound) {
+    ssize_t n = read(fd, in.data(), in.size());
+    if (n <= 0) break;
+    zs.next_in = in.data();
+    zs.avail_in = (uInt)n;
+    while (zs.avail_in > 0 && inflated <= bound) {
+      zs.next_out = out.data();
+      zs.avail_out = (uInt)out.size();
+      int rc = inflate(&zs, Z_NO_FLUSH);
+      inflated += out.size() - zs.avail_out;
+      if (rc == Z_STREAM_END) {
+        done = true;
+        break;
+      }
+      if (rc != Z_OK && rc != Z_BUF_ERROR) {
+        refusal = refuse(0xC000, std::string("the deflated data set does not inflate: ") + (zs.msg ? zs.msg : "error"));
+        ok = false;
+        done = true;
+        break;
+      }
+    }
+  }
+  inflateEnd(&zs);
+  close(fd);
+  if (ok && inflated > bound) {
+    char buf[512];
+    std::snprintf(buf, sizeof(buf),
+                  "deflate bomb: the deflated data set of %llu bytes inflates beyond %llu bytes ([node] "
+                  "max_inflation_ratio %g, max_instance_bytes %llu)",
+                  compressed, bound, policy.max_inflation_ratio, policy.max_instance_bytes);
+    refusal = refuse(0xC000, buf);
+    return false;
+  }
+  return ok;
+}
+
+// A UID that names the file: present, without NUL, at most 128 characters (ingest.py _uid).
+bool uid_of(DcmDataset *ds, const DcmTagKey &tag, const char *keyword, std::string &uid, Refusal &refusal) {
+  DcmElement *element = NULL;
+  char *raw = NULL;
+  if (ds->findAndGetElement(tag, element).bad() || element == NULL || element->getString(raw).bad() || raw == NULL) {
+    refusal = refuse(0xC000, std::string(keyword) + " is missing or empty");
+    return false;
+  }
+  Uint32 length = element->getLength();
+  std::string value(raw, length);
+  while (!value.empty() && (value.back() == '\0' || value.back() == ' ')) value.pop_back();
+  if (trim(value).empty()) {
+    refusal = refuse(0xC000, std::string(keyword) + " is missing or empty");
+    return false;
+  }
+  if (value.find('\0') != std::string::npos) {
+    refusal = refuse(0xC000, std::string(keyword) + " '" + value.substr(0, 80) + "' holds a NUL character");
+    return false;
+  }
+  if (value.size() > INDEXED_UID_MAX_LENGTH) {
+    refusal = refuse(0xC000, std::string(keyword) + " '" + value.substr(0, 80) + "'... is longer than 128 characters");
+    return false;
+  }
+  uid = value;
+  return true;
+}
+
+bool native_syntax(const std::string &ts) {
+  return ts == "1.2.840.10008.1.2" || ts == "1.2.840.10008.1.2.1" || ts == "1.2.840.10008.1.2.2" || ts == DEFLATED;
+}
+
+// Pixel data shorter than its image attributes need (native syntaxes; pydicom's get_expected_length).
+bool check_pixel_length(DcmDataset *ds, const std::string &ts, Refusal &refusal) {
+  if (!native_syntax(ts)) return true;
+  DcmElement *pixels = NULL;
+  if (ds->findAndGetElement(DCM_PixelData, pixels).bad() || pixels == NULL) return true;
+  Uint16 rows = 0, columns = 0, samples = 0, bits = 0;
+  if (ds->findAndGetUint16(DCM_Rows, rows).bad() || ds->findAndGetUint16(DCM_Columns, columns).bad() ||
+      ds->findAndGetUint16(DCM_SamplesPerPixel, samples).bad() || ds->findAndGetUint16(DCM_BitsAllocated, bits).bad())
+    return true;  // attributes missing: nothing to compare with (kept as sent)
+  Sint32 frames = 1;
+  OFString frames_text;
+  if (ds->findAndGetOFString(DCM_NumberOfFrames, frames_text).good() && !frames_text.empty()) {
+    frames = (Sint32)std::atol(frames_text.c_str());
+    if (frames < 1) frames = 1;
+  }
+  unsigned long long length = (unsigned long long)rows * columns * frames * samples;
+  OFString photometric;
+  ds->findAndGetOFString(DCM_PhotometricInterpretation, photometric);
+  unsigned long long expected;
+  if (bits == 1) expected = (length + 7) / 8;
+  else expected = length * (bits / 8);
+  if (photometric == "YBR_FULL_422") expected = expected / 3 * 2;
+  Uint32 have = pixels->getLength();
+  if (have != DCM_UndefinedLength && (unsigned long long)have < expected) {
+    char buf[300];
+    std::snprintf(buf, sizeof(buf),
+                  "short pixel data: %u bytes; its image attributes (rows, columns, samples, bits, frames, "
+                  "photometric interpretation) need %llu", (unsigned)have, expected);
+    refusal = refuse(0xC000, buf);
+    return false;
+  }
+  return true;
+}
+
+bool check_header(const std::string &path, size_t data_offset, const std::string &ts, const std::string &expected_sop,
+                  Refusal &refusal) {
+  if (ts == DEFLATED && !check_inflation(path, data_offset, refusal)) return false;
+  DcmFileFormat file;
+  // Values longer than 4 KB (pixel data) are not loaded, only their positions checked.
+  OFCondition cond = file.loadFile(path.c_str(), EXS_Unknown, EGL_noChange, 4096, ERM_fileOnly);
+  if (cond.bad()) {
+    std::string why = cond.text();
+    if (cond == EC_StreamNotifyClient || why.find("premature") != std::string::npos)
+      refusal = refuse(0xC000, "truncated file: the data set ends before its last element does (" + why + ")");
+    else refusal = refuse(0xC000, "not a readable DICOM data set: " + why);
+    return false;
+  }
+  DcmDataset *ds = file.getDataset();
+  std::string sop_class, sop_uid, study, series;
+  if (!uid_of(ds, DCM_SOPClassUID, "SOPClassUID", sop_class, refusal) ||
+      !uid_of(ds, DCM_SOPInstanceUID, "SOPInstanceUID", sop_uid, refusal) ||
+      !uid_of(ds, DCM_StudyInstanceUID, "StudyInstanceUID", study, refusal) ||
+      !uid_of(ds, DCM_SeriesInstanceUID, "SeriesInstanceUID", series, refusal))
+    return false;
+  // An over-long UID does not fit the request's Affected SOP Instance UID: DCMTK truncates it there.
+  bool truncated = sop_uid.size() > UID_MAX_LENGTH && expected_sop == sop_uid.substr(0, UID_MAX_LENGTH);
+  if (sop_uid != expected_sop && !truncated) {
+    refusal = refuse(0xC000, "SOPInstanceUID " + sop_uid + " in the data set differs from " + expected_sop +
+                                 " in the request");
+    return false;
+  }
+  return check_pixel_length(ds, ts, refusal);
+}
+
+// --- one association --------------------------------------------------------------------------------------
+
+int slot_fd = -1;
+
+bool take_slot() {
+  for (int i = 0; i < policy.max_associations; ++i) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "/association-%03d.lock", i);
+    int fd = open((policy.slots_dir + name).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) continue;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      slot_fd = fd;  // held until this process exits (the kernel drops it then, even on kill -9)
+      return true;
+    }
+    close(fd);
+  }
+  return false;
+}
+
+bool fsync_folder(const std::string &folder) {
+  int fd = open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = fsync(fd) == 0;
+  close(fd);
+  return ok;
+}
+
+std::string disk_error(int error) {
+  if (error == ENOSPC || error == EDQUOT) return "Out of resources: disk full";
+  return std::string("Out of resources: storage error: ") + std::strerror(error);
+}
+
+void answer_store(T_ASC_Association *assoc, T_ASC_PresentationContextID presID, T_DIMSE_C_StoreRQ &req,
+                  const Refusal &refusal) {
+  T_DIMSE_C_StoreRSP rsp;
+  std::memset(&rsp, 0, sizeof(rsp));
+  rsp.MessageIDBeingRespondedTo = req.MessageID;
+  rsp.DimseStatus = refusal.status;
+  rsp.DataSetType = DIMSE_DATASET_NULL;
+  OFStandard::strlcpy(rsp.AffectedSOPClassUID, req.AffectedSOPClassUID, sizeof(rsp.AffectedSOPClassUID));
+  OFStandard::strlcpy(rsp.AffectedSOPInstanceUID, req.AffectedSOPInstanceUID, sizeof(rsp.AffectedSOPInstanceUID));
+  rsp.opts = O_STORE_AFFECTEDSOPCLASSUID | O_STORE_AFFECTEDSOPINSTANCEUID;
+  DcmDataset detail;
+  DcmDataset *detail_ptr = NULL;
+  if (refusal.status != STATUS_Success && !refusal.comment.empty()) {
+    detail.putAndInsertString(DCM_ErrorComment, refusal.comment.substr(0, 64).c_str());
+    detail_ptr = &detail;
+  }
+  DIMSE_sendStoreResponse(assoc, presID, &req, &rsp, detail_ptr);
+}
+
+// Receive one C-STORE data set into a journal entry; returns false when the association cannot go on.
+bool store(T_ASC_Association *assoc, T_ASC_PresentationContextID presID, T_DIMSE_C_StoreRQ &req,
+           const std::string &calling) {
+  timespec started;
+  clock_gettime(CLOCK_MONOTONIC, &started);
+  T_ASC_PresentationContext pc;
+  if (ASC_findAcceptedPresentationContext(assoc->params, presID, &pc).bad()) return false;
+  std::string tmp = policy.journal_dir + "/.incoming-XXXXXX.part";  // storage/filestore.py PARTIAL_*
+  std::vector<char> name(tmp.begin(), tmp.end());
+  name.push_back('\0');
+  int fd = mkostemps(name.data(), 5, O_CLOEXEC);
+  if (fd < 0) {
+    int error = errno;
+    DIMSE_ignoreDataSet(assoc, DIMSE_NONBLOCKING, policy.dimse_timeout_s, NULL, NULL);
+    answer_store(assoc, presID, req, refuse(STATUS_STORE_Refused_OutOfResources, disk_error(error)));
+    log_event("error", "could not store " + std::string(req.AffectedSOPInstanceUID) + ": " + disk_error(error));
+    return true;
+  }
+  tmp = name.data();
+  std::string meta = file_meta(req.AffectedSOPClassUID, req.AffectedSOPInstanceUID, pc.acceptedTransferSyntax);
+  JournalConsumer consumer(fd, policy.max_instance_bytes);
+  consumer.write(meta.data(), (offile_off_t)meta.size());
+  OFCondition cond;
+  {
+    JournalStream stream(&consumer);
+    cond = DIMSE_receiveDataSetInFile(assoc, DIMSE_NONBLOCKING, policy.dimse_timeout_s, &presID, &stream, NULL, NULL);
+  }
+  if (cond.bad()) {  // the peer went away mid-instance: nothing acknowledged, nothing kept
+    close(fd);
+    unlink(tmp.c_str());
+    log_event("warning", "C-STORE of " + std::string(req.AffectedSOPInstanceUID) + " from " + calling + " at " +
+                             peer_address + " ended mid data set: " + cond.text());
+    return false;
+  }
+  Refusal refusal;
+  bool ok = true;
+  if (consumer.over()) {
+    refusal = refuse(0xC000, std::to_string(consumer.bytes()) + " bytes: larger than [node] max_instance_bytes (" +
+                                 std::to_string(policy.max_instance_bytes) + ")");
+    ok = false;
+  } else if (consumer.error()) {
+    refusal = refuse(STATUS_STORE_Refused_OutOfResources, disk_error(consumer.error()));
+    ok = false;
+  } else if (fdatasync(fd) != 0) {
+    refusal = refuse(STATUS_STORE_Refused_OutOfResources, disk_error(errno));
+    ok = false;
+  }
+  close(fd);
+  if (ok) ok = check_header(tmp, meta.size(), pc.acceptedTransferSyntax, req.AffectedSOPInstanceUID, refusal);
+  std::string final_path;
+  if (ok) {
+    final_path = policy.journal_dir + "/" + entry_name(calling);
+    if (rename(tmp.c_str(), final_path.c_str()) != 0 || !fsync_folder(policy.journal_dir)) {
+      refusal = refuse(STATUS_STORE_Refused_OutOfResources, disk_error(errno));
+      unlink(final_path.c_str());
+      ok = false;
+    }
+  }
+  if (!ok) {
+    unlink(tmp.c_str());
+    char status[8];
+    std::snprintf(status, sizeof(status), "0x%04X", refusal.status);
+    event({"refused", status, calling, peer_address, refusal.comment});
+    answer_store(assoc, presID, req, refusal);
+    return true;
+  }
+  send_to(policy.wake_address, "1");
+  answer_store(assoc, presID, req, Refusal{STATUS_Success, ""});
+  timespec ended;
+  clock_gettime(CLOCK_MONOTONIC, &ended);
+  double seconds = (double)(ended.tv_sec - started.tv_sec) + (double)(ended.tv_nsec - started.tv_nsec) / 1e9;
+  char took[32];
+  std::snprintf(took, sizeof(took), "%.6f", seconds);
+  event({"stored", std::to_string(consumer.bytes()), took});
+  return true;
+}
+
+void reject(T_ASC_Association *assoc, T_ASC_RejectParametersResult result, T_ASC_RejectParametersSource source,
+            T_ASC_RejectParametersReason reason) {
+  T_ASC_RejectParameters rej = {result, source, reason};
+  ASC_rejectAssociation(assoc, &rej);
+}
+
+int serve(int fd) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);  // DCMTK reads blocking, with its own timeouts
+  dcmExternalSocketHandle.set(fd);
+  dcmDisableGethostbyaddr.set(OFTrue);
+  T_ASC_Network *net = NULL;
+  OFCondition cond = ASC_initializeNetwork(NET_ACCEPTOR, 0, policy.acse_timeout_s, &net);
+  if (cond.bad()) {
+    log_event("error", std::string("network initialisation failed: ") + cond.text());
+    return 1;
+  }
+  T_ASC_Association *assoc = NULL;
+  cond = ASC_receiveAssociation(net, &assoc, policy.max_pdu, NULL, NULL, OFFalse, DUL_NOBLOCK, policy.acse_timeout_s);
+  if (cond.bad()) {
+    log_event("warning", "association from " + peer_address + " not received: " + cond.text());
+    if (assoc) {
+      ASC_dropAssociation(assoc);
+      ASC_destroyAssociation(&assoc);
+    }
+    return 1;
+  }
+  char calling_raw[65] = {0}, called_raw[65] = {0};
+  ASC_getAPTitles(assoc->params, calling_raw, sizeof(calling_raw), called_raw, sizeof(called_raw), NULL, 0);
+  std::string calling = trim(calling_raw), called = trim(called_raw);
+  std::string why;
+  if (called != policy.ae_title) {
+    why = "called AE title not ours";
+    reject(assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_CALLEDAETITLENOTRECOGNIZED);
+  } else if (!policy.calling_ae_titles.empty() && !policy.calling_ae_titles.count(calling)) {
+    why = "calling AE title not in [node] allowed_calling_ae_titles";
+    reject(assoc, ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER, ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED);
+  } else if (!take_slot()) {
+    char buf[128];
+    std::snprintf(buf, sizeof(buf), "[node] max_associations (%d) reached across listener processes",
+                  policy.max_associations);
+    why = buf;
+    reject(assoc, ASC_RESULT_REJECTEDTRANSIENT, ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED,
+           ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
+  }
+  if (!why.empty()) {
+    event({"rejected", calling, peer_address, called, why});
+    ASC_dropAssociation(assoc);
+    ASC_destroyAssociation(&assoc);
+    ASC_dropNetwork(&net);
+    return 0;
+  }
+  // Each presentation context: the peer's own first transfer syntax that we accept (node/dimse/negotiation.py).
+  int count = ASC_countPresentationContexts(assoc->params);
+  for (int i = 0; i < count; ++i) {
+    T_ASC_PresentationContext pc;
+    ASC_getPresentationContext(assoc->params, i, &pc);
+    if (!policy.sop_classes.count(pc.abstractSyntax)) {
+      ASC_refusePresentationContext(assoc->params, pc.presentationContextID, ASC_P_ABSTRACTSYNTAXNOTSUPPORTED);
+      continue;
+    }
+    const char *chosen = NULL;
+    for (int j = 0; j < pc.transferSyntaxCount && chosen == NULL; ++j)
+      if (policy.transfer_syntaxes.count(pc.proposedTransferSyntaxes[j])) chosen = pc.proposedTransferSyntaxes[j];
+    if (chosen == NULL) ASC_refusePresentationContext(assoc->params, pc.presentationContextID, ASC_P_TRANSFERSYNTAXESNOTSUPPORTED);
+    else ASC_acceptPresentationContext(assoc->params, pc.presentationContextID, chosen);
+  }
+  ASC_setAPTitles(assoc->params, NULL, NULL, policy.ae_title.c_str());
+  cond = ASC_acknowledgeAssociation(assoc);
+  if (cond.bad()) {
+    log_event("warning", "association from " + calling + " at " + peer_address + " not acknowledged: " + cond.text());
+    ASC_dropAssociation(assoc);
+    ASC_destroyAssociation(&assoc);
+    ASC_dropNetwork(&net);
+    return 1;
+  }
+  bool going = true;
+  while (going) {
+    T_DIMSE_Message msg;
+    T_ASC_PresentationContextID presID = 0;
+    cond = DIMSE_receiveCommand(assoc, DIMSE_NONBLOCKING, policy.network_timeout_s, &presID, &msg, NULL);
+    if (cond == DUL_PEERREQUESTEDRELEASE) {
+      ASC_acknowledgeRelease(assoc);
+      break;
+    }
+    if (cond == DUL_PEERABORTEDASSOCIATION) {
+      log_event("info", "association from '" + calling + "' at " + peer_address + " aborted");
+      break;
+    }
+    if (cond == DIMSE_NODATAAVAILABLE) {
+      log_event("warning", "association from '" + calling + "' at " + peer_address + " idle for " +
+                               std::to_string(policy.network_timeout_s) + " s ([node] network_timeout_s): aborted");
+      ASC_abortAssociation(assoc);
+      break;
+    }
+    if (cond.bad()) {
+      log_event("warning", "association from '" + calling + "' at " + peer_address + " failed: " + cond.text());
+      ASC_abortAssociation(assoc);
+      break;
+    }
+    switch (msg.CommandField) {
+      case DIMSE_C_ECHO_RQ:
+        DIMSE_sendEchoResponse(assoc, presID, &msg.msg.CEchoRQ, STATUS_Success, NULL);
+        break;
+      case DIMSE_C_STORE_RQ:
+        going = store(assoc, presID, msg.msg.CStoreRQ, calling);
+        if (!going) ASC_abortAssociation(assoc);
+        break;
+      default:  // only storage and verification were accepted: anything else breaks the protocol
+        log_event("warning", "association from '" + calling + "' at " + peer_address +
+                                 " sent an unexpected DIMSE command: aborted");
+        ASC_abortAssociation(assoc);
+        going = false;
+    }
+  }
+  ASC_dropSCPAssociation(assoc);
+  ASC_destroyAssociation(&assoc);
+  ASC_dropNetwork(&net);
+  return 0;
+}
+
+// --- the waiting parent ----------------------------------------------------------------------------------
+
+int receive_connection(int sock, std::string &peer) {
+  char payload[256];
+  char control[CMSG_SPACE(sizeof(int))];
+  iovec iov = {payload, sizeof(payload) - 1};
+  msghdr message;
+  std::memset(&message, 0, sizeof(message));
+  message.msg_iov = &iov;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = sizeof(control);
+  ssize_t n = recvmsg(sock, &message, MSG_CMSG_CLOEXEC);
+  if (n < 0) return -1;
+  payload[n] = '\0';
+  peer = payload;
+  for (cmsghdr *c = CMSG_FIRSTHDR(&message); c != NULL; c = CMSG_NXTHDR(&message, c))
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
+      return fd;
+    }
+  return -1;
+}
+
+}  // namespace
+
+int main(int argc, char *argv[]) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s POLICY_FILE\n", argv[0]);
+    return 2;
+  }
+  std::string error;
+  if (!read_policy(argv[1], error)) {
+    std::fprintf(stderr, "myonode-receiver: %s\n", error.c_str());
+    return 2;
+  }
+  OFLog::configure(OFLogger::FATAL_LOG_LEVEL);  // what matters goes to the node as events
+  prctl(PR_SET_PDEATHSIG, SIGTERM);              // gone with the node that started it, even on kill -9
+  std::signal(SIGCHLD, SIG_IGN);                 // children reaped by the kernel
+  std::signal(SIGPIPE, SIG_IGN);
+  if (!dcmDataDict.isDictionaryLoaded()) {  // loaded once here, shared by every child
+    std::fprintf(stderr, "myonode-receiver: no DICOM data dictionary\n");
+    return 2;
+  }
+  int sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  socklen_t length;
+  sockaddr_un addr = abstract_address(policy.handoff_address, length);
+  if (sock < 0 || bind(sock, (sockaddr *)&addr, length) != 0) {
+    std::fprintf(stderr, "myonode-receiver: cannot bind @%s: %s\n", policy.handoff_address.c_str(), std::strerror(errno));
+    return 2;
+  }
+  std::printf("ready\n");
+  std::fflush(stdout);
+  for (;;) {
+    std::string peer;
+    int fd = receive_connection(sock, peer);
+    if (fd < 0) {
+      if (errno == EINTR || errno == 0) continue;
+      std::fprintf(stderr, "myonode-receiver: receiving a connection failed: %s\n", std::strerror(errno));
+      continue;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+      close(sock);
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      std::signal(SIGCHLD, SIG_DFL);
+      peer_address = peer;
+      _exit(serve(fd));
+    }
+    if (pid < 0) {
+      peer_address = peer;
+      log_event("error", std::string("cannot fork for the association from ") + peer + ": " + std::strerror(errno));
+    }
+    close(fd);
+  }
+}
