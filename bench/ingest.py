@@ -1,18 +1,19 @@
-"""Ingest throughput: dcmtk storescu pushes the same files into myonode, dcmtk storescp and Orthanc.
+"""Ingest throughput: dcmtk storescu pushes the same files into myonode's two receivers, dcmtk storescp and Orthanc.
 
 Three file sets: a visit-shaped set (6 coronal T2 stations × 50 slices of 512×512 and 8 axial
 DWI stations × 50 slices × 2 b-values of 192×192, 16-bit) and many small instances (64×64),
 each sent by one storescu association; and "concurrent", 20 storescu processes at once, each
 with its own 40 instances of 128×128. Each receiver runs on loopback, one after another.
 myonode acknowledges every instance once it is fsync'd in its journal (README, Durability) and
-runs as configured by default ("myonode", one listener process) and with
-``[node] listener_processes = 2`` ("myonode_2proc"); storescp and Orthanc run with their
-defaults; "pynetdicom_null" is a bare pynetdicom SCP that acknowledges without storing, with
-pynetdicom's own reactor timing, and "pynetdicom_ceiling" the same with myonode's reactor
-adapter (node/dimse/reactor.py): the ceiling of any receiver built on pynetdicom.
-Prints JSON: instances/s, MB/s, and myonode's ratios to Orthanc and to the ceiling.
+runs as configured by default ("myonode": the compiled receiver on DCMTK's libdcmnet,
+node/dimse/compiled.py) and with ``[node] receiver = "pynetdicom"`` ("myonode_pynetdicom", the
+fallback); storescp (which makes nothing durable: the ceiling of a DCMTK receiver) and Orthanc
+run with their defaults; "pynetdicom_null" (with ``--null``) is a bare pynetdicom SCP that
+acknowledges without storing, with myonode's reactor adapter (node/dimse/reactor.py): the
+ceiling of any receiver built on pynetdicom.
+Prints JSON: instances/s, MB/s, and the ratios of myonode's receivers to Orthanc and storescp.
 
-    python bench/ingest.py [--small N] [--quick]
+    python bench/ingest.py [--small N] [--quick] [--null]
 """
 
 from __future__ import annotations
@@ -131,10 +132,10 @@ def push(port: int, called: str, groups: list[list[Path]]) -> float:
     return elapsed
 
 
-def run_myonode(work: Path, sets: dict[str, list[list[Path]]], listener_processes: int = 1) -> dict[str, float]:
+def run_myonode(work: Path, sets: dict[str, list[list[Path]]], receiver: str = "dcmtk") -> dict[str, float]:
     port = free_port()
     (work / "settings.toml").write_text(
-        f'[node]\nport = {port}\nmax_associations = 32\nlistener_processes = {listener_processes}\n'
+        f'[node]\nport = {port}\nmax_associations = 32\nreceiver = "{receiver}"\n'
         '[storage]\nroot = "store"\ndatabase_url = "sqlite:///myonode.db"\n[queue]\nurl = "sqlite:///queue.db"\n'
         '[web]\nenabled = false\n')
     proc = subprocess.Popen([str(Path(sys.executable).parent / "myonode"), "serve", "--config",
@@ -215,7 +216,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", type=int, default=1000, help="number of small instances")
     parser.add_argument("--quick", action="store_true", help="2 T2 + 2 DWI stations of 20 slices (smoke run)")
+    parser.add_argument("--null", action="store_true", help="also a bare pynetdicom SCP that stores nothing")
     args = parser.parse_args()
+    from node.dimse.compiled import binary
+    if binary()[0] is None:
+        sys.exit(f"the compiled receiver is not usable: {binary()[1]}")
     for tool in ("storescu", "storescp"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: install the Debian package dcmtk (make test does)")
@@ -230,11 +235,11 @@ def main() -> None:
         sizes = {name: sum(p.stat().st_size for g in groups for p in g) for name, groups in sets.items()}
         counts = {name: sum(len(g) for g in groups) for name, groups in sets.items()}
         results: dict[str, dict[str, float]] = {}
-        receivers: tuple[tuple[str, Callable[[Path, dict[str, list[list[Path]]]], dict[str, float]]], ...] = (
-            ("myonode", run_myonode), ("myonode_2proc", partial(run_myonode, listener_processes=2)),
-            ("pynetdicom_null", run_pynetdicom_null),
-            ("pynetdicom_ceiling", partial(run_pynetdicom_null, timing="adapter")),
-            ("storescp", run_storescp), ("orthanc", run_orthanc))
+        receivers: list[tuple[str, Callable[[Path, dict[str, list[list[Path]]]], dict[str, float]]]] = [
+            ("myonode", run_myonode), ("myonode_pynetdicom", partial(run_myonode, receiver="pynetdicom")),
+            ("storescp", run_storescp), ("orthanc", run_orthanc)]
+        if args.null:
+            receivers.append(("pynetdicom_null", partial(run_pynetdicom_null, timing="adapter")))
         for name, runner in receivers:
             work = root / name
             work.mkdir()
@@ -252,8 +257,8 @@ def main() -> None:
             row[receiver] = {"seconds": round(times[name], 2),
                              "instances_per_s": round(counts[name] / times[name], 1),
                              "mb_per_s": round(sizes[name] / 1e6 / times[name], 1)}
-        for ours in ("myonode", "myonode_2proc"):
-            for peer in ("orthanc", "pynetdicom_ceiling", "storescp"):
+        for ours in ("myonode", "myonode_pynetdicom"):
+            for peer in ("orthanc", "storescp"):
                 row[f"{ours}_vs_{peer}"] = round(results[peer][name] / results[ours][name], 2)
         report[name] = row
     print(json.dumps(report, indent=2))

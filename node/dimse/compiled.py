@@ -192,8 +192,9 @@ class CompiledReceiver:
     def _spawn(self) -> bool:
         self._started_at = time.monotonic()
         try:
+            # stdin: a pipe held open by this process only; the receiver ends when it closes (this process ended)
             proc = subprocess.Popen([str(self.executable), str(self._policy)], stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                                    stderr=subprocess.PIPE, stdin=subprocess.PIPE)
         except OSError as exc:
             log.warning("compiled receiver %s cannot start (%s): receiving with pynetdicom", self.executable, exc)
             return False
@@ -301,6 +302,8 @@ class CompiledReceiver:
         self._stopping.set()
         with self._lock:
             proc, self._process = self._process, None
+        if proc is not None and proc.stdin is not None:
+            proc.stdin.close()  # the receiver's cue to end
         if proc is not None and proc.poll() is None:
             proc.terminate()
             try:

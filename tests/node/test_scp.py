@@ -140,9 +140,11 @@ def test_resend_policies(running_node, tmp_path: Path, policy: str) -> None:
     assert len(files) == 1  # the superseded file is gone under "replace"
 
 
-def test_disk_full_returns_failure_then_retry_succeeds(node: Node, tmp_path: Path, monkeypatch) -> None:
-    """ENOSPC while the journal entry is flushed answers 0xA700 (out of resources); nothing is kept or
-    indexed; the retry stores it."""
+def test_disk_full_returns_failure_then_retry_succeeds(running_node, tmp_path: Path, monkeypatch) -> None:
+    """pynetdicom receiving: ENOSPC while the journal entry is flushed answers 0xA700 (out of resources); nothing
+    is kept or indexed; the retry stores it (the compiled receiver on a real full disk:
+    tests/node/test_compiled_receiver.py)."""
+    node = running_node(node='receiver = "pynetdicom"')
     failures = {"left": 1}
 
     def failing(real):

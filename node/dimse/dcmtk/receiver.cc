@@ -8,7 +8,8 @@
 // binds the abstract Unix datagram socket `handoff_address`, prints "ready" on stdout and waits. Each
 // datagram carries one accepted TCP connection (SCM_RIGHTS) and the peer's address; the dispatcher in
 // node/dimse/listener.py has already applied the host allow-list and seen that the association proposes
-// storage (and verification) only. For each, the receiver forks: the child serves that one association
+// storage (and verification) only. It exits when its standard input closes (the node ended, however).
+// For each connection, the receiver forks: the child serves that one association
 // (both cores work; a crash loses one association) and exits; the parent only waits for the next.
 //
 // The child applies the policy of node/dimse/listener.py: the called AE title must be ours, the calling
@@ -27,14 +28,14 @@
 #include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcdict.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
-#include "dcmtk/dcmdata/dcostrma.h"
-#include "dcmtk/dcmdata/dcpixel.h"
+#include "dcmtk/dcmdata/dcistrmf.h"
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmnet/assoc.h"
 #include "dcmtk/dcmnet/dimse.h"
 #include "dcmtk/dcmnet/dul.h"
 #include "dcmtk/oflog/oflog.h"
 
+#include <cctype>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -46,6 +47,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <poll.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -272,34 +274,28 @@ std::string file_meta(const std::string &sop_class, const std::string &sop_insta
 
 // --- the journal file as it arrives: bounded, written through one descriptor ------------------------------
 
-// DIMSE_receiveDataSetInFile writes the data set to a DcmOutputStream; this consumer writes it to the
-// temporary journal file and stops writing (keeps counting) beyond max_instance_bytes, so an instance too
-// large is read to its end, answered 0xC000 and never fills the disk.
-class JournalConsumer : public DcmConsumer {
+// The data set's bytes go to the temporary journal file as its PDVs arrive; beyond max_instance_bytes they
+// are counted, not kept, so an instance too large is read to its end, answered 0xC000, and never fills the
+// disk. A failed write (disk full) is remembered and the rest read and dropped, so that the peer gets
+// 0xA700 on an association that goes on, not an abort.
+class JournalFile {
  public:
-  JournalConsumer(int fd, unsigned long long limit) : fd_(fd), limit_(limit) {}
-  OFBool good() const override { return error_ == 0; }
-  OFCondition status() const override { return error_ == 0 ? EC_Normal : EC_InvalidStream; }
-  OFBool isFlushed() const override { return OFTrue; }
-  offile_off_t avail() const override { return 1 << 30; }
-  offile_off_t write(const void *buf, offile_off_t buflen) override {
-    bytes_ += (unsigned long long)buflen;
-    if (bytes_ > limit_ || error_) return buflen;  // over the limit: counted, not kept
+  JournalFile(int fd, unsigned long long limit) : fd_(fd), limit_(limit) {}
+  void write(const void *buf, unsigned long length) {
+    bytes_ += length;
+    if (bytes_ > limit_ || error_) return;
     const char *p = (const char *)buf;
-    offile_off_t left = buflen;
-    while (left > 0) {
-      ssize_t n = ::write(fd_, p, (size_t)left);
+    while (length > 0) {
+      ssize_t n = ::write(fd_, p, length);
       if (n < 0) {
         if (errno == EINTR) continue;
         error_ = errno;
-        return buflen;
+        return;
       }
       p += n;
-      left -= n;
+      length -= (unsigned long)n;
     }
-    return buflen;
   }
-  void flush() override {}
   unsigned long long bytes() const { return bytes_; }
   int error() const { return error_; }
   bool over() const { return bytes_ > limit_; }
@@ -311,10 +307,26 @@ class JournalConsumer : public DcmConsumer {
   int error_ = 0;
 };
 
-class JournalStream : public DcmOutputStream {
- public:
-  explicit JournalStream(JournalConsumer *consumer) : DcmOutputStream(consumer) {}
-};
+// The data set of a C-STORE, PDV by PDV (DIMSE_readNextPDV's steps, from DCMTK's public DUL calls).
+// Why not DIMSE_receiveDataSetInFile: it ends the association on a fragment of odd length (a data set
+// with an odd-length value, which the field sends and pynetdicom takes); this loop keeps the bytes as sent
+// and the header check answers for them.
+OFCondition receive_data_set(T_ASC_Association *assoc, T_ASC_PresentationContextID presID, JournalFile &out) {
+  for (;;) {
+    DUL_PDV pdv;
+    OFCondition cond = DUL_NextPDV(&assoc->DULassociation, &pdv);
+    if (cond.bad()) {
+      if (!ASC_dataWaiting(assoc, policy.dimse_timeout_s)) return DIMSE_NODATAAVAILABLE;
+      cond = DUL_ReadPDVs(&assoc->DULassociation, NULL, DUL_NOBLOCK, policy.dimse_timeout_s);
+      if (cond != DUL_PDATAPDUARRIVED) return cond.bad() ? cond : DIMSE_READPDVFAILED;
+      cond = DUL_NextPDV(&assoc->DULassociation, &pdv);
+      if (cond.bad()) return cond;
+    }
+    if (pdv.pdvType != DUL_DATASETPDV || pdv.presentationContextID != presID) return DIMSE_UNEXPECTEDPDVTYPE;
+    if (pdv.fragmentLength > 0) out.write(pdv.data, pdv.fragmentLength);
+    if (pdv.lastPDV) return EC_Normal;
+  }
+}
 
 // --- the header check (node/intake/ingest.py read_header) -----------------------------------------------
 
@@ -408,34 +420,105 @@ bool native_syntax(const std::string &ts) {
   return ts == "1.2.840.10008.1.2" || ts == "1.2.840.10008.1.2.1" || ts == "1.2.840.10008.1.2.2" || ts == DEFLATED;
 }
 
-// Pixel data shorter than its image attributes need (native syntaxes; pydicom's get_expected_length).
-bool check_pixel_length(DcmDataset *ds, const std::string &ts, Refusal &refusal) {
-  if (!native_syntax(ts)) return true;
-  DcmElement *pixels = NULL;
-  if (ds->findAndGetElement(DCM_PixelData, pixels).bad() || pixels == NULL) return true;
+// Pixel data at `at` (where parsing stopped) that ends before its length says, or native pixel data holding
+// fewer bytes than its image attributes need (pydicom's get_expected_length): ingest.py _check_pixel_data.
+bool check_pixel_data(const std::string &path, offile_off_t at, DcmDataset *ds, const std::string &ts,
+                      Refusal &refusal) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return true;
+  struct stat st;
+  fstat(fd, &st);
+  unsigned long long size = (unsigned long long)st.st_size;
+  unsigned char head[12];
+  bool big = ts == "1.2.840.10008.1.2.2", implicit = ts == "1.2.840.10008.1.2";
+  auto u16 = [&](const unsigned char *b) { return big ? (Uint16)(b[0] << 8 | b[1]) : (Uint16)(b[1] << 8 | b[0]); };
+  auto u32 = [&](const unsigned char *b) {
+    return big ? (Uint32)b[0] << 24 | (Uint32)b[1] << 16 | (Uint32)b[2] << 8 | b[3]
+               : (Uint32)b[3] << 24 | (Uint32)b[2] << 16 | (Uint32)b[1] << 8 | b[0];
+  };
+  // DCMTK stops *after* the stop element's tag and length: 12 bytes (explicit VR, long form) or 8 before.
+  ssize_t got = 0;
+  bool found = false;
+  for (offile_off_t back : {12, 8}) {
+    if (at < back || (back == 12 && implicit)) continue;
+    got = pread(fd, head, sizeof(head), at - back);
+    bool long_form = got >= 12 && std::isupper(head[4]) && std::isupper(head[5]) && head[6] == 0 && head[7] == 0;
+    if (got >= 8 && u16(head) == 0x7FE0 && (back == 8 || long_form)) {
+      at -= back;
+      found = true;
+      break;
+    }
+  }
+  if (!found) {
+    close(fd);
+    return true;  // no pixel data element: nothing to check
+  }
+  Uint16 element = u16(head + 2);
+  bool upper = std::isupper(head[4]) && std::isupper(head[5]);
+  std::string vr((const char *)head + 4, 2);
+  static const std::set<std::string> long_vrs = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"};
+  Uint32 length;
+  unsigned long long start;
+  if (implicit || !upper) {
+    length = u32(head + 4);
+    start = (unsigned long long)at + 8;
+  } else if (long_vrs.count(vr)) {
+    if (got < 12) {
+      close(fd);
+      refusal = refuse(0xC000, "truncated file: the pixel data element is cut off in its header");
+      return false;
+    }
+    length = u32(head + 8);
+    start = (unsigned long long)at + 12;
+  } else {
+    length = u16(head + 6);
+    start = (unsigned long long)at + 8;
+  }
+  if (length == 0xFFFFFFFF) {  // encapsulated: every item fits and the sequence delimiter comes
+    unsigned long long pos = start;
+    bool ended = false;
+    unsigned char item[8];
+    while (pos + 8 <= size && pread(fd, item, 8, (off_t)pos) == 8) {
+      Uint16 g = (Uint16)(item[1] << 8 | item[0]), e = (Uint16)(item[3] << 8 | item[2]);
+      Uint32 n = (Uint32)item[7] << 24 | (Uint32)item[6] << 16 | (Uint32)item[5] << 8 | item[4];
+      if (g == 0xFFFE && e == 0xE0DD) {
+        ended = true;
+        break;
+      }
+      if (g != 0xFFFE || e != 0xE000 || pos + 8 + n > size) break;
+      pos += 8 + n;
+    }
+    close(fd);
+    if (!ended) refusal = refuse(0xC000, "truncated file: the encapsulated pixel data ends before its sequence delimiter");
+    return ended;
+  }
+  close(fd);
+  if (start + length > size) {
+    char buf[200];
+    std::snprintf(buf, sizeof(buf), "truncated file: the pixel data (7FE0,%04X) says %u bytes, the data set holds %llu",
+                  element, (unsigned)length, size - start);
+    refusal = refuse(0xC000, buf);
+    return false;
+  }
+  if (!native_syntax(ts) || element != 0x0010) return true;
   Uint16 rows = 0, columns = 0, samples = 0, bits = 0;
   if (ds->findAndGetUint16(DCM_Rows, rows).bad() || ds->findAndGetUint16(DCM_Columns, columns).bad() ||
       ds->findAndGetUint16(DCM_SamplesPerPixel, samples).bad() || ds->findAndGetUint16(DCM_BitsAllocated, bits).bad())
     return true;  // attributes missing: nothing to compare with (kept as sent)
-  Sint32 frames = 1;
+  long frames = 1;
   OFString frames_text;
-  if (ds->findAndGetOFString(DCM_NumberOfFrames, frames_text).good() && !frames_text.empty()) {
-    frames = (Sint32)std::atol(frames_text.c_str());
-    if (frames < 1) frames = 1;
-  }
-  unsigned long long length = (unsigned long long)rows * columns * frames * samples;
+  if (ds->findAndGetOFString(DCM_NumberOfFrames, frames_text).good() && !frames_text.empty())
+    frames = std::max(1L, std::atol(frames_text.c_str()));
+  unsigned long long pixels = (unsigned long long)rows * columns * (unsigned long long)frames * samples;
   OFString photometric;
   ds->findAndGetOFString(DCM_PhotometricInterpretation, photometric);
-  unsigned long long expected;
-  if (bits == 1) expected = (length + 7) / 8;
-  else expected = length * (bits / 8);
+  unsigned long long expected = bits == 1 ? (pixels + 7) / 8 : pixels * (bits / 8);
   if (photometric == "YBR_FULL_422") expected = expected / 3 * 2;
-  Uint32 have = pixels->getLength();
-  if (have != DCM_UndefinedLength && (unsigned long long)have < expected) {
+  if ((unsigned long long)length < expected) {
     char buf[300];
     std::snprintf(buf, sizeof(buf),
                   "short pixel data: %u bytes; its image attributes (rows, columns, samples, bits, frames, "
-                  "photometric interpretation) need %llu", (unsigned)have, expected);
+                  "photometric interpretation) need %llu", (unsigned)length, expected);
     refusal = refuse(0xC000, buf);
     return false;
   }
@@ -445,16 +528,22 @@ bool check_pixel_length(DcmDataset *ds, const std::string &ts, Refusal &refusal)
 bool check_header(const std::string &path, size_t data_offset, const std::string &ts, const std::string &expected_sop,
                   Refusal &refusal) {
   if (ts == DEFLATED && !check_inflation(path, data_offset, refusal)) return false;
-  DcmFileFormat file;
-  // Values longer than 4 KB (pixel data) are not loaded, only their positions checked.
-  OFCondition cond = file.loadFile(path.c_str(), EXS_Unknown, EGL_noChange, 4096, ERM_fileOnly);
-  if (cond.bad()) {
-    std::string why = cond.text();
-    if (cond == EC_StreamNotifyClient || why.find("premature") != std::string::npos)
-      refusal = refuse(0xC000, "truncated file: the data set ends before its last element does (" + why + ")");
-    else refusal = refuse(0xC000, "not a readable DICOM data set: " + why);
+  // Parsed up to the pixel data, which is never read (DcmFileFormat::loadFileUntilTag, with the stream kept
+  // to know where it stopped).
+  DcmInputFileStream in(path.c_str());
+  if (in.status().bad()) {
+    refusal = refuse(STATUS_STORE_Refused_OutOfResources, std::string("Out of resources: storage error: ") + in.status().text());
     return false;
   }
+  DcmFileFormat file;
+  file.transferInit();
+  OFCondition cond = file.readUntilTag(in, EXS_Unknown, EGL_noChange, 4096, DCM_PixelData);
+  file.transferEnd();
+  if (cond.bad() && cond != EC_EndOfStream) {
+    refusal = refuse(0xC000, std::string("not a readable DICOM data set: ") + cond.text());
+    return false;
+  }
+  offile_off_t stopped = in.tell();
   DcmDataset *ds = file.getDataset();
   std::string sop_class, sop_uid, study, series;
   if (!uid_of(ds, DCM_SOPClassUID, "SOPClassUID", sop_class, refusal) ||
@@ -469,7 +558,8 @@ bool check_header(const std::string &path, size_t data_offset, const std::string
                                  " in the request");
     return false;
   }
-  return check_pixel_length(ds, ts, refusal);
+  if (ts == DEFLATED) return true;  // positions in a deflated data set are in the inflated stream
+  return check_pixel_data(path, stopped, ds, ts, refusal);
 }
 
 // --- one association --------------------------------------------------------------------------------------
@@ -536,20 +626,17 @@ bool store(T_ASC_Association *assoc, T_ASC_PresentationContextID presID, T_DIMSE
   int fd = mkostemps(name.data(), 5, O_CLOEXEC);
   if (fd < 0) {
     int error = errno;
-    DIMSE_ignoreDataSet(assoc, DIMSE_NONBLOCKING, policy.dimse_timeout_s, NULL, NULL);
+    JournalFile nowhere(-1, 0);  // read to its end, nothing kept
+    if (receive_data_set(assoc, presID, nowhere).bad()) return false;
     answer_store(assoc, presID, req, refuse(STATUS_STORE_Refused_OutOfResources, disk_error(error)));
     log_event("error", "could not store " + std::string(req.AffectedSOPInstanceUID) + ": " + disk_error(error));
     return true;
   }
   tmp = name.data();
   std::string meta = file_meta(req.AffectedSOPClassUID, req.AffectedSOPInstanceUID, pc.acceptedTransferSyntax);
-  JournalConsumer consumer(fd, policy.max_instance_bytes);
-  consumer.write(meta.data(), (offile_off_t)meta.size());
-  OFCondition cond;
-  {
-    JournalStream stream(&consumer);
-    cond = DIMSE_receiveDataSetInFile(assoc, DIMSE_NONBLOCKING, policy.dimse_timeout_s, &presID, &stream, NULL, NULL);
-  }
+  JournalFile consumer(fd, policy.max_instance_bytes);
+  consumer.write(meta.data(), meta.size());
+  OFCondition cond = receive_data_set(assoc, presID, consumer);
   if (cond.bad()) {  // the peer went away mid-instance: nothing acknowledged, nothing kept
     close(fd);
     unlink(tmp.c_str());
@@ -759,7 +846,6 @@ int main(int argc, char *argv[]) {
     return 2;
   }
   OFLog::configure(OFLogger::FATAL_LOG_LEVEL);  // what matters goes to the node as events
-  prctl(PR_SET_PDEATHSIG, SIGTERM);              // gone with the node that started it, even on kill -9
   std::signal(SIGCHLD, SIG_IGN);                 // children reaped by the kernel
   std::signal(SIGPIPE, SIG_IGN);
   if (!dcmDataDict.isDictionaryLoaded()) {  // loaded once here, shared by every child
@@ -775,7 +861,20 @@ int main(int argc, char *argv[]) {
   }
   std::printf("ready\n");
   std::fflush(stdout);
+  // Gone with the node that started it, even on kill -9: its end of our stdin closes then. (Not
+  // PR_SET_PDEATHSIG here: that fires when the *thread* that started us ends, and the node may start us
+  // again from an association's thread.)
+  pollfd watched[2] = {{sock, POLLIN, 0}, {STDIN_FILENO, POLLIN, 0}};
   for (;;) {
+    if (poll(watched, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return 1;
+    }
+    if (watched[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+      char byte;
+      if (read(STDIN_FILENO, &byte, 1) <= 0) return 0;  // the node is gone
+    }
+    if (!(watched[0].revents & POLLIN)) continue;
     std::string peer;
     int fd = receive_connection(sock, peer);
     if (fd < 0) {
