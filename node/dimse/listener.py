@@ -10,6 +10,10 @@ The TLS handshake runs in the association's own thread with the network timeout,
 peer that connects and says nothing cannot block the accept loop (pynetdicom's default
 does the handshake in the listening thread). The handlers themselves are the module-level
 functions of :mod:`node.dimse.handlers`, bound here with their state.
+
+With ``[node] receiver = "dcmtk"`` (and no TLS) each connection's A-ASSOCIATE-RQ is looked at first,
+in the association's thread: one proposing storage only goes to the compiled receiver
+(:mod:`node.dimse.compiled`, same policy from the same settings); everything else is served here.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pynetdicom import AE, evt
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.orm import Session, sessionmaker
@@ -182,6 +187,9 @@ def start_listener(
 
     ``slots`` holds ``[node] max_associations`` across all listener processes on the port."""
     reactor.install(settings.reactor_poll_ms)
+    # pynetdicom's own per-message log lines (each PDU, each DIMSE message, at INFO) cost time on every
+    # C-STORE; the node logs what matters itself (refusals, failures) and pynetdicom still logs its warnings
+    pynetdicom_config.LOG_HANDLER_LEVEL = "none"
     ae = make_ae(settings)
     if configure_ae is not None:
         configure_ae(ae)

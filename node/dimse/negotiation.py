@@ -17,11 +17,12 @@ proposed, whatever the requestor's order. One fixed list cannot serve both direc
 :func:`preferred` is the pure rule; :func:`handle_requested` (EVT_REQUESTED, before
 negotiation starts) re-orders the acceptor's supported contexts of the proposed abstract
 syntaxes for this association only, through pynetdicom's public
-``assoc.acceptor.supported_contexts`` setter.
+``assoc.acceptor.supported_contexts`` setter; each re-ordered context is built once and reused.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 
@@ -46,6 +47,16 @@ def preferred(proposed: Sequence[str], supported: Sequence[str], *, retrieving: 
     return order + [ts for ts in supported if ts not in order]
 
 
+@functools.lru_cache(maxsize=4096)
+def _context(abstract_syntax: str, order: tuple[str, ...], scu_role: bool | None,
+             scp_role: bool | None) -> PresentationContext:
+    """A supported context in this order, built once: pynetdicom reads the acceptor's contexts, never changes
+    them, and building one validates every UID in it (a scanner proposes the same few hundred each time)."""
+    context = build_context(abstract_syntax, list(order))
+    context.scu_role, context.scp_role = scu_role, scp_role
+    return context
+
+
 def handle_requested(event: Event) -> None:
     """EVT_REQUESTED: order this association's supported contexts by :func:`preferred` (never raises)."""
     try:
@@ -63,9 +74,7 @@ def handle_requested(event: Event) -> None:
                 continue
             order = preferred(asked, [str(ts) for ts in cx.transfer_syntax],
                               retrieving=bool(roles.get(str(cx.abstract_syntax))))
-            copy = build_context(str(cx.abstract_syntax), order)
-            copy.scu_role, copy.scp_role = cx.scu_role, cx.scp_role
-            contexts.append(copy)
+            contexts.append(_context(str(cx.abstract_syntax), tuple(order), cx.scu_role, cx.scp_role))
         assoc.acceptor.supported_contexts = contexts
     except Exception:  # a failure here must not end the association: the default order stands
         log.exception("transfer syntax preference not applied")

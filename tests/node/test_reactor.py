@@ -28,7 +28,7 @@ def test_only_the_reactors_one_millisecond_sleep_is_shortened(monkeypatch) -> No
 
 
 def test_a_node_association_polls_at_the_configured_interval(running_node) -> None:
-    node: Node = running_node(node="reactor_poll_ms = 0.3")
+    node: Node = running_node(node='reactor_poll_ms = 0.3\nreceiver = "pynetdicom"')  # pynetdicom serves the echo
     assert isinstance(pynetdicom.association.time, reactor.ReactorClock)
     assert pynetdicom.association.time.poll_s == 0.0003
     ae = AE(ae_title="ECHOSCU")
