@@ -74,6 +74,9 @@ class GuardedAssociationServer(ThreadedAssociationServer):
     handshake_timeout: float = 30.0
     reuse_port: bool = False
     compiled: CompiledReceiver | None = None
+    # socketserver's listen() backlog is 5: with more peers connecting at once the kernel drops their SYNs
+    # and each waits a full second to retry (measured: half of 20 simultaneous storescu took 1 s longer)
+    request_queue_size = 128
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         sock, address = self.socket.accept()  # type: ignore[union-attr]
