@@ -11,7 +11,8 @@ fallback); storescp (which makes nothing durable: the ceiling of a DCMTK receive
 run with their defaults; "pynetdicom_null" (with ``--null``) is a bare pynetdicom SCP that
 acknowledges without storing, with myonode's reactor adapter (node/dimse/reactor.py): the
 ceiling of any receiver built on pynetdicom.
-Prints JSON: instances/s, MB/s, and the ratios of myonode's receivers to Orthanc and storescp.
+Prints JSON: instances/s, MB/s, the ratios of myonode's receivers to Orthanc and storescp, and for
+myonode when the last instance was indexed (acknowledged means durable; the index follows).
 
     python bench/ingest.py [--small N] [--quick] [--null]
 """
@@ -140,9 +141,17 @@ def run_myonode(work: Path, sets: dict[str, list[list[Path]]], receiver: str = "
         '[web]\nenabled = false\n')
     proc = subprocess.Popen([str(Path(sys.executable).parent / "myonode"), "serve", "--config",
                              str(work / "settings.toml"), "--log-level", "WARNING"])
+    journal = work / "store" / "journal"
     try:
         wait_port(port)
-        return {name: push(port, "MYONODE", files) for name, files in sets.items()}
+        out = {}
+        for name, files in sets.items():
+            started = time.perf_counter()
+            out[name] = push(port, "MYONODE", files)
+            while any(entry.name.endswith(".dcm") for entry in os.scandir(journal)):  # the indexer catching up
+                time.sleep(0.005)
+            out[f"{name}:indexed"] = time.perf_counter() - started
+        return out
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
@@ -257,6 +266,8 @@ def main() -> None:
             row[receiver] = {"seconds": round(times[name], 2),
                              "instances_per_s": round(counts[name] / times[name], 1),
                              "mb_per_s": round(sizes[name] / 1e6 / times[name], 1)}
+            if f"{name}:indexed" in times:  # every instance acknowledged, and then indexed, after this long
+                row[receiver]["all_indexed_after_s"] = round(times[f"{name}:indexed"], 2)
         for ours in ("myonode", "myonode_pynetdicom"):
             for peer in ("orthanc", "storescp"):
                 row[f"{ours}_vs_{peer}"] = round(results[peer][name] / results[ours][name], 2)
