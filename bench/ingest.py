@@ -14,7 +14,7 @@ ceiling of any receiver built on pynetdicom.
 Prints JSON: instances/s, MB/s, the ratios of myonode's receivers to Orthanc and storescp, and for
 myonode when the last instance was indexed (acknowledged means durable; the index follows).
 
-    python bench/ingest.py [--small N] [--quick] [--null]
+    python bench/ingest.py [--small N] [--quick] [--null] [--rounds K]
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from statistics import median
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -226,6 +227,8 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=1000, help="number of small instances")
     parser.add_argument("--quick", action="store_true", help="2 T2 + 2 DWI stations of 20 slices (smoke run)")
     parser.add_argument("--null", action="store_true", help="also a bare pynetdicom SCP that stores nothing")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="every receiver in turn, this many times; the median of each figure is printed")
     args = parser.parse_args()
     from node.dimse.compiled import binary
     if binary()[0] is None:
@@ -243,16 +246,19 @@ def main() -> None:
                 "concurrent": concurrent_files(root / "files" / "concurrent", 20, 20 if args.quick else 40)}
         sizes = {name: sum(p.stat().st_size for g in groups for p in g) for name, groups in sets.items()}
         counts = {name: sum(len(g) for g in groups) for name, groups in sets.items()}
-        results: dict[str, dict[str, float]] = {}
+        rounds: list[dict[str, dict[str, float]]] = []
         receivers: list[tuple[str, Callable[[Path, dict[str, list[list[Path]]]], dict[str, float]]]] = [
             ("myonode", run_myonode), ("myonode_pynetdicom", partial(run_myonode, receiver="pynetdicom")),
             ("storescp", run_storescp), ("orthanc", run_orthanc)]
         if args.null:
             receivers.append(("pynetdicom_null", partial(run_pynetdicom_null, timing="adapter")))
-        for name, runner in receivers:
-            work = root / name
-            work.mkdir()
-            results[name] = runner(work, sets)
+        for turn in range(args.rounds):  # in turn, so that a noisy minute of the machine hits every receiver
+            results: dict[str, dict[str, float]] = {}
+            for name, runner in receivers:
+                work = root / f"{name}-{turn}"
+                work.mkdir()
+                results[name] = runner(work, sets)
+            rounds.append(results)
     report: dict[str, object] = {
         "benchmark": "ingest",
         "date": datetime.now(UTC).date().isoformat(),
@@ -260,17 +266,21 @@ def main() -> None:
         "sets": {name: {"instances": counts[name], "associations": len(groups),
                         "megabytes": round(sizes[name] / 1e6, 1)} for name, groups in sets.items()},
     }
+    report["rounds"] = args.rounds
     for name in sets:
         row: dict[str, object] = {}
-        for receiver, times in results.items():
-            row[receiver] = {"seconds": round(times[name], 2),
-                             "instances_per_s": round(counts[name] / times[name], 1),
-                             "mb_per_s": round(sizes[name] / 1e6 / times[name], 1)}
-            if f"{name}:indexed" in times:  # every instance acknowledged, and then indexed, after this long
-                row[receiver]["all_indexed_after_s"] = round(times[f"{name}:indexed"], 2)
+        for receiver in rounds[0]:
+            seconds = median(r[receiver][name] for r in rounds)
+            row[receiver] = {"seconds": round(seconds, 2),
+                             "instances_per_s": round(counts[name] / seconds, 1),
+                             "mb_per_s": round(sizes[name] / 1e6 / seconds, 1)}
+            if f"{name}:indexed" in rounds[0][receiver]:  # every instance acknowledged, and then indexed, after
+                row[receiver]["all_indexed_after_s"] = round(median(r[receiver][f"{name}:indexed"] for r in rounds), 2)
         for ours in ("myonode", "myonode_pynetdicom"):
             for peer in ("orthanc", "storescp"):
-                row[f"{ours}_vs_{peer}"] = round(results[peer][name] / results[ours][name], 2)
+                ratios = [r[peer][name] / r[ours][name] for r in rounds]
+                row[f"{ours}_vs_{peer}"] = round(median(ratios), 2)
+                row[f"{ours}_vs_{peer}_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
         report[name] = row
     print(json.dumps(report, indent=2))
 
