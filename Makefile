@@ -23,7 +23,7 @@ DEBS := dcmtk:/usr/bin/storescu dicom3tools:/usr/bin/dciodvfy orthanc:/usr/sbin/
         libdcmtk-dev:/usr/include/dcmtk/dcmnet/assoc.h g++:/usr/bin/g++
 # The compiled C-STORE receiver (node/dimse/compiled.py): DCMTK's network library from libdcmtk-dev.
 RECEIVER := node/dimse/dcmtk/myonode-receiver
-RECEIVER_LIBS := -ldcmnet -ldcmdata -loflog -lofstd -lz
+RECEIVER_LIBS := -ldcmtls -ldcmnet -ldcmdata -loflog -lofstd -lssl -lcrypto -lz
 
 .PHONY: install debs receiver lint test test-fast demo serve bench lock clean
 

@@ -15,7 +15,10 @@ One port, one policy (``[node] receiver = "dcmtk"``):
   sends the open socket over an abstract Unix socket, ``SCM_RIGHTS``); anything else — Q/R,
   storage commitment, a mixed proposal, a PDU that does not decode — stays with pynetdicom,
   which answers it as before. With TLS on (``[node] tls_*``) the request cannot be read before
-  the handshake, and pynetdicom serves every association (logged at start).
+  the handshake: every connection goes to the compiled receiver, which does the handshake
+  (DCMTK's dcmtls, the same certificate, key, CA and client-certificate rule), keeps a
+  storage-only association and relays any other, decrypted, to a pynetdicom listener on
+  loopback (:class:`node.dimse.listener.RelayServer`), first line ``myonode-relay <token> <peer>``.
 - the policy file :func:`policy_text` writes from the settings at start is the one source both
   receivers follow: our AE title, the calling-AE allow-list, ``max_associations`` (the same slot
   files as :mod:`node.dimse.slots`), timeouts, PDU size, ``max_instance_bytes`` and
@@ -155,8 +158,10 @@ def peek_associate_rq(sock: socket.socket, timeout_s: float) -> bytes | None:
 
 
 def policy_text(settings: NodeSettings, *, journal_dir: Path, wake_address: bytes, slots_dir: Path,
-                max_associations: int, handoff_address: str, events_address: str) -> str:
-    """The policy file the compiled receiver reads: one ``key value`` per line, lists repeating the key."""
+                max_associations: int, handoff_address: str, events_address: str,
+                relay: tuple[int, str] | None = None) -> str:
+    """The policy file the compiled receiver reads: one ``key value`` per line, lists repeating the key.
+    ``relay``: with TLS, the loopback port and token of the listener it passes non-storage associations to."""
     lines = [
         f"ae_title {settings.ae_title.strip()}",
         *(f"calling_ae_title {ae.strip()}" for ae in settings.allowed_calling_ae_titles),
@@ -177,7 +182,13 @@ def policy_text(settings: NodeSettings, *, journal_dir: Path, wake_address: byte
         f"sop_class {Verification}",
         *(f"sop_class {uid}" for uid in storage_sop_classes(settings.accept)),
         *(f"transfer_syntax {ts}" for ts in TRANSFER_SYNTAXES),
+        *(f"storage_class {uid}" for uid in storage_sop_classes("all")),
     ]
+    if settings.tls_cert is not None and settings.tls_key is not None and relay is not None:
+        lines += [f"tls_cert {settings.tls_cert}", f"tls_key {settings.tls_key}",
+                  *([f"tls_ca {settings.tls_ca}"] if settings.tls_ca is not None else []),
+                  f"tls_verify_client {int(settings.tls_verify_client)}",
+                  f"relay_port {relay[0]}", f"relay_token {relay[1]}"]
     return "\n".join(lines) + "\n"
 
 
@@ -197,6 +208,7 @@ class CompiledReceiver:
     metrics: IngestMetrics | None = None
     refused: list[str] = field(default_factory=list)
     executable: Path = BINARY
+    relay: tuple[int, str] | None = field(default=None, repr=False)  # with TLS: (loopback port, token)
     storage: frozenset[str] = field(default=frozenset(), repr=False)
     handed_over: int = 0
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -221,7 +233,8 @@ class CompiledReceiver:
         self._policy.write_text(policy_text(
             self.settings, journal_dir=self.journal_dir, wake_address=self.wake_address, slots_dir=self.slots_dir,
             max_associations=self.max_associations, handoff_address=self._name,
-            events_address=self._name + "-events"))
+            events_address=self._name + "-events", relay=self.relay))
+        self._policy.chmod(0o600)  # it may name the TLS key and holds the relay token
         threading.Thread(target=self._listen, name="myonode-receiver-events", daemon=True).start()
         return self._spawn()
 
@@ -290,6 +303,8 @@ class CompiledReceiver:
         """The listener's choice for one accepted connection: True when the compiled receiver took it."""
         if self._stopping.is_set():
             return False
+        if self.relay is not None:  # TLS: the receiver reads the request after its handshake, relays the rest
+            return self.hand_over(sock, address)
         pdu = peek_associate_rq(sock, timeout_s)
         if pdu is None or not storage_only(pdu, self.storage):
             return False

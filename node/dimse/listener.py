@@ -11,14 +11,17 @@ peer that connects and says nothing cannot block the accept loop (pynetdicom's d
 does the handshake in the listening thread). The handlers themselves are the module-level
 functions of :mod:`node.dimse.handlers`, bound here with their state.
 
-With ``[node] receiver = "dcmtk"`` (and no TLS) each connection's A-ASSOCIATE-RQ is looked at first,
-in the association's thread: one proposing storage only goes to the compiled receiver
+With ``[node] receiver = "dcmtk"`` each connection's A-ASSOCIATE-RQ is looked at first, in the
+association's thread: one proposing storage only goes to the compiled receiver
 (:mod:`node.dimse.compiled`, same policy from the same settings); everything else is served here.
+With TLS the compiled receiver takes every connection, does the handshake and relays what it does
+not keep to :class:`RelayServer` on loopback.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import socket
 import ssl
 import threading
@@ -99,7 +102,8 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         return False
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        if self.compiled is not None and self.ssl_context is None:
+        # plain TCP: the compiled receiver takes what proposes storage only; with TLS (relay set): everything
+        if self.compiled is not None and (self.ssl_context is None or self.compiled.relay is not None):
             try:
                 taken = self.compiled.dispatch(request, client_address, self.handshake_timeout)
             except Exception:  # the choice failed: pynetdicom serves this association as it would anyway
@@ -119,6 +123,36 @@ class GuardedAssociationServer(ThreadedAssociationServer):
                 self.shutdown_request(request)
                 return
         super().process_request_thread(request, client_address)
+
+
+class RelayServer(GuardedAssociationServer):
+    """With TLS and the compiled receiver: the associations it does not keep, relayed decrypted over loopback.
+
+    Each connection first says ``myonode-relay <token> <peer address>``; one without this listener's token is
+    closed (so no local process can skip TLS through it), and the association is served as from that peer."""
+
+    token: str = ""
+    preamble_max = 512
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            request.settimeout(self.handshake_timeout)
+            line = b""
+            while not line.endswith(b"\n") and len(line) < self.preamble_max:
+                byte = request.recv(1)  # byte by byte: what follows the line is the association's
+                if not byte:
+                    break
+                line += byte
+            word, token, peer = [*line.decode("ascii", "replace").split(), "", "", ""][:3]
+            if word != "myonode-relay" or not secrets.compare_digest(token.encode(), self.token.encode()) or not peer:
+                log.warning("relay connection from %s without the receiver's token: closed", client_address[0])
+                self.shutdown_request(request)
+                return
+        except OSError as exc:
+            log.warning("relay connection from %s failed: %s", client_address[0], exc)
+            self.shutdown_request(request)
+            return
+        super().process_request_thread(request, (peer, 0))
 
 
 class SharedPortServer(GuardedAssociationServer):
@@ -217,7 +251,22 @@ def start_listener(
     assert isinstance(server, GuardedAssociationServer)
     server.host_allowed = settings.host_allowed
     server.handshake_timeout = settings.network_timeout_s
-    server.compiled = start_compiled(settings, receiver, slots, refused, tls=server.ssl_context is not None)
+    relay: RelayServer | None = None
+    if server.ssl_context is not None and settings.receiver == "dcmtk" and compiled_binary()[0] is not None:
+        made = ae.make_server(("127.0.0.1", 0), evt_handlers=handlers, server_class=RelayServer)
+        assert isinstance(made, RelayServer)
+        relay = made
+        relay.token = secrets.token_hex(16)
+        relay.host_allowed = lambda address: address == "127.0.0.1"
+        relay.handshake_timeout = settings.network_timeout_s
+        threading.Thread(target=relay.serve_forever, name="myonode-relay", daemon=True).start()
+        ae._servers.append(relay)  # so ae.shutdown() stops it too
+    server.compiled = start_compiled(
+        settings, receiver, slots, refused,
+        relay=(int(relay.server_address[1]), relay.token) if relay is not None else None)
+    if relay is not None and server.compiled is None:  # pynetdicom does TLS itself: no relay needed
+        relay.shutdown()
+        ae._servers.remove(relay)
     thread = threading.Thread(target=server.serve_forever, name="myonode-listener", daemon=True)
     thread.start()
     ae._servers.append(server)  # so ae.shutdown() stops it too
@@ -226,15 +275,12 @@ def start_listener(
 
 
 def start_compiled(settings: NodeSettings, receiver: Receiver, slots: AssociationSlots, refused: list[str], *,
-                   tls: bool) -> CompiledReceiver | None:
+                   relay: tuple[int, str] | None) -> CompiledReceiver | None:
     """The compiled C-STORE receiver for this listener (``[node] receiver = "dcmtk"``), or None — with the
-    reason logged — when pynetdicom receives: asked for, TLS on, not built, or it would not start."""
+    reason logged — when pynetdicom receives: asked for, not built, or it would not start. ``relay``: with
+    TLS, where it passes the associations it does not keep."""
     if settings.receiver != "dcmtk":
         log.info("C-STORE receiver: pynetdicom ([node] receiver)")
-        return None
-    if tls:
-        log.info("C-STORE receiver: pynetdicom (with TLS the association request cannot be read before the "
-                 "handshake, so one receiver serves all; [node] receiver = \"dcmtk\" applies to plain TCP)")
         return None
     path, why = compiled_binary()
     if path is None:
@@ -243,7 +289,7 @@ def start_compiled(settings: NodeSettings, receiver: Receiver, slots: Associatio
     compiled = CompiledReceiver(
         settings=settings, journal_dir=receiver.journal.folder, wake_address=wake_address(receiver.journal),
         slots_dir=slots.paths[0].parent, max_associations=len(slots.paths), metrics=receiver.metrics,
-        refused=refused, executable=path)
+        refused=refused, executable=path, relay=relay)
     if not compiled.start():
         compiled.stop()
         return None

@@ -7,6 +7,8 @@ import hashlib
 import os
 import random
 import signal
+import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -289,6 +291,47 @@ def test_a_receiver_that_dies_is_replaced_and_the_association_meanwhile_served(r
     assert storescu(node, tmp_path / "b.dcm").returncode == 0
     assert receiver.running() and receiver._process is not first and receiver.handed_over == 1
     assert set(stored_bytes(node)) == {str(ds.SOPInstanceUID), str(ds2.SOPInstanceUID)}
+
+
+def test_with_tls_the_compiled_receiver_does_the_handshake_keeps_storage_and_relays_the_rest(
+        running_node, tmp_path: Path, caplog) -> None:
+    key, cert = tmp_path / "node.key", tmp_path / "node.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    node = running_node(node=f'{DCMTK}\ntls_cert = "{cert}"\ntls_key = "{key}"')
+    receiver = node.listener.compiled
+    assert receiver is not None and receiver.relay is not None
+    ds = mr_image(study_uid=generate_uid(), series_uid=generate_uid(), size=16, seed=1)
+    ds.save_as(tmp_path / "a.dcm", enforce_file_format=True)
+    tls = ("+tla", "+cf", str(cert))
+    out = dcmtk("storescu", *tls, "-aet", "STORESCU", "-aec", "MYONODE", "127.0.0.1", str(node.listener.port),
+                str(tmp_path / "a.dcm"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert list(stored_bytes(node)) == [str(ds.SOPInstanceUID)]
+    # a query over TLS: handshake in the compiled receiver, the association relayed to pynetdicom
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    ae = AE(ae_title="FINDSCU")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", node.listener.port, ae_title="MYONODE", tls_args=(context, None))
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel, query.StudyInstanceUID = "STUDY", ds.StudyInstanceUID
+    found = [i.StudyInstanceUID for st, i in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+             if st is not None and st.Status == 0xFF00]
+    assoc.release()
+    assert found == [ds.StudyInstanceUID]
+    assert receiver.handed_over == 2  # with TLS every connection goes through its handshake
+    plain = dcmtk("echoscu", "-aet", "ECHOSCU", "-aec", "MYONODE", "127.0.0.1", str(node.listener.port))
+    assert plain.returncode != 0
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any("TLS handshake failed" in r.getMessage() for r in caplog.records):
+        time.sleep(0.05)
+    assert any("TLS handshake failed" in r.getMessage() for r in caplog.records)
+    # the relay listener serves nobody without the receiver's token
+    with socket.create_connection(("127.0.0.1", receiver.relay[0]), timeout=5) as sock:
+        sock.sendall(b"myonode-relay wrong 10.0.0.1\n")
+        assert sock.recv(16) == b""
 
 
 def root_only() -> None:

@@ -12,6 +12,10 @@
 // For each connection, the receiver forks: the child serves that one association
 // (both cores work; a crash loses one association) and exits; the parent only waits for the next.
 //
+// With TLS ([node] tls_*), every connection comes here before its handshake: the child does the handshake
+// (DCMTK's dcmtls, the same certificate, key, CA and client-certificate rule), reads the request, keeps a
+// storage-only association and relays any other, decrypted, to the node's pynetdicom listener on loopback.
+//
 // The child applies the policy of node/dimse/listener.py: the called AE title must be ours, the calling
 // one on the allow-list, one of `max_associations` slot files held with flock (node/dimse/slots.py, shared
 // with the pynetdicom receivers), the peer's own first transfer syntax per presentation context. Each
@@ -32,7 +36,9 @@
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmnet/assoc.h"
 #include "dcmtk/dcmnet/dimse.h"
+#include "dcmtk/dcmnet/dcmtrans.h"
 #include "dcmtk/dcmnet/dul.h"
+#include "dcmtk/dcmtls/tlslayer.h"
 #include "dcmtk/oflog/oflog.h"
 
 #include <cctype>
@@ -44,6 +50,8 @@
 #include <fcntl.h>
 #include <fstream>
 #include <map>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <set>
 #include <sstream>
 #include <string>
@@ -77,6 +85,11 @@ struct Policy {
   std::string implementation_class_uid, implementation_version_name;
   std::set<std::string> sop_classes;
   std::set<std::string> transfer_syntaxes;
+  std::set<std::string> storage_classes;  // every storage class the node knows: what may stay here
+  std::string tls_cert, tls_key, tls_ca;
+  bool tls_verify_client = false;
+  int relay_port = 0;
+  std::string relay_token;
 };
 
 Policy policy;
@@ -119,6 +132,13 @@ bool read_policy(const char *path, std::string &error) {
       else if (key == "implementation_version_name") policy.implementation_version_name = value;
       else if (key == "sop_class") policy.sop_classes.insert(value);
       else if (key == "transfer_syntax") policy.transfer_syntaxes.insert(value);
+      else if (key == "storage_class") policy.storage_classes.insert(value);
+      else if (key == "tls_cert") policy.tls_cert = value;
+      else if (key == "tls_key") policy.tls_key = value;
+      else if (key == "tls_ca") policy.tls_ca = value;
+      else if (key == "tls_verify_client") policy.tls_verify_client = value == "1";
+      else if (key == "relay_port") policy.relay_port = std::stoi(value);
+      else if (key == "relay_token") policy.relay_token = value;
       else {
         error = std::string(path) + " line " + std::to_string(number) + ": unknown key " + key;
         return false;
@@ -132,6 +152,10 @@ bool read_policy(const char *path, std::string &error) {
       policy.slots_dir.empty() || policy.sop_classes.empty() || policy.transfer_syntaxes.empty()) {
     error = std::string(path) + ": ae_title, journal_dir, handoff_address, slots_dir, sop_class and "
             "transfer_syntax are required";
+    return false;
+  }
+  if (!policy.tls_cert.empty() && (policy.tls_key.empty() || policy.relay_port <= 0 || policy.relay_token.empty())) {
+    error = std::string(path) + ": with tls_cert, tls_key, relay_port and relay_token are required";
     return false;
   }
   if (policy.max_pdu <= 0 || policy.max_pdu > ASC_MAXIMUMPDUSIZE) policy.max_pdu = ASC_MAXIMUMPDUSIZE;
@@ -693,6 +717,75 @@ void reject(T_ASC_Association *assoc, T_ASC_RejectParametersResult result, T_ASC
   ASC_rejectAssociation(assoc, &rej);
 }
 
+// With TLS the node cannot read the association request before the handshake, so every TLS connection
+// comes here: storage and verification only stay; anything else is relayed, decrypted, to the node's
+// pynetdicom listener on loopback (node/dimse/listener.py RelayServer), which reads the first line
+// ("myonode-relay <token> <peer address>") and then serves the A-ASSOCIATE-RQ received here and what follows.
+bool storage_only(T_ASC_Association *assoc) {
+  int count = ASC_countPresentationContexts(assoc->params);
+  if (count == 0) return false;
+  for (int i = 0; i < count; ++i) {
+    T_ASC_PresentationContext pc;
+    ASC_getPresentationContext(assoc->params, i, &pc);
+    bool known = policy.storage_classes.count(pc.abstractSyntax) || std::strcmp(pc.abstractSyntax, UID_VerificationSOPClass) == 0;
+    if (!known || pc.proposedRole == ASC_SC_ROLE_SCP || pc.proposedRole == ASC_SC_ROLE_SCUSCP) return false;
+  }
+  return true;
+}
+
+bool write_all(int fd, const char *data, size_t length) {
+  while (length > 0) {
+    ssize_t n = ::write(fd, data, length);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data += n;
+    length -= (size_t)n;
+  }
+  return true;
+}
+
+int relay(T_ASC_Association *assoc, int socket_fd, const char *rq, unsigned long rq_length, const std::string &calling) {
+  DcmTransportConnection *peer = DUL_getTransportConnection(assoc->DULassociation);
+  int local = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr;
+  std::memset(&addr, 0, sizeof(addr));
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons((uint16_t)policy.relay_port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (peer == NULL || local < 0 || connect(local, (sockaddr *)&addr, sizeof(addr)) != 0) {
+    log_event("error", "association from '" + calling + "' at " + peer_address + " (TLS) could not be passed to "
+                       "the node's listener: " + std::strerror(errno));
+    if (local >= 0) close(local);
+    return 1;
+  }
+  int one = 1;
+  setsockopt(local, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  std::string head = "myonode-relay " + policy.relay_token + " " + peer_address + "\n";
+  if (!write_all(local, head.data(), head.size()) || !write_all(local, rq, rq_length)) {
+    close(local);
+    return 1;
+  }
+  std::vector<char> buf(1 << 16);
+  for (;;) {
+    if (!peer->networkDataAvailable(0)) {  // nothing decrypted waiting: wait on both sockets
+      pollfd fds[2] = {{socket_fd, POLLIN, 0}, {local, POLLIN, 0}};
+      int ready = poll(fds, 2, policy.network_timeout_s * 1000);
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready <= 0) break;  // idle for [node] network_timeout_s, or an error
+      if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+        ssize_t n = ::read(local, buf.data(), buf.size());
+        if (n <= 0 || peer->write(buf.data(), (size_t)n) != n) break;
+        continue;
+      }
+      if (!(fds[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+    }
+    ssize_t n = peer->read(buf.data(), buf.size());
+    if (n <= 0 || !write_all(local, buf.data(), (size_t)n)) break;
+  }
+  close(local);
+  return 0;
+}
+
 int serve(int fd) {
   int flags = fcntl(fd, F_GETFL);
   if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);  // DCMTK reads blocking, with its own timeouts
@@ -704,10 +797,30 @@ int serve(int fd) {
     log_event("error", std::string("network initialisation failed: ") + cond.text());
     return 1;
   }
+  bool tls = !policy.tls_cert.empty();
+  if (tls) {  // the same files and rules as node/dimse/listener.py tls_context: TLS 1.2 or later
+    DcmTLSTransportLayer *layer = new DcmTLSTransportLayer(NET_ACCEPTOR, NULL, OFTrue);
+    if (layer->setPrivateKeyFile(policy.tls_key.c_str(), DCF_Filetype_PEM).bad() ||
+        layer->setCertificateFile(policy.tls_cert.c_str(), DCF_Filetype_PEM).bad() ||
+        !layer->checkPrivateKeyMatchesCertificate() ||
+        (!policy.tls_ca.empty() && layer->addTrustedCertificateFile(policy.tls_ca.c_str(), DCF_Filetype_PEM).bad()) ||
+        layer->setTLSProfile(TSP_Profile_BCP195).bad() || layer->activateCipherSuites().bad()) {
+      log_event("error", "TLS could not be set up from [node] tls_cert, tls_key, tls_ca");
+      delete layer;
+      return 1;
+    }
+    layer->setCertificateVerification(policy.tls_verify_client ? DCV_requireCertificate : DCV_ignoreCertificate);
+    ASC_setTransportLayer(net, layer, 1);
+  }
   T_ASC_Association *assoc = NULL;
-  cond = ASC_receiveAssociation(net, &assoc, policy.max_pdu, NULL, NULL, OFFalse, DUL_NOBLOCK, policy.acse_timeout_s);
+  void *rq = NULL;
+  unsigned long rq_length = 0;
+  cond = ASC_receiveAssociation(net, &assoc, policy.max_pdu, tls ? &rq : NULL, tls ? &rq_length : NULL, tls,
+                                DUL_NOBLOCK, policy.acse_timeout_s);
   if (cond.bad()) {
-    log_event("warning", "association from " + peer_address + " not received: " + cond.text());
+    if (tls) log_event("warning", "refused connection from " + peer_address + ": TLS handshake failed or no "
+                                  "association request: " + cond.text());
+    else log_event("warning", "association from " + peer_address + " not received: " + cond.text());
     if (assoc) {
       ASC_dropAssociation(assoc);
       ASC_destroyAssociation(&assoc);
@@ -717,6 +830,15 @@ int serve(int fd) {
   char calling_raw[65] = {0}, called_raw[65] = {0};
   ASC_getAPTitles(assoc->params, calling_raw, sizeof(calling_raw), called_raw, sizeof(called_raw), NULL, 0);
   std::string calling = trim(calling_raw), called = trim(called_raw);
+  if (tls && !storage_only(assoc)) {  // pynetdicom's: it applies the same policy to the request it gets
+    int rc = relay(assoc, fd, (const char *)rq, rq_length, calling);
+    delete[] (char *)rq;
+    ASC_dropAssociation(assoc);
+    ASC_destroyAssociation(&assoc);
+    ASC_dropNetwork(&net);
+    return rc;
+  }
+  delete[] (char *)rq;
   std::string why;
   if (called != policy.ae_title) {
     why = "called AE title not ours";
