@@ -82,7 +82,7 @@ class NodeSettings(_Section):
     )
 
     # who takes C-STOREs: "dcmtk", the compiled receiver (node/dimse/dcmtk, built by make; pynetdicom where it
-    # is not built, with the reason logged), or "pynetdicom"; Q/R, storage commitment and TLS: pynetdicom
+    # is not built, with the reason logged), or "pynetdicom"; Q/R, storage commitment, mixed: pynetdicom
     receiver: Literal["dcmtk", "pynetdicom"] = "dcmtk"
     # pynetdicom's association threads poll; 1.0 is its own interval (node/dimse/reactor.py)
     reactor_poll_ms: float = Field(default=0.2, gt=0, le=10)
