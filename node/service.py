@@ -220,8 +220,8 @@ def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
     recovered = jobs.recover()
     if recovered:
         log.info("re-dispatched %d unfinished job(s)", len(recovered))
-    listener = start_listener(settings.node, base.receiver, association_slots(settings),
-                              extra_handlers=reader_handlers(settings, base))
+    slots = association_slots(settings)
+    listener = start_listener(settings.node, base.receiver, slots, extra_handlers=reader_handlers(settings, base))
     listeners = ChildProcesses(settings, "listen", settings.node.listener_processes - 1,
                                setting="[node] listener_processes")
     listeners.start()
@@ -233,7 +233,7 @@ def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
     if settings.web.enabled:
         ctx = WebContext(settings=settings, sessions=base.sessions, store=base.store, receiver=base.receiver,
                          jobs=jobs, registry=base.registry, refused=listener.refused,
-                         active_associations=lambda: len(listener.ae.active_associations))
+                         active_associations=slots.held)  # every process's, both receivers
         try:
             web = WebServer(create_app(ctx), settings.web).start_and_wait()
         except RuntimeError as exc:  # DICOM reception matters more than the console: serve on without it

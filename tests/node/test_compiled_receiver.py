@@ -39,7 +39,7 @@ from node.dimse import compiled
 from node.dimse.compiled import policy_text, storage_only
 from node.dimse.conformance import storage_sop_classes
 from node.dimse.filemeta import file_meta
-from node.service import Node, start_node
+from node.service import Node, association_slots, start_node
 from node.settings import NodeSettings, load_settings
 from storage import models as m
 from storage.database import make_engine, session_factory
@@ -248,6 +248,21 @@ def test_what_the_compiled_receiver_does_is_counted_logged_and_refusals_listed(r
     assert counted(node, "refused", via="dimse", reason="0xC000") == 1
     assert node.listener.refused and "'STRANGER'" in node.listener.refused[0]
     assert any("StudyInstanceUID is missing" in r.getMessage() for r in caplog.records)
+
+
+def test_an_association_held_by_the_compiled_receiver_counts_as_active(running_node) -> None:
+    node = running_node(node=DCMTK)
+    slots = association_slots(node.settings)
+    ae = AE(ae_title="PEER")
+    ae.add_requested_context(MRImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", node.listener.port, ae_title="MYONODE")
+    assert assoc.is_established and node.listener.compiled is not None and node.listener.compiled.handed_over == 1
+    assert slots.held() == 1
+    assoc.release()
+    deadline = time.monotonic() + 5
+    while slots.held() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert slots.held() == 0
 
 
 def test_query_commitment_and_mixed_associations_stay_with_pynetdicom_on_the_same_port(running_node) -> None:

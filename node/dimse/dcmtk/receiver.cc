@@ -696,18 +696,18 @@ bool store(T_ASC_Association *assoc, T_ASC_PresentationContextID presID, T_DIMSE
     unlink(tmp.c_str());
     char status[8];
     std::snprintf(status, sizeof(status), "0x%04X", refusal.status);
-    event({"refused", status, calling, peer_address, refusal.comment});
+    event({"refused", status, calling, peer_address, refusal.comment});  // told before the peer hears it
     answer_store(assoc, presID, req, refusal);
     return true;
   }
   send_to(policy.wake_address, "1");
-  answer_store(assoc, presID, req, Refusal{STATUS_Success, ""});
   timespec ended;
   clock_gettime(CLOCK_MONOTONIC, &ended);
   double seconds = (double)(ended.tv_sec - started.tv_sec) + (double)(ended.tv_nsec - started.tv_nsec) / 1e9;
   char took[32];
   std::snprintf(took, sizeof(took), "%.6f", seconds);
-  event({"stored", std::to_string(consumer.bytes()), took});
+  event({"stored", std::to_string(consumer.bytes()), took});  // counted before the peer hears of it
+  answer_store(assoc, presID, req, Refusal{STATUS_Success, ""});
   return true;
 }
 
@@ -789,6 +789,10 @@ int relay(T_ASC_Association *assoc, int socket_fd, const char *rq, unsigned long
 int serve(int fd) {
   int flags = fcntl(fd, F_GETFL);
   if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);  // DCMTK reads blocking, with its own timeouts
+  // and no read waits longer than [node] network_timeout_s (a TLS peer that connects and says nothing; a
+  // PDU that stops half way), as pynetdicom's network timeout
+  timeval limit = {policy.network_timeout_s, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
   dcmExternalSocketHandle.set(fd);
   dcmDisableGethostbyaddr.set(OFTrue);
   T_ASC_Network *net = NULL;
