@@ -41,10 +41,6 @@ from storage.journal import Journal, JournalEntry
 log = logging.getLogger(__name__)
 
 PARTIAL_AGE_S = 60.0  # a journal write untouched this long was interrupted (even 1 GiB is written in seconds)
-# The indexer thread yields the CPU to the receivers (nice 10: about a tenth of a contended core): an instance
-# is acknowledged once its journal entry is durable, so a burst of associations is taken at full speed and
-# indexed right after; with the cores idle the indexer runs at full speed (bench/ingest.py prints both).
-INDEXER_NICE = 10
 
 
 class Indexer(threading.Thread):
@@ -99,8 +95,6 @@ class Indexer(threading.Thread):
         started again (after ``restart_delay_s``), so the indexer never ends while the node runs."""
         if not self._acquire():
             return
-        with contextlib.suppress(OSError):  # Linux: a thread is a task with its own nice value
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INDEXER_NICE)
         try:
             self._sock.bind(wake_address(self.journal))
             while not self.stopping.is_set():
