@@ -43,7 +43,7 @@ receiver:
 	else echo "libdcmtk-dev is not installed: $(RECEIVER) not built (make debs as root installs it; the node receives with pynetdicom until then)"; fi
 
 $(RECEIVER): node/dimse/dcmtk/receiver.cc
-	g++ -O2 -std=c++17 -Wall -Wextra -Werror -o $@ $< $(RECEIVER_LIBS)
+	g++ -O2 -std=c++17 -pthread -Wall -Wextra -Werror -o $@ $< $(RECEIVER_LIBS)
 
 debs:
 	@missing=""; for entry in $(DEBS); do pkg=$${entry%%:*}; file=$${entry#*:}; \

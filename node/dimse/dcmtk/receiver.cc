@@ -32,6 +32,7 @@
 #include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcdict.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
+#include "dcmtk/dcmdata/dcistrmb.h"
 #include "dcmtk/dcmdata/dcistrmf.h"
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmnet/assoc.h"
@@ -54,6 +55,7 @@
 #include <netinet/tcp.h>
 #include <set>
 #include <sstream>
+#include <thread>
 #include <string>
 #include <poll.h>
 #include <sys/file.h>
@@ -304,9 +306,12 @@ std::string file_meta(const std::string &sop_class, const std::string &sop_insta
 // 0xA700 on an association that goes on, not an abort.
 class JournalFile {
  public:
+  static const unsigned long long KEPT_IN_MEMORY = 8ULL << 20;  // the copy the header check reads
   JournalFile(int fd, unsigned long long limit) : fd_(fd), limit_(limit) {}
   void write(const void *buf, unsigned long length) {
     bytes_ += length;
+    if (bytes_ <= KEPT_IN_MEMORY) memory_.append((const char *)buf, length);
+    else if (!memory_.empty()) std::string().swap(memory_);  // larger: read back from the file
     if (bytes_ > limit_ || error_) return;
     const char *p = (const char *)buf;
     while (length > 0) {
@@ -323,8 +328,10 @@ class JournalFile {
   unsigned long long bytes() const { return bytes_; }
   int error() const { return error_; }
   bool over() const { return bytes_ > limit_; }
+  const std::string *memory() const { return bytes_ <= KEPT_IN_MEMORY ? &memory_ : NULL; }
 
  private:
+  std::string memory_;
   int fd_;
   unsigned long long limit_;
   unsigned long long bytes_ = 0;
@@ -444,15 +451,25 @@ bool native_syntax(const std::string &ts) {
   return ts == "1.2.840.10008.1.2" || ts == "1.2.840.10008.1.2.1" || ts == "1.2.840.10008.1.2.2" || ts == DEFLATED;
 }
 
+// The received instance as the checks read it: in memory when it was small enough to keep there (the
+// usual case: parsed while the file is being flushed), else from its file.
+struct Bytes {
+  const std::string *memory = NULL;
+  int fd = -1;
+  unsigned long long size = 0;
+  ssize_t read(void *into, size_t length, unsigned long long at) const {
+    if (memory == NULL) return pread(fd, into, length, (off_t)at);
+    if (at >= size) return 0;
+    size_t n = (size_t)std::min<unsigned long long>(length, size - at);
+    std::memcpy(into, memory->data() + at, n);
+    return (ssize_t)n;
+  }
+};
+
 // Pixel data at `at` (where parsing stopped) that ends before its length says, or native pixel data holding
 // fewer bytes than its image attributes need (pydicom's get_expected_length): ingest.py _check_pixel_data.
-bool check_pixel_data(const std::string &path, offile_off_t at, DcmDataset *ds, const std::string &ts,
-                      Refusal &refusal) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return true;
-  struct stat st;
-  fstat(fd, &st);
-  unsigned long long size = (unsigned long long)st.st_size;
+bool check_pixel_data(const Bytes &bytes, offile_off_t at, DcmDataset *ds, const std::string &ts, Refusal &refusal) {
+  unsigned long long size = bytes.size;
   unsigned char head[12];
   bool big = ts == "1.2.840.10008.1.2.2", implicit = ts == "1.2.840.10008.1.2";
   auto u16 = [&](const unsigned char *b) { return big ? (Uint16)(b[0] << 8 | b[1]) : (Uint16)(b[1] << 8 | b[0]); };
@@ -465,7 +482,7 @@ bool check_pixel_data(const std::string &path, offile_off_t at, DcmDataset *ds, 
   bool found = false;
   for (offile_off_t back : {12, 8}) {
     if (at < back || (back == 12 && implicit)) continue;
-    got = pread(fd, head, sizeof(head), at - back);
+    got = bytes.read(head, sizeof(head), (unsigned long long)(at - back));
     bool long_form = got >= 12 && std::isupper(head[4]) && std::isupper(head[5]) && head[6] == 0 && head[7] == 0;
     if (got >= 8 && u16(head) == 0x7FE0 && (back == 8 || long_form)) {
       at -= back;
@@ -473,10 +490,7 @@ bool check_pixel_data(const std::string &path, offile_off_t at, DcmDataset *ds, 
       break;
     }
   }
-  if (!found) {
-    close(fd);
-    return true;  // no pixel data element: nothing to check
-  }
+  if (!found) return true;  // no pixel data element: nothing to check
   Uint16 element = u16(head + 2);
   bool upper = std::isupper(head[4]) && std::isupper(head[5]);
   std::string vr((const char *)head + 4, 2);
@@ -488,7 +502,6 @@ bool check_pixel_data(const std::string &path, offile_off_t at, DcmDataset *ds, 
     start = (unsigned long long)at + 8;
   } else if (long_vrs.count(vr)) {
     if (got < 12) {
-      close(fd);
       refusal = refuse(0xC000, "truncated file: the pixel data element is cut off in its header");
       return false;
     }
@@ -502,7 +515,7 @@ bool check_pixel_data(const std::string &path, offile_off_t at, DcmDataset *ds, 
     unsigned long long pos = start;
     bool ended = false;
     unsigned char item[8];
-    while (pos + 8 <= size && pread(fd, item, 8, (off_t)pos) == 8) {
+    while (pos + 8 <= size && bytes.read(item, 8, pos) == 8) {
       Uint16 g = (Uint16)(item[1] << 8 | item[0]), e = (Uint16)(item[3] << 8 | item[2]);
       Uint32 n = (Uint32)item[7] << 24 | (Uint32)item[6] << 16 | (Uint32)item[5] << 8 | item[4];
       if (g == 0xFFFE && e == 0xE0DD) {
@@ -512,11 +525,9 @@ bool check_pixel_data(const std::string &path, offile_off_t at, DcmDataset *ds, 
       if (g != 0xFFFE || e != 0xE000 || pos + 8 + n > size) break;
       pos += 8 + n;
     }
-    close(fd);
     if (!ended) refusal = refuse(0xC000, "truncated file: the encapsulated pixel data ends before its sequence delimiter");
     return ended;
   }
-  close(fd);
   if (start + length > size) {
     char buf[200];
     std::snprintf(buf, sizeof(buf), "truncated file: the pixel data (7FE0,%04X) says %u bytes, the data set holds %llu",
@@ -549,25 +560,40 @@ bool check_pixel_data(const std::string &path, offile_off_t at, DcmDataset *ds, 
   return true;
 }
 
-bool check_header(const std::string &path, size_t data_offset, const std::string &ts, const std::string &expected_sop,
-                  Refusal &refusal) {
-  if (ts == DEFLATED && !check_inflation(path, data_offset, refusal)) return false;
-  // Parsed up to the pixel data, which is never read (DcmFileFormat::loadFileUntilTag, with the stream kept
-  // to know where it stopped).
-  DcmInputFileStream in(path.c_str());
-  if (in.status().bad()) {
-    refusal = refuse(STATUS_STORE_Refused_OutOfResources, std::string("Out of resources: storage error: ") + in.status().text());
-    return false;
-  }
-  DcmFileFormat file;
+// Parsed up to the pixel data, which is never read (DcmFileFormat::loadFileUntilTag's steps, with the stream
+// kept to know where it stopped).
+OFCondition parse_until_pixels(DcmFileFormat &file, DcmInputStream &in, offile_off_t &stopped) {
   file.transferInit();
   OFCondition cond = file.readUntilTag(in, EXS_Unknown, EGL_noChange, 4096, DCM_PixelData);
   file.transferEnd();
+  stopped = in.tell();
+  return cond;
+}
+
+bool check_header(const std::string &path, const Bytes &bytes, size_t data_offset, const std::string &ts,
+                  const std::string &expected_sop, Refusal &refusal) {
+  if (ts == DEFLATED && !check_inflation(path, data_offset, refusal)) return false;
+  DcmFileFormat file;
+  OFCondition cond;
+  offile_off_t stopped = 0;
+  if (bytes.memory != NULL) {
+    DcmInputBufferStream in;
+    in.setBuffer(bytes.memory->data(), (offile_off_t)bytes.memory->size());
+    in.setEos();
+    cond = parse_until_pixels(file, in, stopped);
+    in.releaseBuffer();
+  } else {
+    DcmInputFileStream in(path.c_str());
+    if (in.status().bad()) {
+      refusal = refuse(STATUS_STORE_Refused_OutOfResources, std::string("Out of resources: storage error: ") + in.status().text());
+      return false;
+    }
+    cond = parse_until_pixels(file, in, stopped);
+  }
   if (cond.bad() && cond != EC_EndOfStream) {
     refusal = refuse(0xC000, std::string("not a readable DICOM data set: ") + cond.text());
     return false;
   }
-  offile_off_t stopped = in.tell();
   DcmDataset *ds = file.getDataset();
   std::string sop_class, sop_uid, study, series;
   if (!uid_of(ds, DCM_SOPClassUID, "SOPClassUID", sop_class, refusal) ||
@@ -583,7 +609,7 @@ bool check_header(const std::string &path, size_t data_offset, const std::string
     return false;
   }
   if (ts == DEFLATED) return true;  // positions in a deflated data set are in the inflated stream
-  return check_pixel_data(path, stopped, ds, ts, refusal);
+  return check_pixel_data(bytes, stopped, ds, ts, refusal);
 }
 
 // --- one association --------------------------------------------------------------------------------------
@@ -677,12 +703,23 @@ bool store(T_ASC_Association *assoc, T_ASC_PresentationContextID presID, T_DIMSE
   } else if (consumer.error()) {
     refusal = refuse(STATUS_STORE_Refused_OutOfResources, disk_error(consumer.error()));
     ok = false;
-  } else if (fdatasync(fd) != 0) {
-    refusal = refuse(STATUS_STORE_Refused_OutOfResources, disk_error(errno));
-    ok = false;
+  } else {
+    // The header is checked while the file is flushed (the flush waits on the disk, the check on the CPU);
+    // the answer waits for both.
+    int sync_error = 0;
+    std::thread flush([&] { sync_error = fdatasync(fd) == 0 ? 0 : errno; });
+    Bytes bytes;
+    bytes.memory = consumer.memory();
+    bytes.fd = fd;
+    bytes.size = consumer.bytes();
+    ok = check_header(tmp, bytes, meta.size(), pc.acceptedTransferSyntax, req.AffectedSOPInstanceUID, refusal);
+    flush.join();
+    if (ok && sync_error) {
+      refusal = refuse(STATUS_STORE_Refused_OutOfResources, disk_error(sync_error));
+      ok = false;
+    }
   }
   close(fd);
-  if (ok) ok = check_header(tmp, meta.size(), pc.acceptedTransferSyntax, req.AffectedSOPInstanceUID, refusal);
   std::string final_path;
   if (ok) {
     final_path = policy.journal_dir + "/" + entry_name(calling);
