@@ -251,22 +251,8 @@ def start_listener(
     assert isinstance(server, GuardedAssociationServer)
     server.host_allowed = settings.host_allowed
     server.handshake_timeout = settings.network_timeout_s
-    relay: RelayServer | None = None
-    if server.ssl_context is not None and settings.receiver == "dcmtk" and compiled_binary()[0] is not None:
-        made = ae.make_server(("127.0.0.1", 0), evt_handlers=handlers, server_class=RelayServer)
-        assert isinstance(made, RelayServer)
-        relay = made
-        relay.token = secrets.token_hex(16)
-        relay.host_allowed = lambda address: address == "127.0.0.1"
-        relay.handshake_timeout = settings.network_timeout_s
-        threading.Thread(target=relay.serve_forever, name="myonode-relay", daemon=True).start()
-        ae._servers.append(relay)  # so ae.shutdown() stops it too
-    server.compiled = start_compiled(
-        settings, receiver, slots, refused,
-        relay=(int(relay.server_address[1]), relay.token) if relay is not None else None)
-    if relay is not None and server.compiled is None:  # pynetdicom does TLS itself: no relay needed
-        relay.shutdown()
-        ae._servers.remove(relay)
+    server.compiled = start_compiled(settings, receiver, slots, refused, ae=ae, handlers=handlers,
+                                     tls=server.ssl_context is not None)
     thread = threading.Thread(target=server.serve_forever, name="myonode-listener", daemon=True)
     thread.start()
     ae._servers.append(server)  # so ae.shutdown() stops it too
@@ -275,10 +261,10 @@ def start_listener(
 
 
 def start_compiled(settings: NodeSettings, receiver: Receiver, slots: AssociationSlots, refused: list[str], *,
-                   relay: tuple[int, str] | None) -> CompiledReceiver | None:
+                   ae: AE, handlers: list[Handler], tls: bool) -> CompiledReceiver | None:
     """The compiled C-STORE receiver for this listener (``[node] receiver = "dcmtk"``), or None — with the
-    reason logged — when pynetdicom receives: asked for, not built, or it would not start. ``relay``: with
-    TLS, where it passes the associations it does not keep."""
+    reason logged — when pynetdicom receives: asked for, not built, or it would not start. With ``tls`` it
+    also starts the :class:`RelayServer` (on ``ae``, with ``handlers``) it passes what it does not keep to."""
     if settings.receiver != "dcmtk":
         log.info("C-STORE receiver: pynetdicom ([node] receiver)")
         return None
@@ -286,11 +272,25 @@ def start_compiled(settings: NodeSettings, receiver: Receiver, slots: Associatio
     if path is None:
         log.warning("C-STORE receiver: pynetdicom (%s)", why)
         return None
+    relay: RelayServer | None = None
+    if tls:
+        made = ae.make_server(("127.0.0.1", 0), evt_handlers=handlers, server_class=RelayServer)
+        assert isinstance(made, RelayServer)
+        relay = made
+        relay.token = secrets.token_hex(16)
+        relay.host_allowed = lambda address: address == "127.0.0.1"
+        relay.handshake_timeout = settings.network_timeout_s
+        threading.Thread(target=relay.serve_forever, name="myonode-relay", daemon=True).start()
+        ae._servers.append(relay)  # so ae.shutdown() stops it too
     compiled = CompiledReceiver(
         settings=settings, journal_dir=receiver.journal.folder, wake_address=wake_address(receiver.journal),
         slots_dir=slots.paths[0].parent, max_associations=len(slots.paths), metrics=receiver.metrics,
-        refused=refused, executable=path, relay=relay)
-    if not compiled.start():
-        compiled.stop()
-        return None
-    return compiled
+        refused=refused, executable=path,
+        relay=(int(relay.server_address[1]), relay.token) if relay is not None else None)
+    if compiled.start():
+        return compiled
+    compiled.stop()
+    if relay is not None:  # pynetdicom does TLS itself: no relay needed
+        relay.shutdown()
+        ae._servers.remove(relay)
+    return None

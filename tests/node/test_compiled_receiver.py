@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import signal
 import socket
 import ssl
 import subprocess
@@ -44,7 +43,7 @@ from node.settings import NodeSettings, load_settings
 from storage import models as m
 from storage.database import make_engine, session_factory
 from storage.filestore import FileStore
-from tests.node.test_durability import Pusher, c_get_study, originals
+from tests.node.test_durability import c_get_study, originals, push_and_kill
 from tests.node.test_hostile_web import deflate_bomb
 from tests.support.dcmtk import dcmtk
 from tests.support.dicom_factory import mr_image
@@ -422,15 +421,7 @@ def test_every_acknowledged_instance_survives_a_power_cut_that_drops_what_was_no
         study = generate_uid()
         sent = originals(study, 600, series=2)
         node = start_serve(settings, port, own_process_group=True)
-        pushers = [Pusher(port, list(sent.values())[i::5]) for i in range(5)]
-        for p in pushers:
-            p.start()
-        kill_after = random.randint(40, 200)
-        deadline = time.monotonic() + 60
-        while sum(len(p.acked) for p in pushers) < kill_after and time.monotonic() < deadline:
-            time.sleep(0.001)
-        os.killpg(node.pid, signal.SIGKILL)
-        node.wait()
+        pushers = push_and_kill(node, port, list(sent.values()), associations=5, kill_after=random.randint(40, 200))
         assert "C-STORE receiver: compiled (DCMTK)" in (tmp_path / "before" / "serve.log").read_text()
         (mounted / "written-not-flushed").write_bytes(b"x" * 4096)
         subprocess.run(["cp", "--sparse=always", str(image), str(copy)], check=True)  # the power cut

@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -72,6 +73,21 @@ class Pusher(threading.Thread):
             assoc.release()
 
 
+def push_and_kill(node: subprocess.Popen[bytes], port: int, datasets: list[Dataset], *, associations: int,
+                  kill_after: int) -> list[Pusher]:
+    """``datasets`` pushed over ``associations`` at once; once ``kill_after`` are acknowledged (or 60 s passed)
+    every process of the node's group gets SIGKILL, mid-transfer. The pushers are left to be joined."""
+    pushers = [Pusher(port, datasets[i::associations]) for i in range(associations)]
+    for p in pushers:
+        p.start()
+    deadline = time.monotonic() + 60
+    while sum(len(p.acked) for p in pushers) < kill_after and time.monotonic() < deadline:
+        time.sleep(0.001)
+    os.killpg(node.pid, signal.SIGKILL)
+    node.wait()
+    return pushers
+
+
 def c_get_study(port: int, study: str) -> dict[str, Dataset]:
     """Every instance of ``study`` retrieved by C-GET, by SOP Instance UID."""
     got: dict[str, Dataset] = {}
@@ -114,16 +130,8 @@ def test_every_acknowledged_instance_survives_sigkill_of_every_node_process_duri
     for _ in range(3):
         node = start_serve(settings, port, own_process_group=True)
         todo = [ds for sop, ds in sent.items() if sop not in acked]
-        pushers = [Pusher(port, todo[i::20]) for i in range(20)]
-        for p in pushers:
-            p.start()
         # a random moment once the pushes are under way (so that every round kills mid-transfer)
-        kill_after = rng.randint(20, 120)
-        deadline = time.monotonic() + 60
-        while sum(len(p.acked) for p in pushers) < kill_after and time.monotonic() < deadline:
-            time.sleep(0.001)
-        os.killpg(node.pid, signal.SIGKILL)
-        node.wait()
+        pushers = push_and_kill(node, port, todo, associations=20, kill_after=rng.randint(20, 120))
         for p in pushers:
             p.join(timeout=60)
             acked.update(p.acked)

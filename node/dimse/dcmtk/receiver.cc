@@ -50,11 +50,9 @@
 #include <ctime>
 #include <fcntl.h>
 #include <fstream>
-#include <map>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <set>
-#include <sstream>
 #include <thread>
 #include <string>
 #include <poll.h>
