@@ -20,12 +20,19 @@ DEBS := dcmtk:/usr/bin/storescu dicom3tools:/usr/bin/dciodvfy orthanc:/usr/sbin/
         chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver poppler-utils:/usr/bin/pdftoppm \
         orthanc-dicomweb:/usr/share/orthanc/plugins/libOrthancDicomWeb.so dcm2niix:/usr/bin/dcm2niix \
         libpango-1.0-0:/usr/share/doc/libpango-1.0-0 libpangoft2-1.0-0:/usr/share/doc/libpangoft2-1.0-0 \
-        libdcmtk-dev:/usr/include/dcmtk/dcmnet/assoc.h g++:/usr/bin/g++
+        libdcmtk-dev:/usr/include/dcmtk/dcmnet/assoc.h g++:/usr/bin/g++ npm:/usr/bin/npm
 # The compiled C-STORE receiver (node/dimse/compiled.py): DCMTK's network library from libdcmtk-dev.
 RECEIVER := node/dimse/dcmtk/myonode-receiver
 RECEIVER_LIBS := -ldcmtls -ldcmnet -ldcmdata -loflog -lofstd -lssl -lcrypto -lz
 
-.PHONY: install debs receiver lint test test-fast demo serve bench lock clean
+# The OHIF viewer served at /viewer (node/web/viewer.py): the built app of the npm package @ohif/app, fetched
+# with `npm pack`, checked against the integrity pinned here, unpacked into a folder the Makefile owns (ignored by git).
+OHIF_VERSION   := 3.13.2
+OHIF_INTEGRITY := sha512-WZdxmpmG7rqFgW9ZJLcbgr3XCtLi1KDNPoMaeY5PPe6j4G4fjEjjkycZM6C6Zk2F87BKxFfpq+jd5xXZB9E8EA==
+OHIF_DIR       := node/web/ohif
+OHIF_STAMP     := $(OHIF_DIR)/.installed-$(OHIF_VERSION)
+
+.PHONY: install debs receiver viewer lint test test-fast demo serve bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +42,7 @@ $(STAMP): requirements.lock pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP) receiver
+install: $(STAMP) receiver viewer
 
 # Built where libdcmtk-dev is installed; elsewhere the node says so and receives with pynetdicom.
 receiver:
@@ -44,6 +51,17 @@ receiver:
 
 $(RECEIVER): node/dimse/dcmtk/receiver.cc
 	g++ -O2 -std=c++17 -pthread -Wall -Wextra -Werror -o $@ $< $(RECEIVER_LIBS)
+
+viewer: $(OHIF_STAMP)
+
+$(OHIF_STAMP):
+	@command -v npm >/dev/null || { echo "npm is not installed: the OHIF viewer cannot be fetched (/viewer will say so)"; exit 0; }; \
+	set -e; rm -rf $(OHIF_DIR).new && mkdir -p $(OHIF_DIR).new; \
+	tarball=$$(cd $(OHIF_DIR).new && npm pack --silent @ohif/app@$(OHIF_VERSION)); \
+	got="sha512-$$(openssl dgst -sha512 -binary $(OHIF_DIR).new/$$tarball | base64 -w0)"; \
+	if [ "$$got" != "$(OHIF_INTEGRITY)" ]; then echo "@ohif/app@$(OHIF_VERSION): integrity $$got, expected $(OHIF_INTEGRITY)" >&2; exit 1; fi; \
+	tar xzf $(OHIF_DIR).new/$$tarball -C $(OHIF_DIR).new --strip-components=1 package/dist package/LICENSE; \
+	rm $(OHIF_DIR).new/$$tarball && rm -rf $(OHIF_DIR) && mv $(OHIF_DIR).new $(OHIF_DIR) && touch $@
 
 debs:
 	@missing=""; for entry in $(DEBS); do pkg=$${entry%%:*}; file=$${entry#*:}; \

@@ -238,7 +238,10 @@ class Instance(Base):
     derived: Mapped[bool] = mapped_column(Boolean, default=False)
     file_path: Mapped[str] = mapped_column(Text)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64), index=True)  # the journal reconciles by content
+    sha256: Mapped[str] = mapped_column(String(64), index=True)  # of the file: the journal reconciles by it
+    # of the data set without its file meta information (node.intake.ingest.content_sha256): a re-send by
+    # another path (C-STORE, STOW-RS, import) is the same content; None for rows indexed before 0015
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
     calling_ae: Mapped[str | None] = mapped_column(AE)
     peer_address: Mapped[str | None] = mapped_column(String(64))
     conflict: Mapped[bool] = mapped_column(Boolean, default=False)

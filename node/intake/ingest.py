@@ -297,6 +297,7 @@ class StoredVersion:
     sha256: str
     file_path: str
     size_bytes: int = 0
+    content_sha256: str | None = None  # None: indexed before content hashes were kept
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -310,10 +311,36 @@ class Plan:
     conflict: bool = False
 
 
-def plan(versions: Sequence[StoredVersion], sha256: str, policy: ResendPolicy) -> Plan:
-    """The re-send rule, in one place: an identical re-send is a duplicate; different content is kept
-    first, replaces, or becomes a new flagged version, as ``policy`` says."""
-    if any(v.sha256 == sha256 for v in versions):
+LONG_LENGTH_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
+                             b"UV"})
+
+
+def content_sha256(data: bytes) -> str:
+    """SHA-256 of what an instance *is*: its transfer syntax and the data set after the file meta information.
+    The same instance written by another application — another preamble, Implementation Class UID, Source
+    AE Title, or none of the 128-byte preamble (STOW-RS clients) — hashes the same; a change of a single
+    byte of the data set does not. (File meta information is PS3.10 Explicit VR Little Endian, group 0002.)"""
+    at = 132 if data[128:132] == b"DICM" else 0
+    syntax = b""
+    while at + 8 <= len(data) and data[at:at + 2] == b"\x02\x00":
+        element, vr = int.from_bytes(data[at + 2:at + 4], "little"), data[at + 4:at + 6]
+        if vr in LONG_LENGTH_VRS:
+            head, length = 12, int.from_bytes(data[at + 8:at + 12], "little")
+        else:
+            head, length = 8, int.from_bytes(data[at + 6:at + 8], "little")
+        if element == 0x0010:
+            syntax = data[at + head:at + head + length].rstrip(b"\0 ")
+        at += head + length
+    digest = hashlib.sha256(syntax + b"\0")
+    digest.update(memoryview(data)[at:])
+    return digest.hexdigest()
+
+
+def plan(versions: Sequence[StoredVersion], sha256: str, policy: ResendPolicy, content: str | None = None) -> Plan:
+    """The re-send rule, in one place: an identical re-send — the same file (``sha256``) or the same content
+    however its file meta information was written (``content``, :func:`content_sha256`) — is a duplicate;
+    different content is kept first, replaces, or becomes a new flagged version, as ``policy`` says."""
+    if any(v.sha256 == sha256 or (content is not None and v.content_sha256 == content) for v in versions):
         return Plan(action="duplicate", existing_id=versions[-1].id)
     if not versions:
         return Plan(action="stored", version=1)
@@ -332,6 +359,7 @@ class Received:
     entry: JournalEntry
     header: Header
     sha256: str
+    content_sha256: str
     fields: InstanceFields
 
 
@@ -410,7 +438,8 @@ class Ingestor:
         # Statements built once: this path runs for every received instance, and building
         # SQLAlchemy statements costs more than executing them.
         self._q_versions = (
-            select(m.Instance.id, m.Instance.version, m.Instance.sha256, m.Instance.file_path, m.Instance.size_bytes)
+            select(m.Instance.id, m.Instance.version, m.Instance.sha256, m.Instance.file_path, m.Instance.size_bytes,
+                   m.Instance.content_sha256)
             .where(m.Instance.sop_instance_uid == bindparam("sop")).order_by(m.Instance.version)
         )
         self._q_series = select(m.Series.id, m.Series.kind).where(m.Series.series_instance_uid == bindparam("uid"))
@@ -424,7 +453,7 @@ class Ingestor:
 
     def _versions(self, conn: Connection, sop_uid: str) -> list[StoredVersion]:
         return [StoredVersion(id=r.id, version=r.version, sha256=r.sha256, file_path=r.file_path,
-                              size_bytes=r.size_bytes)
+                              size_bytes=r.size_bytes, content_sha256=r.content_sha256)
                 for r in conn.execute(self._q_versions, {"sop": sop_uid})]
 
     def ingest(
@@ -452,12 +481,12 @@ class Ingestor:
             return StoreOutcome(status=PROCESSING_FAILURE, action="failed", comment=f"index error: {exc.__class__.__name__}"[:1024])
 
     def _ingest(self, h: Header, data: bytes, calling_ae: str | None, peer: str | None) -> StoreOutcome:
-        sha = hashlib.sha256(data).hexdigest()
+        sha, content = hashlib.sha256(data).hexdigest(), content_sha256(data)
         f = fields_of(h)
         with self._claim(h.sop_instance_uid):
             with self._lock, self.engine.connect() as conn:
                 versions = self._versions(conn, h.sop_instance_uid)
-            decided = plan(versions, sha, self.policy)
+            decided = plan(versions, sha, self.policy, content)
             if decided.version is None:
                 return self._not_stored(h, decided)
             # Outside the index lock, so writers write and fsync in parallel. A file can exist
@@ -470,7 +499,8 @@ class Ingestor:
                     try:
                         pending: dict[str, tuple[int, m.SeriesKind]] = {}
                         with self._lock, self.engine.begin() as conn:
-                            instance_id = self._index(conn, h, f, stored, decided, calling_ae, peer, pending)
+                            instance_id = self._index(conn, h, f, stored, decided, calling_ae, peer, pending,
+                                                  content=content)
                         break
                     except IntegrityError:
                         if attempt == 2:
@@ -523,6 +553,7 @@ class Ingestor:
                 data = entry.path.read_bytes()
                 header = (parsed.take(entry.path.name) if parsed else None) or read_header(data, limits=None)
                 received.append(Received(entry=entry, header=header, sha256=hashlib.sha256(data).hexdigest(),
+                                         content_sha256=content_sha256(data),
                                          fields=fields_of(header)))
             except Exception as exc:  # whatever the bytes do to the parser: this entry only
                 if retry_later(exc):
@@ -586,7 +617,7 @@ class Ingestor:
             with self.engine.connect() as conn, _relaxed_commit(conn):
                 for r in received:
                     h = r.header
-                    decided = plan(self._versions(conn, h.sop_instance_uid), r.sha256, self.policy)
+                    decided = plan(self._versions(conn, h.sop_instance_uid), r.sha256, self.policy, r.content_sha256)
                     if decided.version is None:
                         decisions.append((decided, self._not_stored(h, decided)))
                         continue
@@ -594,7 +625,7 @@ class Ingestor:
                                               version=decided.version, sha256=r.sha256)
                     placed.append(stored.path)
                     instance_id = self._index(conn, h, r.fields, stored, decided, r.entry.calling_ae,
-                                              r.entry.peer_address, pending)
+                                              r.entry.peer_address, pending, content=r.content_sha256)
                     decisions.append((decided, StoreOutcome(status=SUCCESS, action=decided.action,
                                                             instance_id=instance_id, series_uid=h.series_uid)))
                 conn.commit()
@@ -668,7 +699,7 @@ class Ingestor:
 
     def _index(
         self, conn: Connection, h: Header, f: InstanceFields, stored: StoredFile, decided: Plan,
-        calling_ae: str | None, peer: str | None, pending: dict[str, tuple[int, m.SeriesKind]],
+        calling_ae: str | None, peer: str | None, pending: dict[str, tuple[int, m.SeriesKind]], *, content: str,
     ) -> int:
         """Insert the instance row, update its series and re-open its visit; returns the instance id.
 
@@ -685,6 +716,7 @@ class Ingestor:
                 instance_number=f.instance_number, content_date=f.content_date, content_time=f.content_time,
                 station_key=f.station_key, b_values=f.b_values, derived=f.derived,
                 file_path=self.store.relative(stored.path), size_bytes=stored.size_bytes, sha256=stored.sha256,
+                content_sha256=content,
                 calling_ae=(calling_ae or None) and calling_ae[:16], peer_address=peer, conflict=decided.conflict,
                 received_at=now,
             ),

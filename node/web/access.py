@@ -9,7 +9,9 @@ Rules every route follows, declared where it is registered (:class:`Access`):
   DICOMweb clients send HTTP Basic credentials of the same accounts instead;
 - every request that changes state (any method but GET/HEAD) made with a session cookie must
   carry the session's CSRF token (form field ``csrf`` or header ``X-CSRF-Token``) and come from
-  this console's own origin; Basic authentication is not sent by a browser on its own, so it needs none;
+  this console's own origin; a route marked ``origin_suffices`` (STOW-RS, for the OHIF viewer, which
+  cannot send the token) takes the browser's ``Origin`` header naming this console instead — a request
+  without it still needs the token; Basic authentication is not sent by a browser on its own, so it needs none;
 - the handler of a state-changing route writes its :func:`node.web.accounts.audit` record in
   the same transaction as the change;
 - ``/healthz`` and ``/metrics`` answer without an account (read-only, for load balancers and
@@ -70,6 +72,10 @@ class Access:
 
     role: m.Role | None
     basic: bool = False  # HTTP Basic accepted (DICOMweb)
+    # a browser session may change state with its own Origin in place of the CSRF token: for a client that
+    # cannot send our token (OHIF's STOW-RS). The Origin header is set by the browser, never by a page, and
+    # the session cookie is SameSite=strict, so another site still cannot make the request.
+    origin_suffices: bool = False
 
 
 class Forbidden(Exception):
@@ -202,7 +208,8 @@ def guarded(ctx: WebContext, access: Access, handler: Handler) -> Handler:
                     return PlainTextResponse("wrong account name or password", status_code=401,
                                              headers={"WWW-Authenticate": 'Basic realm="myonode"'})
             elif ((user := await run_in_threadpool(_user_from_session, ctx, request)) is not None
-                  and request.method not in SAFE_METHODS):
+                  and request.method not in SAFE_METHODS
+                  and not (access.origin_suffices and "origin" in request.headers and same_origin(request, ctx))):
                 await check_csrf(request)
             if user is None:
                 if request.method in SAFE_METHODS and not access.basic:

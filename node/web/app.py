@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from node.settings import Settings
-from node.web import dicomweb, monitoring, pages
+from node.web import dicomweb, monitoring, pages, viewer
 from node.web.access import Access, RouteSpec, WebContext, guarded
 
 HERE = Path(__file__).parent
@@ -72,7 +72,7 @@ class SecurityHeaders:
 
 def create_app(ctx: WebContext) -> Starlette:
     """The console, DICOMweb and metrics for ``ctx``."""
-    specs: list[RouteSpec] = [*pages.ROUTES, *dicomweb.ROUTES, *monitoring.routes(ctx)]
+    specs: list[RouteSpec] = [*pages.ROUTES, *dicomweb.ROUTES, *viewer.ROUTES, *monitoring.routes(ctx)]
     routes: list[BaseRoute] = [Route(path, guarded(ctx, access, handler), methods=methods, name=handler.__name__)
                                for path, handler, methods, access in specs]
     routes.append(Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"))

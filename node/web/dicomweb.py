@@ -9,14 +9,16 @@
   ``multipart/related; type="application/dicom"``, in the transfer syntax the ``Accept`` header asks
   for (``transfer-syntax=*``: as stored; none named: Explicit VR Little Endian, PS3.18 §8.7.3.5.2),
   transcoded exactly as C-GET does (:func:`node.dimse.transcode.for_peer`: never lossy);
-  ``…/metadata`` (dicom+json, bulk data by URI), ``…/instances/{instance}/frames/{list}`` (native
-  pixels, ``application/octet-stream``), ``…/bulkdata/{tag}``.
+  ``…/metadata`` (dicom+json read from the headers only, every bulk value and the pixel data by
+  ``BulkDataURI``), ``…/instances/{instance}/frames/{list}`` (as stored or native, as the ``Accept``
+  header allows: :mod:`node.web.frames`; 406 when it allows nothing we can give), ``…/bulkdata/{tag}``.
 - **STOW-RS** ``POST /dicomweb/studies[/{study}]``: every part through
   :meth:`node.intake.receiver.Receiver.receive` — the same header check, journal and durability
   promise as C-STORE, then the same indexer, exam watcher and pipeline.
 
 Who may: QIDO/WADO need a ``viewer`` account, STOW an ``operator`` (HTTP Basic or a console
-session) — accounts are DICOMweb's allow-list, as calling AE titles are DIMSE's.
+session: with the session's CSRF token, or from the console's own origin as the OHIF viewer at ``/viewer``
+posts) — accounts are DICOMweb's allow-list, as calling AE titles are DIMSE's.
 Multipart bodies are framed here (RFC 2046): Starlette reads only multipart/form-data, and the
 standard library's ``email`` parser is not binary-safe for DICOM parts.
 """
@@ -36,8 +38,8 @@ from typing import Any
 
 from pydicom import config, dcmread
 from pydicom.datadict import dictionary_VR, keyword_for_tag
-from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_partial
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRLittleEndian
 from starlette.concurrency import run_in_threadpool
@@ -57,6 +59,7 @@ from node.dimse.qr import (
 )
 from node.dimse.transcode import PIXEL_HANDLER_ERRORS, TranscodeError, for_peer
 from node.intake.ingest import BadDatasetError, Header, read_header
+from node.web import frames as pixel_frames
 from node.web.access import Access, Handler, RouteSpec, WebContext, client_address, web_context
 from node.web.accounts import audit
 from storage import models as m
@@ -65,7 +68,7 @@ log = logging.getLogger(__name__)
 
 DICOM_JSON = "application/dicom+json"
 READ = Access(role=m.Role.VIEWER, basic=True)
-WRITE = Access(role=m.Role.OPERATOR, basic=True)
+WRITE = Access(role=m.Role.OPERATOR, basic=True, origin_suffices=True)  # the viewer's STOW-RS: node.web.access
 AS_STORED = "*"
 # PS3.18 Table 6.6.1-3 failure reasons used here
 FAILURE_PROCESSING, FAILURE_STUDY_MISMATCH = 0x0110, 0xA900
@@ -303,24 +306,43 @@ async def retrieve(request: Request) -> Response:
     return Response(body, media_type=f'multipart/related; type="application/dicom"; boundary={boundary}')
 
 
-def _bulk_uri(request: Request, row: m.Instance, study: str, series: str) -> Any:
-    def handler(elem: DataElement) -> str:
-        return (f"{base_url(request)}/studies/{study}/series/{series}/instances/{row.sop_instance_uid}"
-                f"/bulkdata/{elem.tag:08X}")
-    return handler
+def _instance_url(request: Request, row: m.Instance) -> str:
+    return (f"{base_url(request)}/studies/{row.series.study.study_instance_uid}"
+            f"/series/{row.series.series_instance_uid}/instances/{row.sop_instance_uid}")
+
+
+PIXEL_TAGS = {0x7FE00010: "OW", 0x7FE00008: "OF", 0x7FE00009: "OD"}  # VR when an implicit-VR file gives none
+
+
+def header_json(path: os.PathLike[str] | str, instance_url: str) -> dict[str, Any]:
+    """An instance's DICOM JSON read without its pixel data (the file is read up to the pixel data element and
+    no further), every binary value as a ``BulkDataURI`` under ``instance_url``, the pixel data element's
+    too — it is named by its tag and VR as the file has them, its value never loaded."""
+    pixel: list[tuple[int, str | None]] = []
+
+    def at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
+        if int(tag) in PIXEL_TAGS:
+            pixel.append((int(tag), vr))
+            return True
+        return False
+
+    with open(path, "rb") as fp:
+        ds = read_partial(fp, stop_when=at_pixels)
+    out: dict[str, Any] = ds.to_json_dict(
+        bulk_data_threshold=0,  # every binary value by URI
+        bulk_data_element_handler=lambda elem: f"{instance_url}/bulkdata/{elem.tag:08X}")
+    for tag, vr in pixel[:1]:
+        out[f"{tag:08X}"] = {"vr": vr or PIXEL_TAGS[tag], "BulkDataURI": f"{instance_url}/bulkdata/{tag:08X}"}
+    return out
 
 
 async def metadata(request: Request) -> Response:
+    """DICOM JSON of the instances, headers only (:func:`header_json`): no pixel data is read."""
     ctx = web_context(request)
 
     def run() -> list[dict[str, Any]]:
-        out = []
-        for row in _rows(ctx, dict(request.path_params)):
-            ds = dcmread(ctx.store.absolute(row.file_path))
-            study, series = str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))
-            out.append(ds.to_json_dict(bulk_data_threshold=0,  # every binary value by URI, pixel data above all
-                                       bulk_data_element_handler=_bulk_uri(request, row, study, series)))
-        return out
+        return [header_json(ctx.store.absolute(row.file_path), _instance_url(request, row))
+                for row in _rows(ctx, dict(request.path_params))]
 
     results = await run_in_threadpool(run)
     if not results:
@@ -351,37 +373,36 @@ async def bulkdata(request: Request) -> Response:
 
 
 async def frames(request: Request) -> Response:
+    """The asked frames in the form the ``Accept`` header allows (:mod:`node.web.frames`): as stored, or native
+    pixels (1-bit frames packed, float pixel data as it is); 406 when no form it names can be given."""
     ctx = web_context(request)
-    try:
-        numbers = [int(n) for n in request.path_params["frames"].split(",")]
-    except ValueError:
-        return PlainTextResponse("frame numbers are whole numbers separated by commas", status_code=400)
 
-    def run() -> list[tuple[bytes, str]] | str:
+    def run() -> Response:
         rows = _rows(ctx, dict(request.path_params))
         if not rows:
-            return "not found"
-        ds = dcmread(ctx.store.absolute(rows[0].file_path))
-        if "PixelData" not in ds:
-            return "not found"
+            return PlainTextResponse("no such instance", status_code=404)
+        row = rows[-1]
         try:
-            pixels = ds.pixel_array
+            offer = pixel_frames.choose(request.headers.get("accept", ""),
+                                        row.transfer_syntax_uid or ExplicitVRLittleEndian)
+        except pixel_frames.NotAcceptable as exc:
+            return PlainTextResponse(str(exc), status_code=406)
+        ds = dcmread(ctx.store.absolute(row.file_path))
+        if pixel_frames.pixel_keyword(ds) is None:
+            return PlainTextResponse(f"instance {row.sop_instance_uid} has no pixel data", status_code=404)
+        try:
+            numbers = pixel_frames.frame_numbers(request.path_params["frames"], pixel_frames.frame_count(ds))
+            parts = pixel_frames.frame_bytes(ds, numbers, offer)
+        except pixel_frames.BadFrameRequest as exc:
+            return PlainTextResponse(f"instance {row.sop_instance_uid}: {exc}", status_code=400)
         except PIXEL_HANDLER_ERRORS as exc:
-            return f"cannot decode the pixel data: {exc}"
-        count = int(ds.get("NumberOfFrames", 1) or 1)
-        frames = [pixels] if count == 1 else list(pixels)
-        if any(n < 1 or n > count for n in numbers):
-            return f"frames are numbered 1 to {count}"
-        return [(frames[n - 1].tobytes(), "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1")
-                for n in numbers]
+            return PlainTextResponse(f"instance {row.sop_instance_uid} is stored as {ds.file_meta.TransferSyntaxUID}"
+                                     f", which cannot be decoded here ({exc}): ask transfer-syntax=*",
+                                     status_code=406)
+        body, boundary = multipart((part, offer.content_type) for part in parts)
+        return Response(body, media_type=f'multipart/related; type="{offer.media_type}"; boundary={boundary}')
 
-    result = await run_in_threadpool(run)
-    if result == "not found":
-        return PlainTextResponse("no such instance or no pixel data", status_code=404)
-    if isinstance(result, str):
-        return PlainTextResponse(result, status_code=400)
-    body, boundary = multipart(result)
-    return Response(body, media_type=f'multipart/related; type="application/octet-stream"; boundary={boundary}')
+    return await run_in_threadpool(run)
 
 
 # --- STOW-RS -------------------------------------------------------------------------------
