@@ -476,6 +476,9 @@ class WebSettings(_Section):
     public_url: str = ""
     # one HTTP request body (a STOW-RS upload, spooled to disk as it streams in): larger is refused with 413
     max_request_bytes: int = Field(default=2 << 30, ge=1 << 16, le=1 << 42)
+    # WADO-RS metadata kept per series under <storage root>/cache/metadata (storage.dicom_json): a viewer
+    # opening a study reads no file; the oldest go beyond this size; 0 keeps none
+    metadata_cache_mb: int = Field(default=1024, ge=0, le=1 << 20)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> WebSettings:

@@ -39,7 +39,6 @@ from typing import Any
 from pydicom import config, dcmread
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_partial
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRLittleEndian
 from starlette.concurrency import run_in_threadpool
@@ -63,6 +62,7 @@ from node.web import frames as pixel_frames
 from node.web.access import Access, Handler, RouteSpec, WebContext, client_address, web_context
 from node.web.accounts import audit
 from storage import models as m
+from storage.dicom_json import BASE, MetadataCache, series_listing
 
 log = logging.getLogger(__name__)
 
@@ -306,48 +306,24 @@ async def retrieve(request: Request) -> Response:
     return Response(body, media_type=f'multipart/related; type="application/dicom"; boundary={boundary}')
 
 
-def _instance_url(request: Request, row: m.Instance) -> str:
-    return (f"{base_url(request)}/studies/{row.series.study.study_instance_uid}"
-            f"/series/{row.series.series_instance_uid}/instances/{row.sop_instance_uid}")
-
-
-PIXEL_TAGS = {0x7FE00010: "OW", 0x7FE00008: "OF", 0x7FE00009: "OD"}  # VR when an implicit-VR file gives none
-
-
-def header_json(path: os.PathLike[str] | str, instance_url: str) -> dict[str, Any]:
-    """An instance's DICOM JSON read without its pixel data (the file is read up to the pixel data element and
-    no further), every binary value as a ``BulkDataURI`` under ``instance_url``, the pixel data element's
-    too — it is named by its tag and VR as the file has them, its value never loaded."""
-    pixel: list[tuple[int, str | None]] = []
-
-    def at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
-        if int(tag) in PIXEL_TAGS:
-            pixel.append((int(tag), vr))
-            return True
-        return False
-
-    with open(path, "rb") as fp:
-        ds = read_partial(fp, stop_when=at_pixels)
-    out: dict[str, Any] = ds.to_json_dict(
-        bulk_data_threshold=0,  # every binary value by URI
-        bulk_data_element_handler=lambda elem: f"{instance_url}/bulkdata/{elem.tag:08X}")
-    for tag, vr in pixel[:1]:
-        out[f"{tag:08X}"] = {"vr": vr or PIXEL_TAGS[tag], "BulkDataURI": f"{instance_url}/bulkdata/{tag:08X}"}
-    return out
-
-
 async def metadata(request: Request) -> Response:
-    """DICOM JSON of the instances, headers only (:func:`header_json`): no pixel data is read."""
+    """DICOM JSON of the instances, read from their headers only and kept per series
+    (:class:`storage.dicom_json.MetadataCache`): no pixel data is read, a study seen before reads no file."""
     ctx = web_context(request)
+    cache = MetadataCache.under(ctx.settings.storage.root, ctx.settings.web.metadata_cache_mb)
 
-    def run() -> list[dict[str, Any]]:
-        return [header_json(ctx.store.absolute(row.file_path), _instance_url(request, row))
-                for row in _rows(ctx, dict(request.path_params))]
+    def run() -> str | None:
+        rows = _rows(ctx, dict(request.path_params))
+        if not rows:
+            return None
+        listing = series_listing(ctx.store, rows)
+        whole = "instance" not in request.path_params
+        return "[" + ",".join(cache.series(uid, files, whole=whole) for uid, files in listing.items()) + "]"
 
-    results = await run_in_threadpool(run)
-    if not results:
+    text = await run_in_threadpool(run)
+    if text is None:
         return PlainTextResponse("no such study, series or instance", status_code=404)
-    return Response(json.dumps(results), media_type=DICOM_JSON)
+    return Response(text.replace(BASE, base_url(request)), media_type=DICOM_JSON)
 
 
 async def bulkdata(request: Request) -> Response:

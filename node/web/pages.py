@@ -282,6 +282,37 @@ async def visit(request: Request) -> Response:
                   reasons=[r.value for r in m.RejectReason])
 
 
+async def visit_viewer(request: Request) -> Response:
+    """The visit in the OHIF viewer (``/viewer``): its studies, its newest SEG overlaid on the stitched T2, and the
+    measurements in effect listed beside it (why beside: the template's text)."""
+    visit_id = _int(request, "visit_id")
+
+    def work(s: Session) -> dict[str, Any]:
+        row = s.get(m.Visit, visit_id)
+        if row is None:
+            raise LookupError(f"no visit {visit_id}")
+        measurements = m.in_effect(s.scalars(
+            select(m.Measurement).where(m.Measurement.visit_fk == visit_id)
+            .order_by(m.Measurement.muscle, m.Measurement.side, m.Measurement.modality)))
+        seg_series = s.scalars(select(m.ResultObject.series_instance_uid)
+                               .where(m.ResultObject.visit_fk == visit_id, m.ResultObject.kind == m.ResultKind.SEG)
+                               .order_by(m.ResultObject.created_at.desc(), m.ResultObject.id.desc())).first()
+        uids = [st.study_instance_uid for st in row.studies]
+        if not uids:
+            raise LookupError(f"visit {visit_id} has no study yet")
+        query = "StudyInstanceUIDs=" + quote(",".join(uids), safe=",")
+        if seg_series:
+            query += "&initialSeriesInstanceUID=" + quote(seg_series)
+        return {"visit": row, "subject": row.subject, "measurements": measurements,
+                "review": visit_review(s, visit_id), "viewer_src": f"{request.scope.get('root_path', '')}/viewer/viewer?{query}"}
+
+    try:
+        data = await _read(request, work)
+    except LookupError as exc:
+        return PlainTextResponse(str(exc), status_code=404)
+    return render(request, "visit_viewer.html", **data, muscles=MUSCLE_BY_KEY)
+
+
 async def _review(request: Request, decide: Callable[[Session, int, Any], str]) -> Response:
     """A review action on a visit: the decision and its audit record in one transaction, then back to the visit."""
     ctx = web_context(request)
@@ -597,6 +628,7 @@ ROUTES: list[RouteSpec] = [
     ("/studies/{study_id:int}", study, ["GET"], VIEWER),
     ("/visits", visits, ["GET"], VIEWER),
     ("/visits/{visit_id:int}", visit, ["GET"], VIEWER),
+    ("/visits/{visit_id:int}/viewer", visit_viewer, ["GET"], VIEWER),
     ("/visits/{visit_id:int}/qc/{name}", visit_picture, ["GET"], VIEWER),
     ("/visits/{visit_id:int}/review/roi", review_roi, ["POST"], OPERATOR),
     ("/visits/{visit_id:int}/review/accept", review_accept, ["POST"], OPERATOR),

@@ -23,6 +23,7 @@ from typing import cast
 from huey import RedisHuey, SqliteHuey, crontab
 from huey.api import Huey
 from huey.consumer import Consumer
+from pydicom.dataset import Dataset
 from sqlalchemy import select, update
 from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from node.settings import QueueSettings, Settings
 from storage import models as m
 from storage.database import transaction
+from storage.dicom_json import MetadataCache, series_listing
 from storage.filestore import FileStore
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,29 @@ def process_visit_job(ctx: JobContext, target: str) -> None:
     if visit_id is None:
         raise ValueError(f"{PROCESS_VISIT}: target {target!r} names no visit (expected 'visit:<id>')")
     process_visit(ctx.settings, ctx.sessions, ctx.store, visit_id)
+    warm_metadata(ctx, visit_id)
+
+
+def warm_metadata(ctx: JobContext, visit_id: int) -> None:
+    """Fill the WADO-RS metadata cache (:class:`storage.dicom_json.MetadataCache`) for every series of the
+    visit's studies — the images and the results just stored — so the reviewer who opens the visit in the
+    viewer reads no file. The series are listed as DICOMweb lists them (:func:`node.dimse.qr.retrieve_files`),
+    so the cached text is the one it asks for. Best effort: the visit is processed whatever happens here."""
+    from node.dimse.qr import retrieve_files
+
+    cache = MetadataCache.under(ctx.settings.storage.root, ctx.settings.web.metadata_cache_mb)
+    if not cache.max_bytes:
+        return
+    try:
+        with ctx.sessions() as s:
+            uids = list(s.scalars(select(m.Study.study_instance_uid).where(m.Study.visit_fk == visit_id)))
+            identifier = Dataset()
+            identifier.QueryRetrieveLevel, identifier.StudyInstanceUID = "STUDY", uids
+            by_series = series_listing(ctx.store, retrieve_files(s, identifier) if uids else [])
+        for series, files in by_series.items():
+            cache.series(series, files)
+    except Exception:  # derived data: a failure costs the first viewer some seconds, never the visit
+        log.exception("metadata of visit %d's studies not cached", visit_id)
 
 
 def sign_visit_job(ctx: JobContext, target: str) -> None:
