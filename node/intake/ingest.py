@@ -336,6 +336,23 @@ def content_sha256(data: bytes) -> str:
     return digest.hexdigest()
 
 
+def same_content(a: bytes, b: bytes) -> bool:
+    """Whether two PS3.10 files hold the same data set, however each application encoded it: every element
+    equal once the file meta information, group lengths and trailing padding — which encoders write, drop or
+    change freely (DCMTK's storescu and pydicom do) — are left out. Read only for a re-sent SOP Instance UID."""
+    try:
+        first, second = (dcmread(BytesIO(data), force=True) for data in (a, b))
+    except Exception:  # whatever an unreadable stored file or new one does to the parser: not the same
+        return False
+    for ds in (first, second):
+        for tag in [elem.tag for elem in ds if elem.tag.element == 0 or elem.tag == 0xFFFCFFFC]:
+            del ds[tag]
+    try:
+        return bool(first == second)
+    except Exception:  # a value that cannot be converted to compare
+        return False
+
+
 def plan(versions: Sequence[StoredVersion], sha256: str, policy: ResendPolicy, content: str | None = None) -> Plan:
     """The re-send rule, in one place: an identical re-send — the same file (``sha256``) or the same content
     however its file meta information was written (``content``, :func:`content_sha256`) — is a duplicate;
@@ -486,7 +503,7 @@ class Ingestor:
         with self._claim(h.sop_instance_uid):
             with self._lock, self.engine.connect() as conn:
                 versions = self._versions(conn, h.sop_instance_uid)
-            decided = plan(versions, sha, self.policy, content)
+            decided = self._decide(versions, sha, content, data)
             if decided.version is None:
                 return self._not_stored(h, decided)
             # Outside the index lock, so writers write and fsync in parallel. A file can exist
@@ -512,6 +529,21 @@ class Ingestor:
             self._series_cache.update(pending)
         self._after_commit(h, decided)
         return StoreOutcome(status=SUCCESS, action=decided.action, instance_id=instance_id, series_uid=h.series_uid)
+
+    def _decide(self, versions: list[StoredVersion], sha: str, content: str, data: bytes | Path) -> Plan:
+        """:func:`plan`, with a re-send whose bytes differ from every stored version compared by its data set
+        (:func:`same_content`): the same instance written by another application is a duplicate."""
+        decided = plan(versions, sha, self.policy, content)
+        if decided.action == "duplicate" or not versions:
+            return decided
+        try:
+            received = data if isinstance(data, bytes) else data.read_bytes()
+            for v in reversed(versions):
+                if same_content(self.store.absolute(v.file_path).read_bytes(), received):
+                    return Plan(action="duplicate", existing_id=v.id)
+        except OSError as exc:  # a stored version that cannot be read: decided on the hashes alone
+            log.warning("re-sent instance compared by its hashes only: %s", exc)
+        return decided
 
     def _not_stored(self, h: Header, decided: Plan) -> StoreOutcome:
         if decided.action == "kept_first":
@@ -617,7 +649,8 @@ class Ingestor:
             with self.engine.connect() as conn, _relaxed_commit(conn):
                 for r in received:
                     h = r.header
-                    decided = plan(self._versions(conn, h.sop_instance_uid), r.sha256, self.policy, r.content_sha256)
+                    decided = self._decide(self._versions(conn, h.sop_instance_uid), r.sha256, r.content_sha256,
+                                           r.entry.path)
                     if decided.version is None:
                         decisions.append((decided, self._not_stored(h, decided)))
                         continue

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from node.intake.ingest import StoredVersion, plan
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.filebase import DicomBytesIO
+
+from node.intake.ingest import StoredVersion, content_sha256, plan, same_content
 
 
 def versions(*shas: str) -> list[StoredVersion]:
@@ -37,3 +42,22 @@ def test_replace_stores_the_next_version_and_names_every_older_one() -> None:
 def test_keep_both_stores_the_next_version_flagged() -> None:
     decided = plan(versions("a"), "c", "keep_both")
     assert (decided.action, decided.version, decided.conflict, decided.replaced) == ("new_version", 2, True, ())
+
+
+def test_the_same_data_set_written_by_another_application_is_the_same_content_and_a_changed_one_is_not() -> None:
+    path = get_testdata_file("CT_small.dcm")
+    assert path is not None
+    original = Path(path).read_bytes()
+    ds = dcmread(path)
+    ds.file_meta.ImplementationClassUID, ds.file_meta.ImplementationVersionName = "1.2.3.4", "OTHER_APP"
+    buffer = DicomBytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    rewritten = buffer.getvalue()
+    assert rewritten != original and content_sha256(rewritten) == content_sha256(original)
+    assert content_sha256(rewritten[128 + 4:]) == content_sha256(original)  # sent without the preamble
+    assert same_content(original, rewritten)
+    ds.PatientName = "Other^Patient"
+    changed = DicomBytesIO()
+    ds.save_as(changed, enforce_file_format=True)
+    assert content_sha256(changed.getvalue()) != content_sha256(original)
+    assert not same_content(original, changed.getvalue())
