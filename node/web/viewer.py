@@ -118,6 +118,9 @@ def app_config(*, root_path: str, may_store: bool) -> str:
             "bulkDataURI": {"enabled": True, "relativeResolution": "studies"},
             "omitQuotationForMultipartRequest": True,
             "supportsStow": may_store, "dicomUploadEnabled": may_store,
+            # a saved segmentation as a binary SEG in Explicit VR Little Endian (OHIF's default is a Label Map
+            # SEG in RLE): the kind quant/corrected_labels.py reads, as from 3D Slicer
+            "segmentation": {"store": {"defaultMode": "bitmap", "transferSyntaxUID": "1.2.840.10008.1.2.1"}},
         },
     }
     config = {

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import highdicom as hd
+import httpx
 import pydicom
 import pytest
 import SimpleITK as sitk
@@ -36,7 +37,15 @@ from phantom.cohort_files import write_cohort
 from stats.importer import import_observations, import_subjects
 from storage import models as m
 from storage.database import transaction
-from tests.support.browser import chromium, loaded_images, screenshot, sign_in, wait_for_text, wait_for_url
+from tests.support.browser import (
+    chromium,
+    console_messages,
+    loaded_images,
+    screenshot,
+    sign_in,
+    wait_for_text,
+    wait_for_url,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -176,6 +185,7 @@ def test_two_subjects_from_scanner_to_pacs_and_report(tmp_path: Path) -> None:
             assert all(st is m.VisitState.PROCESSED for st in s.scalars(imaged))
 
         visit_id = console_in_a_browser(node, tmp_path, baselines[0].subject_id)
+        viewed_in_ohif(node, visit_id, tmp_path)
         signed_and_counted(node, settings, visit_id, tmp_path)
         corrected_by_a_workstation(node, settings, visit_id, port, tmp_path)
         learned_by_a_site_atlas(node, settings, visit_id, tmp_path)
@@ -234,6 +244,62 @@ def console_in_a_browser(node: Node, tmp_path: Path, subject_id: str) -> int:
         visit_id = s.scalars(select(m.Review.visit_fk)).first()
     assert visit_id is not None
     return int(visit_id)
+
+
+def viewed_in_ohif(node: Node, visit_id: int, tmp_path: Path) -> None:
+    """The visit opened in the OHIF viewer (``/viewer``, npm's @ohif/app) from its console page: OHIF loads the
+    study from myonode's DICOMweb, shows the stitched T2 with the SEG's segments, the measurements are listed
+    beside it; the SR opened on its own does not break the viewer; the ADC map's Float Pixel Data is served as
+    frames."""
+    assert node.web is not None
+    base = f"http://127.0.0.1:{node.web.port}"
+    with node.sessions() as s:
+        results = {kind: (study, series, sop) for kind, study, series, sop in s.execute(
+            select(m.ResultObject.kind, m.Study.study_instance_uid, m.ResultObject.series_instance_uid,
+                   m.ResultObject.sop_instance_uid)
+            .join(m.Visit, m.Visit.id == m.ResultObject.visit_fk).join(m.Study, m.Study.visit_fk == m.Visit.id)
+            .where(m.ResultObject.visit_fk == visit_id))}
+    study, adc_series, adc_sop = results[m.ResultKind.ADC_MAP]
+    frames = httpx.get(f"{base}/dicomweb/studies/{study}/series/{adc_series}/instances/{adc_sop}/frames/1",
+                       auth=("physicist", "a long operator password"), timeout=60,
+                       headers={"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"})
+    assert frames.status_code == 200 and "transfer-syntax=1.2.840.10008.1.2.1" in frames.text[:400]
+
+    driver = chromium(tmp_path / "chromium-ohif", webgl=True)
+    try:
+        sign_in(driver, base, "physicist", "a long operator password")
+        driver.get(f"{base}/visits/{visit_id}")
+        driver.find_element(By.ID, "open-viewer").click()
+        wait_for_url(driver, f"/visits/{visit_id}/viewer")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#viewer-measurements tr")) > 30  # beside the viewer
+        driver.switch_to.frame(driver.find_element(By.ID, "viewer"))
+        seen: list[str] = []
+
+        def segmentation_shown() -> bool:
+            seen.extend(console_messages(driver))
+            assert not any("Error Boundary" in line for line in seen), [x for x in seen if "Error" in x]
+            return any("SEG parse complete" in line for line in seen) and "WB T2 stitched (myonode)" in \
+                str(driver.execute_script("return document.body.innerText"))
+
+        wait_for(segmentation_shown, 180, "OHIF showing the stitched T2 with the SEG")
+        screenshot(driver, tmp_path / "viewer-visit.png")
+        # the SR alone: its groups carry no image coordinates (TID 1411); the viewer stays up
+        driver.switch_to.default_content()
+        _, sr_series, _ = results[m.ResultKind.SR]
+        driver.get(f"{base}/viewer/viewer?StudyInstanceUIDs={study}&initialSeriesInstanceUID={sr_series}")
+        seen.clear()
+
+        def sr_loaded() -> bool:
+            seen.extend(console_messages(driver))
+            assert not any("Error Boundary" in line for line in seen), [x for x in seen if "Error" in x]
+            return any("rehydratable" in line for line in seen)
+
+        wait_for(sr_loaded, 180, "OHIF loading the SR")
+        time.sleep(3)  # the viewport mounts the SR after reading it: an error would come now
+        assert not any("Error Boundary" in line for line in seen + console_messages(driver))
+        assert "Something went wrong" not in str(driver.execute_script("return document.body.innerText"))
+    finally:
+        driver.quit()
 
 
 def signed_and_counted(node: Node, settings: Settings, visit_id: int, tmp_path: Path) -> None:

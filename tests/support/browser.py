@@ -18,17 +18,22 @@ from selenium.webdriver.support.wait import WebDriverWait
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
-def chromium(profile: Path) -> WebDriver:
-    """Headless Chromium with a fresh profile in ``profile``; fails (not skips) when the packages are missing."""
+def chromium(profile: Path, *, webgl: bool = False) -> WebDriver:
+    """Headless Chromium with a fresh profile in ``profile``; fails (not skips) when the packages are missing.
+    ``webgl``: WebGL 2 on SwiftShader, the CPU renderer Chromium ships (the OHIF viewer draws with it); the
+    browser's console is kept for :func:`console_messages` either way."""
     for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
         if not Path(path).exists():
             pytest.fail(f"{path} missing: `make test` installs the Debian package {package}")
     os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium Manager is not used: the driver's path is given
     options = Options()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    graphics = ("--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist") if webgl \
+        else ("--disable-gpu",)
+    for argument in ("--headless=new", "--no-sandbox", *graphics, "--disable-dev-shm-usage",
                      "--window-size=1400,1100", f"--user-data-dir={profile}"):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
 
 
@@ -63,3 +68,8 @@ def wait_for_text(driver: WebDriver, element_id: str, text: str, timeout_s: floa
 def wait_for_url(driver: WebDriver, part: str, timeout_s: float = 20) -> None:
     """Until the page's address contains ``part`` (a form sent, its answer loaded)."""
     WebDriverWait(driver, timeout_s).until(expected_conditions.url_contains(part))
+
+
+def console_messages(driver: WebDriver) -> list[str]:
+    """What the page wrote to the browser's console since the last call."""
+    return [str(entry["message"]) for entry in driver.get_log("browser")]
