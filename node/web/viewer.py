@@ -126,7 +126,8 @@ def app_config(*, root_path: str, may_store: bool) -> str:
     config = {
         "routerBasename": f"{root_path}/viewer",
         "extensions": [], "modes": [],
-        "customizationService": {"onBeforeSRAddMeasurement": {"$set": "@SR_GUARD@"}},
+        "customizationService": {"onBeforeSRAddMeasurement": {"$set": "@SR_GUARD@"},
+                                 "ohif.tours": {"$set": []}},  # no onboarding tour over the first image
         "showStudyList": True, "maxNumberOfWebWorkers": 2,
         "showWarningMessageForCrossOrigin": False, "showCPUFallbackMessage": True, "showLoadingIndicator": True,
         "strictZSpacingForVolumeViewport": False,
