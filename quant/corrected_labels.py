@@ -96,12 +96,16 @@ def seg_label_array(seg: Dataset, derived: Sequence[Dataset], targets: dict[int,
     grid = derived_grid(derived)
     segmentation = hd.seg.Segmentation.from_dataset(seg, copy=True)
     out = np.zeros(sitk.GetArrayViewFromImage(grid).shape, dtype=np.uint16)
+    # A SEG whose frames cite their source images but do not say Spatial Locations Preserved (OHIF 3 writes
+    # none) is placed by those citations when it shares the series' frame of reference: its frames were drawn
+    # on those very images. Another frame of reference is refused as before.
+    same_frame = str(seg.get("FrameOfReferenceUID", "")) == str(derived[0].get("FrameOfReferenceUID", "-"))
     for number, target in targets.items():
         try:
             masks = segmentation.get_pixels_by_source_instance(
                 source_sop_instance_uids=[str(d.SOPInstanceUID) for d in derived], segment_numbers=[number],
-                assert_missing_frames_are_empty=True)
-        except (ValueError, KeyError) as exc:
+                assert_missing_frames_are_empty=True, ignore_spatial_locations=same_frame)
+        except (ValueError, KeyError, RuntimeError) as exc:
             raise CorrectionError(f"segment {number}: its frames do not map onto the referenced series: {exc}") from exc
         for ds, mask in zip(derived, masks[..., 0], strict=True):
             k = grid.TransformPhysicalPointToIndex([float(v) for v in ds.ImagePositionPatient])[2]

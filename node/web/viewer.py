@@ -129,6 +129,10 @@ def app_config(*, root_path: str, may_store: bool) -> str:
         "customizationService": {"onBeforeSRAddMeasurement": {"$set": "@SR_GUARD@"},
                                  "ohif.tours": {"$set": []}},  # no onboarding tour over the first image
         "showStudyList": True, "maxNumberOfWebWorkers": 2,
+        # the images of the series in view are fetched in the background: saving an edited SEG needs every
+        # image it references in the viewer's cache, not only those scrolled through
+        "studyPrefetcher": {"enabled": True, "displaySetsCount": 1, "maxNumPrefetchRequests": 10,
+                            "order": "closest"},
         "showWarningMessageForCrossOrigin": False, "showCPUFallbackMessage": True, "showLoadingIndicator": True,
         "strictZSpacingForVolumeViewport": False,
         "investigationalUseDialog": {"option": "never"},

@@ -24,6 +24,7 @@ import pytest
 import SimpleITK as sitk
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
+from selenium.webdriver.support.wait import WebDriverWait
 from sqlalchemy import func, select
 
 from node.demo.orthanc import start_orthanc
@@ -189,6 +190,7 @@ def test_two_subjects_from_scanner_to_pacs_and_report(tmp_path: Path) -> None:
         signed_and_counted(node, settings, visit_id, tmp_path)
         corrected_by_a_workstation(node, settings, visit_id, port, tmp_path)
         learned_by_a_site_atlas(node, settings, visit_id, tmp_path)
+        edited_in_ohif(node, visit_id, tmp_path)
     finally:
         node.stop()
         orthanc.stop()
@@ -300,6 +302,98 @@ def viewed_in_ohif(node: Node, visit_id: int, tmp_path: Path) -> None:
         assert "Something went wrong" not in str(driver.execute_script("return document.body.innerText"))
     finally:
         driver.quit()
+
+
+# Run in OHIF's page: one pixel added to the right of every pixel of a segment (its labelmap as OHIF holds it),
+# after every image the segmentation references is in the viewer's cache (saving needs them), then OHIF's own
+# "Store Segmentation" command.
+EDIT_AND_STORE = """
+const done = arguments[arguments.length - 1];
+const label = arguments[0];
+const seg = window.services.segmentationService.getSegmentations()[0];
+const labelmap = seg.representationData.Labelmap;
+const index = Object.values(seg.segments).find(s => s && s.label === label).segmentIndex;
+Promise.all(labelmap.referencedImageIds.map(id => window.cornerstone.imageLoader.loadAndCacheImage(id))).then(() => {
+  let changed = 0;
+  for (const id of labelmap.imageIds) {
+    const image = window.cornerstone.cache.getImage(id);
+    const data = image.voxelManager ? image.voxelManager.getScalarData() : image.getPixelData();
+    for (let i = data.length - 2; i >= 0; i--) {
+      if (data[i] === index && data[i + 1] === 0 && (i + 1) % image.columns) { data[i + 1] = index; changed++; }
+    }
+  }
+  window.cornerstoneTools.segmentation.triggerSegmentationEvents.triggerSegmentationDataModified(seg.segmentationId);
+  window.commandsManager.runCommand('storeSegmentation', {segmentationId: seg.segmentationId});
+  done(changed);
+}, error => done('not cached: ' + error));
+"""
+
+
+def edited_in_ohif(node: Node, visit_id: int, tmp_path: Path) -> None:
+    """An operator corrects a muscle in OHIF's segmentation mode and saves it with OHIF's own Store command: the SEG
+    OHIF writes comes by STOW-RS from the console session and becomes a correction of that muscle only, applied
+    and re-measured as a SEG sent by C-STORE is. (The edit itself is made on OHIF's labelmap by script, as a brush
+    stroke would leave it.)"""
+    assert node.web is not None
+    base = f"http://127.0.0.1:{node.web.port}"
+    with node.sessions() as s:
+        study, seg_series = s.execute(
+            select(m.Study.study_instance_uid, m.ResultObject.series_instance_uid)
+            .join(m.Visit, m.Visit.id == m.ResultObject.visit_fk).join(m.Study, m.Study.visit_fk == m.Visit.id)
+            .where(m.ResultObject.visit_fk == visit_id, m.ResultObject.kind == m.ResultKind.SEG)
+            .order_by(m.ResultObject.id.desc())).first()
+        before = {c.id for c in s.scalars(select(m.Correction))}
+    driver = chromium(tmp_path / "chromium-ohif-edit", webgl=True)
+    try:
+        sign_in(driver, base, "physicist", "a long operator password")
+        driver.get(f"{base}/viewer/segmentation?StudyInstanceUIDs={study}")
+        seen: list[str] = []
+
+        def study_shown() -> bool:
+            return bool(driver.execute_script(
+                "return !!(window.services && window.services.displaySetService.getActiveDisplaySets()"
+                ".some(d => d.SeriesInstanceUID === arguments[0]))", seg_series))
+
+        wait_for(study_shown, 180, "OHIF listing the visit's SEG")
+        driver.execute_script("""
+          const ds = window.services.displaySetService.getActiveDisplaySets()
+            .find(d => d.SeriesInstanceUID === arguments[0]);
+          const viewportId = window.services.viewportGridService.getActiveViewportId();
+          window.commandsManager.runCommand('setDisplaySetsForViewports',
+            {viewportsToUpdate: [{viewportId, displaySetInstanceUIDs: [ds.displaySetInstanceUID]}]});""", seg_series)
+
+        def segmentation_loaded() -> bool:
+            seen.extend(console_messages(driver))
+            assert not any("Error Boundary" in line for line in seen), [x for x in seen if "Error" in x]
+            return bool(driver.execute_script(
+                "return window.services.segmentationService.getSegmentations().length === 1"))
+
+        wait_for(segmentation_loaded, 180, "the SEG as an editable labelmap")
+        driver.set_script_timeout(180)
+        changed = driver.execute_async_script(EDIT_AND_STORE, "Hamstrings right")
+        assert isinstance(changed, int) and changed > 0, changed
+        save = WebDriverWait(driver, 60).until(lambda d: next(
+            (b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Save"), None))
+        screenshot(driver, tmp_path / "viewer-store-segmentation.png")
+        save.click()
+
+        def applied() -> bool:
+            with node.sessions() as s:
+                new = [c for c in s.scalars(select(m.Correction)) if c.id not in before]
+            return bool(new) and new[0].state is not m.CorrectionState.PENDING
+
+        wait_for(applied, 300, "the SEG saved in OHIF handled as a correction")
+    finally:
+        driver.quit()
+    with node.sessions() as s:
+        (correction,) = [c for c in s.scalars(select(m.Correction)) if c.id not in before]
+        assert correction.state is m.CorrectionState.APPLIED and correction.visit_fk == visit_id, correction.reason
+        assert correction.muscles == ["hamstrings right"]  # OHIF wrote every segment; only the edited one differs
+        assert correction.instance.sop_class_uid == "1.2.840.10008.5.1.4.1.1.66.4"  # a binary SEG, as configured
+        corrected = s.scalars(select(m.Measurement).where(
+            m.Measurement.visit_fk == visit_id, m.Measurement.muscle == "hamstrings",
+            m.Measurement.source == m.MeasurementSource.CORRECTED)).all()
+        assert [x.side.value for x in corrected] == ["right"]
 
 
 def signed_and_counted(node: Node, settings: Settings, visit_id: int, tmp_path: Path) -> None:
