@@ -24,7 +24,6 @@ import pytest
 import SimpleITK as sitk
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
-from selenium.webdriver.support.wait import WebDriverWait
 from sqlalchemy import func, select
 
 from node.demo.orthanc import start_orthanc
@@ -372,10 +371,10 @@ def edited_in_ohif(node: Node, visit_id: int, tmp_path: Path) -> None:
         driver.set_script_timeout(180)
         changed = driver.execute_async_script(EDIT_AND_STORE, "Hamstrings right")
         assert isinstance(changed, int) and changed > 0, changed
-        save = WebDriverWait(driver, 60).until(lambda d: next(
-            (b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Save"), None))
+        save_button = "return [...document.querySelectorAll('button')].find(b => b.textContent.trim() === 'Save')"
+        wait_for(lambda: driver.execute_script(save_button) is not None, 60, "OHIF's Store Segmentation dialog")
         screenshot(driver, tmp_path / "viewer-store-segmentation.png")
-        save.click()
+        driver.execute_script(save_button.replace("return ", "") + ".click()")
 
         def applied() -> bool:
             with node.sessions() as s:

@@ -575,7 +575,13 @@ def test_a_segmentation_saved_by_a_workstation_comes_back_as_the_labels_it_holds
     its segments map to the catalogue by tracking identifier, its voxels land on the derived grid where they were
     drawn, and the corrected labels keep every other label as it was."""
     from quant.atlas import AtlasLabel
-    from quant.corrected_labels import corrected_labels, derived_grid, seg_label_array, segment_targets
+    from quant.corrected_labels import (
+        CorrectionError,
+        corrected_labels,
+        derived_grid,
+        seg_label_array,
+        segment_targets,
+    )
 
     res, _ = first
     derived = res.stitched_t2
@@ -613,6 +619,17 @@ def test_a_segmentation_saved_by_a_workstation_comes_back_as_the_labels_it_holds
                                                  if t.value == 3})
     expected[np.roll(original == 3, 3, axis=2)] = 3
     assert (corrected == expected).all() and (corrected == 3).sum() > 0
+    # as OHIF 3 writes it: each frame cites its source image without saying Spatial Locations Preserved
+    ohif = copy.deepcopy(workstation)
+    for frame in ohif.PerFrameFunctionalGroupsSequence:
+        for source in frame.DerivationImageSequence[0].SourceImageSequence:
+            if "SpatialLocationsPreserved" in source:
+                del source.SpatialLocationsPreserved
+    ohif_targets = {n: t for n, t in targets.items() if t.value == 3}
+    assert (seg_label_array(ohif, derived, ohif_targets) == corrected).all()  # placed by its citations
+    ohif.FrameOfReferenceUID = hd.UID()  # drawn in another frame of reference: the citations do not say where
+    with pytest.raises(CorrectionError, match="do not map onto the referenced series"):
+        seg_label_array(ohif, derived, ohif_targets)
     automatic = sitk.Resample(visit.labels, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
     merged = sitk.GetArrayFromImage(corrected_labels(visit.labels, grid, corrected, [3]))
     auto = sitk.GetArrayFromImage(automatic)
