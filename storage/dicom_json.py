@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import struct
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -37,8 +38,75 @@ BASE = "@@DICOMWEB@@"  # where the DICOMweb root goes in cached text
 PIXEL_TAGS = {0x7FE00010: "OW", 0x7FE00008: "OF", 0x7FE00009: "OD"}  # VR when an implicit-VR file gives none
 
 
+TEXT_CHARSETS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
+SPLIT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "SH", "TM", "UC", "UI", "DS", "IS"})
+WHOLE_VRS = frozenset({"LT", "ST", "UT", "UR"})  # one value: a backslash is text
+CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
+BINARY_NUMBERS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "UV": "Q", "SV": "q", "FL": "f", "FD": "d"}
+BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+
+
+def _strings(raw: bytes, vr: str, encoding: str) -> list[str]:
+    """The values of a string element as pydicom reads them: the padding of the whole value stripped, then split
+    (components keep their own spaces; an empty component stays an empty string); [] when nothing is left."""
+    text = raw.decode(encoding if vr in CHARSET_VRS else "latin-1").rstrip(" \0")
+    if vr not in WHOLE_VRS and vr != "UI":
+        text = text.lstrip(" ") if vr in ("DS", "IS") else text
+    if not text:
+        return []
+    return [text] if vr in WHOLE_VRS else text.split("\\")
+
+
+def _element_json(ds: Any, tag: BaseTag, encoding: str, bulk: Any) -> dict[str, Any]:
+    """One element of a data set read from a file, encoded from its raw bytes; pydicom's own encoder for what
+    this does not know (an implicit VR it cannot name alone, a sequence's items, any other VR)."""
+    raw = ds.get_item(tag)
+    vr, value = getattr(raw, "VR", None), getattr(raw, "value", None)
+    if vr == "SQ" or not getattr(raw, "is_raw", False) or not isinstance(value, bytes | None) or not getattr(
+            raw, "is_little_endian", True):
+        element = ds[tag]
+        if element.VR == "SQ":
+            return {"vr": "SQ", "Value": [_dataset_json(item, encoding, bulk) for item in element.value]}
+        out: dict[str, Any] = element.to_json_dict(bulk_data_element_handler=bulk, bulk_data_threshold=0)
+        return out
+    if vr is None or raw.is_implicit_VR or vr == "UN":  # UN: pydicom names a known tag's VR
+        return dict(ds[tag].to_json_dict(bulk_data_element_handler=bulk, bulk_data_threshold=0))
+    if not value:
+        return {"vr": vr}
+    if vr in BULK_VRS:
+        return {"vr": vr, "BulkDataURI": bulk(ds[tag])}
+    if vr in BINARY_NUMBERS:
+        code = BINARY_NUMBERS[vr]
+        return {"vr": vr, "Value": list(struct.unpack(f"<{len(value) // struct.calcsize(code)}{code}", value))}
+    if vr == "AT":
+        words = struct.unpack(f"<{len(value) // 2}H", value)
+        return {"vr": vr, "Value": [f"{words[i]:04X}{words[i + 1]:04X}" for i in range(0, len(words) - 1, 2)]}
+    if vr == "PN":
+        names = [{key: part for key, part in zip(PN_GROUPS, name.split("="), strict=False) if part}
+                 for name in _strings(value, vr, encoding)]
+        return {"vr": vr, "Value": names} if names else {"vr": vr}
+    if vr in SPLIT_VRS or vr in WHOLE_VRS:
+        strings = _strings(value, vr, encoding)
+        if vr in ("DS", "IS") and strings:
+            kind = float if vr == "DS" else int
+            return {"vr": vr, "Value": [kind(v) if v.strip() else None for v in strings]}
+        return {"vr": vr, "Value": strings} if strings else {"vr": vr}
+    return dict(ds[tag].to_json_dict(bulk_data_element_handler=bulk, bulk_data_threshold=0))
+
+
+def _dataset_json(ds: Any, encoding: str, bulk: Any) -> dict[str, Any]:
+    return {f"{int(tag):08X}": _element_json(ds, tag, encoding, bulk) for tag in list(ds.keys())}
+
+
 def header_json(path: os.PathLike[str] | str, instance_url: str) -> dict[str, Any]:
-    """An instance's DICOM JSON without its pixel data (see the module docstring)."""
+    """An instance's DICOM JSON without its pixel data (see the module docstring).
+
+    Encoded here from the elements' raw bytes for the common VRs, in the form pydicom's ``to_json_dict`` gives
+    (tested equal on every file of pydicom's test data and on myonode's own results), and by pydicom for the
+    rest: pydicom converts every element to a Python value first, which measured 4–7 ms for a diffusion MR
+    header and 270 ms for a SEG's per-frame groups on this machine — the time a viewer waits for a study
+    seen for the first time. A character set other than ASCII, Latin-1 or UTF-8 is left to pydicom whole."""
     pixel: list[tuple[int, str | None]] = []
 
     def at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
@@ -49,9 +117,14 @@ def header_json(path: os.PathLike[str] | str, instance_url: str) -> dict[str, An
 
     with open(path, "rb") as fp:
         ds = read_partial(fp, stop_when=at_pixels)
-    out: dict[str, Any] = ds.to_json_dict(
-        bulk_data_threshold=0,  # every binary value by URI
-        bulk_data_element_handler=lambda elem: f"{instance_url}/bulkdata/{elem.tag:08X}")
+
+    def bulk(elem: Any) -> str:
+        return f"{instance_url}/bulkdata/{elem.tag:08X}"
+
+    charset = ds.get("SpecificCharacterSet", "")
+    encoding = TEXT_CHARSETS.get(charset if isinstance(charset, str) else "\\".join(charset))
+    out: dict[str, Any] = (_dataset_json(ds, encoding, bulk) if encoding is not None else
+                           ds.to_json_dict(bulk_data_threshold=0, bulk_data_element_handler=bulk))
     for tag, vr in pixel[:1]:
         out[f"{tag:08X}"] = {"vr": vr or PIXEL_TAGS[tag], "BulkDataURI": f"{instance_url}/bulkdata/{tag:08X}"}
     return out
