@@ -3,8 +3,9 @@ same files, side by side) and the OHIF viewer's own "study to first image" time 
 
 One small phantom visit is pushed by storescu to a node (demo settings) and to Orthanc, the node processes it
 (stitched T2, SEG, SR, ADC map), then for every series of the study: GET …/series/{uid}/metadata from each, and
-OHIF (npm @ohif/app at /viewer, headless Chromium on SwiftShader) opens the study; OHIF logs its own
-``studyToFirstImage``. Prints JSON. Usage: ``python bench/viewer.py [--rounds N]``.
+OHIF (npm @ohif/app at /viewer, headless Chromium on SwiftShader) opens the study — from myonode (metadata
+kept and cold) and, the same build and configuration, from Orthanc's DICOMweb through a pass-through in this
+script; OHIF logs its own ``studyToFirstImage``. Prints JSON. Usage: ``python bench/viewer.py [--rounds N]``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,18 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import uvicorn
 from sqlalchemy import select
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support
 
@@ -28,6 +36,7 @@ from node.demo.ports import free_port
 from node.demo.scenario import prepare_demo_folder, push_visit
 from node.service import start_node
 from node.web.accounts import add_user
+from node.web.viewer import OHIF_DIST, app_config, index_page, moved
 from phantom.cohort_files import write_cohort
 from stats.importer import import_subjects
 from storage import models as m
@@ -55,6 +64,39 @@ def first_image_ms(driver, base: str, study: str) -> float | None:  # type: igno
                 return float(line.split("studyToFirstImage:")[1].split()[0].strip('"'))
         time.sleep(0.5)
     return None
+
+
+def orthanc_viewer(orthanc_http: int) -> tuple[Any, int]:
+    """The same OHIF build and configuration as myonode serves (node.web.viewer), with its /dicomweb passed on to
+    Orthanc's DICOMweb plugin: OHIF on the peer, for the same study, in the same run. Returns (server, port)."""
+    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{orthanc_http}/dicom-web", timeout=120)
+
+    async def config(request: Request) -> Response:
+        return Response(app_config(root_path="", may_store=False), media_type="text/javascript")
+
+    async def files(request: Request) -> Response:
+        name = request.path_params["path"]
+        target = OHIF_DIST / name
+        if name and target.is_file():
+            body = moved(name, "")
+            return Response(body, media_type="text/javascript" if name.endswith(".js") else "text/css") \
+                if body is not None else FileResponse(target)
+        return Response(index_page("")[0], media_type="text/html")
+
+    async def dicomweb(request: Request) -> Response:
+        answer = await client.get(f"/{request.path_params['path']}", params=request.query_params,
+                                  headers={"accept": request.headers.get("accept", "*/*")})
+        return Response(answer.content, status_code=answer.status_code,
+                        media_type=answer.headers.get("content-type"))
+
+    app = Starlette(routes=[Route("/viewer/app-config.js", config), Route("/viewer/{path:path}", files),
+                            Route("/dicomweb/{path:path}", dicomweb)])
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, port
 
 
 def main() -> None:
@@ -106,20 +148,27 @@ def main() -> None:
             "orthanc_over_myonode_kept": statistics.median(orthanc_s) / statistics.median(kept),
             "orthanc_over_myonode_cold": statistics.median(orthanc_s) / statistics.median(cold),
         }
+        server, peer_port = orthanc_viewer(orthanc.http_port)
         driver = chromium(work / "chromium", webgl=True)
         try:
             sign_in(driver, base, "bench", "bench password long")
-            warm_ms, cold_ms = [], []
+            warm_ms, cold_ms, peer_ms = [], [], []
             for _ in range(args.rounds):
                 warm_ms.append(first_image_ms(driver, base, study))
                 shutil.rmtree(cache, ignore_errors=True)
                 cold_ms.append(first_image_ms(driver, base, study))
+                peer_ms.append(first_image_ms(driver, f"http://127.0.0.1:{peer_port}", study))
+
+            def median(values: list[float | None]) -> float:
+                return statistics.median([x for x in values if x is not None] or [float("nan")])
+
             out["ohif_study_to_first_image_ms"] = {
-                "kept": statistics.median([x for x in warm_ms if x is not None] or [float("nan")]),
-                "cold": statistics.median([x for x in cold_ms if x is not None] or [float("nan")]),
-                "all_kept": warm_ms, "all_cold": cold_ms}
+                "myonode_kept": median(warm_ms), "myonode_cold": median(cold_ms), "orthanc": median(peer_ms),
+                "orthanc_over_myonode_kept": median(peer_ms) / median(warm_ms),
+                "all_myonode_kept": warm_ms, "all_myonode_cold": cold_ms, "all_orthanc": peer_ms}
         finally:
             driver.quit()
+            server.should_exit = True
     finally:
         node.stop()
         orthanc.stop()
