@@ -3,16 +3,19 @@ into :data:`OHIF_DIST`, never committed), served by the console under the same s
 ``/dicomweb`` as its only data source.
 
 - ``/viewer/app-config.js`` is written here from ``[web]`` for the signed-in account: one DICOMweb data
-  source at this origin's ``{root_path}/dicomweb``, the study list on, OHIF's upload and the segmentation
-  save only for an ``operator`` (STOW-RS needs that role anyway). Nothing of OHIF's default configuration
-  (its public demo server) is served.
+  source at this origin's ``{root_path}/dicomweb``, the study list on, OHIF's upload offered only to an
+  ``operator`` (STOW-RS refuses a viewer's saved segmentation anyway), a saved segmentation written as a
+  binary SEG, the images in view prefetched (saving needs them all), no onboarding tour, and a guard that
+  keeps SR groups without coordinates from breaking the viewer (:data:`SR_GUARD`). Nothing of OHIF's
+  default configuration (its public demo server) is served.
 - ``index.html`` is the package's, with the paths it was built for (``/``) moved under ``{root_path}/viewer/``,
   and so is the webpack public path built into its scripts (where chunks, workers and WebAssembly load from);
   every other path the app routes itself (``/viewer/viewer?StudyInstanceUIDs=…``,
   ``/viewer/segmentation?…``) gets that page too; files of the build are served as they are, the
   content-hashed bundles cacheable for good.
 - Every answer is cross-origin isolated (``Cross-Origin-Opener-Policy: same-origin``,
-  ``Cross-Origin-Embedder-Policy: require-corp``: OHIF's decoders use ``SharedArrayBuffer``) and carries a
+  ``Cross-Origin-Embedder-Policy: require-corp``: ``SharedArrayBuffer`` for OHIF's tools that need it, its
+  onnxruntime-based ones; everything it loads is of this origin) and carries a
   content security policy of its own: scripts of this origin only (plus the page's two inline scripts by
   hash, WebAssembly compilation, which the image codecs need, and ``eval``, which OHIF's SEG loading
   needs — the console's own pages keep the strict policy), no other origin to connect to.
