@@ -352,6 +352,10 @@ async def frames(request: Request) -> Response:
     """The asked frames in the form the ``Accept`` header allows (:mod:`node.web.frames`): as stored, or native
     pixels (1-bit frames packed, float pixel data as it is); 406 when no form it names can be given."""
     ctx = web_context(request)
+    try:
+        pixel_frames.parse_frame_list(request.path_params["frames"])  # a malformed list is 400 whatever it names
+    except pixel_frames.BadFrameRequest as exc:
+        return PlainTextResponse(str(exc), status_code=400)
 
     def run() -> Response:
         rows = _rows(ctx, dict(request.path_params))

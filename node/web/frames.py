@@ -113,14 +113,20 @@ def choose(accept: str, stored_syntax: str) -> Offer:
                         f"{' or '.join(sorted(can))} (multipart/related), not {accept!r}")
 
 
-def frame_numbers(text: str, count: int) -> list[int]:
-    """The frame list of the path (1-based, comma-separated) checked against ``count`` frames."""
+def parse_frame_list(text: str) -> list[int]:
+    """The frame list of the path (1-based, comma-separated), before any instance is looked up."""
     try:
         numbers = [int(n) for n in text.split(",")]
     except ValueError:
         raise BadFrameRequest("frame numbers are whole numbers separated by commas") from None
     if len(numbers) > MAX_FRAMES_PER_REQUEST:
         raise BadFrameRequest(f"more than {MAX_FRAMES_PER_REQUEST} frames in one request")
+    return numbers
+
+
+def frame_numbers(text: str, count: int) -> list[int]:
+    """The frame list of the path checked against an instance of ``count`` frames."""
+    numbers = parse_frame_list(text)
     if any(n < 1 or n > count for n in numbers):
         raise BadFrameRequest(f"frames are numbered 1 to {count}")
     return numbers
