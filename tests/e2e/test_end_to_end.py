@@ -23,6 +23,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.select import Select
 from sqlalchemy import func, select
 
@@ -47,7 +48,9 @@ from tests.support.browser import (
     wait_for_url,
 )
 
-pytestmark = pytest.mark.slow
+# the whole story in one test (scanner to PACS, browser, signing, corrections, site atlas, OHIF): more than the
+# suite's 10 minutes per test when it shares two cores with the rest of the suite
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
@@ -185,11 +188,15 @@ def test_two_subjects_from_scanner_to_pacs_and_report(tmp_path: Path) -> None:
             assert all(st is m.VisitState.PROCESSED for st in s.scalars(imaged))
 
         visit_id = console_in_a_browser(node, tmp_path, baselines[0].subject_id)
-        viewed_in_ohif(node, visit_id, tmp_path)
         signed_and_counted(node, settings, visit_id, tmp_path)
         corrected_by_a_workstation(node, settings, visit_id, port, tmp_path)
         learned_by_a_site_atlas(node, settings, visit_id, tmp_path)
-        edited_in_ohif(node, visit_id, tmp_path)
+        driver = chromium(tmp_path / "chromium-ohif", webgl=True)
+        try:
+            viewed_in_ohif(node, visit_id, driver, tmp_path)
+            edited_in_ohif(node, visit_id, driver, tmp_path)
+        finally:
+            driver.quit()
     finally:
         node.stop()
         orthanc.stop()
@@ -247,7 +254,7 @@ def console_in_a_browser(node: Node, tmp_path: Path, subject_id: str) -> int:
     return int(visit_id)
 
 
-def viewed_in_ohif(node: Node, visit_id: int, tmp_path: Path) -> None:
+def viewed_in_ohif(node: Node, visit_id: int, driver: WebDriver, tmp_path: Path) -> None:
     """The visit opened in the OHIF viewer (``/viewer``, npm's @ohif/app) from its console page: OHIF loads the
     study from myonode's DICOMweb, shows the stitched T2 with the SEG's segments, the measurements are listed
     beside it; the SR opened on its own does not break the viewer; the ADC map's Float Pixel Data is served as
@@ -259,48 +266,44 @@ def viewed_in_ohif(node: Node, visit_id: int, tmp_path: Path) -> None:
             select(m.ResultObject.kind, m.Study.study_instance_uid, m.ResultObject.series_instance_uid,
                    m.ResultObject.sop_instance_uid)
             .join(m.Visit, m.Visit.id == m.ResultObject.visit_fk).join(m.Study, m.Study.visit_fk == m.Visit.id)
-            .where(m.ResultObject.visit_fk == visit_id))}
+            .where(m.ResultObject.visit_fk == visit_id).order_by(m.ResultObject.id))}  # the newest of each kind
     study, adc_series, adc_sop = results[m.ResultKind.ADC_MAP]
     frames = httpx.get(f"{base}/dicomweb/studies/{study}/series/{adc_series}/instances/{adc_sop}/frames/1",
                        auth=("physicist", "a long operator password"), timeout=60,
                        headers={"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"})
     assert frames.status_code == 200 and "transfer-syntax=1.2.840.10008.1.2.1" in frames.text[:400]
 
-    driver = chromium(tmp_path / "chromium-ohif", webgl=True)
-    try:
-        sign_in(driver, base, "physicist", "a long operator password")
-        driver.get(f"{base}/visits/{visit_id}")
-        driver.find_element(By.ID, "open-viewer").click()
-        wait_for_url(driver, f"/visits/{visit_id}/viewer")
-        assert len(driver.find_elements(By.CSS_SELECTOR, "#viewer-measurements tr")) > 30  # beside the viewer
-        driver.switch_to.frame(driver.find_element(By.ID, "viewer"))
-        seen: list[str] = []
+    sign_in(driver, base, "physicist", "a long operator password")
+    driver.get(f"{base}/visits/{visit_id}")
+    driver.find_element(By.ID, "open-viewer").click()
+    wait_for_url(driver, f"/visits/{visit_id}/viewer")
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#viewer-measurements tr")) > 30  # beside the viewer
+    driver.switch_to.frame(driver.find_element(By.ID, "viewer"))
+    seen: list[str] = []
 
-        def segmentation_shown() -> bool:
-            seen.extend(console_messages(driver))
-            assert not any("Error Boundary" in line for line in seen), [x for x in seen if "Error" in x]
-            return any("SEG parse complete" in line for line in seen) and "WB T2 stitched (myonode)" in \
-                str(driver.execute_script("return document.body.innerText"))
+    def segmentation_shown() -> bool:
+        seen.extend(console_messages(driver))
+        assert not any("Error Boundary" in line for line in seen), [x for x in seen if "Error" in x]
+        return any("SEG parse complete" in line for line in seen) and "WB T2 stitched (myonode)" in \
+            str(driver.execute_script("return document.body.innerText"))
 
-        wait_for(segmentation_shown, 180, "OHIF showing the stitched T2 with the SEG")
-        screenshot(driver, tmp_path / "viewer-visit.png")
-        # the SR alone: its groups carry no image coordinates (TID 1411); the viewer stays up
-        driver.switch_to.default_content()
-        _, sr_series, _ = results[m.ResultKind.SR]
-        driver.get(f"{base}/viewer/viewer?StudyInstanceUIDs={study}&initialSeriesInstanceUID={sr_series}")
-        seen.clear()
+    wait_for(segmentation_shown, 180, "OHIF showing the stitched T2 with the SEG")
+    screenshot(driver, tmp_path / "viewer-visit.png")
+    # the SR alone: its groups carry no image coordinates (TID 1411); the viewer stays up
+    driver.switch_to.default_content()
+    _, sr_series, _ = results[m.ResultKind.SR]
+    driver.get(f"{base}/viewer/viewer?StudyInstanceUIDs={study}&initialSeriesInstanceUID={sr_series}")
+    seen.clear()
 
-        def sr_loaded() -> bool:
-            seen.extend(console_messages(driver))
-            assert not any("Error Boundary" in line for line in seen), [x for x in seen if "Error" in x]
-            return any("rehydratable" in line for line in seen)
+    def sr_loaded() -> bool:
+        seen.extend(console_messages(driver))
+        assert not any("Error Boundary" in line for line in seen), [x for x in seen if "Error" in x]
+        return any("rehydratable" in line for line in seen)
 
-        wait_for(sr_loaded, 180, "OHIF loading the SR")
-        time.sleep(3)  # the viewport mounts the SR after reading it: an error would come now
-        assert not any("Error Boundary" in line for line in seen + console_messages(driver))
-        assert "Something went wrong" not in str(driver.execute_script("return document.body.innerText"))
-    finally:
-        driver.quit()
+    wait_for(sr_loaded, 180, "OHIF loading the SR")
+    time.sleep(3)  # the viewport mounts the SR after reading it: an error would come now
+    assert not any("Error Boundary" in line for line in seen + console_messages(driver))
+    assert "Something went wrong" not in str(driver.execute_script("return document.body.innerText"))
 
 
 # Run in OHIF's page: one pixel added to the right of every pixel of a segment (its labelmap as OHIF holds it),
@@ -328,7 +331,7 @@ Promise.all(labelmap.referencedImageIds.map(id => window.cornerstone.imageLoader
 """
 
 
-def edited_in_ohif(node: Node, visit_id: int, tmp_path: Path) -> None:
+def edited_in_ohif(node: Node, visit_id: int, driver: WebDriver, tmp_path: Path) -> None:
     """An operator corrects a muscle in OHIF's segmentation mode and saves it with OHIF's own Store command: the SEG
     OHIF writes comes by STOW-RS from the console session and becomes a correction of that muscle only, applied
     and re-measured as a SEG sent by C-STORE is. (The edit itself is made on OHIF's labelmap by script, as a brush
@@ -342,48 +345,43 @@ def edited_in_ohif(node: Node, visit_id: int, tmp_path: Path) -> None:
             .where(m.ResultObject.visit_fk == visit_id, m.ResultObject.kind == m.ResultKind.SEG)
             .order_by(m.ResultObject.id.desc())).first()
         before = {c.id for c in s.scalars(select(m.Correction))}
-    driver = chromium(tmp_path / "chromium-ohif-edit", webgl=True)
-    try:
-        sign_in(driver, base, "physicist", "a long operator password")
-        driver.get(f"{base}/viewer/segmentation?StudyInstanceUIDs={study}")
-        seen: list[str] = []
+    driver.get(f"{base}/viewer/segmentation?StudyInstanceUIDs={study}")
+    seen: list[str] = []
 
-        def study_shown() -> bool:
-            return bool(driver.execute_script(
-                "return !!(window.services && window.services.displaySetService.getActiveDisplaySets()"
-                ".some(d => d.SeriesInstanceUID === arguments[0]))", seg_series))
+    def study_shown() -> bool:
+        return bool(driver.execute_script(
+            "return !!(window.services && window.services.displaySetService.getActiveDisplaySets()"
+            ".some(d => d.SeriesInstanceUID === arguments[0]))", seg_series))
 
-        wait_for(study_shown, 180, "OHIF listing the visit's SEG")
-        driver.execute_script("""
-          const ds = window.services.displaySetService.getActiveDisplaySets()
-            .find(d => d.SeriesInstanceUID === arguments[0]);
-          const viewportId = window.services.viewportGridService.getActiveViewportId();
-          window.commandsManager.runCommand('setDisplaySetsForViewports',
-            {viewportsToUpdate: [{viewportId, displaySetInstanceUIDs: [ds.displaySetInstanceUID]}]});""", seg_series)
+    wait_for(study_shown, 180, "OHIF listing the visit's SEG")
+    driver.execute_script("""
+      const ds = window.services.displaySetService.getActiveDisplaySets()
+        .find(d => d.SeriesInstanceUID === arguments[0]);
+      const viewportId = window.services.viewportGridService.getActiveViewportId();
+      window.commandsManager.runCommand('setDisplaySetsForViewports',
+        {viewportsToUpdate: [{viewportId, displaySetInstanceUIDs: [ds.displaySetInstanceUID]}]});""", seg_series)
 
-        def segmentation_loaded() -> bool:
-            seen.extend(console_messages(driver))
-            assert not any("Error Boundary" in line for line in seen), [x for x in seen if "Error" in x]
-            return bool(driver.execute_script(
-                "return window.services.segmentationService.getSegmentations().length === 1"))
+    def segmentation_loaded() -> bool:
+        seen.extend(console_messages(driver))
+        assert not any("Error Boundary" in line for line in seen), [x for x in seen if "Error" in x]
+        return bool(driver.execute_script(
+            "return window.services.segmentationService.getSegmentations().length === 1"))
 
-        wait_for(segmentation_loaded, 180, "the SEG as an editable labelmap")
-        driver.set_script_timeout(180)
-        changed = driver.execute_async_script(EDIT_AND_STORE, "Hamstrings right")
-        assert isinstance(changed, int) and changed > 0, changed
-        save_button = "return [...document.querySelectorAll('button')].find(b => b.textContent.trim() === 'Save')"
-        wait_for(lambda: driver.execute_script(save_button) is not None, 60, "OHIF's Store Segmentation dialog")
-        screenshot(driver, tmp_path / "viewer-store-segmentation.png")
-        driver.execute_script(save_button.replace("return ", "") + ".click()")
+    wait_for(segmentation_loaded, 180, "the SEG as an editable labelmap")
+    driver.set_script_timeout(180)
+    changed = driver.execute_async_script(EDIT_AND_STORE, "Hamstrings right")
+    assert isinstance(changed, int) and changed > 0, changed
+    save_button = "return [...document.querySelectorAll('button')].find(b => b.textContent.trim() === 'Save')"
+    wait_for(lambda: driver.execute_script(save_button) is not None, 60, "OHIF's Store Segmentation dialog")
+    screenshot(driver, tmp_path / "viewer-store-segmentation.png")
+    driver.execute_script(save_button.replace("return ", "") + ".click()")
 
-        def applied() -> bool:
-            with node.sessions() as s:
-                new = [c for c in s.scalars(select(m.Correction)) if c.id not in before]
-            return bool(new) and new[0].state is not m.CorrectionState.PENDING
+    def applied() -> bool:
+        with node.sessions() as s:
+            new = [c for c in s.scalars(select(m.Correction)) if c.id not in before]
+        return bool(new) and new[0].state is not m.CorrectionState.PENDING
 
-        wait_for(applied, 300, "the SEG saved in OHIF handled as a correction")
-    finally:
-        driver.quit()
+    wait_for(applied, 300, "the SEG saved in OHIF handled as a correction")
     with node.sessions() as s:
         (correction,) = [c for c in s.scalars(select(m.Correction)) if c.id not in before]
         assert correction.state is m.CorrectionState.APPLIED and correction.visit_fk == visit_id, correction.reason
