@@ -76,8 +76,13 @@ def test_sigkill_mid_transfer_keeps_every_acknowledged_instance(tmp_path: Path) 
         # The scanner's retry of the whole series completes it.
         out = dcmtk("storescu", "-aet", "STORESCU", "-aec", "MYONODE", "127.0.0.1", str(port), *map(str, paths))
         assert out.returncode == 0, out.stdout
-        with sessions() as s:
-            assert len(s.scalars(select(m.Instance.id)).all()) == 150
+        indexed = 0
+        deadline = time.monotonic() + 60  # acknowledged once journaled; the serve process's indexer follows
+        while indexed < 150 and time.monotonic() < deadline:
+            with sessions() as s:
+                indexed = len(s.scalars(select(m.Instance.id)).all())
+            time.sleep(0.1)
+        assert indexed == 150
     finally:
         node.terminate()
         assert node.wait(timeout=30) == 0
