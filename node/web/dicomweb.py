@@ -353,7 +353,7 @@ async def frames(request: Request) -> Response:
     pixels (1-bit frames packed, float pixel data as it is); 406 when no form it names can be given."""
     ctx = web_context(request)
     try:
-        pixel_frames.parse_frame_list(request.path_params["frames"])  # a malformed list is 400 whatever it names
+        numbers = pixel_frames.parse_frame_list(request.path_params["frames"])  # 400 whatever it names
     except pixel_frames.BadFrameRequest as exc:
         return PlainTextResponse(str(exc), status_code=400)
 
@@ -371,7 +371,7 @@ async def frames(request: Request) -> Response:
         if pixel_frames.pixel_keyword(ds) is None:
             return PlainTextResponse(f"instance {row.sop_instance_uid} has no pixel data", status_code=404)
         try:
-            numbers = pixel_frames.frame_numbers(request.path_params["frames"], pixel_frames.frame_count(ds))
+            pixel_frames.check_frame_numbers(numbers, pixel_frames.frame_count(ds))
             parts = pixel_frames.frame_bytes(ds, numbers, offer)
         except pixel_frames.BadFrameRequest as exc:
             return PlainTextResponse(f"instance {row.sop_instance_uid}: {exc}", status_code=400)

@@ -124,12 +124,10 @@ def parse_frame_list(text: str) -> list[int]:
     return numbers
 
 
-def frame_numbers(text: str, count: int) -> list[int]:
-    """The frame list of the path checked against an instance of ``count`` frames."""
-    numbers = parse_frame_list(text)
+def check_frame_numbers(numbers: list[int], count: int) -> None:
+    """The parsed frame list (:func:`parse_frame_list`) against an instance of ``count`` frames."""
     if any(n < 1 or n > count for n in numbers):
         raise BadFrameRequest(f"frames are numbered 1 to {count}")
-    return numbers
 
 
 def frame_count(ds: Dataset) -> int:

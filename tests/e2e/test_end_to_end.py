@@ -254,6 +254,13 @@ def console_in_a_browser(node: Node, tmp_path: Path, subject_id: str) -> int:
     return int(visit_id)
 
 
+def ohif_console(driver: WebDriver, seen: list[str]) -> None:
+    """What OHIF wrote to the console since the last look, added to ``seen``; its error boundary (the viewer
+    blanked by an error) fails the test at once."""
+    seen.extend(console_messages(driver))
+    assert not any("Error Boundary" in line for line in seen), [x for x in seen if "Error" in x]
+
+
 def viewed_in_ohif(node: Node, visit_id: int, driver: WebDriver, tmp_path: Path) -> None:
     """The visit opened in the OHIF viewer (``/viewer``, npm's @ohif/app) from its console page: OHIF loads the
     study from myonode's DICOMweb, shows the stitched T2 with the SEG's segments, the measurements are listed
@@ -282,8 +289,7 @@ def viewed_in_ohif(node: Node, visit_id: int, driver: WebDriver, tmp_path: Path)
     seen: list[str] = []
 
     def segmentation_shown() -> bool:
-        seen.extend(console_messages(driver))
-        assert not any("Error Boundary" in line for line in seen), [x for x in seen if "Error" in x]
+        ohif_console(driver, seen)
         return any("SEG parse complete" in line for line in seen) and "WB T2 stitched (myonode)" in \
             str(driver.execute_script("return document.body.innerText"))
 
@@ -296,8 +302,7 @@ def viewed_in_ohif(node: Node, visit_id: int, driver: WebDriver, tmp_path: Path)
     seen.clear()
 
     def sr_loaded() -> bool:
-        seen.extend(console_messages(driver))
-        assert not any("Error Boundary" in line for line in seen), [x for x in seen if "Error" in x]
+        ohif_console(driver, seen)
         return any("rehydratable" in line for line in seen)
 
     wait_for(sr_loaded, 180, "OHIF loading the SR")
@@ -362,8 +367,7 @@ def edited_in_ohif(node: Node, visit_id: int, driver: WebDriver, tmp_path: Path)
         {viewportsToUpdate: [{viewportId, displaySetInstanceUIDs: [ds.displaySetInstanceUID]}]});""", seg_series)
 
     def segmentation_loaded() -> bool:
-        seen.extend(console_messages(driver))
-        assert not any("Error Boundary" in line for line in seen), [x for x in seen if "Error" in x]
+        ohif_console(driver, seen)
         return bool(driver.execute_script(
             "return window.services.segmentationService.getSegmentations().length === 1"))
 

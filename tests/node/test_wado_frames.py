@@ -12,7 +12,7 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels.utils import pack_bits, unpack_bits
 from pydicom.uid import JPEG2000, ExplicitVRBigEndian, ExplicitVRLittleEndian, RLELossless
 
-from node.web.frames import BadFrameRequest, NotAcceptable, choose, frame_bytes, frame_numbers
+from node.web.frames import BadFrameRequest, NotAcceptable, check_frame_numbers, choose, frame_bytes, parse_frame_list
 
 OHIF_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 
@@ -99,4 +99,4 @@ def test_big_endian_pixels_come_out_little_endian() -> None:
                                                ("1,x", "whole numbers")])
 def test_frame_numbers_outside_the_instance_are_refused_with_its_range(text: str, message: str) -> None:
     with pytest.raises(BadFrameRequest, match=message):
-        frame_numbers(text, 4)
+        check_frame_numbers(parse_frame_list(text), 4)

@@ -8,29 +8,17 @@ from pathlib import Path
 
 import pytest
 from pydicom.data import get_testdata_files
-from pydicom.filereader import read_partial
 
-from storage.dicom_json import PIXEL_TAGS, MetadataCache, header_json
+from storage.dicom_json import MetadataCache, header_json, read_header, with_pixel_uri
 
 URL = "http://node/dicomweb/studies/1/series/2/instances/3"
 
 
 def pydicoms_own(path: str) -> dict:
-    """pydicom's to_json_dict of the header, the pixel data element added by URI as header_json names it."""
-    pixel: list[tuple[int, str | None]] = []
-
-    def at_pixels(tag, vr, length) -> bool:  # type: ignore[no-untyped-def]
-        if int(tag) in PIXEL_TAGS:
-            pixel.append((int(tag), vr))
-            return True
-        return False
-
-    with open(path, "rb") as fp:
-        ds = read_partial(fp, stop_when=at_pixels)
+    """pydicom's to_json_dict of the same header, the pixel data element added by URI as header_json names it."""
+    ds, pixel = read_header(path)
     out = ds.to_json_dict(bulk_data_threshold=0, bulk_data_element_handler=lambda e: f"{URL}/bulkdata/{e.tag:08X}")
-    for tag, vr in pixel[:1]:
-        out[f"{tag:08X}"] = {"vr": vr or PIXEL_TAGS[tag], "BulkDataURI": f"{URL}/bulkdata/{tag:08X}"}
-    return out
+    return with_pixel_uri(out, pixel, URL)
 
 
 def test_every_pydicom_test_file_gets_the_json_pydicom_gives() -> None:
