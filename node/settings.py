@@ -362,6 +362,9 @@ class QuantSettings(_Section):
     region_mm: float = Field(default=_REGION.spacing_mm, gt=0)
     region_grid_mm: float = Field(default=_REGION.grid_mm, gt=0)
     region_iterations: int = Field(default=_REGION.iterations, ge=10)
+    # a multi-atlas (a site atlas): this many of its entries, the most similar, registered to each visit and fused
+    # (quant/fusion.py); 0 or 1: its template and fused labels alone. Each entry adds one registration.
+    fusion_entries: int = Field(default=_QUANT.fusion_entries, ge=0, le=30)
     qc_dir: Path = Path("var/qc")
 
     def params(self) -> QuantParams:
@@ -370,7 +373,7 @@ class QuantSettings(_Section):
                            small_roi_voxels=self.small_roi_voxels, registration_mm=self.registration_mm,
                            label_mm=self.label_mm, grid_mm=self.grid_mm, iterations=self.iterations,
                            reference=dict(self.reference), reference_range=self.reference_range,
-                           refine_regions=self.refine_regions,
+                           refine_regions=self.refine_regions, fusion_entries=self.fusion_entries,
                            regions=RegionParams(margin_mm=self.region_margin_mm, spacing_mm=self.region_mm,
                                                 grid_mm=self.region_grid_mm, iterations=self.region_iterations))
 

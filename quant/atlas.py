@@ -15,9 +15,11 @@ Format (one folder):
   :mod:`quant.regional` registers again, locally, after the whole-body registration; only the
   label values in ``refine`` are replaced by the regional result.
 
-- ``entries`` (optional, a multi-atlas built by :mod:`quant.atlas_build`): ``[{"name", "labels", "unusable",
-  "source"}]`` — each subject it was built from, its labels carried into the template's space, and the label
-  values a reviewer rejected in it (``unusable``: they never vote);
+- ``entries`` (optional, a multi-atlas built by :mod:`quant.atlas_build`): ``[{"name", "labels", "t2", "unusable",
+  "source"}]`` — each subject it was built from, its labels and its T2 carried into the template's space (``t2``: 0
+  outside the subject's field of view; atlases built before 2026-12-07 have none), and the label values a reviewer
+  rejected in it (``unusable``: they never vote). Entries with a T2 are what a visit's multi-atlas fusion
+  (:mod:`quant.fusion`) refines and fuses;
 - ``accuracy`` (optional): the build's leave-one-out accuracy (:func:`quant.atlas_build.leave_one_out`);
 - ``source`` (optional): what it was made from (visits, a folder).
 
@@ -79,6 +81,28 @@ class AtlasRegion:
     refine: tuple[int, ...]  # label values the regional registration decides
 
 
+@dataclass(frozen=True, kw_only=True)
+class FusionEntry:
+    """An entry of a multi-atlas as a visit uses it: its T2 in the template's space (read with the atlas), its labels
+    (read when the entry is chosen: :meth:`labels`) and the label values it may not vote with."""
+
+    name: str
+    t2: sitk.Image
+    labels_path: Path
+    unusable: tuple[int, ...]
+    values: frozenset[int]  # the atlas's label values
+
+    def labels(self) -> sitk.Image:
+        """The entry's labels (uint8, template space), checked against the label table."""
+        if not self.labels_path.is_file():
+            raise AtlasError(f"{self.labels_path}: entry {self.name!r}: labels file is missing")
+        labels = sitk.Cast(_read_image(self.labels_path), sitk.sitkUInt8)
+        unknown = set(np.unique(sitk.GetArrayViewFromImage(labels)).tolist()) - self.values - {0}
+        if unknown:
+            raise AtlasError(f"{self.labels_path}: label values {sorted(unknown)} are not in the label table")
+        return labels
+
+
 @dataclass(kw_only=True)
 class Atlas:
     id: str
@@ -89,6 +113,7 @@ class Atlas:
     regions: list[AtlasRegion] = field(default_factory=list)
     # drawn from synthetic (phantom) subjects, not real anatomy: every result measured with it says so
     synthetic: bool = False
+    entries: list[FusionEntry] = field(default_factory=list)  # a multi-atlas's entries with a T2 (quant.fusion)
 
     def muscles(self) -> list[AtlasLabel]:
         return [lab for lab in self.table if lab.is_muscle]
@@ -168,8 +193,24 @@ def load_atlas(path: Path) -> Atlas:
             raise AtlasError(f"{where}: refine values {sorted(set(refine) - set(values))} are not in the label table")
         r_template, r_labels = _read_pair(path, entry, where, set(values))
         regions.append(AtlasRegion(name=str(entry["name"]), template=r_template, labels=r_labels, refine=refine))
+    entries = []
+    for i, entry in enumerate(meta.get("entries", [])):
+        if "t2" not in entry:
+            continue  # built before entries kept their T2: the atlas is used by its template and fused labels
+        where = f"{meta_path}: entries[{i}]"
+        try:
+            unusable = tuple(int(v) for v in entry.get("unusable", []))
+        except (TypeError, ValueError) as exc:
+            raise AtlasError(f"{where}: unusable must list label values: {exc}") from exc
+        if "labels" not in entry:
+            raise AtlasError(f"{where}: has a t2 but no labels")
+        t2_file = path / entry["t2"]
+        if not t2_file.is_file():
+            raise AtlasError(f"{where}: t2 file {t2_file} is missing")
+        entries.append(FusionEntry(name=str(entry["name"]), t2=sitk.Cast(_read_image(t2_file), sitk.sitkFloat32),
+                                   labels_path=path / entry["labels"], unusable=unusable, values=frozenset(values)))
     return Atlas(id=manifest.id, path=path, template=template, labels=labels, table=table, regions=regions,
-                 synthetic=manifest.synthetic)
+                 synthetic=manifest.synthetic, entries=entries)
 
 
 def _read_pair(path: Path, entry: dict, where: object, values: set[int]) -> tuple[sitk.Image, sitk.Image]:
@@ -189,11 +230,12 @@ def _read_pair(path: Path, entry: dict, where: object, values: set[int]) -> tupl
 
 @dataclass(frozen=True, kw_only=True)
 class AtlasEntry:
-    """One subject a multi-atlas was built from: its labels in the template's space, the label values a reviewer
+    """One subject a multi-atlas was built from (as written): its labels and T2 in the template's space, the label values a reviewer
     rejected in it (they never vote), and where it came from (a visit, a file)."""
 
     name: str
     labels: sitk.Image
+    t2: sitk.Image | None = None  # its T2 in the template's space (0 outside its field of view)
     unusable: tuple[int, ...] = ()
     source: dict[str, Any] = field(default_factory=dict)
 
@@ -221,6 +263,7 @@ def save_atlas(out: Path, atlas_id: str, description: str, template: sitk.Image,
                             "refine": list(r.refine)} for r in regions]
     if entries:
         meta["entries"] = [{"name": e.name, "labels": write(e.labels, f"entry_{i:03d}_labels.nii.gz", sitk.sitkUInt8),
+                            **({"t2": write(e.t2, f"entry_{i:03d}_t2.nii.gz", sitk.sitkFloat32)} if e.t2 is not None else {}),
                             "unusable": sorted(e.unusable), "source": e.source} for i, e in enumerate(entries)]
     if accuracy is not None:
         meta["accuracy"] = accuracy

@@ -4,7 +4,7 @@
   labels in the same physical space, and the label values that may not vote (a reviewer rejected the ROI).
 - :func:`build_atlas` — every subject registered to the one with the largest field of view (elastix affine +
   B-spline, the visit pipeline's maps); their T2s averaged into the template where each has an image; their labels
-  carried into the template's space and fused per voxel by :func:`fuse_votes`: the label most subjects give the
+  carried into the template's space and fused per voxel by :func:`quant.fusion.fuse_votes`: the label most subjects give the
   voxel, among those that may vote there (not where their label is one they may not vote with, not outside their
   image).
 - :func:`leave_one_out` — each subject in turn measured with an atlas made of the others (their mean T2 and fused
@@ -28,6 +28,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from quant.atlas import Atlas, AtlasEntry, AtlasLabel, contoured_subjects, read_label_table, save_atlas
+from quant.fusion import fuse_votes
 from quant.params import QuantParams
 from quant.pipeline import measure_t2
 from quant.register import register, registration_maps, resample, warp_labels
@@ -65,22 +66,6 @@ class BuiltAtlas:
     labels: sitk.Image
     reference: int  # index of the subject the others were registered to
     carried: list[InTemplate]
-
-
-def fuse_votes(labels: Sequence[np.ndarray], abstains: Sequence[np.ndarray]) -> np.ndarray:
-    """Per voxel, the label the most subjects give it among those that do not abstain there (ties: the earlier
-    subject's label); 0 where every subject abstains. Without abstentions this is plain majority voting."""
-    best = np.zeros_like(labels[0])
-    best_votes = np.zeros(labels[0].shape, dtype=np.int16)
-    for k, candidate in enumerate(labels):
-        votes = np.zeros(candidate.shape, dtype=np.int16)
-        for other, abstain in zip(labels, abstains):
-            votes += (other == candidate) & ~abstain
-        votes[abstains[k]] = 0  # a label given where its subject abstains is no candidate
-        better = votes > best_votes
-        best[better] = candidate[better]
-        best_votes[better] = votes[better]
-    return best
 
 
 def _field_mm3(img: sitk.Image) -> float:
@@ -233,7 +218,9 @@ def build_and_save(subjects: Sequence[Subject], table: Sequence[AtlasLabel], out
     for subject, carried in zip(subjects, built.carried):
         labels = sitk.GetImageFromArray(carried.labels)
         labels.CopyInformation(built.labels)
-        entries.append(AtlasEntry(name=subject.name, labels=labels, unusable=tuple(sorted(subject.unusable)),
+        t2 = sitk.GetImageFromArray(np.where(carried.inside, carried.t2, 0.0).astype(np.float32))
+        t2.CopyInformation(built.template)
+        entries.append(AtlasEntry(name=subject.name, labels=labels, t2=t2, unusable=tuple(sorted(subject.unusable)),
                                   source=subject.source))
     return save_atlas(out, atlas_id, description, built.template, built.labels, table, synthetic=synthetic,
                       entries=entries, accuracy=accuracy, source=source)

@@ -38,3 +38,5 @@ class QuantParams:
     reference_range: tuple[float, float] = (0.35, 1.25)
     refine_regions: bool = True  # register the atlas's regions (hands) again locally (quant.regional)
     regions: RegionParams = field(default_factory=RegionParams)
+    # a multi-atlas: the entries most similar to the visit registered and fused (quant.fusion); below 2: its template
+    fusion_entries: int = 5

@@ -2,7 +2,8 @@
 
 Steps (DESIGN.md, "Data flow"): stitch the T2 stations (for registration and display only),
 register the atlas template to the stitched subject (elastix affine + B-spline) and carry
-the atlas labels onto a subject label grid; refine the atlas's small regions (the hands)
+the atlas labels onto a subject label grid — for a multi-atlas, its entries refined to the subject and their labels
+fused there (:mod:`quant.fusion`); refine the atlas's small regions (the hands)
 by a local registration on a 1 mm grid (:mod:`quant.regional`); map the labels into every T2 station's own
 grid, erode them, and measure on the native station voxels — relative T2 against the
 marrow reference of the same station; register the stitched DWI b0 to the stitched T2
@@ -24,6 +25,7 @@ import SimpleITK as sitk
 from quant.adc import by_station, estimate_noise_floor, station_adc
 from quant.atlas import Atlas, AtlasLabel
 from quant.fat import DixonStation, muscle_fat_fractions
+from quant.fusion import fuse_entries, is_usable
 from quant.params import QuantParams
 from quant.partial import partial_labels
 from quant.regional import refine_region
@@ -74,6 +76,7 @@ class VisitQuant:
     transforms: dict[str, Transform]
     timings: dict[str, float]
     warnings: list[str]
+    fused_entries: list[str] = field(default_factory=list)  # a multi-atlas's entries that voted (quant.fusion)
 
 
 def covered_muscles(atlas: Atlas, covered: Collection[str] | None) -> list[AtlasLabel]:
@@ -191,6 +194,7 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
     label_grid = union_grid(t2_images, settings.label_mm)
     say("register atlas")
     transforms: dict[str, Transform] = {}
+    fused_entries: list[str] = []
     if station_muscles is not None and len(station_muscles) != len(t2):
         warnings.append(f"the protocol names {len(station_muscles)} T2 station(s), the visit has {len(t2)}: the atlas "
                         "is registered to the stations stitched, as for a whole-body exam")
@@ -205,8 +209,14 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
         maps = registration_maps(deformable=True, grid_mm=settings.grid_mm, iterations=settings.iterations)
         atlas_tf = register(stitched, atlas.template, maps)
         lap("register")
-        subject_labels = warp_labels(atlas.labels, atlas_tf, label_grid)
-        lap("propagate")
+        if is_usable(atlas, settings):
+            say("fuse atlas entries")
+            fused = fuse_entries(stitched, atlas, atlas_tf, label_grid, settings, say)
+            subject_labels, fused_entries = fused.labels, fused.entries
+            lap("fuse")
+        else:
+            subject_labels = warp_labels(atlas.labels, atlas_tf, label_grid)
+            lap("propagate")
         transforms["atlas_to_t2"] = atlas_tf
     if station_muscles is None and settings.refine_regions and atlas.regions:
         say("refine regions")
@@ -276,7 +286,7 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
     elif dwi:
         warnings.append("DWI: no station has both a low and a high b-value; ADC not measured")
     return VisitQuant(rows=rows, stitched_t2=stitched, subject_labels=subject_labels, adc_stations=adc_images, b0_stations=b0_stations, t2_station_labels=t2_labels, dwi_station_labels=dwi_labels, transforms=transforms,
-                      timings=timings, warnings=warnings)
+                      timings=timings, warnings=warnings, fused_entries=fused_entries)
 
 
 def measure_t2(t2: list[StationVolume], subject_labels: sitk.Image, atlas: Atlas,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from quant.atlas_build import fuse_votes
+from quant.fusion import fuse_votes
 
 
 def test_without_abstentions_the_most_common_label_wins_and_ties_go_to_the_earlier_subject() -> None:
