@@ -88,12 +88,17 @@ class FusionEntry:
 
     name: str
     t2: sitk.Image
-    labels_path: Path
+    labels_path: Path | None  # None: ``image`` holds them (an atlas being built, in memory)
     unusable: tuple[int, ...]
     values: frozenset[int]  # the atlas's label values
+    image: sitk.Image | None = None
 
     def labels(self) -> sitk.Image:
         """The entry's labels (uint8, template space), checked against the label table."""
+        if self.labels_path is None:
+            if self.image is None:
+                raise AtlasError(f"entry {self.name!r}: neither a labels file nor labels")
+            return self.image
         if not self.labels_path.is_file():
             raise AtlasError(f"{self.labels_path}: entry {self.name!r}: labels file is missing")
         labels = sitk.Cast(_read_image(self.labels_path), sitk.sitkUInt8)

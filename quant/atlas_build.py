@@ -4,11 +4,12 @@
   labels in the same physical space, and the label values that may not vote (a reviewer rejected the ROI).
 - :func:`build_atlas` — every subject registered to the one with the largest field of view (elastix affine +
   B-spline, the visit pipeline's maps); their T2s averaged into the template where each has an image; their labels
-  carried into the template's space and fused per voxel by :func:`quant.fusion.fuse_votes`: the label most subjects give the
-  voxel, among those that may vote there (not where their label is one they may not vote with, not outside their
+  carried into the template's space and fused per voxel by :func:`quant.fusion.fuse_votes`: the label most subjects
+  give the voxel, among those that may vote there (not where their label is one they may not vote with, not outside their
   image).
-- :func:`leave_one_out` — each subject in turn measured with an atlas made of the others (their mean T2 and fused
-  labels, already in the template's space, registered to it once): Dice per label against its own labels, and the
+- :func:`leave_one_out` — each subject in turn measured with an atlas made of the others, as a visit would be (their
+  mean T2 registered to it, and with two or more others their entries registered and fused, :mod:`quant.fusion`;
+  all already in the template's space): Dice per label against its own labels, and the
   relative T2 per muscle measured on its T2 with either label set (:func:`quant.pipeline.measure_t2`, the T2 taken
   as one station) — what ``atlas.json`` says of an atlas's accuracy.
 - :func:`build_and_save` (``myonode atlas build --from-visits``) and :func:`import_atlas` (``myonode atlas import``).
@@ -27,8 +28,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from quant.atlas import Atlas, AtlasEntry, AtlasLabel, contoured_subjects, read_label_table, save_atlas
-from quant.fusion import fuse_votes
+from quant.atlas import Atlas, AtlasEntry, AtlasLabel, FusionEntry, contoured_subjects, read_label_table, save_atlas
+from quant.fusion import fuse_entries, fuse_votes, is_usable
 from quant.params import QuantParams
 from quant.pipeline import measure_t2
 from quant.register import register, registration_maps, resample, warp_labels
@@ -146,6 +147,17 @@ def _median(values: Sequence[float]) -> float | None:
     return round(statistics.median(values), 4) if values else None
 
 
+def _entry(subject: Subject, carried: InTemplate, template: sitk.Image, labels: sitk.Image,
+           table: Sequence[AtlasLabel]) -> FusionEntry:
+    """A carried subject as a multi-atlas entry in memory (its T2 0 outside its field, as written)."""
+    t2 = sitk.GetImageFromArray(np.where(carried.inside, carried.t2, 0.0).astype(np.float32))
+    t2.CopyInformation(template)
+    image = sitk.GetImageFromArray(carried.labels)
+    image.CopyInformation(labels)
+    return FusionEntry(name=subject.name, t2=t2, labels_path=None, image=image,
+                       unusable=tuple(sorted(subject.unusable)), values=frozenset(lab.value for lab in table))
+
+
 def leave_one_out(subjects: Sequence[Subject], built: BuiltAtlas, table: Sequence[AtlasLabel],
                   params: QuantParams = DEFAULT_PARAMS, progress: Callable[[str], None] | None = None
                   ) -> dict[str, Any] | None:
@@ -164,16 +176,20 @@ def leave_one_out(subjects: Sequence[Subject], built: BuiltAtlas, table: Sequenc
     rel_diff: dict[int, list[float]] = {lab.value: [] for lab in table if lab.is_muscle}
     for i, subject in enumerate(subjects):
         say(f"leave-one-out: {subject.name} ({i + 1}/{len(subjects)})")
-        others = [c for k, c in enumerate(built.carried) if k != i]
-        template, labels = _fused(others, ref_t2, ref_labels)
+        others = [(subjects[k], c) for k, c in enumerate(built.carried) if k != i]
+        template, labels = _fused([c for _, c in others], ref_t2, ref_labels)
         transform = register(subject.t2, template, maps)
-        held = warp_labels(labels, transform, subject.labels)
+        atlas = Atlas(id="leave-one-out", path=Path("."), template=template, labels=labels, table=list(table),
+                      entries=[_entry(s, c, ref_t2, ref_labels, table) for s, c in others])
+        if is_usable(atlas, params):  # measured as a visit is: the others' entries registered and fused
+            held = fuse_entries(subject.t2, atlas, transform, subject.labels, params).labels
+        else:
+            held = warp_labels(labels, transform, subject.labels)
         own, got = sitk.GetArrayViewFromImage(subject.labels), sitk.GetArrayViewFromImage(held)
         for lab in table:
             if lab.value in subject.unusable or not (own == lab.value).any():
                 continue
             dice[lab.value].append(_dice(own == lab.value, got == lab.value))
-        atlas = Atlas(id="leave-one-out", path=Path("."), template=template, labels=labels, table=list(table))
         station = [_as_station(subject.t2, subject.name)]
         measured = {}
         for which, lab_img in (("own", subject.labels), ("held", held)):
@@ -198,8 +214,11 @@ def leave_one_out(subjects: Sequence[Subject], built: BuiltAtlas, table: Sequenc
     muscles = [r for r in per_label if r["tissue"] == "muscle"]
     worst = min(muscles, key=lambda r: r["dice_median"]) if muscles else None
     diffs_all = [r["rel_t2_diff_pct_median"] for r in muscles if r["rel_t2_diff_pct_median"] is not None]
-    return {"method": "leave-one-out: each subject measured with an atlas of the others (their mean T2 and fused "
-                      "labels registered to it); Dice against its own labels; relative T2 on its T2 with both",
+    fusing = len(subjects) > 2 and params.fusion_entries >= 2
+    return {"method": "leave-one-out: each subject measured with an atlas of the others as a visit is ("
+                      + ("their entries registered to it and fused" if fusing
+                         else "their mean T2 and fused labels registered to it")
+                      + "); Dice against its own labels; relative T2 on its T2 with both",
             "subjects": len(subjects),
             "dice_median": _median([r["dice_median"] for r in muscles]),
             "dice_worst_muscle": {"name": worst["name"], "dice_median": worst["dice_median"]} if worst else None,
@@ -209,18 +228,17 @@ def leave_one_out(subjects: Sequence[Subject], built: BuiltAtlas, table: Sequenc
 
 def build_and_save(subjects: Sequence[Subject], table: Sequence[AtlasLabel], out: Path, atlas_id: str,
                    description: str, *, params: QuantParams = DEFAULT_PARAMS, synthetic: bool = False,
-                   source: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None) -> Path:
-    """Build an atlas from ``subjects`` (:func:`build_atlas`), measure its leave-one-out accuracy and write it with
-    its entries (each subject's labels in the template's space and what it may not vote with) to ``out``."""
+                   source: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None,
+                   measure: bool = True) -> Path:
+    """Build an atlas from ``subjects`` (:func:`build_atlas`), measure its leave-one-out accuracy (unless not
+    ``measure``: ``atlas.json`` then says nothing of it) and write it with its entries (each subject's T2 and labels
+    in the template's space and what it may not vote with) to ``out``."""
     built = build_atlas(subjects, params, progress)
-    accuracy = leave_one_out(subjects, built, table, params, progress)
+    accuracy = leave_one_out(subjects, built, table, params, progress) if measure else None
     entries = []
     for subject, carried in zip(subjects, built.carried):
-        labels = sitk.GetImageFromArray(carried.labels)
-        labels.CopyInformation(built.labels)
-        t2 = sitk.GetImageFromArray(np.where(carried.inside, carried.t2, 0.0).astype(np.float32))
-        t2.CopyInformation(built.template)
-        entries.append(AtlasEntry(name=subject.name, labels=labels, t2=t2, unusable=tuple(sorted(subject.unusable)),
+        entry = _entry(subject, carried, built.template, built.labels, table)
+        entries.append(AtlasEntry(name=subject.name, labels=entry.labels(), t2=entry.t2, unusable=entry.unusable,
                                   source=subject.source))
     return save_atlas(out, atlas_id, description, built.template, built.labels, table, synthetic=synthetic,
                       entries=entries, accuracy=accuracy, source=source)

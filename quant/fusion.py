@@ -41,11 +41,13 @@ OUTSIDE = 256  # added to a carried label where its entry abstains (outside its 
 
 @dataclass(frozen=True, kw_only=True)
 class Fused:
-    """A visit's fused labels (the subject's label grid), the entries that voted (most similar first) and every
-    entry's similarity to the subject (correlation of its carried T2 with the subject's, within the body)."""
+    """A visit's fused labels (the subject's label grid), the entries that voted (most similar first) with their
+    registrations to the subject, and every entry's similarity to the subject (correlation of its T2, carried by
+    the template's registration, with the subject's where both hold an image)."""
 
     labels: sitk.Image
     entries: list[str]
+    transforms: dict[str, Transform]  # entry name → its registration (subject → entry points)
     similarity: dict[str, float]
 
 
@@ -121,14 +123,14 @@ def fuse_entries(subject: sitk.Image, atlas: Atlas, atlas_tf: Transform, label_g
         scores[entry.name] = round(similarity(subject_arr, sitk.GetArrayViewFromImage(carried)), 4)
     chosen = sorted(atlas.entries, key=lambda e: -scores[e.name])[: params.fusion_entries]
     maps = registration_maps(deformable=True, grid_mm=params.grid_mm, iterations=params.iterations)
-    votes = []
+    votes, transforms = [], {}
     for k, entry in enumerate(chosen, start=1):
         say(f"register atlas entry {entry.name} ({k}/{len(chosen)})")
-        own = register(subject, entry.t2, maps)
+        own = transforms[entry.name] = register(subject, entry.t2, maps)
         field = as_displacement(own, label_grid, field_spacing_mm(own, label_grid))
         carried_votes = sitk.Resample(_votes_of(entry), label_grid, field, sitk.sitkNearestNeighbor, OUTSIDE,
                                       sitk.sitkUInt16)
         votes.append(sitk.GetArrayFromImage(carried_votes))
     fused = sitk.GetImageFromArray(fuse_where_they_differ(votes))
     fused.CopyInformation(label_grid)
-    return Fused(labels=fused, entries=[e.name for e in chosen], similarity=scores)
+    return Fused(labels=fused, entries=[e.name for e in chosen], transforms=transforms, similarity=scores)

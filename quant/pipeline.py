@@ -76,7 +76,8 @@ class VisitQuant:
     transforms: dict[str, Transform]
     timings: dict[str, float]
     warnings: list[str]
-    fused_entries: list[str] = field(default_factory=list)  # a multi-atlas's entries that voted (quant.fusion)
+    # a multi-atlas's entries that voted, most similar first, with their similarity to the subject (quant.fusion)
+    fused_entries: dict[str, float] = field(default_factory=dict)
 
 
 def covered_muscles(atlas: Atlas, covered: Collection[str] | None) -> list[AtlasLabel]:
@@ -194,7 +195,7 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
     label_grid = union_grid(t2_images, settings.label_mm)
     say("register atlas")
     transforms: dict[str, Transform] = {}
-    fused_entries: list[str] = []
+    fused_entries: dict[str, float] = {}
     if station_muscles is not None and len(station_muscles) != len(t2):
         warnings.append(f"the protocol names {len(station_muscles)} T2 station(s), the visit has {len(t2)}: the atlas "
                         "is registered to the stations stitched, as for a whole-body exam")
@@ -212,7 +213,9 @@ def quantify(t2: list[StationVolume], dwi: list[StationVolume], atlas: Atlas, se
         if is_usable(atlas, settings):
             say("fuse atlas entries")
             fused = fuse_entries(stitched, atlas, atlas_tf, label_grid, settings, say)
-            subject_labels, fused_entries = fused.labels, fused.entries
+            subject_labels = fused.labels
+            fused_entries = {name: fused.similarity[name] for name in fused.entries}
+            transforms.update({f"atlas_entry_to_t2 {name}": tf for name, tf in fused.transforms.items()})
             lap("fuse")
         else:
             subject_labels = warp_labels(atlas.labels, atlas_tf, label_grid)

@@ -61,7 +61,8 @@ def _write_qc_atomically(qc_root: Path, visit_id: int, q: VisitQuant, table: lis
                          provenance: list[str]) -> Path:
     """The visit's QC pictures, and what reproduces its ROIs: the propagated subject labels (NIfTI), the
     elastix transforms (``transforms.json``, usable with transformix) and what was chosen from the inputs
-    (``provenance.json``: e.g. which echo of a multi-echo T2 series)."""
+    (``provenance.json``: e.g. which echo of a multi-echo T2 series; a multi-atlas's entries that were fused, with
+    their similarity to the subject)."""
     final = qc_root / f"visit-{visit_id}"
     tmp = qc_root / f".visit-{visit_id}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -69,7 +70,8 @@ def _write_qc_atomically(qc_root: Path, visit_id: int, q: VisitQuant, table: lis
     sitk.WriteImage(q.subject_labels, str(tmp / SUBJECT_LABELS), useCompression=True)
     (tmp / "transforms.json").write_text(json.dumps({name: t.as_data() for name, t in q.transforms.items()},
                                                     indent=1))
-    (tmp / "provenance.json").write_text(json.dumps({"inputs": provenance}, indent=1))
+    (tmp / "provenance.json").write_text(json.dumps({"inputs": provenance, "atlas_entries_fused": q.fused_entries},
+                                                    indent=1))
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)

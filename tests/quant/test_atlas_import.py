@@ -13,39 +13,13 @@ import SimpleITK as sitk
 
 from quant.atlas import LABEL_TABLE_COLUMNS, AtlasError, load_atlas, read_label_table, read_manifest
 from quant.atlas_build import import_atlas
-
-LEG_KEYS = ("tibialis_anterior", "gastrocnemius_soleus", "marrow_tibia")
+from tests.support.calves import LEG_KEYS, write_contoured_calves
 
 
 @pytest.fixture(scope="module")
 def contoured(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two contoured calves (phantom atlas subjects cut to 60 mm of mid-calf) and their label table."""
-    from phantom.atlas_subjects import atlas_subject
-    from phantom.default_atlas import phantom_label_table
-
-    folder = tmp_path_factory.mktemp("contoured")
-    table = [lab for lab in phantom_label_table() if lab.key in LEG_KEYS]
-    keep = [lab.value for lab in table]
-    for k in (0, 1):
-        t2, labels = atlas_subject(k)
-        t2 = sitk.Resample(t2, labels, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)  # one grid
-        arr = sitk.GetArrayViewFromImage(labels)
-        zs = np.flatnonzero(np.isin(arr, keep).any(axis=(1, 2)))
-        middle = (int(zs.min()) + int(zs.max())) // 2  # 60 mm of mid-calf: every label, a quick registration
-        lo, hi = middle - 15, middle + 15
-        size = [labels.GetSize()[0], labels.GetSize()[1], hi - lo + 1]
-        cut = [sitk.RegionOfInterest(image, size, [0, 0, lo]) for image in (t2, labels)]
-        cut[1] = sitk.Cast(sitk.ChangeLabel(cut[1], {v: 0 for v in np.unique(sitk.GetArrayViewFromImage(cut[1])).tolist()
-                                                     if v not in keep}), sitk.sitkUInt8)
-        sitk.WriteImage(cut[0], str(folder / f"calf{k}_t2.nii.gz"))
-        sitk.WriteImage(cut[1], str(folder / f"calf{k}_labels.nii.gz"))
-    with (folder / "labels.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LABEL_TABLE_COLUMNS)
-        writer.writeheader()
-        for lab in table:
-            writer.writerow({"value": lab.value, "key": lab.key, "side": lab.side, "tissue": lab.tissue,
-                             "name": lab.name, "reference": lab.reference or ""})
-    return folder
+    return write_contoured_calves(tmp_path_factory.mktemp("contoured"), (0, 1))
 
 
 def test_contoured_scans_become_an_atlas_that_is_not_synthetic(contoured: Path, tmp_path: Path) -> None:

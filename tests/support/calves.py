@@ -1,0 +1,46 @@
+"""Contoured calves for atlas tests: phantom atlas subjects cut to 60 mm of mid-calf, written as a site's contoured
+scans (``NAME_t2.nii.gz`` + ``NAME_labels.nii.gz`` and ``labels.csv``, the format ``myonode atlas import`` reads)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from quant.atlas import LABEL_TABLE_COLUMNS
+
+LEG_KEYS = ("tibialis_anterior", "gastrocnemius_soleus", "marrow_tibia")
+
+
+def write_contoured_calves(folder: Path, subjects: Iterable[int]) -> Path:
+    """The phantom atlas subjects ``subjects`` as contoured calves in ``folder`` (every leg label in 60 mm: a quick
+    registration), with the label table of :data:`LEG_KEYS`."""
+    from phantom.atlas_subjects import atlas_subject
+    from phantom.default_atlas import phantom_label_table
+
+    folder.mkdir(parents=True, exist_ok=True)
+    table = [lab for lab in phantom_label_table() if lab.key in LEG_KEYS]
+    keep = [lab.value for lab in table]
+    for k in subjects:
+        t2, labels = atlas_subject(k)
+        t2 = sitk.Resample(t2, labels, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)  # one grid
+        arr = sitk.GetArrayViewFromImage(labels)
+        zs = np.flatnonzero(np.isin(arr, keep).any(axis=(1, 2)))
+        middle = (int(zs.min()) + int(zs.max())) // 2
+        lo, hi = middle - 15, middle + 15
+        size = [labels.GetSize()[0], labels.GetSize()[1], hi - lo + 1]
+        cut = [sitk.RegionOfInterest(image, size, [0, 0, lo]) for image in (t2, labels)]
+        cut[1] = sitk.Cast(sitk.ChangeLabel(cut[1], {v: 0 for v in np.unique(sitk.GetArrayViewFromImage(cut[1])).tolist()
+                                                     if v not in keep}), sitk.sitkUInt8)
+        sitk.WriteImage(cut[0], str(folder / f"calf{k}_t2.nii.gz"))
+        sitk.WriteImage(cut[1], str(folder / f"calf{k}_labels.nii.gz"))
+    with (folder / "labels.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=LABEL_TABLE_COLUMNS)
+        writer.writeheader()
+        for lab in table:
+            writer.writerow({"value": lab.value, "key": lab.key, "side": lab.side, "tissue": lab.tissue,
+                             "name": lab.name, "reference": lab.reference or ""})
+    return folder
