@@ -36,8 +36,6 @@ from quant.atlas import Atlas, FusionEntry
 from quant.params import QuantParams
 from quant.register import Transform, as_displacement, field_spacing_mm, register, registration_maps
 
-OUTSIDE = 256  # added to a carried label where its entry abstains (outside its field, or a rejected label)
-
 
 @dataclass(frozen=True, kw_only=True)
 class Fused:
@@ -85,28 +83,36 @@ def fuse_votes(labels: Sequence[np.ndarray], abstains: Sequence[np.ndarray]) -> 
     return best
 
 
-def _votes_of(entry: FusionEntry) -> sitk.Image:
-    """The entry's labels (uint16, template space) with :data:`OUTSIDE` added where it abstains."""
-    labels = sitk.GetArrayFromImage(entry.labels()).astype(np.uint16)
-    inside = sitk.Resample(sitk.Cast(entry.t2 > 0, sitk.sitkUInt8), entry.labels(), sitk.Transform(),
-                           sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    abstains = (sitk.GetArrayViewFromImage(inside) == 0) | np.isin(labels, entry.unusable)
-    votes = sitk.GetImageFromArray(labels + OUTSIDE * abstains.astype(np.uint16))
-    votes.CopyInformation(entry.labels())
-    return votes
+def abstain_value(values: frozenset[int]) -> int:
+    """The label value that stands for "abstains here" in carried votes: one the atlas's table does not use."""
+    return next(v for v in range(255, 0, -1) if v not in values)
 
 
-def fuse_where_they_differ(carried: list[np.ndarray]) -> np.ndarray:
-    """:func:`fuse_votes` over carried votes (label + :data:`OUTSIDE` where abstaining), computed
-    only at the voxels where they are not one label given by all."""
+def votes_of(entry: FusionEntry, abstain: int) -> sitk.Image:
+    """The entry's labels (uint8, template space) with ``abstain`` where it may not vote: outside its field of view
+    (its T2 is 0) or on a label a reviewer rejected in it."""
+    labels = entry.labels()
+    inside = sitk.Resample(sitk.Cast(entry.t2 > 0, sitk.sitkUInt8), labels, sitk.Transform(), sitk.sitkNearestNeighbor,
+                           0, sitk.sitkUInt8)
+    lut = np.arange(256, dtype=np.uint8)
+    lut[list(entry.unusable)] = abstain
+    votes = lut[sitk.GetArrayViewFromImage(labels)]
+    votes[sitk.GetArrayViewFromImage(inside) == 0] = abstain
+    image = sitk.GetImageFromArray(votes)
+    image.CopyInformation(labels)
+    return image
+
+
+def fuse_where_they_differ(carried: list[np.ndarray], abstain: int) -> np.ndarray:
+    """:func:`fuse_votes` over carried votes (``abstain`` where an entry abstains), computed only at the voxels where
+    they are not one label given by all."""
     first = carried[0]
-    differ = np.zeros(first.shape, dtype=bool)
+    differ = first == abstain
     for other in carried[1:]:
         differ |= other != first
-    differ |= first >= OUTSIDE
-    out = first.astype(np.uint8)  # where all agree and none abstains: that label
+    out = first.copy()  # where all agree and none abstains: that label
     labels = [c[differ] for c in carried]
-    out[differ] = fuse_votes([(v % OUTSIDE).astype(np.uint8) for v in labels], [v >= OUTSIDE for v in labels])
+    out[differ] = fuse_votes(labels, [v == abstain for v in labels])
     return out
 
 
@@ -123,14 +129,15 @@ def fuse_entries(subject: sitk.Image, atlas: Atlas, atlas_tf: Transform, label_g
         scores[entry.name] = round(similarity(subject_arr, sitk.GetArrayViewFromImage(carried)), 4)
     chosen = sorted(atlas.entries, key=lambda e: -scores[e.name])[: params.fusion_entries]
     maps = registration_maps(deformable=True, grid_mm=params.grid_mm, iterations=params.iterations)
+    abstain = abstain_value(frozenset(lab.value for lab in atlas.table))
     votes, transforms = [], {}
     for k, entry in enumerate(chosen, start=1):
         say(f"register atlas entry {entry.name} ({k}/{len(chosen)})")
         own = transforms[entry.name] = register(subject, entry.t2, maps)
         field = as_displacement(own, label_grid, field_spacing_mm(own, label_grid))
-        carried_votes = sitk.Resample(_votes_of(entry), label_grid, field, sitk.sitkNearestNeighbor, OUTSIDE,
-                                      sitk.sitkUInt16)
+        carried_votes = sitk.Resample(votes_of(entry, abstain), label_grid, field, sitk.sitkNearestNeighbor, abstain,
+                                      sitk.sitkUInt8)
         votes.append(sitk.GetArrayFromImage(carried_votes))
-    fused = sitk.GetImageFromArray(fuse_where_they_differ(votes))
+    fused = sitk.GetImageFromArray(fuse_where_they_differ(votes, abstain))
     fused.CopyInformation(label_grid)
     return Fused(labels=fused, entries=[e.name for e in chosen], transforms=transforms, similarity=scores)

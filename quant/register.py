@@ -144,10 +144,12 @@ def resample(image: sitk.Image, transform: Transform, reference: sitk.Image, *, 
 
 
 def field_spacing_mm(transform: Transform, reference: sitk.Image) -> float:
-    """The spacing :func:`warp_labels` samples ``transform`` at: an eighth of its finest B-spline control point
-    spacing, at most 4 mm, never finer than ``reference`` (an affine transform is linear: any spacing is exact)."""
+    """The spacing :func:`warp_labels` samples ``transform`` at: a fifth of its finest B-spline control point
+    spacing, at most 8 mm, never finer than ``reference`` (an affine transform is linear: any spacing is exact).
+    Measured on a whole-body registration (40 mm control points, so 8 mm): the field departs from the transform by
+    0.11 mm at most (0.03 mm at 4 mm, which takes 1.1 s instead of 0.16 s to sample)."""
     grids = [min(_floats(m, "GridSpacing")) for m in transform.maps if m["Transform"][0] == "BSplineTransform"]
-    return max(min([4.0, *(g / 8.0 for g in grids)]), min(reference.GetSpacing()))
+    return max(min([8.0, *(g / 5.0 for g in grids)]), min(reference.GetSpacing()))
 
 
 def warp_labels(labels: sitk.Image, transform: Transform | sitk.Transform, reference: sitk.Image) -> sitk.Image:
@@ -206,8 +208,8 @@ def as_displacement(transform: Transform | sitk.Transform, grid: sitk.Image, spa
     own; ``margin`` samples wider on every side so points at the border interpolate inside the field): a transform
     that resamples any image cheaply (linear interpolation of the field) and composes with others. Why: elastix's
     chain evaluated at each voxel of a 2 mm label grid costs seconds per image, through transformix or SimpleITK;
-    the field is evaluated once on a coarser grid, where a B-spline of 40 mm control points is smooth (linear
-    interpolation of it over 4 mm departs from it by hundredths of a millimetre)."""
+    the field is evaluated once on a coarser grid, where a B-spline of 40 mm control points is smooth (see
+    :func:`field_spacing_mm`)."""
     tf = to_sitk(transform) if isinstance(transform, Transform) else transform
     spacing = np.asarray([spacing_mm] * 3 if spacing_mm else grid.GetSpacing(), dtype=np.float64)
     extent = (np.asarray(grid.GetSize()) - 1) * np.asarray(grid.GetSpacing())

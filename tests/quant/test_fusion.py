@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from quant.atlas import contoured_subjects, load_atlas, read_label_table, read_manifest
 from quant.atlas_build import Subject, build_and_save
-from quant.fusion import OUTSIDE, fuse_entries, fuse_votes, fuse_where_they_differ, is_usable, similarity
+from quant.fusion import abstain_value, fuse_entries, fuse_votes, fuse_where_they_differ, is_usable, similarity
 from quant.params import QuantParams
 from quant.register import register, registration_maps
 from tests.support.calves import write_contoured_calves
@@ -39,12 +39,14 @@ def test_where_every_subject_abstains_the_voxel_is_background() -> None:
 
 def test_fusing_only_where_the_entries_differ_is_fusing_everywhere() -> None:
     rng = np.random.default_rng(3)
-    votes = [rng.choice([0, 0, 0, 4, 5, 9], size=(6, 7, 8)).astype(np.uint16) for _ in range(4)]
+    abstain = abstain_value(frozenset({1, 4, 5, 9, 255}))
+    assert abstain == 254
+    votes = [rng.choice([0, 0, 0, 4, 5, 9], size=(6, 7, 8)).astype(np.uint8) for _ in range(4)]
     votes[1][votes[0] == 0] = 0  # much agreement, as on a body
     for v in votes[2:]:
-        v[rng.random(v.shape) < 0.2] += OUTSIDE  # abstentions
-    everywhere = fuse_votes([(v % OUTSIDE).astype(np.uint8) for v in votes], [v >= OUTSIDE for v in votes])
-    assert np.array_equal(fuse_where_they_differ(votes), everywhere)
+        v[rng.random(v.shape) < 0.2] = abstain
+    everywhere = fuse_votes(votes, [v == abstain for v in votes])
+    assert np.array_equal(fuse_where_they_differ(votes, abstain), everywhere)
 
 
 def test_similarity_is_the_correlation_where_both_images_hold_one() -> None:

@@ -64,19 +64,19 @@ def test_an_affine_and_b_spline_transform_maps_every_voxel_as_transformix_does(
     assert np.abs(converted - expected).max() < 1e-3  # mm; the composition order is elastix's
 
 
-def test_a_displacement_field_on_a_coarser_grid_departs_from_the_transform_by_hundredths_of_a_millimetre(
+def test_a_displacement_field_on_a_coarser_grid_departs_from_the_transform_by_a_tenth_of_a_millimetre_at_most(
         registered: tuple[sitk.Image, sitk.Image, Transform]) -> None:
     fixed, _, transform = registered
     spacing = field_spacing_mm(transform, fixed)
     control = min(float(v) for v in transform.maps[-1]["GridSpacing"])  # elastix's final grid, about 20 mm
-    assert spacing == pytest.approx(max(control / 8, min(fixed.GetSpacing())))
+    assert spacing == pytest.approx(max(control / 5, min(fixed.GetSpacing())))
     field = as_displacement(transform, fixed, spacing)
     exact = to_sitk(transform)
     rng = np.random.default_rng(7)
     size = np.asarray(fixed.GetSize())
     for _ in range(500):  # anywhere in the grid, its border included
         point = fixed.TransformContinuousIndexToPhysicalPoint(tuple(float(v) for v in rng.uniform(0, size - 1)))
-        assert np.abs(np.subtract(field.TransformPoint(point), exact.TransformPoint(point))).max() < 0.05
+        assert np.abs(np.subtract(field.TransformPoint(point), exact.TransformPoint(point))).max() < 0.15
 
 
 def test_labels_carried_through_the_field_are_transformix_s_labels(
