@@ -525,7 +525,8 @@ def learned_by_a_site_atlas(node: Node, settings: Settings, reviewed_id: int, tm
     """The other visit accepted too, ``myonode atlas build --from-visits`` makes a site atlas of both — the corrected
     quadriceps as the workstation sent it, the rejected tibialis anterior not voting — with its leave-one-out
     accuracy; ``myonode atlas use`` pins it: both visits are queued, the report waits while they keep their old
-    values, then both are measured with the site atlas (the SR names it), the tables may run again and the console's
+    values, then both are measured with the site atlas — its two entries registered to each and fused — (the SR names
+    it), the tables may run again and the console's
     Settings page shows the atlas, its progress and its accuracy table."""
     import httpx
 
@@ -587,6 +588,9 @@ def learned_by_a_site_atlas(node: Node, settings: Settings, reviewed_id: int, tm
 
     wait_for(remeasured, 600, "both visits measured with the site atlas")
     node.settle()
+    for visit_id in (reviewed_id, other_id):  # each visit measured with both entries registered to it and fused
+        provenance = json.loads((settings.quant.qc_dir / f"visit-{visit_id}" / "provenance.json").read_text())
+        assert sorted(provenance["atlas_entries_fused"]) == sorted(e["name"] for e in entries.values())
     with node.sessions() as s:
         sr_path = s.scalars(select(m.Instance.file_path).join(m.ResultObject)
                             .where(m.ResultObject.visit_fk == other_id, m.ResultObject.kind == m.ResultKind.SR)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from quant.atlas import AtlasError, AtlasLabel, AtlasRegion, load_atlas, save_atlas
+from quant.atlas import AtlasEntry, AtlasError, AtlasLabel, AtlasRegion, load_atlas, save_atlas
 
 TABLE = [AtlasLabel(value=1, key="quadriceps", side="left", tissue="muscle", name="Quadriceps (left)", reference="marrow_femur"),
          AtlasLabel(value=2, key="marrow_femur", side="none", tissue="marrow", name="Femoral marrow"),
@@ -90,3 +90,43 @@ def test_an_atlas_drawn_from_phantom_subjects_says_it_is_synthetic(folder: Path)
     del meta["synthetic"]
     (folder / "atlas.json").write_text(json.dumps(meta))
     assert not load_atlas(folder).synthetic
+
+
+def multi_atlas(tmp_path: Path) -> Path:
+    """An atlas of two entries, the second with a rejected quadriceps (label 1)."""
+    labels = np.zeros((6, 6, 6), np.uint8)
+    labels[1:3] = 1
+    labels[3:5] = 2
+    t2 = image(np.random.default_rng(1).random((6, 6, 6)).astype(np.float32), 4.0)
+    entries = [AtlasEntry(name=f"visit {k}", labels=image(labels, 4.0), t2=t2, unusable=(1,) if k else (),
+                          source={"visit_id": k}) for k in (0, 1)]
+    return save_atlas(tmp_path / "multi", "multi", "two entries", t2, image(labels, 4.0), TABLE, synthetic=False,
+                      entries=entries)
+
+
+def test_a_multi_atlas_reads_back_its_entries_with_their_t2_and_what_they_may_not_vote_with(tmp_path: Path) -> None:
+    atlas = load_atlas(multi_atlas(tmp_path))
+    assert [(e.name, e.unusable) for e in atlas.entries] == [("visit 0", ()), ("visit 1", (1,))]
+    assert all(e.t2.GetSize() == (6, 6, 6) and e.labels().GetPixelID() == sitk.sitkUInt8 for e in atlas.entries)
+
+
+def test_entries_written_before_they_kept_their_t2_leave_the_atlas_a_single_template(tmp_path: Path) -> None:
+    folder = multi_atlas(tmp_path)
+    meta = json.loads((folder / "atlas.json").read_text())
+    for entry in meta["entries"]:
+        del entry["t2"]
+    (folder / "atlas.json").write_text(json.dumps(meta))
+    assert load_atlas(folder).entries == []
+
+
+def test_an_entry_s_missing_or_foreign_files_are_named(tmp_path: Path) -> None:
+    folder = multi_atlas(tmp_path)
+    (folder / "entry_001_t2.nii.gz").unlink()
+    with pytest.raises(AtlasError, match=r"entries\[1\]: t2 file .*entry_001_t2.nii.gz is missing"):
+        load_atlas(folder)
+    folder = multi_atlas(tmp_path / "again")
+    bad = np.zeros((6, 6, 6), np.uint8)
+    bad[0, 0, 0] = 42
+    sitk.WriteImage(image(bad, 4.0), str(folder / "entry_000_labels.nii.gz"))
+    with pytest.raises(AtlasError, match=r"entry_000_labels.nii.gz: label values \[42\] are not in the label table"):
+        load_atlas(folder).entries[0].labels()
