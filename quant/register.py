@@ -2,10 +2,11 @@
 
 Registration itself is elastix's (multi-resolution affine then B-spline, Mattes mutual
 information, adaptive stochastic gradient descent); this module only converts images
-between SimpleITK and ITK, builds the parameter maps, and resamples label volumes with the
-resulting transforms (nearest neighbour, so labels stay labels). Transforms are kept as
-elastix parameter maps (plain strings), which serialise to JSON so a result can be
-reproduced with transformix.
+between SimpleITK and ITK, builds the parameter maps, converts the resulting transforms to
+SimpleITK's (:func:`to_sitk`, exact) and resamples label volumes with them through a
+displacement field (:func:`warp_labels`: nearest neighbour, so labels stay labels).
+Transforms are kept as elastix parameter maps (plain strings), which serialise to JSON so a
+result can be reproduced with transformix (:func:`resample` still resamples images with it).
 """
 
 from __future__ import annotations
