@@ -72,6 +72,9 @@ def quiet(node: Node) -> Node:
 
 
 def settle(node: Node) -> list[int]:
+    """Check the exams once everything acknowledged is indexed (storescu returns when its instances are journaled;
+    the index follows) and has been quiet for the stable age."""
+    assert node.settle(30.0), "the index did not catch up with the journal"
     time.sleep(node.settings.protocol.stable_age_s + 0.1)
     return check_visits(node.sessions, node.settings, node.jobs)
 
