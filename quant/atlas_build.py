@@ -181,7 +181,8 @@ def leave_one_out(subjects: Sequence[Subject], built: BuiltAtlas, table: Sequenc
         transform = register(subject.t2, template, maps)
         atlas = Atlas(id="leave-one-out", path=Path("."), template=template, labels=labels, table=list(table),
                       entries=[_entry(s, c, ref_t2, ref_labels, table) for s, c in others])
-        if is_usable(atlas, params):  # measured as a visit is: the others' entries registered and fused
+        fusing = is_usable(atlas, params)  # measured as a visit is: the others' entries registered and fused
+        if fusing:
             held = fuse_entries(subject.t2, atlas, transform, subject.labels, params).labels
         else:
             held = warp_labels(labels, transform, subject.labels)
@@ -214,7 +215,6 @@ def leave_one_out(subjects: Sequence[Subject], built: BuiltAtlas, table: Sequenc
     muscles = [r for r in per_label if r["tissue"] == "muscle"]
     worst = min(muscles, key=lambda r: r["dice_median"]) if muscles else None
     diffs_all = [r["rel_t2_diff_pct_median"] for r in muscles if r["rel_t2_diff_pct_median"] is not None]
-    fusing = len(subjects) > 2 and params.fusion_entries >= 2
     return {"method": "leave-one-out: each subject measured with an atlas of the others as a visit is ("
                       + ("their entries registered to it and fused" if fusing
                          else "their mean T2 and fused labels registered to it")

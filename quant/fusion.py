@@ -37,7 +37,7 @@ import SimpleITK as sitk
 
 from quant.atlas import Atlas, FusionEntry
 from quant.params import QuantParams
-from quant.register import Transform, as_displacement, field_spacing_mm, register, registration_maps, to_sitk
+from quant.register import Transform, register, registration_maps, to_sitk, warp_labels
 
 # each chosen entry's B-spline registration to the subject, from the template's affine: three resolutions of 120
 # iterations (bench notes in the module docstring)
@@ -157,10 +157,7 @@ def fuse_entries(subject: sitk.Image, atlas: Atlas, atlas_tf: Transform, label_g
         deformable = register(subject, carried[entry.name], maps)
         # the entry's own B-spline first (subject → the entry carried by the affine), then the affine (→ template)
         own = transforms[entry.name] = Transform(maps=(*deformable.maps, *linear.maps))
-        field = as_displacement(own, label_grid, field_spacing_mm(own, label_grid))
-        carried_votes = sitk.Resample(votes_of(entry, abstain), label_grid, field, sitk.sitkNearestNeighbor, abstain,
-                                      sitk.sitkUInt8)
-        votes.append(sitk.GetArrayFromImage(carried_votes))
+        votes.append(sitk.GetArrayFromImage(warp_labels(votes_of(entry, abstain), own, label_grid, outside=abstain)))
     fused = sitk.GetImageFromArray(fuse_where_they_differ(votes, abstain))
     fused.CopyInformation(label_grid)
     return Fused(labels=fused, entries=[e.name for e in chosen], transforms=transforms, similarity=scores)

@@ -153,13 +153,15 @@ def field_spacing_mm(transform: Transform, reference: sitk.Image) -> float:
     return max(min([8.0, *(g / 5.0 for g in grids)]), min(reference.GetSpacing()))
 
 
-def warp_labels(labels: sitk.Image, transform: Transform | sitk.Transform, reference: sitk.Image) -> sitk.Image:
-    """Label volume carried by ``transform`` onto ``reference``'s grid (nearest neighbour, uint8), through the
+def warp_labels(labels: sitk.Image, transform: Transform | sitk.Transform, reference: sitk.Image,
+                outside: int = 0) -> sitk.Image:
+    """Label volume carried by ``transform`` onto ``reference``'s grid (nearest neighbour, uint8; ``outside`` where
+    the transform maps beyond ``labels``), through the
     transform sampled as a displacement field (:func:`as_displacement`; transformix on a 2 mm whole-body grid took
     7.9 s, this 1.9 s, the same label at 99.94 % of the body's voxels)."""
     if isinstance(transform, Transform):
         transform = as_displacement(transform, reference, field_spacing_mm(transform, reference))
-    return sitk.Resample(labels, reference, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return sitk.Resample(labels, reference, transform, sitk.sitkNearestNeighbor, outside, sitk.sitkUInt8)
 
 
 
