@@ -14,7 +14,7 @@ ceiling of any receiver built on pynetdicom.
 Prints JSON: instances/s, MB/s, the ratios of myonode's receivers to Orthanc and storescp, and for
 myonode when the last instance was indexed (acknowledged means durable; the index follows).
 
-    python bench/ingest.py [--small N] [--quick] [--null] [--rounds K]
+    python bench/ingest.py [--sets visit,small,concurrent] [--small N] [--quick] [--null] [--rounds K]
 """
 
 from __future__ import annotations
@@ -222,11 +222,33 @@ def run_orthanc(work: Path, sets: dict[str, list[list[Path]]]) -> dict[str, floa
         orthanc.stop()
 
 
+def file_system(path: Path) -> dict[str, object]:
+    """The file system the receivers write to: its type, mount options and (ext4) whether it keeps a journal —
+    what a durable small write costs depends on all three (README, Receiving). No library reports the
+    journal: jbd2 lists each journaled device under /proc/fs/jbd2."""
+    st = path.stat()
+    device = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    found: dict[str, object] = {}
+    with open("/proc/self/mountinfo") as mounts:
+        for line in mounts:  # ID parent MAJ:MIN root mount-point options ... - type source super-options
+            left, _, right = line.partition(" - ")
+            fields, (fs_type, source, *extra) = left.split(), right.split()
+            if fields[2] == device and path.resolve().is_relative_to(fields[4]):
+                found = {"type": fs_type, "source": source, "mount_point": fields[4],
+                         "options": ",".join([fields[5], *extra])}
+    name = Path(os.path.realpath(f"/sys/dev/block/{device}")).name
+    if found.get("type") == "ext4":
+        found["journal"] = Path(f"/proc/fs/jbd2/{name}-8").exists()
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", type=int, default=1000, help="number of small instances")
     parser.add_argument("--quick", action="store_true", help="2 T2 + 2 DWI stations of 20 slices (smoke run)")
     parser.add_argument("--null", action="store_true", help="also a bare pynetdicom SCP that stores nothing")
+    parser.add_argument("--sets", default="visit,small,concurrent",
+                        help="which file sets, comma-separated (default: all three)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="every receiver in turn, this many times; the median of each figure is printed")
     args = parser.parse_args()
@@ -241,9 +263,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=base) as tmp:
         root = Path(tmp)
         stations = (2, 2, 20) if args.quick else (6, 8, 50)
-        sets = {"visit": [visit_files(root / "files" / "visit", *stations)],
-                "small": [small_files(root / "files" / "small", args.small)],
-                "concurrent": concurrent_files(root / "files" / "concurrent", 20, 20 if args.quick else 40)}
+        makers = {"visit": lambda: [visit_files(root / "files" / "visit", *stations)],
+                  "small": lambda: [small_files(root / "files" / "small", args.small)],
+                  "concurrent": lambda: concurrent_files(root / "files" / "concurrent", 20, 20 if args.quick else 40)}
+        chosen = args.sets.split(",")
+        if unknown := set(chosen) - set(makers):
+            sys.exit(f"--sets: no file set {', '.join(sorted(unknown))} (there are {', '.join(makers)})")
+        sets = {name: makers[name]() for name in chosen}
         sizes = {name: sum(p.stat().st_size for g in groups for p in g) for name, groups in sets.items()}
         counts = {name: sum(len(g) for g in groups) for name, groups in sets.items()}
         rounds: list[dict[str, dict[str, float]]] = []
@@ -263,6 +289,7 @@ def main() -> None:
         "benchmark": "ingest",
         "date": datetime.now(UTC).date().isoformat(),
         "machine": f"{platform.node()} {os.cpu_count()} cpu {platform.machine()}",
+        "file_system": file_system(base),
         "sets": {name: {"instances": counts[name], "associations": len(groups),
                         "megabytes": round(sizes[name] / 1e6, 1)} for name, groups in sets.items()},
     }
