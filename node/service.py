@@ -81,7 +81,8 @@ def open_foundation(settings: Settings, *, migrate: bool, index: Literal["first"
         return Foundation(engine=engine, sessions=sessions, store=store, journal=journal, registry=registry,
                           ingestor=ingestor, receiver=Receiver(journal, limits=limits), indexer=None)
     metrics = IngestMetrics(registry)
-    indexer = Indexer(ingestor, journal, keep_s=settings.storage.journal_keep_hours * 3600, metrics=metrics)
+    indexer = Indexer(ingestor, journal, keep_s=settings.storage.journal_keep_hours * 3600,
+                      index_wait_s=settings.storage.index_wait_s, metrics=metrics)
     if index == "first":
         indexer.start_and_wait()
     else:
@@ -225,7 +226,7 @@ def start_node(settings: Settings, watch_interval_s: float = 2.0) -> Node:
     listeners = ChildProcesses(settings, "listen", settings.node.listener_processes - 1,
                                setting="[node] listener_processes")
     listeners.start()
-    watcher = ExamWatcher(base.sessions, settings, jobs, interval_s=watch_interval_s)
+    watcher = ExamWatcher(base.sessions, settings, jobs, base.receiver.settle, interval_s=watch_interval_s)
     watcher.start()
     forwarder = Forwarder(base.sessions, base.store, settings.forward, settings.node.ae_title)
     forwarder.start()

@@ -136,6 +136,15 @@ class StorageSettings(_Section):
     journal_keep_hours: float = Field(default=24.0, ge=0)
     # /healthz answers 503 when an acknowledged instance has waited this long to be indexed
     journal_alert_s: float = Field(default=120.0, gt=0)
+    # the indexer waits for a push to pause, at most this long, before indexing it (node/intake/indexer.py)
+    index_wait_s: float = Field(default=2.0, ge=0, le=60)
+
+    @model_validator(mode="after")
+    def _index_before_alert(self) -> StorageSettings:
+        if self.index_wait_s >= self.journal_alert_s:
+            raise ValueError(f"index_wait_s ({self.index_wait_s:g}) must be shorter than journal_alert_s "
+                             f"({self.journal_alert_s:g}): /healthz would call every push a stalled indexer")
+        return self
 
     @field_validator("database_url")
     @classmethod

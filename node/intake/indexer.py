@@ -1,6 +1,13 @@
 """The indexer: the journal's entries (acknowledged by :class:`node.intake.receiver.Receiver` once durable)
-become index rows within milliseconds, written by one :class:`Indexer` per store that commits whatever has
-accumulated — from every association and every listener process — in one transaction.
+become index rows, written by one :class:`Indexer` per store that commits whatever has accumulated — from
+every association and every listener process — in one transaction.
+
+When: once the push that sends them pauses (50 ms without an entry), but never later than
+``[storage] index_wait_s`` after the first of them arrived; at once when someone waits for the index
+(:data:`node.intake.receiver.NOW`) or with ``index_wait_s = 0``. Why wait at all: indexing costs about
+1 ms of CPU an instance (pydicom's header parse is half of it), which on a 2-core node competes with the
+receiver and slowed a push of small instances by a third (README, "DICOM node"); a push waits for its
+acknowledgements, nobody waits for the index but the readers below, who say so.
 
 - :class:`Indexer` (a thread of ``myonode serve``; an ``flock`` keeps it to one per store)
   indexes entries oldest first, in batches, through :meth:`Ingestor.index_journal`. On start
@@ -12,9 +19,10 @@ accumulated — from every association and every listener process — in one tra
   loop itself fail, it is logged and started again (``restarts``), so no entry can stop intake.
   Its liveness is the age of the oldest pending entry (``/healthz``, ``/metrics``).
 - Readers that must see every acknowledged instance (C-FIND, C-GET, C-MOVE, storage
-  commitment) first call :meth:`node.intake.receiver.Receiver.settle`: it waits until the
-  entries pending at that moment are indexed (a few milliseconds; at most ``timeout_s``, then
-  they answer with what is indexed and log it).
+  commitment, DICOMweb, the exam watcher before it judges an exam complete) first call
+  :meth:`node.intake.receiver.Receiver.settle`: it tells the indexer to index at once and waits
+  until the entries pending at that moment are indexed (a few milliseconds; at most ``timeout_s``,
+  then they answer with what is indexed and log it).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from node.intake.ingest import Ingestor, ParsedHeaders, StoreOutcome, retry_later
 from node.intake.metrics import IngestMetrics
-from node.intake.receiver import wake_address
+from node.intake.receiver import NOW, wake_address
 from storage import models as m
 from storage.database import refresh_statistics
 from storage.journal import Journal, JournalEntry
@@ -41,16 +49,30 @@ from storage.journal import Journal, JournalEntry
 log = logging.getLogger(__name__)
 
 PARTIAL_AGE_S = 60.0  # a journal write untouched this long was interrupted (even 1 GiB is written in seconds)
+ARRIVAL_GAP_S = 0.05  # no entry for this long: a push has paused, index what it sent
+WAIT_STEP_S = 0.05  # while waiting for a push to pause, look this often (a NOW is answered within it)
+
+
+def wait_before_indexing(*, since_first_s: float, since_last_s: float, now: bool, index_wait_s: float) -> float:
+    """How long the indexer waits before indexing what has arrived (0: at once): until the push that sent it
+    pauses (``ARRIVAL_GAP_S`` without an entry), but never longer than ``index_wait_s`` after the first of
+    them arrived; at once when asked to (``now``: someone waits for the index) or ``index_wait_s`` is 0.
+    ``since_first_s`` / ``since_last_s``: since the first and the last entry arrived that are not indexed."""
+    if now or index_wait_s <= 0:
+        return 0.0
+    return max(0.0, min(ARRIVAL_GAP_S - since_last_s, index_wait_s - since_first_s))
 
 
 class Indexer(threading.Thread):
     """Indexes journal entries as they arrive (one per store, across processes; see the module docstring)."""
 
     def __init__(self, ingestor: Ingestor, journal: Journal, *, keep_s: float, batch_max: int = 512,
-                 idle_s: float = 1.0, metrics: IngestMetrics | None = None) -> None:
+                 idle_s: float = 1.0, index_wait_s: float = 0.0, metrics: IngestMetrics | None = None) -> None:
+        """``index_wait_s``: how long entries may wait for the push that sends them to pause
+        (:func:`wait_before_indexing`; ``[storage] index_wait_s``)."""
         super().__init__(name="myonode-indexer", daemon=True)
         self.ingestor, self.journal = ingestor, journal
-        self.keep_s, self.batch_max, self.idle_s = keep_s, batch_max, idle_s
+        self.keep_s, self.batch_max, self.idle_s, self.index_wait_s = keep_s, batch_max, idle_s, index_wait_s
         self.metrics = metrics
         self.parsed = ParsedHeaders()  # from this process's Receiver: not parsed twice
         self.stopping = threading.Event()
@@ -127,14 +149,29 @@ class Indexer(threading.Thread):
         self._maintain()
         self.ready.set()
         backoff = 0.0
+        first: float | None = None  # when the first and the last entry not yet indexed arrived (monotonic)
+        last = 0.0
         while not self.stopping.is_set():
             self.heartbeat = time.monotonic()
+            now = False
             if backoff:
                 self.stopping.wait(backoff)
-            else:
+            elif first is None:  # wait for an entry (and look anyway every idle_s: a wake may have been lost)
                 readable, _, _ = select.select([self._sock], [], [], self.idle_s)
                 if readable:
-                    self._empty_socket()
+                    _, now = self._empty_socket()
+                    first = last = time.monotonic()
+            else:  # waiting for the push to pause: not woken by each of its entries
+                self.stopping.wait(WAIT_STEP_S)
+                arrived, now = self._empty_socket()
+                if arrived:
+                    last = time.monotonic()
+            if first is not None:
+                clock = time.monotonic()
+                if wait_before_indexing(since_first_s=clock - first, since_last_s=clock - last, now=now,
+                                        index_wait_s=self.index_wait_s) > 0:
+                    continue
+            first = None
             backoff = 0.0 if self.drain() else min(30.0, max(0.5, backoff * 2))
             if time.monotonic() - self._last_prune > 3600:
                 self._maintain()
@@ -156,10 +193,14 @@ class Indexer(threading.Thread):
         except SQLAlchemyError as exc:  # the planner's statistics can wait an hour; indexing cannot
             log.warning("could not refresh the index's statistics: %s", exc)
 
-    def _empty_socket(self) -> None:
+    def _empty_socket(self) -> tuple[bool, bool]:
+        """Read every datagram waiting: was there any, and did one ask for the index at once (:data:`NOW`)."""
+        any_, now = False, False
         with contextlib.suppress(BlockingIOError):
             while True:
-                self._sock.recv(64, socket.MSG_DONTWAIT)
+                now |= self._sock.recv(64, socket.MSG_DONTWAIT) == NOW
+                any_ = True
+        return any_, now
 
     def drain(self) -> bool:
         """Index everything pending now; False (logged, entries kept) when the database or the disk failed.
@@ -240,6 +281,6 @@ class Indexer(threading.Thread):
         """Index what is pending, then stop."""
         self.stopping.set()
         with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.sendto(b"0", wake_address(self.journal))
+            s.sendto(NOW, wake_address(self.journal))
         if self.is_alive():
             self.join(timeout=timeout_s)

@@ -42,6 +42,11 @@ def wake_address(journal: Journal) -> bytes:
     return b"\0myonode-indexer-" + hashlib.sha256(str(journal.folder).encode()).hexdigest()[:24].encode()
 
 
+# What a datagram to the indexer says (the compiled receiver, node/dimse/dcmtk/receiver.cc, sends ARRIVED too).
+ARRIVED = b"1"  # an entry was journaled: index it (the indexer may wait for the rest of a push)
+NOW = b"2"  # someone waits for the index: index what is pending at once
+
+
 class Receiver:
     """Validate, journal durably, wake the indexer, answer (thread-safe; one per process)."""
 
@@ -96,12 +101,20 @@ class Receiver:
 
     def wake(self) -> None:
         """Tell the indexer there is work (lost if no indexer runs: it looks anyway when it starts)."""
+        self._send(ARRIVED)
+
+    def _send(self, message: bytes) -> None:
         with contextlib.suppress(OSError):  # no indexer listening, or its socket buffer full: it is awake
-            self._sock.sendto(b"1", self._address)
+            self._sock.sendto(message, self._address)
 
     def settle(self, timeout_s: float = SETTLE_TIMEOUT_S) -> bool:
-        """Wait until every instance acknowledged before this call is indexed; False if it took too long."""
-        done = self.journal.wait_drained(timeout_s=timeout_s)
+        """Wait until every instance acknowledged before this call is indexed (the indexer told to index at once);
+        False if it took too long."""
+        pending = [e.path.name for e in self.journal.pending()]
+        if not pending:
+            return True
+        self._send(NOW)
+        done = self.journal.wait_drained(pending, timeout_s=timeout_s)
         if not done:
             log.warning("the index is more than %.0f s behind the journal; answering with what is indexed", timeout_s)
         return done

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -124,12 +125,17 @@ def check_corrections(sessions: sessionmaker[Session], store: FileStore, jobs: J
 
 
 class ExamWatcher(threading.Thread):
-    """Runs :func:`check_visits` and :func:`check_corrections` every ``interval_s`` seconds inside the node."""
+    """Runs :func:`check_visits` and :func:`check_corrections` every ``interval_s`` seconds inside the node.
+
+    ``settle`` (:meth:`node.intake.receiver.Receiver.settle`) first: an exam is judged on an index that holds
+    every instance acknowledged until then, never on one behind the journal (a late station would be
+    missed and the visit processed incomplete); when the index cannot catch up, that round judges nothing."""
 
     def __init__(self, sessions: sessionmaker[Session], settings: Settings, jobs: JobQueue,
-                 interval_s: float = 2.0) -> None:
+                 settle: Callable[[], bool], interval_s: float = 2.0) -> None:
         super().__init__(name="myonode-exam-watcher", daemon=True)
         self.sessions, self.settings, self.jobs, self.interval_s = sessions, settings, jobs, interval_s
+        self.settle = settle
         self.store = FileStore(settings.storage.root)
         self.stopping = threading.Event()
         self.mark = AssignMark()
@@ -137,7 +143,8 @@ class ExamWatcher(threading.Thread):
     def run(self) -> None:
         while not self.stopping.wait(self.interval_s):
             try:
-                check_visits(self.sessions, self.settings, self.jobs, mark=self.mark)
+                if self.settle():
+                    check_visits(self.sessions, self.settings, self.jobs, mark=self.mark)
                 check_corrections(self.sessions, self.store, self.jobs)
             except Exception:
                 log.exception("exam check failed; will try again")
