@@ -129,7 +129,8 @@ class ExamWatcher(threading.Thread):
 
     ``settle`` (:meth:`node.intake.receiver.Receiver.settle`) first: an exam is judged on an index that holds
     every instance acknowledged until then, never on one behind the journal (a late station would be
-    missed and the visit processed incomplete); when the index cannot catch up, that round judges nothing."""
+    missed and the visit processed incomplete); when the index cannot catch up, that round neither assigns
+    studies nor judges exams (it still looks for corrections)."""
 
     def __init__(self, sessions: sessionmaker[Session], settings: Settings, jobs: JobQueue,
                  settle: Callable[[], bool], interval_s: float = 2.0) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from node.intake.overview import node_status
 from node.service import Node
-from node.work.exams import check_visits
+from node.work.exams import ExamWatcher, check_visits
 from node.work.jobs import HANDLERS, visit_of_target
 from storage import models as m
 from storage.database import transaction
@@ -155,6 +155,29 @@ def test_visit_from_days_since_baseline_and_unknown_patients_listed(running_node
     assert st.unknown_patients == ["WALK-IN-7"]
     assert {(line.patient_id, line.visit) for line in st.studies} == {
         ("MND-002", "baseline"), ("MND-002", "m4"), ("WALK-IN-7", None)}
+
+
+def test_the_watcher_judges_no_exam_while_the_index_is_behind_the_journal(running_node, tmp_path: Path) -> None:
+    node = quiet(running_node(protocol=PROTOCOL))
+    register(node, "P004", "MND-004")
+    scan = Scanner(node, tmp_path, "MND-004")
+    for station in (0, 1):
+        scan.t2_station(station)
+        scan.dwi_station(station)
+    time.sleep(node.settings.protocol.stable_age_s + 0.1)  # complete and stable: ready once judged
+    behind = ExamWatcher(node.sessions, node.settings, node.jobs, lambda: False, interval_s=0.02)
+    behind.start()
+    time.sleep(0.3)
+    behind.stop()
+    with node.sessions() as s:
+        assert s.scalars(select(m.Job)).all() == []
+    assert visit_states(node) == []  # not even assigned: that round looked at nothing
+    caught_up = ExamWatcher(node.sessions, node.settings, node.jobs, node.receiver.settle, interval_s=0.02)
+    caught_up.start()
+    try:
+        wait_visit_state(node, "processed")
+    finally:
+        caught_up.stop()
 
 
 def test_incomplete_exam_processed_after_deadline_and_flagged(running_node, tmp_path: Path) -> None:
