@@ -147,6 +147,8 @@ def fuse_entries(subject: sitk.Image, atlas: Atlas, atlas_tf: Transform, label_g
     for entry in atlas.entries:
         carried[entry.name] = sitk.Resample(entry.t2, subject, carry, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
         scores[entry.name] = round(similarity(subject_arr, sitk.GetArrayViewFromImage(carried[entry.name])), 4)
+        if len(carried) > params.fusion_entries:  # only the most similar are kept (a site atlas grows with its visits)
+            del carried[min(reversed(carried), key=scores.__getitem__)]  # of equals, the later: as the sort below
     chosen = sorted(atlas.entries, key=lambda e: -scores[e.name])[: params.fusion_entries]
     maps = registration_maps(deformable=True, affine=False, initialise=False, grid_mm=params.grid_mm,
                              iterations=ENTRY_ITERATIONS, resolutions=ENTRY_RESOLUTIONS)
