@@ -68,35 +68,45 @@ def indexed(base: Foundation) -> int:
         return s.scalar(select(func.count()).select_from(m.Instance)) or 0
 
 
-def push(base: Foundation, data: list[bytes], every_s: float) -> threading.Thread:
-    def send() -> None:
-        for one in data:
-            assert base.receiver.receive(one, calling_ae="SCANNER", peer_address="127.0.0.1",
-                                         expected_sop_uid=None).ok
-            time.sleep(every_s)
+class Push(threading.Thread):
+    """``data`` received one by one, ``every_s`` apart; ``acknowledged``: how many the receiver took (checked
+    by the test once the thread is joined — an assertion inside a thread fails nothing)."""
 
-    thread = threading.Thread(target=send)
-    thread.start()
-    return thread
+    def __init__(self, base: Foundation, data: list[bytes], every_s: float) -> None:
+        super().__init__()
+        self.base, self.data, self.every_s, self.acknowledged = base, data, every_s, 0
+
+    def run(self) -> None:
+        for one in self.data:
+            if not self.base.receiver.receive(one, calling_ae="SCANNER", peer_address="127.0.0.1",
+                                              expected_sop_uid=None).ok:
+                return
+            self.acknowledged += 1
+            time.sleep(self.every_s)
 
 
 def test_a_reader_mid_push_finds_every_instance_acknowledged_before_it_asked(foundation: Foundation) -> None:
     data = instances(60)
-    thread = push(foundation, data, every_s=0.01)  # a push that lasts about 0.6 s, not 30
+    pushing = Push(foundation, data, every_s=0.01)  # a push that lasts about 0.6 s, not 30
+    pushing.start()
     try:
-        while len(foundation.journal.pending()) < 10:
+        while len(foundation.journal.pending()) < 10 and pushing.is_alive():
             time.sleep(0.005)
         pending = {e.path.name for e in foundation.journal.pending()}
         assert foundation.receiver.settle(timeout_s=20)
         assert not pending & {e.path.name for e in foundation.journal.pending()}
         assert indexed(foundation) >= len(pending)
     finally:
-        thread.join()
+        pushing.join()
+    assert pushing.acknowledged == len(data)
 
 
 def test_a_push_is_indexed_once_it_pauses_without_anyone_asking(foundation: Foundation) -> None:
     data = instances(20)
-    push(foundation, data, every_s=0.002).join()
+    pushing = Push(foundation, data, every_s=0.002)
+    pushing.start()
+    pushing.join()
+    assert pushing.acknowledged == len(data)
     deadline = time.monotonic() + 20  # index_wait_s is 30: only the pause can have started it
     while indexed(foundation) < len(data) and time.monotonic() < deadline:
         time.sleep(0.05)
