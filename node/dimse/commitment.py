@@ -25,6 +25,7 @@ from pynetdicom.sop_class import StorageCommitmentPushModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from node.dimse.scu import associate
 from node.dimse.status import Status
 from node.settings import Destination
 from storage import models as m
@@ -93,9 +94,9 @@ def send_report(ae_title: str, peer: Destination, event_type: int, info: Dataset
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
     ae.add_requested_context(StorageCommitmentPushModel)
     role = build_role(StorageCommitmentPushModel, scp_role=True, scu_role=False)
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, ext_neg=[role])
-    if not assoc.is_established:
-        log.error("storage commitment report to %s@%s:%d: association failed", peer.ae_title, peer.host, peer.port)
+    assoc, why = associate(ae, peer.host, peer.port, ae_title=peer.ae_title, ext_neg=[role])
+    if why is not None:
+        log.error("storage commitment report to %s@%s:%d: association %s", peer.ae_title, peer.host, peer.port, why)
         return False
     try:
         status, _ = assoc.send_n_event_report(info, event_type, StorageCommitmentPushModel, WELL_KNOWN_INSTANCE)

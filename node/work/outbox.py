@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, sessionmaker
 
+from node.dimse.scu import associate
 from node.dimse.transcode import TranscodeError, accepted_syntaxes, for_peer, proposal
 from node.settings import Destination, ForwardSettings
 from storage import models as m
@@ -65,9 +66,8 @@ def _send(dest: Destination, calling_ae: str, items: list[tuple[int, str, str, s
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
     contexts = proposal([(sop, ts) for _, _, sop, ts in items])
-    assoc = ae.associate(dest.host, dest.port, contexts=contexts, ae_title=dest.ae_title)
-    if not assoc.is_established:
-        why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "connection failed"
+    assoc, why = associate(ae, dest.host, dest.port, contexts=contexts, ae_title=dest.ae_title)
+    if why is not None:
         return {item_id: f"association {why}" for item_id, *_ in items}
     results: dict[int, str | None] = {}
     try:

@@ -25,6 +25,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Stu
 from sqlalchemy import select
 
 from node.demo.ports import free_port
+from node.dimse.scu import associate
 from node.service import start_node
 from node.settings import Settings
 from storage import models as m
@@ -32,7 +33,7 @@ from storage.database import make_engine, session_factory
 from storage.filestore import FileStore
 from storage.journal import Journal
 from tests.support.dicom_factory import mr_image
-from tests.support.serve import start_serve, write_settings
+from tests.support.serve import OVER_THE_LIMIT, start_serve, wait_for_log, write_settings
 
 
 def originals(study: str, count: int, *, series: int = 1, size: int = 32) -> dict[str, Dataset]:
@@ -236,19 +237,17 @@ def test_the_association_limit_holds_across_listener_processes(tmp_path: Path) -
     port = free_port()
     node = start_serve(write_settings(tmp_path, port, "listener_processes = 2\nmax_associations = 3\n"), port)
     try:
+        wait_for_log(tmp_path / "serve.log", "listening as MYONODE", count=2)  # serve's listener and the other
         ae = AE(ae_title="PEER")
         ae.add_requested_context(MRImageStorage, ExplicitVRLittleEndian)
-        attempts = [ae.associate("127.0.0.1", port, ae_title="MYONODE") for _ in range(5)]
-        accepted = [a for a in attempts if a.is_established]
-        rejected = [a for a in attempts if a.is_rejected]
-        assert len(accepted) == 3 and len(rejected) == 2
-        for a in rejected:
-            rj = a.acceptor.primitive
-            assert (rj.result, rj.result_source, rj.diagnostic) == (0x02, 0x03, 0x02)
+        attempts = [associate(ae, "127.0.0.1", port, ae_title="MYONODE") for _ in range(5)]
+        accepted = [a for a, why in attempts if why is None]
+        assert len(accepted) == 3
+        assert [why for _, why in attempts if why is not None] == [OVER_THE_LIMIT] * 2
         accepted[0].release()
         time.sleep(0.3)
-        again = ae.associate("127.0.0.1", port, ae_title="MYONODE")
-        assert again.is_established
+        again, why = associate(ae, "127.0.0.1", port, ae_title="MYONODE")
+        assert why is None
         for a in [*accepted[1:], again]:
             a.release()
     finally:

@@ -18,11 +18,13 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 from sqlalchemy import select
 
+from node.dimse.scu import associate
 from node.service import Node
 from storage import filestore as filestore_module
 from storage import models as m
 from tests.support.dcmtk import dcmtk
 from tests.support.dicom_factory import mr_image, write_series
+from tests.support.serve import OVER_THE_LIMIT
 
 
 def echo(node: Node, calling: str = "ECHOSCU", called: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -231,8 +233,8 @@ def test_association_limit(running_node) -> None:
     scu.add_requested_context(Verification)
     held = [scu.associate("127.0.0.1", node.listener.port, ae_title="MYONODE") for _ in range(2)]
     assert all(a.is_established for a in held)
-    third = scu.associate("127.0.0.1", node.listener.port, ae_title="MYONODE")
-    assert third.is_rejected
+    _, why = associate(scu, "127.0.0.1", node.listener.port, ae_title="MYONODE")
+    assert why == OVER_THE_LIMIT
     for a in held:
         a.release()
     time.sleep(0.2)

@@ -1,4 +1,5 @@
-"""`myonode serve` as a real process for tests: its settings file, start (ready when C-ECHO answers), kill."""
+"""`myonode serve` as a real process for tests: its settings file, start (ready when C-ECHO answers), waiting for
+what its log says, kill."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from node.demo.ports import free_port
 from tests.support.dcmtk import PEER_AES, dcmtk
 
 MYONODE = str(Path(sys.executable).parent / "myonode")
+# What node.dimse.scu.associate says of the node's answer beyond [node] max_associations
+OVER_THE_LIMIT = "rejected (transient) by the DUL service-provider (presentation related): local limit exceeded"
 
 
 def write_settings(folder: Path, port: int, node_extra: str = "", extra: str = "") -> Path:
@@ -42,3 +45,12 @@ def start_serve(settings: Path, port: int, tls_args: tuple[str, ...] = (), *,
         time.sleep(0.3)
     proc.kill()
     raise AssertionError("node did not start: " + (settings.parent / "serve.log").read_text())
+
+
+def wait_for_log(log: Path, line: str, *, count: int = 1, timeout_s: float = 60) -> None:
+    """Until ``log`` holds ``line`` ``count`` times (a process the node starts says it is ready there)."""
+    deadline = time.monotonic() + timeout_s
+    while log.read_text(errors="replace").count(line) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{line!r} not {count}× in {log} after {timeout_s} s:\n" + log.read_text(errors="replace"))
+        time.sleep(0.1)
