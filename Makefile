@@ -26,7 +26,8 @@ RECEIVER := node/dimse/dcmtk/myonode-receiver
 RECEIVER_LIBS := -ldcmtls -ldcmnet -ldcmdata -loflog -lofstd -lssl -lcrypto -lz
 
 # The OHIF viewer served at /viewer (node/web/viewer.py): the built app of the npm package @ohif/app, fetched
-# with `npm pack`, checked against the integrity pinned here, unpacked into a folder the Makefile owns (ignored by git).
+# with `npm pack`, checked against the integrity pinned here, unpacked into a folder the Makefile owns (ignored by git),
+# and mended where its cornerstone3D throws from a scroll timer outliving its viewport (deploy/ohif/patch.py).
 OHIF_VERSION   := 3.13.2
 OHIF_INTEGRITY := sha512-WZdxmpmG7rqFgW9ZJLcbgr3XCtLi1KDNPoMaeY5PPe6j4G4fjEjjkycZM6C6Zk2F87BKxFfpq+jd5xXZB9E8EA==
 OHIF_DIR       := node/web/ohif
@@ -54,13 +55,14 @@ $(RECEIVER): node/dimse/dcmtk/receiver.cc
 
 viewer: $(OHIF_STAMP)
 
-$(OHIF_STAMP):
+$(OHIF_STAMP): deploy/ohif/patch.py
 	@command -v npm >/dev/null || { echo "npm is not installed: the OHIF viewer cannot be fetched (/viewer will say so)"; exit 0; }; \
 	set -e; rm -rf $(OHIF_DIR).new && mkdir -p $(OHIF_DIR).new; \
 	tarball=$$(cd $(OHIF_DIR).new && npm pack --silent @ohif/app@$(OHIF_VERSION)); \
 	got="sha512-$$(openssl dgst -sha512 -binary $(OHIF_DIR).new/$$tarball | base64 -w0)"; \
 	if [ "$$got" != "$(OHIF_INTEGRITY)" ]; then echo "@ohif/app@$(OHIF_VERSION): integrity $$got, expected $(OHIF_INTEGRITY)" >&2; exit 1; fi; \
 	tar xzf $(OHIF_DIR).new/$$tarball -C $(OHIF_DIR).new --strip-components=1 package/dist package/LICENSE; \
+	python3 deploy/ohif/patch.py $(OHIF_DIR).new/dist; \
 	rm $(OHIF_DIR).new/$$tarball && rm -rf $(OHIF_DIR) && mv $(OHIF_DIR).new $(OHIF_DIR) && touch $@
 
 debs:
