@@ -39,11 +39,13 @@ from stats.importer import import_observations, import_subjects
 from storage import models as m
 from storage.database import transaction
 from tests.support.browser import (
+    FIRST_IMAGE_SHOWN,
     chromium,
     console_messages,
     loaded_images,
     screenshot,
     sign_in,
+    wait_for,
     wait_for_text,
     wait_for_url,
 )
@@ -51,15 +53,6 @@ from tests.support.browser import (
 # the whole story in one test (scanner to PACS, browser, signing, corrections, site atlas, OHIF): more than the
 # suite's 10 minutes per test when it shares two cores with the rest of the suite
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(1.0)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_two_subjects_from_scanner_to_pacs_and_report(tmp_path: Path) -> None:
@@ -333,15 +326,6 @@ Promise.all(labelmap.referencedImageIds.map(id => window.cornerstone.imageLoader
   window.commandsManager.runCommand('storeSegmentation', {segmentationId: seg.segmentationId});
   done(changed);
 }, error => done('not cached: ' + error));
-"""
-
-
-FIRST_IMAGE_SHOWN = """
-const cs = window.cornerstone;
-return !!(cs && cs.getRenderingEngines && cs.getRenderingEngines().some(engine => engine.getViewports().some(v => {
-  const id = v.getCurrentImageId && v.getCurrentImageId();
-  return !!id && !!cs.cache.getImage(id);
-})));
 """
 
 

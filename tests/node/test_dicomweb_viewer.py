@@ -1,7 +1,8 @@
 """DICOMweb as a viewer (OHIF) uses it, over real HTTP: frames in the form the Accept header allows (a real SEG's
 packed frames), 406 naming what can be had, series metadata without pixel data and kept per series, an
 instance sent again by STOW-RS after C-STORE recognised as the same content, STOW-RS from a console session's
-own origin — and the OHIF viewer served at /viewer behind the same sign-in."""
+own origin — and the OHIF viewer served at /viewer behind the same sign-in, in a real browser where a series
+replaced mid-scroll no longer throws."""
 
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
+from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from node.service import Node
 from node.web.viewer import installed
 from storage import models as m
 from tests.node.test_web import PASSWORDS, accounts, dicomweb, signed_in, url
+from tests.support.browser import FIRST_IMAGE_SHOWN, chromium, console_messages, sign_in, wait_for
 from tests.support.dcmtk import dcmtk
+from tests.support.dicom_factory import write_series
 
 OHIF_FRAMES = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 
@@ -154,3 +158,54 @@ def test_the_viewer_is_served_behind_the_sign_in_with_myonodes_dicomweb_as_its_o
     script = client.get(f"/viewer/{bundle}")
     assert script.status_code == 200 and b'__webpack_require__.p = "/viewer/";' in script.content
     assert client.get("/viewer/no-such-file.js").status_code == 404
+
+
+# In OHIF's page: the stack viewport is sent to an image that is not cached (so it moves there from its 40 ms
+# timer), then another series is shown in it at once, which tears that viewport down; whatever the page throws
+# in the next half second is answered.
+SCROLL_THEN_SWITCH = """
+const done = arguments[arguments.length - 1];
+const other = arguments[0];
+const thrown = [];
+window.addEventListener('error', e => thrown.push(String(e.message)));
+window.addEventListener('unhandledrejection', e => thrown.push(String(e.reason)));
+const cs = window.cornerstone;
+const viewport = cs.getRenderingEngines()[0].getViewports().find(v => v.getImageIds && v.getImageIds().length > 1);
+const ids = viewport.getImageIds();
+const target = ids.length - 1;
+if (cs.cache.getImageLoadObject(ids[target])) cs.cache.removeImageLoadObject(ids[target], {force: true});
+viewport.scroll(target - viewport.getCurrentImageIdIndex());
+const pending = !cs.cache.isLoaded(ids[target]) && viewport.getCurrentImageIdIndex() !== target;
+const ds = window.services.displaySetService.getActiveDisplaySets().find(d => d.SeriesInstanceUID === other);
+window.commandsManager.runCommand('setDisplaySetsForViewports',
+  {viewportsToUpdate: [{viewportId: viewport.id, displaySetInstanceUIDs: [ds.displaySetInstanceUID]}]});
+setTimeout(() => done({pending, thrown, disabled: viewport.isDisabled}), 500);
+"""
+
+
+def test_a_stack_viewport_torn_down_while_it_moves_to_an_uncached_image_throws_nothing(
+        web_node: Node, tmp_path: Path) -> None:
+    """A series replaced in its viewport within 40 ms of a scroll to an image not yet loaded: the scroll's timer
+    finds its viewport gone and does nothing (cornerstonejs/cornerstone3D#2884, mended by deploy/ohif/patch.py);
+    OHIF's error boundary stays down and the other series is shown."""
+    assert installed(), "the OHIF viewer is not installed: `make viewer` (part of `make install`) installs it"
+    study = generate_uid()
+    first = write_series(tmp_path / "first", 12, study_uid=study, size=64)
+    second = write_series(tmp_path / "second", 12, study_uid=study, description="WB T2 TSE station 2", size=64)
+    push(web_node, *first, *second)
+    other = str(dcmread(second[0], stop_before_pixels=True).SeriesInstanceUID)
+    driver = chromium(tmp_path / "profile", webgl=True)
+    try:
+        sign_in(driver, url(web_node), "olivia", PASSWORDS["olivia"][0])
+        driver.get(f"{url(web_node)}/viewer/viewer?StudyInstanceUIDs={study}"
+                   f"&initialSeriesInstanceUID={dcmread(first[0], stop_before_pixels=True).SeriesInstanceUID}")
+        wait_for(lambda: bool(driver.execute_script(FIRST_IMAGE_SHOWN)), 180, "OHIF's first image on screen")
+        driver.set_script_timeout(30)
+        outcome = driver.execute_async_script(SCROLL_THEN_SWITCH, other)
+        assert outcome["pending"] and outcome["disabled"], outcome  # the timer was armed; its viewport is gone
+        assert outcome["thrown"] == [], outcome["thrown"]
+        seen = console_messages(driver)
+        assert not any("Error Boundary" in line or "stack viewport has been destroyed" in line for line in seen), seen
+        wait_for(lambda: bool(driver.execute_script(FIRST_IMAGE_SHOWN)), 60, "the other series on screen")
+    finally:
+        driver.quit()

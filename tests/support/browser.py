@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,26 @@ def loaded_images(driver: WebDriver, css: str) -> int:
     """How many images under ``css`` the browser has decoded (naturalWidth > 0)."""
     return int(driver.execute_script(
         f"return [...document.querySelectorAll({css!r} + ' img')].filter(i => i.complete && i.naturalWidth > 0).length"))
+
+
+# In OHIF's page: whether a viewport shows an image (its current image is in cornerstone's cache)
+FIRST_IMAGE_SHOWN = """
+const cs = window.cornerstone;
+return !!(cs && cs.getRenderingEngines && cs.getRenderingEngines().some(engine => engine.getViewports().some(v => {
+  const id = v.getCurrentImageId && v.getCurrentImageId();
+  return !!id && !!cs.cache.getImage(id);
+})));
+"""
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Until ``predicate()`` holds, looking every second; fails naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(1.0)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def wait_for_text(driver: WebDriver, element_id: str, text: str, timeout_s: float = 20) -> str:
