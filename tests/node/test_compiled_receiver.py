@@ -37,7 +37,7 @@ from node.demo.ports import free_port
 from node.dimse import compiled
 from node.dimse.compiled import policy_text, storage_only
 from node.dimse.conformance import storage_sop_classes
-from node.dimse.filemeta import file_meta
+from node.dimse.filemeta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, file_meta
 from node.service import Node, association_slots, start_node
 from node.settings import NodeSettings, load_settings
 from storage import models as m
@@ -262,6 +262,24 @@ def test_an_association_held_by_the_compiled_receiver_counts_as_active(running_n
     while slots.held() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert slots.held() == 0
+
+
+def test_both_receivers_accept_naming_the_same_implementation_as_the_files_they_keep(running_node) -> None:
+    """A PACS sees one implementation on the port, whichever receiver took the association: the A-ASSOCIATE-AC's
+    Implementation Class UID and Version Name are those of the file meta information (node/dimse/filemeta.py)."""
+    node = running_node(node=DCMTK)
+    named = {}
+    for kind, extra in (("compiled", None), ("pynetdicom", StudyRootQueryRetrieveInformationModelFind)):
+        ae = AE(ae_title="PEER")
+        ae.add_requested_context(MRImageStorage, ExplicitVRLittleEndian)
+        if extra is not None:
+            ae.add_requested_context(extra)
+        assoc = ae.associate("127.0.0.1", node.listener.port, ae_title="MYONODE")
+        assert assoc.is_established
+        named[kind] = (assoc.acceptor.implementation_class_uid, assoc.acceptor.implementation_version_name)
+        assoc.release()
+    assert node.listener.compiled is not None and node.listener.compiled.handed_over == 1
+    assert named["compiled"] == named["pynetdicom"] == (IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME)
 
 
 def test_query_commitment_and_mixed_associations_stay_with_pynetdicom_on_the_same_port(running_node) -> None:

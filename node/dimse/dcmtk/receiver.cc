@@ -969,6 +969,11 @@ int serve(int fd) {
     else ASC_acceptPresentationContext(assoc->params, pc.presentationContextID, chosen);
   }
   ASC_setAPTitles(assoc->params, NULL, NULL, policy.ae_title.c_str());
+  // The A-ASSOCIATE-AC names myonode as the file meta information does (DCMTK's own otherwise).
+  OFStandard::strlcpy(assoc->params->ourImplementationClassUID, policy.implementation_class_uid.c_str(),
+                      sizeof(assoc->params->ourImplementationClassUID));
+  OFStandard::strlcpy(assoc->params->ourImplementationVersionName, policy.implementation_version_name.c_str(),
+                      sizeof(assoc->params->ourImplementationVersionName));
   cond = ASC_acknowledgeAssociation(assoc);
   if (cond.bad()) {
     log_event("warning", "association from " + calling + " at " + peer_address + " not acknowledged: " + cond.text());
