@@ -33,7 +33,7 @@ def rejection_text(rj: A_ASSOCIATE_RJ) -> str:
     peer made up are given as numbers (pynetdicom raises ValueError on them)."""
     result = REJECTION_RESULTS.get(rj.result or 0, f"result {rj.result}")
     try:
-        source, reason = rj.source_str, rj.reason_str.lower()
+        source, reason = rj.source_str, rj.reason_str[:1].lower() + rj.reason_str[1:]
     except ValueError:
         source, reason = f"source {rj.source}", f"reason {rj.reason_diagnostic}"
     return f"rejected ({result}) by the {source}: {reason}"
@@ -45,9 +45,10 @@ def associate(ae: AE, host: str, port: int, *, ae_title: str, **kwargs: Any) -> 
     connection.
 
     The rejection is taken from the A-ASSOCIATE-RJ PDU as it arrives (EVT_PDU_RECV), not from
-    ``is_rejected``: a peer that closes the connection right after rejecting (DCMTK and Orthanc do) can close
-    it before pynetdicom's requesting thread looks at the transport, and pynetdicom (3.0) then aborts and
-    reports an abort (``acse._negotiate_as_requestor`` checks ``_is_connected`` before reading the answer)."""
+    ``is_rejected``: a peer that closes the connection right after rejecting (DCMTK does: storescp, our own
+    compiled receiver) can close it before pynetdicom's requesting thread looks at the transport, and
+    pynetdicom (3.0) then aborts and reports an abort (``acse._negotiate_as_requestor`` checks
+    ``_is_connected`` before reading the answer; ``tests/node/test_scu.py`` reproduces it)."""
     connected: list[bool] = []
     rejections: list[A_ASSOCIATE_RJ] = []
 

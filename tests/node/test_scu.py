@@ -10,10 +10,11 @@ from collections.abc import Iterator
 import pytest
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
+from pynetdicom.pdu import A_ASSOCIATE_RJ
 from pynetdicom.sop_class import Verification
 
 from node.demo.ports import free_port
-from node.dimse.scu import associate, echo
+from node.dimse.scu import associate, echo, rejection_text
 from tests.support.dcmtk import need
 
 REFUSED = "rejected (permanent) by the DUL service-user: no reason given"
@@ -73,3 +74,11 @@ def test_an_accepted_association_has_no_reason_and_no_listener_is_could_not_conn
     ae.acse_timeout = ae.connection_timeout = 5
     assoc, why = associate(ae, "127.0.0.1", free_port(), ae_title="MYONODE")
     assert why == "could not connect"
+
+
+def test_a_rejection_with_codes_the_standard_does_not_define_is_given_in_numbers() -> None:
+    rj = A_ASSOCIATE_RJ()
+    rj.result, rj.source, rj.reason_diagnostic = 2, 3, 9
+    assert rejection_text(rj) == "rejected (transient) by the source 3: reason 9"
+    rj.result, rj.source, rj.reason_diagnostic = 1, 1, 7
+    assert rejection_text(rj) == "rejected (permanent) by the DUL service-user: called AE title not recognised"
