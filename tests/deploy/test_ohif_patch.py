@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from node.web.viewer import OHIF_DIST
+
 ROOT = Path(__file__).parents[2]
 PATCH = ROOT / "deploy/ohif/patch.py"
-INSTALLED = ROOT / "node/web/ohif/dist"
 TIMER = """            this.debouncedTimeout = window.setTimeout(() => {
                 this.setImageIdIndex(newTargetImageIdIndex);
             }, 40);"""
@@ -54,6 +55,6 @@ def test_a_build_without_the_timer_as_expected_is_refused_and_left_unchanged(dis
 
 
 def test_the_installed_viewer_is_the_mended_one() -> None:
-    (bundle,) = INSTALLED.glob("app.bundle.*.js")
+    (bundle,) = OHIF_DIST.glob("app.bundle.*.js")
     assert GUARD in bundle.read_text(encoding="utf-8")
-    assert f'src="/{bundle.name}"' in (INSTALLED / "index.html").read_text(encoding="utf-8")
+    assert f'src="/{bundle.name}"' in (OHIF_DIST / "index.html").read_text(encoding="utf-8")

@@ -45,10 +45,10 @@ from tests.support.browser import (
     loaded_images,
     screenshot,
     sign_in,
-    wait_for,
     wait_for_text,
     wait_for_url,
 )
+from tests.support.waiting import wait_for
 
 # the whole story in one test (scanner to PACS, browser, signing, corrections, site atlas, OHIF): more than the
 # suite's 10 minutes per test when it shares two cores with the rest of the suite

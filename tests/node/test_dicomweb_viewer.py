@@ -22,9 +22,10 @@ from node.service import Node
 from node.web.viewer import installed
 from storage import models as m
 from tests.node.test_web import PASSWORDS, accounts, dicomweb, signed_in, url
-from tests.support.browser import FIRST_IMAGE_SHOWN, chromium, console_messages, sign_in, wait_for
+from tests.support.browser import FIRST_IMAGE_SHOWN, chromium, console_messages, sign_in
 from tests.support.dcmtk import dcmtk
 from tests.support.dicom_factory import write_series
+from tests.support.waiting import wait_for
 
 OHIF_FRAMES = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 
@@ -189,16 +190,14 @@ def test_a_stack_viewport_torn_down_while_it_moves_to_an_uncached_image_throws_n
     finds its viewport gone and does nothing (cornerstonejs/cornerstone3D#2884, mended by deploy/ohif/patch.py);
     OHIF's error boundary stays down and the other series is shown."""
     assert installed(), "the OHIF viewer is not installed: `make viewer` (part of `make install`) installs it"
-    study = generate_uid()
-    first = write_series(tmp_path / "first", 12, study_uid=study, size=64)
-    second = write_series(tmp_path / "second", 12, study_uid=study, description="WB T2 TSE station 2", size=64)
-    push(web_node, *first, *second)
-    other = str(dcmread(second[0], stop_before_pixels=True).SeriesInstanceUID)
+    study, first, other = generate_uid(), generate_uid(), generate_uid()
+    push(web_node, *write_series(tmp_path / "first", 12, study_uid=study, series_uid=first, size=64),
+         *write_series(tmp_path / "second", 12, study_uid=study, series_uid=other, description="WB T2 TSE station 2",
+                       size=64))
     driver = chromium(tmp_path / "profile", webgl=True)
     try:
         sign_in(driver, url(web_node), "olivia", PASSWORDS["olivia"][0])
-        driver.get(f"{url(web_node)}/viewer/viewer?StudyInstanceUIDs={study}"
-                   f"&initialSeriesInstanceUID={dcmread(first[0], stop_before_pixels=True).SeriesInstanceUID}")
+        driver.get(f"{url(web_node)}/viewer/viewer?StudyInstanceUIDs={study}&initialSeriesInstanceUID={first}")
         wait_for(lambda: bool(driver.execute_script(FIRST_IMAGE_SHOWN)), 180, "OHIF's first image on screen")
         driver.set_script_timeout(30)
         outcome = driver.execute_async_script(SCROLL_THEN_SWITCH, other)

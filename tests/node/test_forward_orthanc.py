@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from storage import models as m
 from storage.database import transaction
 from tests.support.dcmtk import dcmtk
 from tests.support.dicom_factory import write_series
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -30,15 +30,6 @@ def store_series(node: Node, folder: Path, n: int = 3) -> list[Path]:
     out = dcmtk("storescu", "-aet", "STORESCU", "-aec", "MYONODE", "127.0.0.1", str(node.listener.port), *map(str, paths))
     assert out.returncode == 0, out.stdout
     return paths
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture
@@ -65,7 +56,7 @@ def test_forward_to_orthanc(node_and_orthanc, tmp_path: Path) -> None:
         assert enqueue(s, ids, node.settings.forward.destinations) == 3
         assert enqueue(s, ids, node.settings.forward.destinations) == 0  # idempotent
     node.forwarder.wake.set()
-    wait_for(lambda: len(orthanc.rest("/instances")) == 3)
+    wait_for(lambda: len(orthanc.rest("/instances")) == 3, 30, "3 instances in Orthanc", step_s=0.2)
     sops = {orthanc.rest(f"/instances/{i}/tags?simplify")["SOPInstanceUID"] for i in orthanc.rest("/instances")}
     assert sops == {dcmread(p).SOPInstanceUID for p in paths}
 
@@ -74,7 +65,7 @@ def test_forward_to_orthanc(node_and_orthanc, tmp_path: Path) -> None:
         with node.sessions() as s:
             return all(i.state is m.OutboxState.SENT for i in s.scalars(select(m.OutboxItem)))
 
-    wait_for(all_sent)
+    wait_for(all_sent, 30, "every outbox item sent", step_s=0.2)
 
 
 def test_orthanc_retrieves_from_node_by_c_move(node_and_orthanc, tmp_path: Path) -> None:
@@ -142,7 +133,7 @@ def test_storage_commitment_with_orthanc_as_scu(node_and_orthanc, tmp_path: Path
     def reported() -> bool:
         return orthanc.rest(path)["Status"] != "Pending"
 
-    wait_for(reported)
+    wait_for(reported, 30, "the storage commitment report", step_s=0.2)
     report = orthanc.rest(path)
     assert report["Status"] == "Failure"  # one instance is not held
     assert sorted(x["SOPInstanceUID"] for x in report["Success"]) == sorted(h[1] for h in held)
@@ -173,7 +164,7 @@ def test_forwarding_to_a_pacs_that_takes_only_uncompressed_decodes_on_the_way(ru
             assert instance.transfer_syntax_uid == RLELossless  # kept as received
             enqueue(s, [instance.id], node.settings.forward.destinations)
         node.forwarder.wake.set()
-        wait_for(lambda: len(orthanc.rest("/instances")) == 1)
+        wait_for(lambda: len(orthanc.rest("/instances")) == 1, 30, "the instance in Orthanc", step_s=0.2)
         (oid,) = orthanc.rest("/instances")
         got = dcmread(io.BytesIO(orthanc.rest_bytes(f"/instances/{oid}/file")))
         assert got.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian

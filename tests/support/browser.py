@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -69,16 +67,6 @@ return !!(cs && cs.getRenderingEngines && cs.getRenderingEngines().some(engine =
   return !!id && !!cs.cache.getImage(id);
 })));
 """
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Until ``predicate()`` holds, looking every second; fails naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(1.0)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def wait_for_text(driver: WebDriver, element_id: str, text: str, timeout_s: float = 20) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from node.demo.ports import free_port
 from tests.support.dcmtk import PEER_AES, dcmtk
+from tests.support.waiting import wait_for
 
 MYONODE = str(Path(sys.executable).parent / "myonode")
 # What node.dimse.scu.associate says of the node's answer beyond [node] max_associations
@@ -48,9 +49,10 @@ def start_serve(settings: Path, port: int, tls_args: tuple[str, ...] = (), *,
 
 
 def wait_for_log(log: Path, line: str, *, count: int = 1, timeout_s: float = 60) -> None:
-    """Until ``log`` holds ``line`` ``count`` times (a process the node starts says it is ready there)."""
-    deadline = time.monotonic() + timeout_s
-    while log.read_text(errors="replace").count(line) < count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{line!r} not {count}× in {log} after {timeout_s} s:\n" + log.read_text(errors="replace"))
-        time.sleep(0.1)
+    """Until ``log`` holds ``line`` ``count`` times (a process the node starts says it is ready there); the
+    failure shows the log."""
+    try:
+        wait_for(lambda: log.read_text(errors="replace").count(line) >= count, timeout_s,
+                 f"{line!r} {count}× in {log}", step_s=0.1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}:\n{log.read_text(errors='replace')}") from None
