@@ -17,6 +17,7 @@ from node.service import Foundation, open_foundation
 from node.settings import Settings
 from storage import models as m
 from tests.support.dicom_factory import mr_image
+from tests.support.waiting import wait_for
 
 
 def test_entries_wait_while_their_push_goes_on() -> None:
@@ -107,10 +108,10 @@ def test_a_push_is_indexed_once_it_pauses_without_anyone_asking(foundation: Foun
     pushing.start()
     pushing.join()
     assert pushing.acknowledged == len(data)
-    deadline = time.monotonic() + 20  # index_wait_s is 30: only the pause can have started it
-    while indexed(foundation) < len(data) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert indexed(foundation) == len(data) and foundation.journal.pending() == []
+    # index_wait_s is 30: only the pause can have started it. The rows are committed before the entries
+    # leave the journal, so both are waited for.
+    wait_for(lambda: indexed(foundation) == len(data) and foundation.journal.pending() == [], 20,
+             "every entry of the paused push indexed and out of the journal", step_s=0.05)
 
 
 def test_stopping_indexes_what_a_push_left_waiting(node_settings: Callable[..., Settings]) -> None:
