@@ -9,7 +9,6 @@ import random
 import socket
 import ssl
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -48,6 +47,7 @@ from tests.node.test_hostile_web import deflate_bomb
 from tests.support.dcmtk import dcmtk
 from tests.support.dicom_factory import mr_image
 from tests.support.serve import start_serve, write_settings
+from tests.support.waiting import wait_for
 
 STORAGE = frozenset(str(uid) for uid in storage_sop_classes("all"))
 DCMTK = 'receiver = "dcmtk"'
@@ -239,10 +239,8 @@ def test_what_the_compiled_receiver_does_is_counted_logged_and_refusals_listed(r
     assert refused.returncode != 0
     bad = hostile_files(tmp_path / "bad")["no study uid"][0]
     assert store_file(node.listener.port, bad).Status == 0xC000
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not (counted(node, "instances", via="dimse") == 3 and node.listener.refused
-                                               and counted(node, "refused", via="dimse") == 1):
-        time.sleep(0.05)
+    wait_for(lambda: counted(node, "instances", via="dimse") == 3 and bool(node.listener.refused)
+             and counted(node, "refused", via="dimse") == 1, 20, "the receiver's datagrams counted", step_s=0.05)
     assert counted(node, "instances", via="dimse") == 3
     assert counted(node, "refused", via="dimse", reason="0xC000") == 1
     assert node.listener.refused and "'STRANGER'" in node.listener.refused[0]
@@ -258,10 +256,7 @@ def test_an_association_held_by_the_compiled_receiver_counts_as_active(running_n
     assert assoc.is_established and node.listener.compiled is not None and node.listener.compiled.handed_over == 1
     assert slots.held() == 1
     assoc.release()
-    deadline = time.monotonic() + 5
-    while slots.held() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert slots.held() == 0
+    wait_for(lambda: slots.held() == 0, 20, "the released association's slot freed", step_s=0.02)
 
 
 def test_both_receivers_accept_naming_the_same_implementation_as_the_files_they_keep(running_node) -> None:
@@ -359,10 +354,8 @@ def test_with_tls_the_compiled_receiver_does_the_handshake_keeps_storage_and_rel
     assert receiver.handed_over == 5  # with TLS every connection goes through its handshake
     plain = dcmtk("echoscu", "-aet", "ECHOSCU", "-aec", "MYONODE", "127.0.0.1", str(node.listener.port))
     assert plain.returncode != 0
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not any("TLS handshake failed" in r.getMessage() for r in caplog.records):
-        time.sleep(0.05)
-    assert any("TLS handshake failed" in r.getMessage() for r in caplog.records)
+    wait_for(lambda: any("TLS handshake failed" in r.getMessage() for r in caplog.records), 20,
+             "the failed TLS handshake logged", step_s=0.05)
     # the relay listener serves nobody without the receiver's token
     with socket.create_connection(("127.0.0.1", receiver.relay[0]), timeout=5) as sock:
         sock.sendall(b"myonode-relay wrong 10.0.0.1\n")

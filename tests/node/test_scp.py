@@ -25,6 +25,7 @@ from storage import models as m
 from tests.support.dcmtk import dcmtk
 from tests.support.dicom_factory import mr_image, write_series
 from tests.support.serve import OVER_THE_LIMIT
+from tests.support.waiting import wait_for
 
 
 def echo(node: Node, calling: str = "ECHOSCU", called: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -55,10 +56,8 @@ def test_unknown_calling_ae_refused(node: Node) -> None:
     assert out.returncode != 0
     assert "Association Rejected" in out.stdout
     # the compiled receiver reports a rejection by datagram, which a thread of the node reads: recorded, soon
-    deadline = time.monotonic() + 10
-    while not any("'INTRUDER'" in r for r in node.listener.refused) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert any("'INTRUDER'" in r for r in node.listener.refused)
+    wait_for(lambda: any("'INTRUDER'" in r for r in node.listener.refused), 20, "the refusal recorded",
+             step_s=0.01)
     assert echo(node).returncode == 0
 
 
