@@ -4,7 +4,7 @@ The port is chosen **outside the kernel's ephemeral range** (``net.ipv4.ip_local
 kernel for port 0 would return a port from that range, and the kernel hands the same range out as the
 source port of every outgoing connection: a ``storescu`` or HTTP client connecting anywhere between the
 choice and the listener's bind could take it (``EADDRINUSE``; seen with three test workers). Below the
-range only listeners bind, so only another chooser could collide, and a random pick among thousands
+range nothing is given a port unasked, so only another chooser could collide, and a random pick among thousands
 makes that unlikely; the port is checked free by binding it before it is returned."""
 
 from __future__ import annotations
