@@ -3,7 +3,7 @@
 The port is chosen **outside the kernel's ephemeral range** (``net.ipv4.ip_local_port_range``). Asking the
 kernel for port 0 would return a port from that range, and the kernel hands the same range out as the
 source port of every outgoing connection: a ``storescu`` or HTTP client connecting anywhere between the
-choice and the listener's bind could take it (``EADDRINUSE``; seen with three test workers). Below the
+choice and the listener's bind could take it (``EADDRINUSE``; seen with four test workers). Below the
 range nothing is given a port unasked, so only another chooser could collide, and a random pick among thousands
 makes that unlikely; the port is checked free by binding it before it is returned."""
 
