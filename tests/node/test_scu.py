@@ -16,6 +16,7 @@ from pynetdicom.sop_class import Verification
 from node.demo.ports import free_port
 from node.dimse.scu import associate, echo, rejection_text
 from tests.support.dcmtk import need
+from tests.support.waiting import wait_for
 
 REFUSED = "rejected (permanent) by the DUL service-user: no reason given"
 
@@ -27,19 +28,18 @@ def refusing_peer() -> Iterator[int]:
     port = free_port()
     proc = subprocess.Popen([need("storescp"), "--refuse", str(port)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"storescp --refuse did not listen on {port}")
-            time.sleep(0.1)
-    yield port
-    proc.terminate()
-    proc.wait(timeout=10)
+
+    def listening_or_gone() -> bool:
+        with socket.socket() as s:
+            return proc.poll() is not None or s.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_for(listening_or_gone, 30, f"storescp --refuse listening on {port}", step_s=0.1)
+        assert proc.poll() is None, f"storescp --refuse exited ({proc.returncode}) instead of listening on {port}"
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def slow_requestor(_event: Event) -> None:

@@ -22,11 +22,12 @@
 // C-STORE is written as exactly the journal entry storage/journal.py writes -- temporary file (made ahead,
 // while the peer sends the instance) with the same file meta information as node/dimse/filemeta.py,
 // fdatasync, rename to <ns>-<pid>-<seq>.<base64url JSON [calling, peer]>.dcm, journal folder fsync -- and
-// only then answered 0x0000. The header check answers as node/intake/ingest.py's read_header does: 0xC000 with its comment for
-// a data set larger than max_instance_bytes (not kept: the rest is read and dropped), a deflate bomb, an
-// unreadable one, missing / NUL / over-long UIDs, a SOP Instance UID other than the request's, truncated or
-// short pixel data; 0xA700 when the disk refuses. What happens is told to the node as one datagram per
-// event on `events_address` (metrics and log lines there), and the indexer is woken on `wake_address`.
+// only then answered 0x0000. The header check answers as node/intake/ingest.py's read_header does: 0xC000
+// with its comment for a data set larger than max_instance_bytes (not kept: the rest is read and dropped), a
+// deflate bomb, an unreadable one, missing / NUL / over-long UIDs, a SOP Instance UID other than the
+// request's, truncated or short pixel data; 0xA700 when the disk refuses. What happens is told to the node as
+// one datagram per event on `events_address` (metrics and log lines there), and the indexer is woken on
+// `wake_address`.
 
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dcdeftag.h"
